@@ -1,0 +1,1 @@
+//! The ssh-agent server (draft-miller-ssh-agent). Knows nothing of CTAP.

@@ -1,0 +1,3 @@
+//! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
+
+pub mod framing;

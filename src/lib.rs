@@ -1,0 +1,15 @@
+//! auths-presence: an ssh-agent that signs only after a verified touch on an enrolled FIDO2
+//! security key.
+//!
+//! Layers, arrows pointing down only: `cli -> agent -> presence -> ctap`.
+//! - [`ctap`]: our FIDO2 client (CTAPHID framing, CTAP2 commands, authenticator data), the
+//!   hidapi transport and the virtual key.
+//! - [`presence`]: enrollment, the binding client data, verification, policy, the gate, audit.
+//! - [`agent`]: the ssh-agent server; it talks to the gate through [`presence::gate::Gate`].
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod ctap;
+pub mod presence;
+pub mod secure_fs;
