@@ -493,7 +493,7 @@ mod tests {
             Err(CborError::InvalidUtf8(0))
         ));
         assert!(matches!(
-            decode(&h("5a0000ffff00")),
+            decode(&h("5a0001000000")),
             Err(CborError::LengthTooLarge { .. })
         ));
         assert!(matches!(
