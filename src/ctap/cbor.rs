@@ -500,7 +500,10 @@ mod tests {
             decode(&h("9b7fffffffffffffff")),
             Err(CborError::LengthTooLarge { .. })
         ));
-        assert!(matches!(decode(&h("42")), Err(CborError::Truncated { .. })));
+        assert!(matches!(
+            decode(&h("1a0001")),
+            Err(CborError::Truncated { .. })
+        ));
         assert!(matches!(decode(&[]), Err(CborError::Truncated { .. })));
         let deep = vec![0x81u8; MAX_DEPTH + 2];
         assert!(matches!(
