@@ -1,4 +1,11 @@
 //! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
 
 pub mod cbor;
+pub mod error;
 pub mod framing;
+pub mod status;
+pub mod transport;
+
+pub use error::{CtapError, HidErrorCode};
+pub use status::StatusCode;
+pub use transport::{Transport, TransportError};
