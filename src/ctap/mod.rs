@@ -1,6 +1,7 @@
 //! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
 
 pub mod cbor;
+pub mod device;
 pub mod error;
 pub mod framing;
 pub mod status;
@@ -9,3 +10,6 @@ pub mod transport;
 pub use error::{CtapError, HidErrorCode};
 pub use status::StatusCode;
 pub use transport::{Transport, TransportError};
+
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub mod hid;

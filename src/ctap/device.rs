@@ -1,0 +1,330 @@
+//! One CTAPHID channel on one key (CTAP 2.1 §11.2): the INIT handshake with a checked nonce,
+//! request/response transactions with KEEPALIVE handling, CANCEL, a per-read timeout and an
+//! overall deadline.
+//!
+//! Every reply is checked before it is used (rustls' habit): reports for other channels are
+//! skipped (other programs may share the key, as on hidraw); for ours the command, SEQ order,
+//! BCNT and length are checked by [`framing`](super::framing). Generic over [`Transport`], so
+//! the same code talks to a YubiKey, the virtual key and `sim:` sockets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::framing::{self, cmd, Packet, Progress, Reassembler, CID_BROADCAST};
+use super::transport::Transport;
+use super::{CtapError, HidErrorCode};
+
+/// CTAPHID_INIT capability: the key implements WINK.
+pub const CAPABILITY_WINK: u8 = 0x01;
+/// CTAPHID_INIT capability: the key implements CTAPHID_CBOR.
+pub const CAPABILITY_CBOR: u8 = 0x04;
+/// CTAPHID_INIT capability: the key does NOT implement CTAPHID_MSG.
+pub const CAPABILITY_NMSG: u8 = 0x08;
+
+/// Timeouts for one device.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceOptions {
+    /// Longest silence accepted between two reports of ours (keys send KEEPALIVE every
+    /// 100 ms while they work or wait for a touch).
+    pub read_timeout: Duration,
+    /// Longest a whole transaction may take, touch included.
+    pub deadline: Duration,
+    /// How often a blocked read wakes up to look at the cancel token.
+    pub poll_interval: Duration,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            read_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(25),
+        }
+    }
+}
+
+/// What a KEEPALIVE said (CTAP 2.1 §11.2.9.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepaliveStatus {
+    /// The key is working on the request.
+    Processing,
+    /// The key waits for a touch: show the prompt now.
+    UpNeeded,
+    /// A status byte the spec does not define.
+    Other(u8),
+}
+
+/// Cancels a running transaction from another thread: the transaction sends CTAPHID_CANCEL
+/// and then takes the key's answer (CTAP2_ERR_KEEPALIVE_CANCEL).
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the transaction to cancel.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancel was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What the key said about itself in its INIT reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitInfo {
+    /// CTAPHID protocol version (2).
+    pub protocol: u8,
+    /// Device version: major, minor, build.
+    pub version: (u8, u8, u8),
+    /// Capability flags (`CAPABILITY_*`).
+    pub capabilities: u8,
+}
+
+/// One allocated channel on one key.
+pub struct Device<T: Transport> {
+    transport: T,
+    cid: u32,
+    info: InitInfo,
+    opts: DeviceOptions,
+}
+
+impl<T: Transport> std::fmt::Debug for Device<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("cid", &format_args!("{:08x}", self.cid))
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl<T: Transport> Device<T> {
+    /// Allocate a channel: CTAPHID_INIT on the broadcast channel with a fresh 8-byte nonce.
+    /// Replies carrying another nonce belong to someone else and are skipped; if only such
+    /// replies come, the result is [`CtapError::InitNonceMismatch`].
+    pub fn open(transport: T, opts: DeviceOptions) -> Result<Self, CtapError> {
+        let mut dev = Device {
+            transport,
+            cid: CID_BROADCAST,
+            info: InitInfo {
+                protocol: 0,
+                version: (0, 0, 0),
+                capabilities: 0,
+            },
+            opts,
+        };
+        let nonce: [u8; 8] = rand::random();
+        let reply = dev.transact_inner(cmd::INIT, &nonce, &mut |_| {}, None, Some(&nonce))?;
+        if reply.len() < 17 {
+            return Err(CtapError::InvalidResponse(format!(
+                "INIT reply of {} bytes, expected 17",
+                reply.len()
+            )));
+        }
+        let cid = u32::from_be_bytes([reply[8], reply[9], reply[10], reply[11]]);
+        if cid == 0 || cid == CID_BROADCAST {
+            return Err(CtapError::InvalidResponse(format!(
+                "INIT reply assigned the reserved channel {cid:08x}"
+            )));
+        }
+        dev.cid = cid;
+        dev.info = InitInfo {
+            protocol: reply[12],
+            version: (reply[13], reply[14], reply[15]),
+            capabilities: reply[16],
+        };
+        Ok(dev)
+    }
+
+    /// The channel id the key gave us.
+    pub fn channel(&self) -> u32 {
+        self.cid
+    }
+
+    /// What the key said in its INIT reply.
+    pub fn info(&self) -> InitInfo {
+        self.info
+    }
+
+    /// The timeouts in force.
+    pub fn options(&self) -> DeviceOptions {
+        self.opts
+    }
+
+    /// CTAPHID_PING: the key echoes `data`.
+    pub fn ping(&mut self, data: &[u8]) -> Result<Vec<u8>, CtapError> {
+        let echo = self.transact(cmd::PING, data, &mut |_| {}, None)?;
+        if echo != data {
+            return Err(CtapError::InvalidResponse(
+                "PING echo differs from what was sent".into(),
+            ));
+        }
+        Ok(echo)
+    }
+
+    /// CTAPHID_WINK: the key blinks.
+    pub fn wink(&mut self) -> Result<(), CtapError> {
+        self.transact(cmd::WINK, &[], &mut |_| {}, None).map(|_| ())
+    }
+
+    /// Send a CTAP2 request (command byte + CBOR) and return the raw response (status byte +
+    /// CBOR). `on_keepalive` hears each change of KEEPALIVE status; `cancel` may be triggered
+    /// from another thread.
+    pub fn cbor(
+        &mut self,
+        request: &[u8],
+        on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<u8>, CtapError> {
+        if self.info.capabilities & CAPABILITY_CBOR == 0 {
+            return Err(CtapError::InvalidResponse(
+                "this key does not speak CTAP2 (no CBOR capability): it is a U2F-only key".into(),
+            ));
+        }
+        self.transact(cmd::CBOR, request, on_keepalive, cancel)
+    }
+
+    /// Send one CTAPHID message on our channel and read the reply to it.
+    pub fn transact(
+        &mut self,
+        command: u8,
+        payload: &[u8],
+        on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<u8>, CtapError> {
+        self.transact_inner(command, payload, on_keepalive, cancel, None)
+    }
+
+    fn send(&mut self, command: u8, payload: &[u8]) -> Result<(), CtapError> {
+        for report in framing::fragment(self.cid, command, payload)? {
+            self.transport.write_report(&report)?;
+        }
+        Ok(())
+    }
+
+    fn transact_inner(
+        &mut self,
+        command: u8,
+        payload: &[u8],
+        on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+        cancel: Option<&CancelToken>,
+        init_nonce: Option<&[u8; 8]>,
+    ) -> Result<Vec<u8>, CtapError> {
+        self.send(command, payload)?;
+        let start = Instant::now();
+        let mut last_heard = Instant::now();
+        let mut cancel_sent = false;
+        let mut last_status = None;
+        let mut partial: Option<Reassembler> = None;
+        let mut foreign_init = false;
+        loop {
+            if let Some(token) = cancel {
+                if token.is_cancelled() && !cancel_sent {
+                    self.send(cmd::CANCEL, &[])?;
+                    cancel_sent = true;
+                    last_heard = Instant::now();
+                }
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= self.opts.deadline {
+                if !cancel_sent && self.cid != CID_BROADCAST {
+                    // Leave the key idle for whoever comes next; best effort.
+                    let _ = self.send(cmd::CANCEL, &[]);
+                }
+                return Err(CtapError::Deadline(self.opts.deadline));
+            }
+            let silence = last_heard.elapsed();
+            if silence >= self.opts.read_timeout {
+                if cancel_sent {
+                    return Err(CtapError::Cancelled);
+                }
+                if foreign_init {
+                    return Err(CtapError::InitNonceMismatch);
+                }
+                return Err(CtapError::ReadTimeout(self.opts.read_timeout));
+            }
+            let wait = self
+                .opts
+                .poll_interval
+                .min(self.opts.deadline - elapsed)
+                .min(self.opts.read_timeout - silence);
+            let Some(report) = self.transport.read_report(wait)? else {
+                continue;
+            };
+            let packet = Packet::parse(&report);
+            if packet.cid() != self.cid {
+                continue; // another program's channel
+            }
+            if let Some(r) = partial.as_mut() {
+                last_heard = Instant::now();
+                match r.push(&packet)? {
+                    Progress::NeedMore => continue,
+                    Progress::Done(m) => return Ok(m.payload),
+                }
+            }
+            let (rest, progress) = match &packet {
+                Packet::Cont { seq, .. } => {
+                    return Err(framing::FramingError::UnexpectedCont(*seq).into());
+                }
+                Packet::Init { cmd: c, data, .. } if *c == cmd::KEEPALIVE => {
+                    last_heard = Instant::now();
+                    let status = match data[0] {
+                        framing::keepalive::PROCESSING => KeepaliveStatus::Processing,
+                        framing::keepalive::UPNEEDED => KeepaliveStatus::UpNeeded,
+                        other => KeepaliveStatus::Other(other),
+                    };
+                    if last_status != Some(status) {
+                        last_status = Some(status);
+                        on_keepalive(status);
+                    }
+                    continue;
+                }
+                Packet::Init { cmd: c, .. } if *c == cmd::ERROR => {
+                    let (_, p) = Reassembler::start(&packet)?;
+                    let code = match p {
+                        Progress::Done(m) if !m.payload.is_empty() => m.payload[0],
+                        _ => {
+                            return Err(CtapError::InvalidResponse(
+                                "CTAPHID_ERROR without an error code".into(),
+                            ))
+                        }
+                    };
+                    return Err(CtapError::Hid(HidErrorCode::from_byte(code)));
+                }
+                Packet::Init { cmd: c, .. } if *c != command => {
+                    return Err(CtapError::UnexpectedCommand {
+                        expected: command,
+                        got: *c,
+                    });
+                }
+                Packet::Init { data, .. } => {
+                    if let Some(nonce) = init_nonce {
+                        if &data[..8] != nonce {
+                            // Another program's INIT on the broadcast channel.
+                            foreign_init = true;
+                            continue;
+                        }
+                    }
+                    Reassembler::start(&packet)?
+                }
+            };
+            last_heard = Instant::now();
+            match progress {
+                Progress::Done(m) => return Ok(m.payload),
+                Progress::NeedMore => partial = rest,
+            }
+        }
+    }
+
+    /// Give back the transport (e.g. to reopen after an error).
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+}
