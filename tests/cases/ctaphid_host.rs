@@ -1,0 +1,368 @@
+//! The CTAPHID host code against keys that misbehave: every failure is a typed error, never a
+//! panic, and never a hang past the deadline. The misbehaving key is a scripted transport;
+//! the code under test (`ctap::device`) is the real one.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::framing::{self, cmd, Packet, Report, REPORT_LEN};
+use auths_presence::ctap::{CtapError, HidErrorCode, Transport, TransportError};
+
+const CID: u32 = 0x0102_0304;
+
+/// What the scripted key sends back after a request (not INIT) arrives.
+type Script = Box<dyn FnMut(&framing::Message) -> Vec<Event> + Send>;
+
+enum Event {
+    Report(Report),
+    Disconnect,
+}
+
+struct ScriptedKey {
+    script: Script,
+    pending: VecDeque<Event>,
+    partial: Option<framing::Reassembler>,
+    writes: Vec<Report>,
+    gone: bool,
+    init_nonce_override: Option<[u8; 8]>,
+    /// Once the script runs dry, send this report every 10 ms (a key that never finishes).
+    forever: Option<Report>,
+}
+
+impl ScriptedKey {
+    fn new(script: Script) -> Self {
+        ScriptedKey {
+            script,
+            pending: VecDeque::new(),
+            partial: None,
+            writes: Vec::new(),
+            gone: false,
+            init_nonce_override: None,
+            forever: None,
+        }
+    }
+}
+
+fn init_reply(nonce: &[u8], cid: u32) -> Report {
+    let mut payload = nonce.to_vec();
+    payload.extend_from_slice(&cid.to_be_bytes());
+    payload.extend_from_slice(&[2, 5, 4, 3, 0x05]);
+    framing::fragment(framing::CID_BROADCAST, cmd::INIT, &payload).unwrap()[0]
+}
+
+impl Transport for ScriptedKey {
+    fn write_report(&mut self, report: &Report) -> Result<(), TransportError> {
+        if self.gone {
+            return Err(TransportError::Disconnected);
+        }
+        self.writes.push(*report);
+        let packet = Packet::parse(report);
+        let done = match &mut self.partial {
+            Some(r) => match r.push(&packet).unwrap() {
+                framing::Progress::Done(m) => Some(m),
+                framing::Progress::NeedMore => None,
+            },
+            None => {
+                let (r, p) = framing::Reassembler::start(&packet).unwrap();
+                self.partial = r;
+                match p {
+                    framing::Progress::Done(m) => Some(m),
+                    framing::Progress::NeedMore => None,
+                }
+            }
+        };
+        if let Some(m) = done {
+            self.partial = None;
+            if m.cmd == cmd::INIT {
+                let nonce = self
+                    .init_nonce_override
+                    .unwrap_or_else(|| m.payload[..8].try_into().unwrap());
+                self.pending
+                    .push_back(Event::Report(init_reply(&nonce, CID)));
+            } else {
+                let events = (self.script)(&m);
+                self.pending.extend(events);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_report(&mut self, timeout: Duration) -> Result<Option<Report>, TransportError> {
+        match self.pending.pop_front() {
+            Some(Event::Report(r)) => Ok(Some(r)),
+            Some(Event::Disconnect) => {
+                self.gone = true;
+                Err(TransportError::Disconnected)
+            }
+            None if self.gone => Err(TransportError::Disconnected),
+            None if self.forever.is_some() && self.writes.len() > 1 => {
+                std::thread::sleep(Duration::from_millis(10).min(timeout));
+                Ok(self.forever)
+            }
+            None => {
+                // Nothing to say: behave like a blocking read that times out.
+                std::thread::sleep(timeout);
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn opts() -> DeviceOptions {
+    DeviceOptions {
+        read_timeout: Duration::from_millis(300),
+        deadline: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(10),
+    }
+}
+
+fn reports(cid: u32, command: u8, payload: &[u8]) -> Vec<Event> {
+    framing::fragment(cid, command, payload)
+        .unwrap()
+        .into_iter()
+        .map(Event::Report)
+        .collect()
+}
+
+fn open(script: Script) -> Device<ScriptedKey> {
+    Device::open(ScriptedKey::new(script), opts()).expect("INIT")
+}
+
+fn echo() -> Script {
+    Box::new(|m| reports(CID, m.cmd, &m.payload))
+}
+
+#[test]
+fn init_allocates_channel_and_ping_echoes() {
+    let mut dev = open(echo());
+    assert_eq!(dev.channel(), CID);
+    assert_eq!(dev.info().version, (5, 4, 3));
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    assert_eq!(dev.ping(&data).unwrap(), data);
+}
+
+#[test]
+fn init_with_foreign_nonce_is_refused() {
+    let mut key = ScriptedKey::new(echo());
+    key.init_nonce_override = Some([9; 8]);
+    let start = Instant::now();
+    let err = Device::open(key, opts()).unwrap_err();
+    assert!(matches!(err, CtapError::InitNonceMismatch), "{err:?}");
+    assert!(start.elapsed() < opts().deadline + Duration::from_millis(500));
+}
+
+#[test]
+fn reports_for_other_channels_are_skipped() {
+    let mut dev = open(Box::new(|m| {
+        let mut ev = reports(
+            0x0bad_0bad,
+            m.cmd,
+            b"not for you, this is a long payload for someone else ....",
+        );
+        ev.extend(reports(CID, m.cmd, &m.payload));
+        ev
+    }));
+    assert_eq!(dev.ping(b"hello").unwrap(), b"hello");
+}
+
+#[test]
+fn keepalives_reach_the_callback_once_per_change() {
+    let mut dev = open(Box::new(|m| {
+        let mut ev = Vec::new();
+        for status in [1u8, 2, 2, 2] {
+            ev.extend(reports(CID, cmd::KEEPALIVE, &[status]));
+        }
+        ev.extend(reports(CID, cmd::CBOR, &[0x00, 0xa0]));
+        let _ = m;
+        ev
+    }));
+    let mut seen = Vec::new();
+    let resp = dev.cbor(&[0x04], &mut |s| seen.push(s), None).unwrap();
+    assert_eq!(resp, vec![0x00, 0xa0]);
+    assert_eq!(
+        seen,
+        vec![KeepaliveStatus::Processing, KeepaliveStatus::UpNeeded]
+    );
+}
+
+#[test]
+fn wrong_seq_is_a_framing_error() {
+    let mut dev = open(Box::new(|m| {
+        let mut r = framing::fragment(CID, m.cmd, &[7u8; 200]).unwrap();
+        r[2][4] = 5; // second continuation claims SEQ 5
+        r.into_iter().map(Event::Report).collect()
+    }));
+    let err = dev.ping(&[7u8; 200]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CtapError::Framing(framing::FramingError::BadSeq {
+                expected: 1,
+                got: 5
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bcnt_over_maximum_is_refused() {
+    let mut dev = open(Box::new(|_| {
+        let mut r = [0u8; REPORT_LEN];
+        r[..4].copy_from_slice(&CID.to_be_bytes());
+        r[4] = cmd::PING | 0x80;
+        r[5..7].copy_from_slice(&7610u16.to_be_bytes());
+        vec![Event::Report(r)]
+    }));
+    let err = dev.ping(b"x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CtapError::Framing(framing::FramingError::TooLong(7610))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn truncated_message_times_out_within_bounds() {
+    let mut dev = open(Box::new(|m| {
+        let mut r = framing::fragment(CID, m.cmd, &[1u8; 300]).unwrap();
+        r.truncate(3);
+        r.into_iter().map(Event::Report).collect()
+    }));
+    let start = Instant::now();
+    let err = dev.ping(&[1u8; 300]).unwrap_err();
+    assert!(matches!(err, CtapError::ReadTimeout(_)), "{err:?}");
+    assert!(start.elapsed() < opts().deadline);
+}
+
+#[test]
+fn silent_key_times_out() {
+    let mut dev = open(Box::new(|_| Vec::new()));
+    let err = dev.cbor(&[0x04], &mut |_| {}, None).unwrap_err();
+    assert!(matches!(err, CtapError::ReadTimeout(_)), "{err:?}");
+}
+
+#[test]
+fn endless_keepalives_stop_at_the_deadline() {
+    let mut key = ScriptedKey::new(Box::new(|_| Vec::new()));
+    key.forever = Some(framing::fragment(CID, cmd::KEEPALIVE, &[2]).unwrap()[0]);
+    let mut dev = Device::open(key, opts()).unwrap();
+    let start = Instant::now();
+    let err = dev.cbor(&[0x02], &mut |_| {}, None).unwrap_err();
+    assert!(matches!(err, CtapError::Deadline(_)), "{err:?}");
+    assert!(start.elapsed() < opts().deadline + Duration::from_secs(1));
+    // The key is left idle: a CANCEL went out.
+    let key = dev.into_transport();
+    let last = Packet::parse(key.writes.last().unwrap());
+    assert!(matches!(last, Packet::Init { cmd: c, .. } if c == cmd::CANCEL));
+}
+
+#[test]
+fn key_that_disappears_mid_message() {
+    let mut dev = open(Box::new(|m| {
+        let mut ev: Vec<Event> = framing::fragment(CID, m.cmd, &[1u8; 300])
+            .unwrap()
+            .into_iter()
+            .take(2)
+            .map(Event::Report)
+            .collect();
+        ev.push(Event::Disconnect);
+        ev
+    }));
+    let err = dev.ping(&[1u8; 300]).unwrap_err();
+    assert!(
+        matches!(err, CtapError::Transport(TransportError::Disconnected)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn ctaphid_error_is_typed() {
+    let mut dev = open(Box::new(|_| reports(CID, cmd::ERROR, &[0x06])));
+    let err = dev.cbor(&[0x02], &mut |_| {}, None).unwrap_err();
+    assert!(
+        matches!(err, CtapError::Hid(HidErrorCode::ChannelBusy)),
+        "{err:?}"
+    );
+    let mut dev = open(Box::new(|_| reports(CID, cmd::ERROR, &[0x55])));
+    let err = dev.cbor(&[0x02], &mut |_| {}, None).unwrap_err();
+    assert!(
+        matches!(err, CtapError::Hid(HidErrorCode::Unknown(0x55))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn reply_with_wrong_command_is_refused() {
+    let mut dev = open(Box::new(|_| reports(CID, cmd::PING, b"?")));
+    let err = dev.cbor(&[0x04], &mut |_| {}, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CtapError::UnexpectedCommand {
+                expected: 0x10,
+                got: 0x01
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn continuation_without_init_is_refused() {
+    let mut dev = open(Box::new(|m| {
+        let r = framing::fragment(CID, m.cmd, &[1u8; 300]).unwrap();
+        vec![Event::Report(r[1])]
+    }));
+    let err = dev.ping(&[1u8; 300]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CtapError::Framing(framing::FramingError::UnexpectedCont(0))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn cancel_from_another_thread_sends_cancel_and_takes_the_keys_answer() {
+    // The key says UPNEEDED until it sees CANCEL, then answers CTAP2_ERR_KEEPALIVE_CANCEL.
+    let mut key = ScriptedKey::new(Box::new(|m| {
+        if m.cmd == cmd::CANCEL {
+            reports(CID, cmd::CBOR, &[0x2d])
+        } else {
+            Vec::new()
+        }
+    }));
+    key.forever = Some(framing::fragment(CID, cmd::KEEPALIVE, &[2]).unwrap()[0]);
+    let mut dev = Device::open(key, opts()).unwrap();
+    let token = CancelToken::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t2 = token.clone();
+    let handle = std::thread::spawn(move || {
+        let mut on_ka = |s| {
+            if s == KeepaliveStatus::UpNeeded {
+                let _ = tx.send(());
+            }
+        };
+        let r = dev.cbor(&[0x02], &mut on_ka, Some(&t2));
+        (r, dev.into_transport())
+    });
+    rx.recv_timeout(Duration::from_secs(2))
+        .expect("UPNEEDED seen");
+    token.cancel();
+    let (resp, key) = handle.join().unwrap();
+    assert_eq!(
+        resp.unwrap(),
+        vec![0x2d],
+        "the key's CTAP2_ERR_KEEPALIVE_CANCEL is returned"
+    );
+    let sent_cancel = key
+        .writes
+        .iter()
+        .any(|r| matches!(Packet::parse(r), Packet::Init { cmd: c, .. } if c == cmd::CANCEL));
+    assert!(sent_cancel);
+}
