@@ -1,4 +1,6 @@
 //! The gate: enrollment, client data that binds a touch to a request, verification, policy,
 //! audit. Knows nothing of sockets.
 
+pub mod enrollment;
 pub mod gate;
+pub mod home;

@@ -1,0 +1,332 @@
+//! Enrolled security-key credentials, kept in `$AUTHS_HOME/tokens.json`: directory 0700, file
+//! 0600, replaced atomically, versioned schema. Several keys may be enrolled (a main and a
+//! backup). Read-modify-write cycles hold an advisory lock (`tokens.lock`) so the agent saving
+//! a sign counter and a concurrent `auths token enroll` never lose each other's update.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::secure_fs::{self, SecureFsError};
+
+/// Version of the file format written by this program.
+pub const SCHEMA_VERSION: u32 = 1;
+/// File name inside `AUTHS_HOME`.
+pub const TOKENS_FILE: &str = "tokens.json";
+
+/// One enrolled credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// Short stable id shown to people: the first 8 bytes of SHA-256(credential id), hex.
+    pub id: String,
+    /// Label chosen at enrollment ("main", "backup").
+    pub label: String,
+    /// The credential id the key returned (hex).
+    #[serde(with = "hex::serde")]
+    pub credential_id: Vec<u8>,
+    /// The credential public key as a COSE_Key in canonical CBOR (hex).
+    #[serde(with = "hex::serde")]
+    pub public_key_cose: Vec<u8>,
+    /// COSE algorithm: -7 (ES256) or -8 (EdDSA).
+    pub algorithm: i64,
+    /// Relying-party id the credential is scoped to.
+    pub rp_id: String,
+    /// AAGUID of the authenticator model (hex).
+    #[serde(with = "hex::serde")]
+    pub aaguid: Vec<u8>,
+    /// True when the credential lives on the virtual key, not on hardware.
+    pub virtual_key: bool,
+    /// How the key was described when enrolled (product name or device selector).
+    pub device: String,
+    /// Unix time of enrollment.
+    pub created: u64,
+    /// Highest signature counter seen from this credential.
+    pub sign_count: u32,
+}
+
+impl Enrollment {
+    /// The short id for a credential id.
+    pub fn short_id(credential_id: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(credential_id)[..8])
+    }
+
+    /// Human name for an algorithm number.
+    pub fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            -7 => "ES256",
+            -8 => "EdDSA",
+            _ => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TokensFile {
+    version: u32,
+    tokens: Vec<Enrollment>,
+}
+
+/// Problems with the enrollment store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EnrollmentError {
+    /// The file or directory cannot be used safely.
+    #[error(transparent)]
+    Fs(#[from] SecureFsError),
+    /// The file is not valid JSON of our schema.
+    #[error("{path} is corrupt ({reason}); it was left untouched: restore it from a backup or move it away and enroll again")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Written by a newer version of auths.
+    #[error("{path} has schema version {found}, newer than this auths understands ({SCHEMA_VERSION}); upgrade auths")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version in it.
+        found: u32,
+    },
+    /// No enrollment matches the id or label.
+    #[error("no enrolled key matches {0:?}; `auths token list` shows the ids and labels")]
+    NotFound(String),
+    /// More than one enrollment matches a label.
+    #[error("{0:?} matches several enrolled keys; use the id from `auths token list`")]
+    Ambiguous(String),
+    /// The credential is enrolled already.
+    #[error("this credential is enrolled already (id {0})")]
+    Duplicate(String),
+    /// The lock could not be taken.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The enrollment store in one `AUTHS_HOME`.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    home: PathBuf,
+}
+
+impl TokenStore {
+    /// The store in `home` (created 0700 when missing, verified otherwise).
+    pub fn open(home: &Path) -> Result<TokenStore, EnrollmentError> {
+        secure_fs::ensure_private_dir(home)?;
+        Ok(TokenStore {
+            home: home.to_path_buf(),
+        })
+    }
+
+    /// Path of the tokens file.
+    pub fn path(&self) -> PathBuf {
+        self.home.join(TOKENS_FILE)
+    }
+
+    /// All enrollments.
+    pub fn list(&self) -> Result<Vec<Enrollment>, EnrollmentError> {
+        Ok(self.read()?.tokens)
+    }
+
+    /// Add an enrollment; refuses a duplicate credential id.
+    pub fn add(&self, e: Enrollment) -> Result<(), EnrollmentError> {
+        self.update(|f| {
+            if f.tokens.iter().any(|t| t.credential_id == e.credential_id) {
+                return Err(EnrollmentError::Duplicate(e.id.clone()));
+            }
+            f.tokens.push(e);
+            Ok(())
+        })
+    }
+
+    /// Remove by id (or a unique id prefix) or label; returns what was removed.
+    pub fn remove(&self, id_or_label: &str) -> Result<Enrollment, EnrollmentError> {
+        let mut removed = None;
+        self.update(|f| {
+            let idx = find(&f.tokens, id_or_label)?;
+            removed = Some(f.tokens.remove(idx));
+            Ok(())
+        })?;
+        removed.ok_or_else(|| EnrollmentError::NotFound(id_or_label.to_owned()))
+    }
+
+    /// Record the highest sign counter seen for a credential. Never lowers it.
+    pub fn save_sign_count(&self, credential_id: &[u8], count: u32) -> Result<(), EnrollmentError> {
+        self.update(|f| {
+            let t = f
+                .tokens
+                .iter_mut()
+                .find(|t| t.credential_id == credential_id)
+                .ok_or_else(|| EnrollmentError::NotFound(Enrollment::short_id(credential_id)))?;
+            t.sign_count = t.sign_count.max(count);
+            Ok(())
+        })
+    }
+
+    fn read(&self) -> Result<TokensFile, EnrollmentError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(TokensFile {
+                    version: SCHEMA_VERSION,
+                    tokens: Vec::new(),
+                })
+            }
+            Err(source) => return Err(SecureFsError::Io { path, source }.into()),
+        };
+        secure_fs::check_private(&path, false)?;
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned =
+            serde_json::from_slice(&bytes).map_err(|e| EnrollmentError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if v.version > SCHEMA_VERSION {
+            return Err(EnrollmentError::NewerSchema {
+                path,
+                found: v.version,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| EnrollmentError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    fn update(
+        &self,
+        change: impl FnOnce(&mut TokensFile) -> Result<(), EnrollmentError>,
+    ) -> Result<(), EnrollmentError> {
+        let _lock = self.lock()?;
+        let mut file = self.read()?;
+        change(&mut file)?;
+        file.version = SCHEMA_VERSION;
+        let mut json = serde_json::to_vec_pretty(&file).map_err(|e| EnrollmentError::Corrupt {
+            path: self.path(),
+            reason: e.to_string(),
+        })?;
+        json.push(b'\n');
+        secure_fs::atomic_write(&self.path(), &json)?;
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, EnrollmentError> {
+        let path = self.home.join("tokens.lock");
+        let file = secure_fs::open_private_append(&path)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            EnrollmentError::Lock {
+                path,
+                source: std::io::Error::from(errno),
+            }
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn lock(&self) -> Result<std::fs::File, EnrollmentError> {
+        // Windows: the file is opened without sharing by the platform module in a later
+        // change; for now a plain open keeps the same shape.
+        Ok(secure_fs::open_private_append(
+            &self.home.join("tokens.lock"),
+        )?)
+    }
+}
+
+/// Find the single enrollment matching an id, unique id prefix (4+ chars) or label.
+pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, EnrollmentError> {
+    if let Some(i) = tokens.iter().position(|t| t.id == id_or_label) {
+        return Ok(i);
+    }
+    let by_label: Vec<usize> = (0..tokens.len())
+        .filter(|&i| tokens[i].label == id_or_label)
+        .collect();
+    let matches = if by_label.is_empty() && id_or_label.len() >= 4 {
+        (0..tokens.len())
+            .filter(|&i| tokens[i].id.starts_with(id_or_label))
+            .collect()
+    } else {
+        by_label
+    };
+    match matches.as_slice() {
+        [] => Err(EnrollmentError::NotFound(id_or_label.to_owned())),
+        [i] => Ok(*i),
+        _ => Err(EnrollmentError::Ambiguous(id_or_label.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cred: &[u8], label: &str) -> Enrollment {
+        Enrollment {
+            id: Enrollment::short_id(cred),
+            label: label.into(),
+            credential_id: cred.to_vec(),
+            public_key_cose: vec![0xa0],
+            algorithm: -7,
+            rp_id: "auths:presence".into(),
+            aaguid: vec![0; 16],
+            virtual_key: true,
+            device: "sim".into(),
+            created: 1,
+            sign_count: 0,
+        }
+    }
+
+    #[test]
+    fn add_list_remove_and_counter() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        let s = TokenStore::open(&home).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        s.add(sample(b"one", "main")).unwrap();
+        s.add(sample(b"two", "backup")).unwrap();
+        assert!(matches!(
+            s.add(sample(b"two", "x")),
+            Err(EnrollmentError::Duplicate(_))
+        ));
+        s.save_sign_count(b"one", 7).unwrap();
+        s.save_sign_count(b"one", 3).unwrap();
+        let l = s.list().unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].sign_count, 7, "never lowered");
+        assert_eq!(s.remove("backup").unwrap().credential_id, b"two");
+        let id = s.list().unwrap()[0].id.clone();
+        assert_eq!(s.remove(&id[..6]).unwrap().label, "main");
+        assert!(matches!(
+            s.remove("main"),
+            Err(EnrollmentError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_and_newer_files_are_refused_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(&t.path().join("h")).unwrap();
+        secure_fs::atomic_write(&s.path(), b"{not json").unwrap();
+        assert!(matches!(s.list(), Err(EnrollmentError::Corrupt { .. })));
+        assert!(matches!(
+            s.add(sample(b"x", "l")),
+            Err(EnrollmentError::Corrupt { .. })
+        ));
+        assert_eq!(std::fs::read(s.path()).unwrap(), b"{not json");
+        secure_fs::atomic_write(&s.path(), br#"{"version": 9, "tokens": []}"#).unwrap();
+        assert!(matches!(
+            s.list(),
+            Err(EnrollmentError::NewerSchema { found: 9, .. })
+        ));
+    }
+}
