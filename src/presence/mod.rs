@@ -1,6 +1,8 @@
 //! The gate: enrollment, client data that binds a touch to a request, verification, policy,
 //! audit. Knows nothing of sockets.
 
+pub mod challenge;
 pub mod enrollment;
 pub mod gate;
 pub mod home;
+pub mod policy;

@@ -1,0 +1,135 @@
+//! Client data that binds one touch to one request (DESIGN.md "Binding a touch to a request").
+//!
+//! Like WebAuthn's clientDataJSON (WebAuthn §5.8.1), but ours: type `auths.presence.v1`, a
+//! fresh random nonce, the identity key's fingerprint, SHA-256 of the bytes to be signed, the
+//! SSHSIG namespace, the requesting peer and, for a batch grant, its N, T and scope. The key
+//! signs `authData || SHA-256(clientData)`, so an assertion approves exactly what the prompt
+//! showed: it cannot be replayed for other bytes, another key or another process. The exact
+//! JSON bytes are kept in the receipt so `auths audit verify` can recompute the hash offline.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::gate::{Requester, SignRequest};
+
+/// The `type` member of our client data.
+pub const CLIENT_DATA_TYPE: &str = "auths.presence.v1";
+
+/// A batch or per-peer grant that one touch approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantTerms {
+    /// Most signatures the grant covers (the first one included).
+    pub max_signatures: u32,
+    /// How long the grant lasts, in seconds.
+    pub ttl_secs: u64,
+    /// Who may use it: `process`, `parent`, `session` or `user`.
+    pub scope: String,
+}
+
+/// The client data, as serialised into the bytes the key's signature covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientData {
+    /// Always [`CLIENT_DATA_TYPE`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 32 fresh random bytes, hex.
+    pub nonce: String,
+    /// Fingerprint of the identity key to sign with, `SHA256:…`.
+    pub key: String,
+    /// SHA-256 of the bytes to be signed, hex.
+    pub digest: String,
+    /// SSHSIG namespace, when the bytes are an SSHSIG blob.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+    /// Who asked.
+    pub peer: Requester,
+    /// Terms of the grant this touch opens, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant: Option<GrantTerms>,
+    /// Unix time the challenge was made.
+    pub created: u64,
+}
+
+impl ClientData {
+    /// Fresh client data for `request`, with a new random nonce.
+    pub fn new(request: &SignRequest, grant: Option<GrantTerms>, now_unix: u64) -> ClientData {
+        let nonce: [u8; 32] = rand::random();
+        ClientData {
+            kind: CLIENT_DATA_TYPE.to_owned(),
+            nonce: hex::encode(nonce),
+            key: request.key_fingerprint.clone(),
+            digest: hex::encode(request.data_digest),
+            namespace: request.namespace.clone(),
+            peer: request.requester.clone(),
+            grant,
+            created: now_unix,
+        }
+    }
+
+    /// The exact bytes whose hash the key signs. Serialisation is deterministic (fixed member
+    /// order), but receipts keep these bytes anyway and never re-serialise.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parse client data from a receipt, checking its type.
+    pub fn parse(json: &str) -> Result<ClientData, String> {
+        let cd: ClientData = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if cd.kind != CLIENT_DATA_TYPE {
+            return Err(format!(
+                "client data type {:?} is not {CLIENT_DATA_TYPE}",
+                cd.kind
+            ));
+        }
+        Ok(cd)
+    }
+
+    /// True when this client data approves signing `digest` with `key`.
+    pub fn approves(&self, key: &str, digest: &[u8; 32]) -> bool {
+        self.key == key && self.digest == hex::encode(digest)
+    }
+}
+
+/// SHA-256 of the client data bytes: the `clientDataHash` sent to the key.
+pub fn client_data_hash(json: &str) -> [u8; 32] {
+    Sha256::digest(json.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(digest: u8) -> SignRequest {
+        SignRequest {
+            key_fingerprint: "SHA256:abc".into(),
+            data_digest: [digest; 32],
+            namespace: Some("git".into()),
+            requester: Requester {
+                uid: 1000,
+                pid: Some(4242),
+                exe: Some("/usr/bin/ssh-keygen".into()),
+                ..Requester::default()
+            },
+        }
+    }
+
+    #[test]
+    fn binds_key_digest_and_is_fresh() {
+        let a = ClientData::new(&req(1), None, 10);
+        let b = ClientData::new(&req(1), None, 10);
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(
+            client_data_hash(&a.to_json()),
+            client_data_hash(&b.to_json())
+        );
+        assert!(a.approves("SHA256:abc", &[1; 32]));
+        assert!(!a.approves("SHA256:abc", &[2; 32]));
+        assert!(!a.approves("SHA256:other", &[1; 32]));
+        let back = ClientData::parse(&a.to_json()).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.to_json(), a.to_json(), "deterministic");
+        assert!(
+            ClientData::parse(&a.to_json().replace("auths.presence.v1", "webauthn.get")).is_err()
+        );
+    }
+}

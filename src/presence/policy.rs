@@ -1,0 +1,379 @@
+//! Touch policies and the grants one touch may open.
+//!
+//! - `per-signature` (default): every signature needs its own touch.
+//! - `batch:N:T[:scope]`: one touch approves up to N signatures within T for one scope
+//!   (`git rebase -S` runs one `ssh-keygen` per commit, all children of one git: scope `parent`,
+//!   the default for batches).
+//! - `per-peer:T[:scope]`: one touch per new peer, valid for T (default scope `process`).
+//!
+//! A grant is bound to the identity key and to the scope's identity (pid + start time, so a
+//! reused pid is another peer). When the platform cannot tell the scope's identity (no pid, no
+//! parent), no grant is opened or matched: that request needs its own touch (fail closed).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use super::challenge::GrantTerms;
+use super::gate::Requester;
+
+/// Who shares a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The same process (pid and start time).
+    Process,
+    /// Children of the same parent process (parent pid and its start time).
+    Parent,
+    /// The same session (setsid).
+    Session,
+    /// Any process of the user: the loosest, for those who accept it.
+    User,
+}
+
+impl Scope {
+    /// The name used on the command line and in client data.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Process => "process",
+            Scope::Parent => "parent",
+            Scope::Session => "session",
+            Scope::User => "user",
+        }
+    }
+
+    /// The identity of `r` under this scope, or None when the platform did not tell it.
+    pub fn key(self, r: &Requester) -> Option<ScopeKey> {
+        match self {
+            Scope::Process => Some(ScopeKey::Process(r.pid?, r.start_time?)),
+            Scope::Parent => Some(ScopeKey::Parent(r.parent_pid?, r.parent_start_time?)),
+            Scope::Session => Some(ScopeKey::Session(r.session_id?)),
+            Scope::User => Some(ScopeKey::User(r.uid)),
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(Scope::Process),
+            "parent" => Ok(Scope::Parent),
+            "session" => Ok(Scope::Session),
+            "user" => Ok(Scope::User),
+            other => Err(format!(
+                "unknown scope {other:?}: use process, parent, session or user"
+            )),
+        }
+    }
+}
+
+/// The identity a grant is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKey {
+    /// pid, start time.
+    Process(u32, u64),
+    /// parent pid, parent start time.
+    Parent(u32, u64),
+    /// session id.
+    Session(u32),
+    /// uid.
+    User(u32),
+}
+
+/// When a touch is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Every signature needs its own touch.
+    #[default]
+    PerSignature,
+    /// One touch approves up to `max` signatures within `ttl` for one scope.
+    Batch {
+        /// Signatures per touch, the first included.
+        max: u32,
+        /// Lifetime of the grant.
+        ttl: Duration,
+        /// Who shares it.
+        scope: Scope,
+    },
+    /// One touch per new peer, valid for `ttl`.
+    PerPeer {
+        /// Lifetime of the grant.
+        ttl: Duration,
+        /// Who counts as the same peer.
+        scope: Scope,
+    },
+}
+
+impl Policy {
+    /// The grant terms a touch under this policy opens (None for per-signature).
+    pub fn grant_terms(&self) -> Option<GrantTerms> {
+        match *self {
+            Policy::PerSignature => None,
+            Policy::Batch { max, ttl, scope } => Some(GrantTerms {
+                max_signatures: max,
+                ttl_secs: ttl.as_secs(),
+                scope: scope.name().to_owned(),
+            }),
+            Policy::PerPeer { ttl, scope } => Some(GrantTerms {
+                max_signatures: u32::MAX,
+                ttl_secs: ttl.as_secs(),
+                scope: scope.name().to_owned(),
+            }),
+        }
+    }
+
+    fn scope(&self) -> Option<Scope> {
+        match *self {
+            Policy::PerSignature => None,
+            Policy::Batch { scope, .. } | Policy::PerPeer { scope, .. } => Some(scope),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Policy::PerSignature => write!(f, "per-signature"),
+            Policy::Batch { max, ttl, scope } => {
+                write!(f, "batch:{max}:{}s:{}", ttl.as_secs(), scope.name())
+            }
+            Policy::PerPeer { ttl, scope } => {
+                write!(f, "per-peer:{}s:{}", ttl.as_secs(), scope.name())
+            }
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            ["per-signature"] => Ok(Policy::PerSignature),
+            ["batch", n, t, rest @ ..] if rest.len() <= 1 => {
+                let max: u32 = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("batch size {n:?} must be a whole number of at least 1"))?;
+                let ttl = parse_duration(t)?;
+                let scope = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(Scope::Parent);
+                Ok(Policy::Batch { max, ttl, scope })
+            }
+            ["per-peer", t, rest @ ..] if rest.len() <= 1 => {
+                let ttl = parse_duration(t)?;
+                let scope = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(Scope::Process);
+                Ok(Policy::PerPeer { ttl, scope })
+            }
+            _ => Err(format!(
+                "unknown policy {s:?}: use per-signature, batch:N:T[:scope] or per-peer:T[:scope] (e.g. batch:20:60s:parent)"
+            )),
+        }
+    }
+}
+
+/// Parse `90`, `90s`, `30m`, `4h`, `1h30m`, `2d`. Zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("cannot read duration {s:?}: use e.g. 30s, 15m, 4h or 1h30m");
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        total = total
+            .checked_add(num.parse().map_err(|_| bad())?)
+            .ok_or_else(bad)?;
+    }
+    if total == 0 {
+        return Err(format!("duration {s:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// One open grant.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Receipt id of the touch that opened it.
+    pub receipt_id: String,
+    /// Identity key it covers.
+    pub key_fingerprint: String,
+    /// Who may use it.
+    pub scope_key: ScopeKey,
+    /// Signatures left.
+    pub remaining: u32,
+    /// When it lapses.
+    pub expires: Instant,
+}
+
+/// Open grants under one policy.
+#[derive(Debug, Default)]
+pub struct Grants {
+    policy: Policy,
+    open: Vec<Grant>,
+}
+
+impl Grants {
+    /// No grants yet.
+    pub fn new(policy: Policy) -> Grants {
+        Grants {
+            policy,
+            open: Vec::new(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Use one signature of a grant that covers this request; returns the grant's receipt id
+    /// and how many signatures of it are left.
+    pub fn take(
+        &mut self,
+        key_fingerprint: &str,
+        requester: &Requester,
+        now: Instant,
+    ) -> Option<(String, u32)> {
+        self.open.retain(|g| g.expires > now && g.remaining > 0);
+        let scope_key = self.policy.scope()?.key(requester)?;
+        let g = self
+            .open
+            .iter_mut()
+            .find(|g| g.scope_key == scope_key && g.key_fingerprint == key_fingerprint)?;
+        g.remaining -= 1;
+        Some((g.receipt_id.clone(), g.remaining))
+    }
+
+    /// After a verified touch: open the grant it approved (the touch itself used one
+    /// signature). Does nothing under per-signature or when the scope is unknown.
+    pub fn open(
+        &mut self,
+        receipt_id: &str,
+        key_fingerprint: &str,
+        requester: &Requester,
+        now: Instant,
+    ) {
+        let (max, ttl) = match self.policy {
+            Policy::PerSignature => return,
+            Policy::Batch { max, ttl, .. } => (max, ttl),
+            Policy::PerPeer { ttl, .. } => (u32::MAX, ttl),
+        };
+        let Some(scope_key) = self.policy.scope().and_then(|s| s.key(requester)) else {
+            return;
+        };
+        if max <= 1 {
+            return;
+        }
+        self.open.push(Grant {
+            receipt_id: receipt_id.to_owned(),
+            key_fingerprint: key_fingerprint.to_owned(),
+            scope_key,
+            remaining: max - 1,
+            expires: now + ttl,
+        });
+    }
+
+    /// Forget every grant (lock, shutdown).
+    pub fn clear(&mut self) {
+        self.open.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(pid: u32, ppid: u32) -> Requester {
+        Requester {
+            uid: 1000,
+            pid: Some(pid),
+            start_time: Some(u64::from(pid) * 10),
+            parent_pid: Some(ppid),
+            parent_start_time: Some(u64::from(ppid) * 10),
+            session_id: Some(1),
+            ..Requester::default()
+        }
+    }
+
+    #[test]
+    fn parses_policies() {
+        assert_eq!("per-signature".parse::<Policy>(), Ok(Policy::PerSignature));
+        assert_eq!(
+            "batch:20:60s".parse::<Policy>(),
+            Ok(Policy::Batch {
+                max: 20,
+                ttl: Duration::from_secs(60),
+                scope: Scope::Parent
+            })
+        );
+        assert_eq!(
+            "per-peer:5m:session".parse::<Policy>(),
+            Ok(Policy::PerPeer {
+                ttl: Duration::from_secs(300),
+                scope: Scope::Session
+            })
+        );
+        for bad in [
+            "batch:0:60s",
+            "batch:x:1s",
+            "batch:3:0s",
+            "per-peer",
+            "batch:3:1s:world",
+            "everything",
+        ] {
+            assert!(bad.parse::<Policy>().is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn batch_grant_counts_expires_and_is_scoped() {
+        let policy: Policy = "batch:3:60s:parent".parse().unwrap();
+        let mut g = Grants::new(policy);
+        let t0 = Instant::now();
+        assert_eq!(g.take("K", &peer(10, 1), t0), None);
+        g.open("r1", "K", &peer(10, 1), t0);
+        assert_eq!(g.take("K", &peer(11, 1), t0), Some(("r1".into(), 1)));
+        assert_eq!(g.take("other key", &peer(12, 1), t0), None);
+        assert_eq!(g.take("K", &peer(12, 2), t0), None, "another parent");
+        assert_eq!(g.take("K", &peer(12, 1), t0), Some(("r1".into(), 0)));
+        assert_eq!(g.take("K", &peer(13, 1), t0), None, "N+1-th needs a touch");
+        g.open("r2", "K", &peer(10, 1), t0);
+        assert_eq!(
+            g.take("K", &peer(14, 1), t0 + Duration::from_secs(61)),
+            None,
+            "after T"
+        );
+    }
+
+    #[test]
+    fn unknown_scope_identity_fails_closed() {
+        let mut g = Grants::new("per-peer:60s:process".parse().unwrap());
+        let anon = Requester {
+            uid: 1000,
+            ..Requester::default()
+        };
+        let t0 = Instant::now();
+        g.open("r", "K", &anon, t0);
+        assert_eq!(g.take("K", &anon, t0), None);
+    }
+}
