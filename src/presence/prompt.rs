@@ -1,0 +1,146 @@
+//! Where "touch your key" goes: the terminal when the agent runs in the foreground, and every
+//! `auths agent watch` subscriber (a status-bar touch detector), as JSON events.
+//!
+//! Prompts name who asks and what, so a person can tell their own `git commit` from a
+//! surprise: "Touch your security key to approve signing for ssh-keygen (pid 4242) ← git
+//! (pid 4240), key SHA256:…, namespace git".
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::gate::{Requester, SignRequest};
+
+/// One event for watchers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PromptEvent {
+    /// The key is blinking and waits for a touch.
+    Pending {
+        /// Request id (the receipt id it will get).
+        id: String,
+        /// The human prompt.
+        message: String,
+        /// Who asks.
+        peer: Requester,
+        /// Identity key.
+        key: String,
+        /// SSHSIG namespace.
+        namespace: Option<String>,
+    },
+    /// A verified touch approved the request.
+    Approved {
+        /// Request id.
+        id: String,
+    },
+    /// An open grant covered the request; no touch was needed.
+    Granted {
+        /// Request id.
+        id: String,
+        /// The receipt whose touch opened the grant.
+        grant_of: String,
+        /// Signatures left in the grant.
+        remaining: u32,
+    },
+    /// The request was refused.
+    Denied {
+        /// Request id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Sends prompts to the terminal and to watchers.
+#[derive(Debug, Clone)]
+pub struct Prompter {
+    tx: broadcast::Sender<PromptEvent>,
+    terminal: bool,
+}
+
+impl Prompter {
+    /// `terminal`: also print human prompts on stderr.
+    pub fn new(terminal: bool) -> Prompter {
+        let (tx, _) = broadcast::channel(64);
+        Prompter { tx, terminal }
+    }
+
+    /// A new watcher.
+    pub fn subscribe(&self) -> broadcast::Receiver<PromptEvent> {
+        self.tx.subscribe()
+    }
+
+    /// Announce an event.
+    pub fn emit(&self, event: PromptEvent) {
+        if self.terminal {
+            match &event {
+                PromptEvent::Pending { message, .. } => eprintln!("{message}"),
+                PromptEvent::Approved { .. } => eprintln!("Touch verified: signed."),
+                PromptEvent::Granted { remaining, .. } => {
+                    eprintln!("Signed under an open batch grant ({remaining} left).")
+                }
+                PromptEvent::Denied { reason, .. } => eprintln!("Refused: {reason}"),
+            }
+        }
+        // No watcher is fine.
+        let _ = self.tx.send(event);
+    }
+}
+
+/// "ssh-keygen (pid 4242) ← git (pid 4240)".
+pub fn describe_peer(r: &Requester) -> String {
+    let name = |exe: &Option<String>| {
+        exe.as_deref()
+            .map(|e| e.rsplit('/').next().unwrap_or(e).to_owned())
+            .unwrap_or_else(|| "unknown process".to_owned())
+    };
+    let mut s = match r.pid {
+        Some(pid) => format!("{} (pid {pid})", name(&r.exe)),
+        None => format!("{} (pid unknown)", name(&r.exe)),
+    };
+    if let Some(ppid) = r.parent_pid {
+        s.push_str(&format!(" \u{2190} {} (pid {ppid})", name(&r.parent_exe)));
+    }
+    s
+}
+
+/// The full touch prompt for a request.
+pub fn touch_message(req: &SignRequest, virtual_key: bool) -> String {
+    let mut s = format!(
+        "Touch your security key to approve signing for {}, key {}",
+        describe_peer(&req.requester),
+        req.key_fingerprint
+    );
+    if let Some(ns) = &req.namespace {
+        s.push_str(&format!(", namespace {ns}"));
+    }
+    if virtual_key {
+        s.push_str(" [VIRTUAL KEY: not hardware]");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_names_requester_and_parent() {
+        let req = SignRequest {
+            key_fingerprint: "SHA256:xyz".into(),
+            data_digest: [0; 32],
+            namespace: Some("git".into()),
+            requester: Requester {
+                uid: 1,
+                pid: Some(4242),
+                exe: Some("/usr/bin/ssh-keygen".into()),
+                parent_pid: Some(4240),
+                parent_exe: Some("/usr/bin/git".into()),
+                ..Requester::default()
+            },
+        };
+        assert_eq!(
+            touch_message(&req, false),
+            "Touch your security key to approve signing for ssh-keygen (pid 4242) \u{2190} git (pid 4240), key SHA256:xyz, namespace git"
+        );
+    }
+}
