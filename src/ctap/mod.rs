@@ -1,5 +1,6 @@
 //! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
 
+pub mod authdata;
 pub mod cbor;
 pub mod error;
 pub mod framing;
