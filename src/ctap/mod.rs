@@ -2,6 +2,7 @@
 
 pub mod authdata;
 pub mod cbor;
+pub mod command;
 pub mod error;
 pub mod framing;
 pub mod status;
