@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::authdata::AuthDataError;
 use super::cbor::CborError;
 use super::framing::FramingError;
 use super::status::StatusCode;
@@ -128,6 +129,12 @@ pub enum CtapError {
     /// The response decoded but is missing a field or has a wrong type.
     #[error("the security key's response is malformed: {0}")]
     InvalidResponse(String),
+    /// The key's CTAP2 response had no status byte at all.
+    #[error("the security key sent an empty CTAP2 response (no status byte)")]
+    EmptyResponse,
+    /// The authenticatorData inside a response does not parse.
+    #[error("the security key's authenticatorData is malformed: {0}")]
+    AuthData(AuthDataError),
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]
     Cancelled,

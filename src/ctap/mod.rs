@@ -1,6 +1,8 @@
 //! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
 
+pub mod authdata;
 pub mod cbor;
+pub mod command;
 pub mod device;
 pub mod error;
 pub mod framing;
