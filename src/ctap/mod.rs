@@ -8,6 +8,7 @@ pub mod error;
 pub mod framing;
 pub mod status;
 pub mod transport;
+pub mod virtual_key;
 
 pub use error::{CtapError, HidErrorCode};
 pub use status::StatusCode;

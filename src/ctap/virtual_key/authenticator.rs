@@ -1,0 +1,1107 @@
+//! The virtual key's CTAP2 authenticator (CTAP 2.1 §6): authenticatorGetInfo,
+//! authenticatorMakeCredential, authenticatorGetAssertion, authenticatorSelection and
+//! authenticatorReset. Pure logic, no I/O: requests are the bytes of a CTAPHID_CBOR message
+//! (command byte, then CBOR), responses are a status byte followed by CBOR.
+//!
+//! The API has two phases so the CTAPHID layer can wait for a touch, send KEEPALIVE UPNEEDED
+//! and honour CANCEL meanwhile: [`Authenticator::begin`] answers at once ([`Step::Done`]) or
+//! asks for a touch ([`Step::NeedsTouch`]); [`Authenticator::complete`] finishes a request once
+//! the touch came (or did not). Dropping a [`Pending`] abandons the request (CANCEL).
+//!
+//! # Credentials without storage
+//!
+//! Credentials are non-discoverable and not stored. The credential id wraps the private key:
+//!
+//! ```text
+//! wrap_key = HKDF-SHA256(salt = "auths-presence virtual key v1", ikm = master secret,
+//!                        info = "credential id wrap")
+//! id       = 0x01 || nonce (12 random bytes)
+//!            || ChaCha20Poly1305(wrap_key, nonce, aad = 0x01 || rpIdHash,
+//!                                plaintext = alg byte (1 = ES256, 2 = EdDSA) || 32-byte seed)
+//! ```
+//!
+//! 62 bytes in all. The AEAD tag makes any other id (a flipped bit, another key's id) or the
+//! right id presented for another rp id fail to open: such a credential is "not ours".
+//! The ES256 seed is the P-256 private scalar; the EdDSA seed is the Ed25519 secret key.
+//!
+//! # Attestation
+//!
+//! makeCredential answers with fmt `"packed"` and *self attestation* (WebAuthn §8.2): attStmt
+//! is `{alg, sig}`, sig made with the new credential's own private key over
+//! `authData || clientDataHash`. There is no attestation certificate: the key is virtual and
+//! must never pass for a certified one. Its AAGUID is [`VIRTUAL_AAGUID`].
+//!
+//! # Sign counter
+//!
+//! One global counter, incremented and persisted before every makeCredential and
+//! getAssertion response; if it cannot be persisted the request fails with CTAP1_ERR_OTHER,
+//! so a counter value is never handed out twice.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use hkdf::Hkdf;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::state::KeyState;
+use crate::ctap::cbor::{self, Value};
+use crate::ctap::status::StatusCode;
+
+/// The virtual key's AAGUID: the ASCII bytes of `"auths-virtualkey"`. It is ours, registered
+/// nowhere, and is not the AAGUID of any real authenticator, so enrollment can tell that a
+/// credential lives on the virtual key.
+pub const VIRTUAL_AAGUID: [u8; 16] = *b"auths-virtualkey";
+
+/// getInfo firmwareVersion of the virtual key: the ASCII bytes `"VIRT"` (0x56495254).
+pub const VIRTUAL_FIRMWARE_VERSION: u64 = 0x5649_5254;
+
+/// authenticatorMakeCredential.
+pub const CMD_MAKE_CREDENTIAL: u8 = 0x01;
+/// authenticatorGetAssertion.
+pub const CMD_GET_ASSERTION: u8 = 0x02;
+/// authenticatorGetInfo.
+pub const CMD_GET_INFO: u8 = 0x04;
+/// authenticatorReset.
+pub const CMD_RESET: u8 = 0x07;
+/// authenticatorSelection.
+pub const CMD_SELECTION: u8 = 0x0b;
+
+/// COSE algorithm ES256 (ECDSA P-256 with SHA-256).
+pub const ALG_ES256: i64 = -7;
+/// COSE algorithm EdDSA (Ed25519).
+pub const ALG_EDDSA: i64 = -8;
+
+/// authData flag: user present.
+pub const FLAG_UP: u8 = 0x01;
+/// authData flag: attested credential data included.
+pub const FLAG_AT: u8 = 0x40;
+
+/// Length of a credential id made by this key.
+pub const CREDENTIAL_ID_LEN: usize = 1 + 12 + 1 + 32 + 16;
+
+const ID_VERSION: u8 = 0x01;
+const WRAP_SALT: &[u8] = b"auths-presence virtual key v1";
+const WRAP_INFO: &[u8] = b"credential id wrap";
+const MAX_USER_ID_LEN: usize = 64;
+
+/// The two signature algorithms the key supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// ECDSA P-256 / SHA-256, COSE -7.
+    Es256,
+    /// Ed25519, COSE -8.
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The COSE algorithm identifier.
+    pub fn cose(self) -> i64 {
+        match self {
+            Algorithm::Es256 => ALG_ES256,
+            Algorithm::EdDsa => ALG_EDDSA,
+        }
+    }
+
+    fn from_cose(alg: i64) -> Option<Algorithm> {
+        match alg {
+            ALG_ES256 => Some(Algorithm::Es256),
+            ALG_EDDSA => Some(Algorithm::EdDsa),
+            _ => None,
+        }
+    }
+
+    fn id_byte(self) -> u8 {
+        match self {
+            Algorithm::Es256 => 1,
+            Algorithm::EdDsa => 2,
+        }
+    }
+
+    fn from_id_byte(b: u8) -> Option<Algorithm> {
+        match b {
+            1 => Some(Algorithm::Es256),
+            2 => Some(Algorithm::EdDsa),
+            _ => None,
+        }
+    }
+}
+
+/// A private key unwrapped from a credential id (or just made). The seed is zeroized on drop.
+struct CredentialKey {
+    alg: Algorithm,
+    seed: Zeroizing<[u8; 32]>,
+}
+
+impl CredentialKey {
+    fn generate(alg: Algorithm) -> CredentialKey {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        loop {
+            rand::rngs::OsRng.fill_bytes(seed.as_mut());
+            // A P-256 scalar must be in [1, n); the chance of a retry is about 2^-32.
+            if alg == Algorithm::EdDsa || es256_key(&seed).is_some() {
+                return CredentialKey { alg, seed };
+            }
+        }
+    }
+
+    /// The COSE_Key of the public key, as canonical CBOR.
+    fn cose_public_key(&self) -> Option<Vec<u8>> {
+        let map = match self.alg {
+            Algorithm::Es256 => {
+                let sk = es256_key(&self.seed)?;
+                let point = sk.verifying_key().to_encoded_point(false);
+                let (x, y) = (point.x()?, point.y()?);
+                vec![
+                    (Value::int(1), Value::int(2)),
+                    (Value::int(3), Value::int(ALG_ES256)),
+                    (Value::int(-1), Value::int(1)),
+                    (Value::int(-2), Value::bytes(x)),
+                    (Value::int(-3), Value::bytes(y)),
+                ]
+            }
+            Algorithm::EdDsa => {
+                let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
+                vec![
+                    (Value::int(1), Value::int(1)),
+                    (Value::int(3), Value::int(ALG_EDDSA)),
+                    (Value::int(-1), Value::int(6)),
+                    (Value::int(-2), Value::bytes(sk.verifying_key().as_bytes())),
+                ]
+            }
+        };
+        Some(cbor::encode(&Value::Map(map)))
+    }
+
+    /// ES256: DER-encoded ECDSA signature (SHA-256 inside); EdDSA: the raw 64 bytes.
+    fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
+        match self.alg {
+            Algorithm::Es256 => {
+                use p256::ecdsa::signature::Signer;
+                let sk = es256_key(&self.seed)?;
+                let sig: p256::ecdsa::Signature = sk.sign(msg);
+                Some(sig.to_der().as_bytes().to_vec())
+            }
+            Algorithm::EdDsa => {
+                use ed25519_dalek::Signer;
+                let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
+                Some(sk.sign(msg).to_bytes().to_vec())
+            }
+        }
+    }
+}
+
+fn es256_key(seed: &[u8; 32]) -> Option<p256::ecdsa::SigningKey> {
+    p256::ecdsa::SigningKey::from_bytes(seed.into()).ok()
+}
+
+/// What [`Authenticator::begin`] decided.
+#[derive(Debug)]
+pub enum Step {
+    /// The response, ready to send: status byte, then CBOR (if any).
+    Done(Vec<u8>),
+    /// The request waits for a touch; hand it to [`Authenticator::complete`].
+    NeedsTouch(Pending),
+}
+
+/// A request that waits for a touch. Dropping it abandons the request.
+pub struct Pending {
+    kind: PendingKind,
+}
+
+enum PendingKind {
+    MakeCredential {
+        rp_id_hash: [u8; 32],
+        client_data_hash: Vec<u8>,
+        alg: Algorithm,
+    },
+    Excluded,
+    GetAssertion {
+        rp_id_hash: [u8; 32],
+        client_data_hash: Vec<u8>,
+        credential_id: Vec<u8>,
+        key: CredentialKey,
+    },
+    Selection,
+    Reset,
+}
+
+impl Pending {
+    /// The CTAP2 command byte of the waiting request.
+    pub fn command(&self) -> u8 {
+        match self.kind {
+            PendingKind::MakeCredential { .. } | PendingKind::Excluded => CMD_MAKE_CREDENTIAL,
+            PendingKind::GetAssertion { .. } => CMD_GET_ASSERTION,
+            PendingKind::Selection => CMD_SELECTION,
+            PendingKind::Reset => CMD_RESET,
+        }
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No key material, ever.
+        f.debug_struct("Pending")
+            .field("command", &self.command())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CTAP2 authenticator of the virtual key.
+pub struct Authenticator {
+    state: KeyState,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+type CtapResult<T> = Result<T, StatusCode>;
+
+fn status_only(s: StatusCode) -> Vec<u8> {
+    vec![s.byte()]
+}
+
+fn ok_with(v: &Value) -> Vec<u8> {
+    let mut out = vec![0x00];
+    out.extend_from_slice(&cbor::encode(v));
+    out
+}
+
+impl Authenticator {
+    /// An authenticator over `state` (master secret and sign counter).
+    pub fn new(state: KeyState) -> Authenticator {
+        Authenticator { state }
+    }
+
+    /// The current sign counter.
+    pub fn counter(&self) -> u32 {
+        self.state.counter()
+    }
+
+    /// Start a request: `request` is the CTAPHID_CBOR payload (command byte, then CBOR).
+    pub fn begin(&mut self, request: &[u8]) -> Step {
+        let Some((&command, params)) = request.split_first() else {
+            return Step::Done(status_only(StatusCode::InvalidLength));
+        };
+        let result = match command {
+            CMD_GET_INFO => no_params(params).map(|()| Step::Done(ok_with(&get_info()))),
+            CMD_MAKE_CREDENTIAL => self.make_credential(params),
+            CMD_GET_ASSERTION => self.get_assertion(params),
+            CMD_SELECTION => no_params(params).map(|()| {
+                Step::NeedsTouch(Pending {
+                    kind: PendingKind::Selection,
+                })
+            }),
+            CMD_RESET => no_params(params).map(|()| {
+                Step::NeedsTouch(Pending {
+                    kind: PendingKind::Reset,
+                })
+            }),
+            _ => Err(StatusCode::InvalidCommand),
+        };
+        result.unwrap_or_else(|s| Step::Done(status_only(s)))
+    }
+
+    /// Finish a request that waited for a touch. `touched == false` means nobody touched the
+    /// key in time: CTAP2_ERR_USER_ACTION_TIMEOUT.
+    pub fn complete(&mut self, pending: Pending, touched: bool) -> Vec<u8> {
+        if !touched {
+            return status_only(StatusCode::UserActionTimeout);
+        }
+        self.finish(pending.kind, true).unwrap_or_else(status_only)
+    }
+
+    fn finish(&mut self, kind: PendingKind, up: bool) -> CtapResult<Vec<u8>> {
+        match kind {
+            PendingKind::Selection => Ok(vec![0x00]),
+            PendingKind::Excluded => Err(StatusCode::CredentialExcluded),
+            PendingKind::Reset => {
+                self.state.reset().map_err(|_| StatusCode::Other)?;
+                Ok(vec![0x00])
+            }
+            PendingKind::MakeCredential {
+                rp_id_hash,
+                client_data_hash,
+                alg,
+            } => {
+                let key = CredentialKey::generate(alg);
+                let id = self.wrap(&rp_id_hash, &key)?;
+                let cose = key.cose_public_key().ok_or(StatusCode::Other)?;
+                let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
+                let mut auth_data = Vec::with_capacity(37 + 18 + id.len() + cose.len());
+                auth_data.extend_from_slice(&rp_id_hash);
+                auth_data.push(FLAG_UP | FLAG_AT);
+                auth_data.extend_from_slice(&counter.to_be_bytes());
+                auth_data.extend_from_slice(&VIRTUAL_AAGUID);
+                auth_data.extend_from_slice(&(id.len() as u16).to_be_bytes());
+                auth_data.extend_from_slice(&id);
+                auth_data.extend_from_slice(&cose);
+                let mut signed = auth_data.clone();
+                signed.extend_from_slice(&client_data_hash);
+                let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
+                let att_stmt = Value::Map(vec![
+                    (Value::text("alg"), Value::int(alg.cose())),
+                    (Value::text("sig"), Value::Bytes(sig)),
+                ]);
+                Ok(ok_with(&Value::Map(vec![
+                    (Value::int(1), Value::text("packed")),
+                    (Value::int(2), Value::Bytes(auth_data)),
+                    (Value::int(3), att_stmt),
+                ])))
+            }
+            PendingKind::GetAssertion {
+                rp_id_hash,
+                client_data_hash,
+                credential_id,
+                key,
+            } => {
+                let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
+                let mut auth_data = Vec::with_capacity(37);
+                auth_data.extend_from_slice(&rp_id_hash);
+                auth_data.push(if up { FLAG_UP } else { 0 });
+                auth_data.extend_from_slice(&counter.to_be_bytes());
+                let mut signed = auth_data.clone();
+                signed.extend_from_slice(&client_data_hash);
+                let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
+                Ok(ok_with(&Value::Map(vec![
+                    (
+                        Value::int(1),
+                        Value::Map(vec![
+                            (Value::text("id"), Value::Bytes(credential_id)),
+                            (Value::text("type"), Value::text("public-key")),
+                        ]),
+                    ),
+                    (Value::int(2), Value::Bytes(auth_data)),
+                    (Value::int(3), Value::Bytes(sig)),
+                ])))
+            }
+        }
+    }
+
+    fn wrap_cipher(&self) -> ChaCha20Poly1305 {
+        let hk = Hkdf::<Sha256>::new(Some(WRAP_SALT), self.state.master_secret());
+        let mut okm = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: this cannot fail.
+        let _ = hk.expand(WRAP_INFO, okm.as_mut());
+        ChaCha20Poly1305::new(Key::from_slice(okm.as_ref()))
+    }
+
+    fn wrap(&self, rp_id_hash: &[u8; 32], key: &CredentialKey) -> CtapResult<Vec<u8>> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut plaintext = Zeroizing::new([0u8; 33]);
+        plaintext[0] = key.alg.id_byte();
+        plaintext[1..].copy_from_slice(key.seed.as_ref());
+        let aad = id_aad(rp_id_hash);
+        let sealed = self
+            .wrap_cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_ref(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| StatusCode::Other)?;
+        let mut id = Vec::with_capacity(CREDENTIAL_ID_LEN);
+        id.push(ID_VERSION);
+        id.extend_from_slice(&nonce);
+        id.extend_from_slice(&sealed);
+        Ok(id)
+    }
+
+    /// Open a credential id: `Some` only when this key made it for this rp id.
+    fn unwrap_id(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialKey> {
+        if id.len() != CREDENTIAL_ID_LEN || id[0] != ID_VERSION {
+            return None;
+        }
+        let aad = id_aad(rp_id_hash);
+        let plaintext = Zeroizing::new(
+            self.wrap_cipher()
+                .decrypt(
+                    Nonce::from_slice(&id[1..13]),
+                    Payload {
+                        msg: &id[13..],
+                        aad: &aad,
+                    },
+                )
+                .ok()?,
+        );
+        let (&alg, seed) = plaintext.split_first()?;
+        let alg = Algorithm::from_id_byte(alg)?;
+        let mut s = Zeroizing::new([0u8; 32]);
+        s.copy_from_slice(seed.get(..32)?);
+        Some(CredentialKey { alg, seed: s })
+    }
+
+    fn make_credential(&mut self, params: &[u8]) -> CtapResult<Step> {
+        let req = decode_request(params)?;
+        let client_data_hash = client_data_hash(req_field(&req, 1)?)?;
+        let rp = as_map(req_field(&req, 2)?)?;
+        let rp_id = as_text(map_field(rp, "id")?)?;
+        opt_text(rp, "name")?;
+        let user = as_map(req_field(&req, 3)?)?;
+        let user_id = as_bytes(map_field(user, "id")?)?;
+        if user_id.len() > MAX_USER_ID_LEN {
+            return Err(StatusCode::InvalidLength);
+        }
+        opt_text(user, "name")?;
+        opt_text(user, "displayName")?;
+        let params_list = as_array(req_field(&req, 4)?)?;
+        let mut chosen = None;
+        for p in params_list {
+            let p = as_map(p)?;
+            let alg = as_int(map_field(p, "alg")?)?;
+            let ty = as_text(map_field(p, "type")?)?;
+            if chosen.is_none() && ty == "public-key" {
+                chosen = Algorithm::from_cose(alg);
+            }
+        }
+        let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
+        if let Some(ext) = opt_int_field(&req, 6) {
+            // Extensions are optional; none is implemented, so requests for them are ignored
+            // (CTAP 2.1 §6.1.2, WebAuthn §9).
+            as_map(ext)?;
+        }
+        let opts = parse_options(opt_int_field(&req, 7))?;
+        if opt_int_field(&req, 8).is_some() {
+            // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
+            return Err(StatusCode::PinNotSet);
+        }
+        if let Some(p) = opt_int_field(&req, 9) {
+            as_int(p)?;
+        }
+        let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
+        if opts.rk == Some(true) {
+            return Err(StatusCode::UnsupportedOption);
+        }
+        if opts.uv == Some(true) {
+            return Err(StatusCode::InvalidOption);
+        }
+        if opts.up == Some(false) {
+            return Err(StatusCode::InvalidOption);
+        }
+        let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
+        if let Some(list) = exclude {
+            for d in list {
+                if let Some(id) = descriptor_id(d)? {
+                    if self.unwrap_id(&rp_id_hash, id).is_some() {
+                        return Ok(Step::NeedsTouch(Pending {
+                            kind: PendingKind::Excluded,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(Step::NeedsTouch(Pending {
+            kind: PendingKind::MakeCredential {
+                rp_id_hash,
+                client_data_hash: client_data_hash.to_vec(),
+                alg,
+            },
+        }))
+    }
+
+    fn get_assertion(&mut self, params: &[u8]) -> CtapResult<Step> {
+        let req = decode_request(params)?;
+        let rp_id = as_text(req_field(&req, 1)?)?;
+        let client_data_hash = client_data_hash(req_field(&req, 2)?)?;
+        let allow = opt_int_field(&req, 3).map(as_array).transpose()?;
+        if let Some(ext) = opt_int_field(&req, 4) {
+            as_map(ext)?;
+        }
+        let opts = parse_options(opt_int_field(&req, 5))?;
+        if opt_int_field(&req, 6).is_some() {
+            return Err(StatusCode::PinNotSet);
+        }
+        if let Some(p) = opt_int_field(&req, 7) {
+            as_int(p)?;
+        }
+        if opts.uv == Some(true) {
+            return Err(StatusCode::InvalidOption);
+        }
+        if opts.rk.is_some() {
+            return Err(StatusCode::InvalidOption);
+        }
+        let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
+        // Check every descriptor's shape first, then look for ours.
+        let mut ids = Vec::new();
+        for d in allow.unwrap_or(&[]) {
+            if let Some(id) = descriptor_id(d)? {
+                ids.push(id);
+            }
+        }
+        // No discoverable credentials: without an allowList there is nothing to find.
+        let found = ids
+            .iter()
+            .find_map(|id| self.unwrap_id(&rp_id_hash, id).map(|k| (id.to_vec(), k)));
+        let (credential_id, key) = found.ok_or(StatusCode::NoCredentials)?;
+        let kind = PendingKind::GetAssertion {
+            rp_id_hash,
+            client_data_hash: client_data_hash.to_vec(),
+            credential_id,
+            key,
+        };
+        if opts.up == Some(false) {
+            // Silent assertion: no touch, UP flag clear.
+            return self.finish(kind, false).map(Step::Done);
+        }
+        Ok(Step::NeedsTouch(Pending { kind }))
+    }
+}
+
+fn id_aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
+    let mut aad = [0u8; 33];
+    aad[0] = ID_VERSION;
+    aad[1..].copy_from_slice(rp_id_hash);
+    aad
+}
+
+/// The authenticatorGetInfo response (CTAP 2.1 §6.4), shaped like a YubiKey 5's but marked as
+/// virtual by its AAGUID and firmwareVersion.
+pub fn get_info() -> Value {
+    let alg = |a: i64| {
+        Value::Map(vec![
+            (Value::text("alg"), Value::int(a)),
+            (Value::text("type"), Value::text("public-key")),
+        ])
+    };
+    Value::Map(vec![
+        (
+            Value::int(0x01),
+            Value::Array(vec![
+                Value::text("U2F_V2"),
+                Value::text("FIDO_2_0"),
+                Value::text("FIDO_2_1"),
+            ]),
+        ),
+        // No extension is implemented; unknown extensions in requests are ignored.
+        (Value::int(0x02), Value::Array(vec![])),
+        (Value::int(0x03), Value::bytes(&VIRTUAL_AAGUID)),
+        (
+            Value::int(0x04),
+            Value::Map(vec![
+                (Value::text("rk"), Value::Bool(true)),
+                (Value::text("up"), Value::Bool(true)),
+                (Value::text("plat"), Value::Bool(false)),
+                (Value::text("clientPin"), Value::Bool(false)),
+            ]),
+        ),
+        (Value::int(0x05), Value::int(1200)),
+        (
+            Value::int(0x06),
+            Value::Array(vec![Value::int(2), Value::int(1)]),
+        ),
+        (Value::int(0x07), Value::int(8)),
+        (Value::int(0x08), Value::int(128)),
+        (Value::int(0x09), Value::Array(vec![Value::text("usb")])),
+        (
+            Value::int(0x0a),
+            Value::Array(vec![alg(ALG_ES256), alg(ALG_EDDSA)]),
+        ),
+        (Value::int(0x0e), Value::Unsigned(VIRTUAL_FIRMWARE_VERSION)),
+    ])
+}
+
+// ---- strict request parsing -------------------------------------------------------------
+
+fn no_params(params: &[u8]) -> CtapResult<()> {
+    if params.is_empty() {
+        Ok(())
+    } else {
+        Err(StatusCode::InvalidLength)
+    }
+}
+
+fn decode_request(params: &[u8]) -> CtapResult<Vec<(Value, Value)>> {
+    if params.is_empty() {
+        return Err(StatusCode::MissingParameter);
+    }
+    let v = cbor::decode(params).map_err(|_| StatusCode::InvalidCbor)?;
+    match v {
+        Value::Map(m) => {
+            if m.iter().any(|(k, _)| !matches!(k, Value::Unsigned(_))) {
+                return Err(StatusCode::CborUnexpectedType);
+            }
+            Ok(m)
+        }
+        _ => Err(StatusCode::CborUnexpectedType),
+    }
+}
+
+fn opt_int_field(req: &[(Value, Value)], key: u64) -> Option<&Value> {
+    req.iter()
+        .find(|(k, _)| *k == Value::Unsigned(key))
+        .map(|(_, v)| v)
+}
+
+fn req_field(req: &[(Value, Value)], key: u64) -> CtapResult<&Value> {
+    opt_int_field(req, key).ok_or(StatusCode::MissingParameter)
+}
+
+fn map_field<'a>(map: &'a [(Value, Value)], key: &str) -> CtapResult<&'a Value> {
+    map.iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+        .ok_or(StatusCode::MissingParameter)
+}
+
+fn opt_text(map: &[(Value, Value)], key: &str) -> CtapResult<()> {
+    match map.iter().find(|(k, _)| k.as_text() == Some(key)) {
+        Some((_, v)) => as_text(v).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+fn as_map(v: &Value) -> CtapResult<&[(Value, Value)]> {
+    v.as_map().ok_or(StatusCode::CborUnexpectedType)
+}
+
+fn as_array(v: &Value) -> CtapResult<&[Value]> {
+    v.as_array().ok_or(StatusCode::CborUnexpectedType)
+}
+
+fn as_text(v: &Value) -> CtapResult<&str> {
+    v.as_text().ok_or(StatusCode::CborUnexpectedType)
+}
+
+fn as_bytes(v: &Value) -> CtapResult<&[u8]> {
+    v.as_bytes().ok_or(StatusCode::CborUnexpectedType)
+}
+
+fn as_int(v: &Value) -> CtapResult<i64> {
+    match v {
+        Value::Unsigned(_) | Value::Negative(_) => v.as_i64().ok_or(StatusCode::InvalidParameter),
+        _ => Err(StatusCode::CborUnexpectedType),
+    }
+}
+
+fn client_data_hash(v: &Value) -> CtapResult<&[u8]> {
+    let h = as_bytes(v)?;
+    if h.len() != 32 {
+        return Err(StatusCode::InvalidLength);
+    }
+    Ok(h)
+}
+
+/// A PublicKeyCredentialDescriptor: `Some(id)` for type "public-key", `None` for other types
+/// (skipped, as the spec says).
+fn descriptor_id(v: &Value) -> CtapResult<Option<&[u8]>> {
+    let d = as_map(v)?;
+    let ty = as_text(map_field(d, "type")?)?;
+    let id = as_bytes(map_field(d, "id")?)?;
+    if let Some((_, t)) = d.iter().find(|(k, _)| k.as_text() == Some("transports")) {
+        as_array(t)?;
+    }
+    Ok((ty == "public-key").then_some(id))
+}
+
+#[derive(Default)]
+struct Options {
+    rk: Option<bool>,
+    up: Option<bool>,
+    uv: Option<bool>,
+}
+
+fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
+    let mut o = Options::default();
+    let Some(v) = v else { return Ok(o) };
+    for (k, val) in as_map(v)? {
+        let k = as_text(k)?;
+        let b = val.as_bool().ok_or(StatusCode::CborUnexpectedType)?;
+        match k {
+            "rk" => o.rk = Some(b),
+            "up" => o.up = Some(b),
+            "uv" => o.uv = Some(b),
+            _ => {} // unknown options are ignored
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Verifier;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(KeyState::in_memory())
+    }
+
+    fn make_cred_req(rp: &str, algs: &[i64], extra: Vec<(Value, Value)>) -> Vec<u8> {
+        let mut m = vec![
+            (Value::int(1), Value::bytes(&[7u8; 32])),
+            (
+                Value::int(2),
+                Value::Map(vec![(Value::text("id"), Value::text(rp))]),
+            ),
+            (
+                Value::int(3),
+                Value::Map(vec![
+                    (Value::text("id"), Value::bytes(b"user")),
+                    (Value::text("name"), Value::text("alice")),
+                ]),
+            ),
+            (
+                Value::int(4),
+                Value::Array(
+                    algs.iter()
+                        .map(|a| {
+                            Value::Map(vec![
+                                (Value::text("alg"), Value::int(*a)),
+                                (Value::text("type"), Value::text("public-key")),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ];
+        m.extend(extra);
+        let mut out = vec![CMD_MAKE_CREDENTIAL];
+        out.extend(cbor::encode(&Value::Map(m)));
+        out
+    }
+
+    fn get_assertion_req(rp: &str, ids: &[&[u8]], extra: Vec<(Value, Value)>) -> Vec<u8> {
+        let mut m = vec![
+            (Value::int(1), Value::text(rp)),
+            (Value::int(2), Value::bytes(&[9u8; 32])),
+            (
+                Value::int(3),
+                Value::Array(
+                    ids.iter()
+                        .map(|id| {
+                            Value::Map(vec![
+                                (Value::text("id"), Value::bytes(id)),
+                                (Value::text("type"), Value::text("public-key")),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ];
+        m.extend(extra);
+        let mut out = vec![CMD_GET_ASSERTION];
+        out.extend(cbor::encode(&Value::Map(m)));
+        out
+    }
+
+    fn run(a: &mut Authenticator, req: &[u8]) -> Vec<u8> {
+        match a.begin(req) {
+            Step::Done(r) => r,
+            Step::NeedsTouch(p) => a.complete(p, true),
+        }
+    }
+
+    fn ok_value(resp: &[u8]) -> Value {
+        assert_eq!(resp[0], 0, "status {:02x}", resp[0]);
+        cbor::decode(&resp[1..]).unwrap()
+    }
+
+    /// Returns (credential id, COSE key bytes, authData).
+    fn enroll(a: &mut Authenticator, rp: &str, algs: &[i64]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let v = ok_value(&run(a, &make_cred_req(rp, algs, vec![])));
+        assert_eq!(v.get_int(1).unwrap().as_text(), Some("packed"));
+        let ad = v.get_int(2).unwrap().as_bytes().unwrap().to_vec();
+        assert_eq!(&ad[..32], Sha256::digest(rp.as_bytes()).as_slice());
+        assert_eq!(ad[32], FLAG_UP | FLAG_AT);
+        assert_eq!(&ad[37..53], &VIRTUAL_AAGUID);
+        let len = usize::from(u16::from_be_bytes([ad[53], ad[54]]));
+        assert_eq!(len, CREDENTIAL_ID_LEN);
+        let id = ad[55..55 + len].to_vec();
+        let (cose, used) = cbor::decode_prefix(&ad[55 + len..]).unwrap();
+        assert_eq!(
+            used,
+            ad.len() - 55 - len,
+            "no trailing bytes after the COSE key"
+        );
+        let cose_bytes = cbor::encode(&cose);
+        assert_eq!(cose_bytes, ad[55 + len..], "COSE key is canonical");
+        // Self attestation verifies with the credential key.
+        let att = v.get_int(3).unwrap();
+        let sig = att.get_text("sig").unwrap().as_bytes().unwrap();
+        let mut signed = ad.clone();
+        signed.extend_from_slice(&[7u8; 32]);
+        verify(&cose, &signed, sig);
+        (id, cose_bytes, ad)
+    }
+
+    fn verify(cose: &Value, msg: &[u8], sig: &[u8]) {
+        match cose.get_int(3).unwrap().as_i64().unwrap() {
+            ALG_ES256 => {
+                let x = cose.get_int(-2).unwrap().as_bytes().unwrap();
+                let y = cose.get_int(-3).unwrap().as_bytes().unwrap();
+                let mut sec1 = vec![4u8];
+                sec1.extend_from_slice(x);
+                sec1.extend_from_slice(y);
+                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
+                let sig = p256::ecdsa::Signature::from_der(sig).unwrap();
+                vk.verify(msg, &sig).unwrap();
+            }
+            ALG_EDDSA => {
+                let x: [u8; 32] = cose
+                    .get_int(-2)
+                    .unwrap()
+                    .as_bytes()
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                let vk = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
+                let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
+                vk.verify_strict(msg, &sig).unwrap();
+            }
+            other => panic!("alg {other}"),
+        }
+    }
+
+    #[test]
+    fn get_info_is_canonical_and_virtual() {
+        let mut a = auth();
+        let resp = run(&mut a, &[CMD_GET_INFO]);
+        let v = ok_value(&resp);
+        assert_eq!(cbor::encode(&v), resp[1..]);
+        assert_eq!(v.get_int(3).unwrap().as_bytes(), Some(&VIRTUAL_AAGUID[..]));
+        assert_eq!(v.get_int(5).unwrap().as_u64(), Some(1200));
+        assert_eq!(
+            v.get_int(0x0e).unwrap().as_u64(),
+            Some(VIRTUAL_FIRMWARE_VERSION)
+        );
+        assert_eq!(run(&mut a, &[CMD_GET_INFO, 0xa0]), vec![0x03]);
+    }
+
+    #[test]
+    fn make_credential_and_assert_both_algorithms() {
+        for alg in [ALG_ES256, ALG_EDDSA] {
+            let mut a = auth();
+            let (id, cose, _) = enroll(&mut a, "auths:presence", &[alg]);
+            let cose = cbor::decode(&cose).unwrap();
+            assert_eq!(cose.get_int(3).unwrap().as_i64(), Some(alg));
+            for expect_counter in [2u32, 3] {
+                let v = ok_value(&run(
+                    &mut a,
+                    &get_assertion_req("auths:presence", &[&id], vec![]),
+                ));
+                let cred = v.get_int(1).unwrap();
+                assert_eq!(cred.get_text("id").unwrap().as_bytes(), Some(&id[..]));
+                let ad = v.get_int(2).unwrap().as_bytes().unwrap();
+                assert_eq!(ad.len(), 37);
+                assert_eq!(ad[32], FLAG_UP);
+                assert_eq!(
+                    u32::from_be_bytes([ad[33], ad[34], ad[35], ad[36]]),
+                    expect_counter
+                );
+                let mut signed = ad.to_vec();
+                signed.extend_from_slice(&[9u8; 32]);
+                verify(&cose, &signed, v.get_int(3).unwrap().as_bytes().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn first_supported_algorithm_in_callers_order() {
+        let mut a = auth();
+        let (_, cose, _) = enroll(&mut a, "rp", &[-257, ALG_EDDSA, ALG_ES256]);
+        assert_eq!(
+            cbor::decode(&cose).unwrap().get_int(3).unwrap().as_i64(),
+            Some(ALG_EDDSA)
+        );
+        assert_eq!(
+            run(&mut a, &make_cred_req("rp", &[-257, -35], vec![])),
+            vec![0x26]
+        );
+    }
+
+    #[test]
+    fn foreign_tampered_or_other_rp_ids_are_not_ours() {
+        let mut a = auth();
+        let (id, _, _) = enroll(&mut a, "rp-a", &[ALG_ES256]);
+        let mut flipped = id.clone();
+        flipped[20] ^= 0x01;
+        assert_eq!(
+            run(&mut a, &get_assertion_req("rp-a", &[&flipped], vec![])),
+            vec![0x2e]
+        );
+        assert_eq!(
+            run(&mut a, &get_assertion_req("rp-b", &[&id], vec![])),
+            vec![0x2e]
+        );
+        assert_eq!(
+            run(&mut a, &get_assertion_req("rp-a", &[], vec![])),
+            vec![0x2e]
+        );
+        let mut other = auth();
+        assert_eq!(
+            run(&mut other, &get_assertion_req("rp-a", &[&id], vec![])),
+            vec![0x2e]
+        );
+        // A foreign id first, ours second: ours is used.
+        let v = ok_value(&run(
+            &mut a,
+            &get_assertion_req("rp-a", &[&flipped, &id], vec![]),
+        ));
+        assert_eq!(
+            v.get_int(1).unwrap().get_text("id").unwrap().as_bytes(),
+            Some(&id[..])
+        );
+    }
+
+    #[test]
+    fn exclude_list_after_touch() {
+        let mut a = auth();
+        let (id, _, _) = enroll(&mut a, "rp", &[ALG_ES256]);
+        let excl = Value::Array(vec![Value::Map(vec![
+            (Value::text("id"), Value::bytes(&id)),
+            (Value::text("type"), Value::text("public-key")),
+        ])]);
+        let req = make_cred_req("rp", &[ALG_ES256], vec![(Value::int(5), excl)]);
+        match a.begin(&req) {
+            Step::NeedsTouch(p) => assert_eq!(a.complete(p, true), vec![0x19]),
+            Step::Done(r) => panic!("answered without a touch: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn options() {
+        let mut a = auth();
+        let (id, _, _) = enroll(&mut a, "rp", &[ALG_ES256]);
+        let opt = |k: &str, b: bool| {
+            (
+                Value::int(5),
+                Value::Map(vec![(Value::text(k), Value::Bool(b))]),
+            )
+        };
+        // up:false answers at once with UP clear.
+        match a.begin(&get_assertion_req("rp", &[&id], vec![opt("up", false)])) {
+            Step::Done(r) => {
+                let v = ok_value(&r);
+                assert_eq!(v.get_int(2).unwrap().as_bytes().unwrap()[32], 0);
+            }
+            Step::NeedsTouch(_) => panic!("up:false must not wait"),
+        }
+        assert_eq!(
+            run(
+                &mut a,
+                &get_assertion_req("rp", &[&id], vec![opt("uv", true)])
+            ),
+            vec![0x2c]
+        );
+        let mk_opt = |k: &str| {
+            (
+                Value::int(7),
+                Value::Map(vec![(Value::text(k), Value::Bool(true))]),
+            )
+        };
+        assert_eq!(
+            run(
+                &mut a,
+                &make_cred_req("rp", &[ALG_ES256], vec![mk_opt("rk")])
+            ),
+            vec![0x2b]
+        );
+        assert_eq!(
+            run(
+                &mut a,
+                &make_cred_req("rp", &[ALG_ES256], vec![mk_opt("uv")])
+            ),
+            vec![0x2c]
+        );
+        // Not touched: timeout.
+        match a.begin(&get_assertion_req("rp", &[&id], vec![])) {
+            Step::NeedsTouch(p) => assert_eq!(a.complete(p, false), vec![0x2f]),
+            Step::Done(_) => panic!(),
+        }
+    }
+
+    #[test]
+    fn strict_input() {
+        let mut a = auth();
+        assert_eq!(run(&mut a, &[0x42]), vec![0x01]);
+        assert_eq!(run(&mut a, &[]), vec![0x03]);
+        // Non-canonical: 0x18 0x01 is a non-minimal 1.
+        assert_eq!(
+            run(&mut a, &[CMD_GET_ASSERTION, 0xa1, 0x18, 0x01, 0x01]),
+            vec![0x12]
+        );
+        assert_eq!(run(&mut a, &[CMD_GET_ASSERTION, 0xff]), vec![0x12]);
+        // Not a map.
+        assert_eq!(run(&mut a, &[CMD_GET_ASSERTION, 0x80]), vec![0x11]);
+        // Missing clientDataHash.
+        let req = cbor::encode(&Value::Map(vec![(Value::int(1), Value::text("rp"))]));
+        assert_eq!(
+            run(&mut a, &[&[CMD_GET_ASSERTION][..], &req].concat()),
+            vec![0x14]
+        );
+        // rpId of the wrong type.
+        let req = cbor::encode(&Value::Map(vec![
+            (Value::int(1), Value::int(5)),
+            (Value::int(2), Value::bytes(&[0; 32])),
+        ]));
+        assert_eq!(
+            run(&mut a, &[&[CMD_GET_ASSERTION][..], &req].concat()),
+            vec![0x11]
+        );
+        // makeCredential without user.
+        let req = cbor::encode(&Value::Map(vec![
+            (Value::int(1), Value::bytes(&[0; 32])),
+            (
+                Value::int(2),
+                Value::Map(vec![(Value::text("id"), Value::text("rp"))]),
+            ),
+        ]));
+        assert_eq!(
+            run(&mut a, &[&[CMD_MAKE_CREDENTIAL][..], &req].concat()),
+            vec![0x14]
+        );
+        // pubKeyCredParams entry without alg.
+        let req = make_cred_req("rp", &[], vec![]);
+        let mut v = cbor::decode(&req[1..]).unwrap();
+        if let Value::Map(m) = &mut v {
+            m[3].1 = Value::Array(vec![Value::Map(vec![(
+                Value::text("type"),
+                Value::text("public-key"),
+            )])]);
+        }
+        assert_eq!(
+            run(
+                &mut a,
+                &[&[CMD_MAKE_CREDENTIAL][..], &cbor::encode(&v)].concat()
+            ),
+            vec![0x14]
+        );
+    }
+
+    #[test]
+    fn selection_needs_touch_and_debug_hides_secrets() {
+        let mut a = auth();
+        let (id, _, _) = enroll(&mut a, "rp", &[ALG_EDDSA]);
+        match a.begin(&[CMD_SELECTION]) {
+            Step::NeedsTouch(p) => assert_eq!(a.complete(p, true), vec![0x00]),
+            Step::Done(_) => panic!(),
+        }
+        match a.begin(&get_assertion_req("rp", &[&id], vec![])) {
+            Step::NeedsTouch(p) => {
+                let s = format!("{p:?} {a:?}");
+                assert!(!s.contains("seed") && !s.contains("master"), "{s}");
+            }
+            Step::Done(_) => panic!(),
+        }
+    }
+
+    #[test]
+    fn reset_forgets_credentials() {
+        let mut a = auth();
+        let (id, _, _) = enroll(&mut a, "rp", &[ALG_ES256]);
+        assert_eq!(run(&mut a, &[CMD_RESET]), vec![0x00]);
+        assert_eq!(
+            run(&mut a, &get_assertion_req("rp", &[&id], vec![])),
+            vec![0x2e]
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! `auths sim serve`: a [`VirtualKey`] behind Unix sockets.
+//!
+//! - The data socket (`P`) carries raw 64-byte CTAPHID reports in both directions, no other
+//!   framing. Each client connection is one open handle on the key (one
+//!   [`VirtualTransport`]): like hidraw, every connection receives every input report.
+//! - The control socket (`P.ctl`, the same path with `.ctl` appended) takes one text line per
+//!   request and answers one line:
+//!   `touch` -> `ok` or `error nothing is waiting for a touch`;
+//!   `count` -> the decimal touch count; anything else -> `error unknown command`.
+//!
+//! Both sockets are created with mode 0600; a missing parent directory is created with mode
+//! 0700. A stale socket (nobody listening) is replaced; a live one is an error.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::{Event, Handle, TouchError, VirtualKey};
+use crate::ctap::framing::{Report, REPORT_LEN};
+use crate::ctap::transport::{Transport, TransportError};
+use crate::secure_fs::{self, SecureFsError};
+
+/// A sim socket problem.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// Another `auths sim serve` already listens there.
+    #[error("{0} is in use by a running virtual key; stop it or choose another --socket")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The socket directory is not private.
+    #[error(transparent)]
+    Fs(#[from] SecureFsError),
+    /// Socket I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `auths sim touch` found nothing waiting for a touch.
+    #[error("the virtual key is not waiting for a touch")]
+    NothingWaiting,
+    /// The control socket answered something we do not understand.
+    #[error("unexpected answer from the virtual key's control socket {0}")]
+    UnexpectedReply(PathBuf),
+}
+
+/// The control socket of the data socket at `path`: `path` with `.ctl` appended.
+pub fn control_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".ctl");
+    PathBuf::from(p)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SimError + '_ {
+    move |source| SimError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn bind(path: &Path) -> Result<UnixListener, SimError> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            secure_fs::ensure_private_dir(parent)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(SimError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        Ok(_) => return Err(SimError::NotASocket(path.to_path_buf())),
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    Ok(l)
+}
+
+/// A running `auths sim serve`. Dropping it (or [`SimServer::shutdown`]) stops accepting and
+/// removes the socket files; open connections end when the key stops or the client leaves.
+#[derive(Debug)]
+pub struct SimServer {
+    path: PathBuf,
+    ctl_path: PathBuf,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Serve `key` on the data socket `socket_path` and the control socket
+/// [`control_path`]`(socket_path)`, each from its own thread.
+pub fn serve_unix(socket_path: &Path, key: &VirtualKey) -> Result<SimServer, SimError> {
+    let ctl_path = control_path(socket_path);
+    let data = bind(socket_path)?;
+    let ctl = match bind(&ctl_path) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(socket_path);
+            return Err(e);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let (h, s) = (key.handle.clone(), stop.clone());
+    threads.push(std::thread::spawn(move || accept_data(data, h, s)));
+    let (h, s) = (key.handle.clone(), stop.clone());
+    threads.push(std::thread::spawn(move || accept_control(ctl, h, s)));
+    Ok(SimServer {
+        path: socket_path.to_path_buf(),
+        ctl_path,
+        stop,
+        threads,
+    })
+}
+
+impl SimServer {
+    /// The data socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting connections and remove the sockets.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loops.
+        let _ = UnixStream::connect(&self.path);
+        let _ = UnixStream::connect(&self.ctl_path);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.ctl_path);
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn accept_data(listener: UnixListener, key: Handle, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        let Ok(write_half) = conn.try_clone() else {
+            continue;
+        };
+        let transport = key.connect();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (events, reports) = (transport.events, transport.reports);
+        let c = closed.clone();
+        std::thread::spawn(move || {
+            let mut conn = conn;
+            let mut buf = [0u8; REPORT_LEN];
+            while conn.read_exact(&mut buf).is_ok() {
+                if events.send(Event::Report(buf)).is_err() {
+                    break;
+                }
+            }
+            c.store(true, Ordering::SeqCst);
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        });
+        std::thread::spawn(move || {
+            let mut conn = write_half;
+            while !closed.load(Ordering::SeqCst) {
+                match reports.recv_timeout(Duration::from_millis(200)) {
+                    Ok(r) => {
+                        if conn.write_all(&r).is_err() {
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // Key gone or client gone: close both directions.
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
+fn accept_control(listener: UnixListener, key: Handle, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        let key = key.clone();
+        std::thread::spawn(move || control_session(conn, &key));
+    }
+}
+
+fn control_session(conn: UnixStream, key: &Handle) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(conn.take(4096));
+    let mut line = String::new();
+    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+        let reply = match line.trim() {
+            "touch" => match key.touch() {
+                Ok(()) => "ok".to_owned(),
+                Err(TouchError::NothingWaiting) => {
+                    "error nothing is waiting for a touch".to_owned()
+                }
+            },
+            "count" => key.touches.load(Ordering::SeqCst).to_string(),
+            _ => "error unknown command".to_owned(),
+        };
+        if writeln!(out, "{reply}").is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// `auths sim touch`: press the button of the key served at `socket_path`.
+pub fn sim_touch(socket_path: &Path) -> Result<(), SimError> {
+    let ctl = control_path(socket_path);
+    let mut conn = UnixStream::connect(&ctl).map_err(io(&ctl))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io(&ctl))?;
+    conn.write_all(b"touch\n").map_err(io(&ctl))?;
+    let mut line = String::new();
+    BufReader::new((&conn).take(256))
+        .read_line(&mut line)
+        .map_err(io(&ctl))?;
+    match line.trim() {
+        "ok" => Ok(()),
+        "error nothing is waiting for a touch" => Err(SimError::NothingWaiting),
+        _ => Err(SimError::UnexpectedReply(ctl)),
+    }
+}
+
+/// The host side of a sim data socket: a [`Transport`] over raw 64-byte reports.
+#[derive(Debug)]
+pub struct SimTransport {
+    stream: UnixStream,
+    buf: Report,
+    filled: usize,
+}
+
+impl SimTransport {
+    /// Connect to `auths sim serve` at `socket_path`.
+    pub fn connect(socket_path: &Path) -> Result<SimTransport, TransportError> {
+        let stream = UnixStream::connect(socket_path)?;
+        Ok(SimTransport {
+            stream,
+            buf: [0u8; REPORT_LEN],
+            filled: 0,
+        })
+    }
+}
+
+fn disconnected(e: std::io::Error) -> TransportError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
+            TransportError::Disconnected
+        }
+        _ => TransportError::Io(e),
+    }
+}
+
+impl Transport for SimTransport {
+    fn write_report(&mut self, report: &Report) -> Result<(), TransportError> {
+        self.stream.write_all(report).map_err(disconnected)
+    }
+
+    fn read_report(&mut self, timeout: Duration) -> Result<Option<Report>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        while self.filled < REPORT_LEN {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Err(TransportError::Disconnected),
+                Ok(n) => self.filled += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(disconnected(e)),
+            }
+        }
+        self.filled = 0;
+        Ok(Some(self.buf))
+    }
+}
