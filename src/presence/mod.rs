@@ -2,3 +2,4 @@
 //! audit. Knows nothing of sockets.
 
 pub mod gate;
+pub mod verify;
