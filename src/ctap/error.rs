@@ -135,6 +135,9 @@ pub enum CtapError {
     /// The authenticatorData inside a response does not parse.
     #[error("the security key's authenticatorData is malformed: {0}")]
     AuthData(AuthDataError),
+    /// This build or platform cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(String),
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]
     Cancelled,

@@ -2,10 +2,12 @@
 
 pub mod authdata;
 pub mod cbor;
+pub mod client;
 pub mod command;
 pub mod device;
 pub mod error;
 pub mod framing;
+pub mod select;
 pub mod status;
 pub mod transport;
 pub mod virtual_key;

@@ -8,3 +8,4 @@ pub mod gate;
 pub mod home;
 pub mod policy;
 pub mod prompt;
+pub mod verify;
