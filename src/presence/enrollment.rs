@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::verify::AllowedCredential;
+use crate::ctap::authdata::CoseKey;
 use crate::secure_fs::{self, SecureFsError};
 
 /// Version of the file format written by this program.
@@ -50,6 +52,21 @@ impl Enrollment {
     pub fn short_id(credential_id: &[u8]) -> String {
         use sha2::Digest;
         hex::encode(&sha2::Sha256::digest(credential_id)[..8])
+    }
+
+    /// The credential as the verifier wants it (public key parsed strictly).
+    pub fn allowed(&self) -> Result<AllowedCredential, EnrollmentError> {
+        let public_key = CoseKey::from_cbor_bytes(&self.public_key_cose).map_err(|e| {
+            EnrollmentError::Corrupt {
+                path: PathBuf::from(TOKENS_FILE),
+                reason: format!("enrolled key {} has an unusable public key: {e}", self.id),
+            }
+        })?;
+        Ok(AllowedCredential {
+            id: self.credential_id.clone(),
+            public_key,
+            sign_count: self.sign_count,
+        })
     }
 
     /// Human name for an algorithm number.

@@ -1,0 +1,107 @@
+//! clap definitions and dispatch.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use auths_presence::ctap::device::DeviceOptions;
+use auths_presence::ctap::select::DeviceSelector;
+use auths_presence::presence::policy::parse_duration;
+
+mod sim;
+mod token;
+
+/// Result type of the command functions: any error, printed with its causes.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for a failed command.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for bad usage (clap uses 2 as well).
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "auths",
+    version,
+    about = "An ssh-agent that signs only after a touch on your FIDO2 security key",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Enroll, list, remove and test security keys.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Run a virtual security key (for demos, CI and tests; never mistaken for hardware).
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
+}
+
+/// `--device` and `--touch-timeout`, shared by commands that use a key.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Which key: usb, usb:PATH, sim:SOCKET or windows [env: AUTHS_DEVICE; default usb].
+    #[arg(long, value_name = "D")]
+    pub device: Option<String>,
+    /// How long to wait for a touch.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub touch_timeout: Duration,
+}
+
+impl DeviceArgs {
+    /// The selector from `--device`, `AUTHS_DEVICE` or the default.
+    pub fn selector(&self) -> Result<DeviceSelector, Box<dyn std::error::Error>> {
+        Ok(match &self.device {
+            Some(d) => d.parse()?,
+            None => DeviceSelector::from_env()?,
+        })
+    }
+
+    /// Device timeouts: the touch timeout is the transaction deadline.
+    pub fn options(&self) -> DeviceOptions {
+        DeviceOptions {
+            deadline: self.touch_timeout,
+            ..DeviceOptions::default()
+        }
+    }
+}
+
+/// `AUTHS_HOME`.
+pub fn home() -> PathBuf {
+    auths_presence::presence::home::auths_home()
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Token(c) => token::run(c),
+        Command::Sim(c) => sim::run(c),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `auths sim serve|touch`: a virtual security key behind a Unix socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+
+use super::CliResult;
+
+#[derive(Subcommand, Debug)]
+pub enum SimCmd {
+    /// Serve a virtual key on a Unix socket that carries raw 64-byte CTAPHID reports.
+    Serve {
+        /// Data socket path (the control socket is PATH.ctl).
+        #[arg(long, value_name = "P")]
+        socket: PathBuf,
+        /// State file (master secret and counter), created with mode 0600.
+        #[arg(long, value_name = "F")]
+        state: PathBuf,
+        /// How the virtual user answers a request for a touch.
+        #[arg(long, value_enum, default_value_t = TouchArg::Auto)]
+        touch: TouchArg,
+        /// With --touch auto: how long the virtual user takes to touch.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        touch_delay_ms: u64,
+    },
+    /// Press the virtual key's button (error if nothing waits for a touch).
+    Touch {
+        /// Data socket path given to `auths sim serve`.
+        #[arg(long, value_name = "P")]
+        socket: PathBuf,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TouchArg {
+    /// Touch at once (or after --touch-delay-ms).
+    Auto,
+    /// Never touch: requests time out.
+    Never,
+    /// Wait for `auths sim touch`.
+    Manual,
+}
+
+pub fn run(cmd: SimCmd) -> CliResult {
+    match cmd {
+        SimCmd::Serve {
+            socket,
+            state,
+            touch,
+            touch_delay_ms,
+        } => serve(socket, state, touch, touch_delay_ms),
+        SimCmd::Touch { socket } => touch_cmd(socket),
+    }
+}
+
+#[cfg(unix)]
+fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> CliResult {
+    use auths_presence::ctap::virtual_key::{
+        serve_unix, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
+    };
+    let touch_mode = match touch {
+        TouchArg::Auto => TouchMode::Auto {
+            delay: Duration::from_millis(delay_ms),
+        },
+        TouchArg::Never => TouchMode::Never,
+        TouchArg::Manual => TouchMode::Manual,
+    };
+    // Block the stop signals before any thread starts, so every thread inherits the mask and
+    // the signal is taken by `wait` below instead of killing the process mid-write.
+    let signals = block_stop_signals()?;
+    let key = VirtualKey::start(VirtualKeyConfig {
+        state: StateLocation::File(state.clone()),
+        touch_mode,
+        ..VirtualKeyConfig::default()
+    })?;
+    let server = serve_unix(&socket, &key)?;
+    eprintln!(
+        "virtual security key (NOT hardware) listening on {} (touch: {:?}, state {})",
+        socket.display(),
+        touch,
+        state.display()
+    );
+    eprintln!("use it with --device sim:{}; stop with Ctrl-C", socket.display());
+    signals.wait()?;
+    server.shutdown();
+    key.shutdown();
+    Ok(())
+}
+
+#[cfg(unix)]
+fn block_stop_signals() -> Result<nix::sys::signal::SigSet, nix::Error> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    set.thread_block()?;
+    Ok(set)
+}
+
+#[cfg(unix)]
+fn touch_cmd(socket: PathBuf) -> CliResult {
+    auths_presence::ctap::virtual_key::sim_touch(&socket)?;
+    eprintln!("touched the virtual key at {}", socket.display());
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn serve(_: PathBuf, _: PathBuf, _: TouchArg, _: u64) -> CliResult {
+    Err("auths sim needs Unix sockets; it is not available on this platform".into())
+}
+
+#[cfg(not(unix))]
+fn touch_cmd(_: PathBuf) -> CliResult {
+    Err("auths sim needs Unix sockets; it is not available on this platform".into())
+}
