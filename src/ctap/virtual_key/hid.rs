@@ -11,7 +11,9 @@
 //!   it: any transaction on it is abandoned, and the answer (same cid) comes on that channel.
 //! - One transaction at a time: while a message is being received or a request waits for a
 //!   touch, a request on another channel gets ERR_CHANNEL_BUSY.
-//! - Errors: ERR_INVALID_CMD (unknown command, CTAP1 MSG, LOCK), ERR_INVALID_PAR,
+//! - CTAPHID_LOCK (1 byte, 0..=10 seconds; 0 releases) makes other channels get
+//!   ERR_CHANNEL_BUSY until it expires.
+//! - Errors: ERR_INVALID_CMD (unknown command, CTAP1 MSG), ERR_INVALID_PAR (LOCK over 10 s),
 //!   ERR_INVALID_LEN (BCNT over 7609, INIT not 8 bytes, WINK/CANCEL with data, empty CBOR),
 //!   ERR_INVALID_SEQ (continuation out of order, or a new message in the middle of one),
 //!   ERR_INVALID_CHANNEL (cid 0, unallocated cid, broadcast for anything but INIT),
@@ -109,6 +111,7 @@ pub struct HidDevice {
     next_cid: u32,
     assembly: Option<Assembly>,
     waiting: Option<Waiting>,
+    lock: Option<(u32, Instant)>,
     touches: u64,
 }
 
@@ -147,6 +150,7 @@ impl HidDevice {
             next_cid: 1 + (rand::random::<u32>() & 0x00ff_ffff),
             assembly: None,
             waiting: None,
+            lock: None,
             touches: 0,
         }
     }
@@ -311,6 +315,12 @@ impl HidDevice {
         if self.busy_cid().is_some() {
             return error_report(cid, err::CHANNEL_BUSY);
         }
+        if self
+            .lock
+            .is_some_and(|(owner, until)| owner != cid && now < until)
+        {
+            return error_report(cid, err::CHANNEL_BUSY);
+        }
         match Reassembler::start(&packet) {
             Ok((_, Progress::Done(msg))) => self.dispatch(msg, now),
             Ok((Some(reassembler), Progress::NeedMore)) => {
@@ -386,6 +396,18 @@ impl HidDevice {
             cmd::PING => frame(cid, cmd::PING, &msg.payload),
             cmd::WINK if msg.payload.is_empty() => frame(cid, cmd::WINK, &[]),
             cmd::WINK => error_report(cid, err::INVALID_LEN),
+            cmd::LOCK => match msg.payload[..] {
+                [0] => {
+                    self.lock = None;
+                    frame(cid, cmd::LOCK, &[])
+                }
+                [secs @ 1..=10] => {
+                    self.lock = Some((cid, now + Duration::from_secs(u64::from(secs))));
+                    frame(cid, cmd::LOCK, &[])
+                }
+                [_] => error_report(cid, err::INVALID_PAR),
+                _ => error_report(cid, err::INVALID_LEN),
+            },
             cmd::CBOR if msg.payload.is_empty() => error_report(cid, err::INVALID_LEN),
             cmd::CBOR => match self.authenticator.begin(&msg.payload) {
                 Step::Done(resp) => frame(cid, cmd::CBOR, &resp),
