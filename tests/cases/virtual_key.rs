@@ -9,8 +9,7 @@ use auths_presence::ctap::framing::{
     REPORT_LEN,
 };
 use auths_presence::ctap::virtual_key::{
-    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
-    VirtualKeyError, VIRTUAL_AAGUID,
+    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig, VIRTUAL_AAGUID,
 };
 use auths_presence::ctap::{Transport, TransportError};
 use sha2::{Digest, Sha256};
@@ -523,6 +522,7 @@ fn touch_with_nothing_waiting_errors_and_count_counts() {
 #[cfg(unix)]
 #[test]
 fn state_file_private_survives_restart_and_corrupt_is_an_error() {
+    use auths_presence::ctap::virtual_key::VirtualKeyError;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vk/state.json");

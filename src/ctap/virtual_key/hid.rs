@@ -267,7 +267,7 @@ impl HidDevice {
                             self.assembly = None;
                             self.dispatch(msg, now)
                         }
-                        Err(FramingError::BadSeq { .. }) | Err(_) => {
+                        Err(_) => {
                             self.assembly = None;
                             error_report(cid, err::INVALID_SEQ)
                         }
@@ -366,6 +366,9 @@ impl HidDevice {
             }
             if self.waiting.as_ref().is_some_and(|w| w.cid == cid) {
                 self.waiting = None;
+            }
+            if self.lock.is_some_and(|(owner, _)| owner == cid) {
+                self.lock = None;
             }
             cid
         } else {
@@ -508,5 +511,24 @@ mod tests {
         );
         assert_eq!(&out[0][4..8], &[0x80 | cmd::CBOR, 0, 1, 0]);
         assert_eq!(d.touch_count(), 2);
+    }
+
+    #[test]
+    fn lock_makes_other_channels_busy_until_released() {
+        let mut d = dev(TouchMode::Auto {
+            delay: Duration::ZERO,
+        });
+        let t0 = Instant::now();
+        let (a, b) = (init(&mut d, t0), init(&mut d, t0));
+        let out = d.handle_report(&fragment(a, cmd::LOCK, &[2]).unwrap()[0], t0);
+        assert_eq!(&out[0][4..7], &[0x80 | cmd::LOCK, 0, 0]);
+        let ping = fragment(b, cmd::PING, b"x").unwrap();
+        let out = d.handle_report(&ping[0], t0);
+        assert_eq!(&out[0][4..8], &[0x80 | cmd::ERROR, 0, 1, err::CHANNEL_BUSY]);
+        let out = d.handle_report(&ping[0], t0 + Duration::from_secs(3));
+        assert_eq!(out[0][4], 0x80 | cmd::PING, "the lock expired");
+        d.handle_report(&fragment(a, cmd::LOCK, &[10]).unwrap()[0], t0);
+        d.handle_report(&fragment(a, cmd::LOCK, &[0]).unwrap()[0], t0);
+        assert_eq!(d.handle_report(&ping[0], t0)[0][4], 0x80 | cmd::PING);
     }
 }
