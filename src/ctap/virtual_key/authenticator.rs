@@ -87,6 +87,9 @@ const WRAP_SALT: &[u8] = b"auths-presence virtual key v1";
 const WRAP_INFO: &[u8] = b"credential id wrap";
 const MAX_USER_ID_LEN: usize = 64;
 
+/// getInfo maxMsgSize: longer requests get CTAP2_ERR_REQUEST_TOO_LARGE.
+pub const MAX_MSG_SIZE: usize = 1200;
+
 /// The two signature algorithms the key supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -290,6 +293,9 @@ impl Authenticator {
         let Some((&command, params)) = request.split_first() else {
             return Step::Done(status_only(StatusCode::InvalidLength));
         };
+        if request.len() > MAX_MSG_SIZE {
+            return Step::Done(status_only(StatusCode::RequestTooLarge));
+        }
         let result = match command {
             CMD_GET_INFO => no_params(params).map(|()| Step::Done(ok_with(&get_info()))),
             CMD_MAKE_CREDENTIAL => self.make_credential(params),
@@ -594,7 +600,7 @@ pub fn get_info() -> Value {
                 (Value::text("clientPin"), Value::Bool(false)),
             ]),
         ),
-        (Value::int(0x05), Value::int(1200)),
+        (Value::int(0x05), Value::int(MAX_MSG_SIZE as i64)),
         (
             Value::int(0x06),
             Value::Array(vec![Value::int(2), Value::int(1)]),
@@ -1024,6 +1030,7 @@ mod tests {
         let mut a = auth();
         assert_eq!(run(&mut a, &[0x42]), vec![0x01]);
         assert_eq!(run(&mut a, &[]), vec![0x03]);
+        assert_eq!(run(&mut a, &[CMD_GET_ASSERTION; 1201]), vec![0x39]);
         // Non-canonical: 0x18 0x01 is a non-minimal 1.
         assert_eq!(
             run(&mut a, &[CMD_GET_ASSERTION, 0xa1, 0x18, 0x01, 0x01]),

@@ -11,7 +11,9 @@
 //!   it: any transaction on it is abandoned, and the answer (same cid) comes on that channel.
 //! - One transaction at a time: while a message is being received or a request waits for a
 //!   touch, a request on another channel gets ERR_CHANNEL_BUSY.
-//! - Errors: ERR_INVALID_CMD (unknown command, CTAP1 MSG, LOCK), ERR_INVALID_PAR,
+//! - CTAPHID_LOCK (1 byte, 0..=10 seconds; 0 releases) makes other channels get
+//!   ERR_CHANNEL_BUSY until it expires.
+//! - Errors: ERR_INVALID_CMD (unknown command, CTAP1 MSG), ERR_INVALID_PAR (LOCK over 10 s),
 //!   ERR_INVALID_LEN (BCNT over 7609, INIT not 8 bytes, WINK/CANCEL with data, empty CBOR),
 //!   ERR_INVALID_SEQ (continuation out of order, or a new message in the middle of one),
 //!   ERR_INVALID_CHANNEL (cid 0, unallocated cid, broadcast for anything but INIT),
@@ -109,6 +111,7 @@ pub struct HidDevice {
     next_cid: u32,
     assembly: Option<Assembly>,
     waiting: Option<Waiting>,
+    lock: Option<(u32, Instant)>,
     touches: u64,
 }
 
@@ -147,6 +150,7 @@ impl HidDevice {
             next_cid: 1 + (rand::random::<u32>() & 0x00ff_ffff),
             assembly: None,
             waiting: None,
+            lock: None,
             touches: 0,
         }
     }
@@ -263,7 +267,7 @@ impl HidDevice {
                             self.assembly = None;
                             self.dispatch(msg, now)
                         }
-                        Err(FramingError::BadSeq { .. }) | Err(_) => {
+                        Err(_) => {
                             self.assembly = None;
                             error_report(cid, err::INVALID_SEQ)
                         }
@@ -309,6 +313,12 @@ impl HidDevice {
             return Vec::new();
         }
         if self.busy_cid().is_some() {
+            return error_report(cid, err::CHANNEL_BUSY);
+        }
+        if self
+            .lock
+            .is_some_and(|(owner, until)| owner != cid && now < until)
+        {
             return error_report(cid, err::CHANNEL_BUSY);
         }
         match Reassembler::start(&packet) {
@@ -357,6 +367,9 @@ impl HidDevice {
             if self.waiting.as_ref().is_some_and(|w| w.cid == cid) {
                 self.waiting = None;
             }
+            if self.lock.is_some_and(|(owner, _)| owner == cid) {
+                self.lock = None;
+            }
             cid
         } else {
             return error_report(cid, err::INVALID_CHANNEL);
@@ -386,6 +399,18 @@ impl HidDevice {
             cmd::PING => frame(cid, cmd::PING, &msg.payload),
             cmd::WINK if msg.payload.is_empty() => frame(cid, cmd::WINK, &[]),
             cmd::WINK => error_report(cid, err::INVALID_LEN),
+            cmd::LOCK => match msg.payload[..] {
+                [0] => {
+                    self.lock = None;
+                    frame(cid, cmd::LOCK, &[])
+                }
+                [secs @ 1..=10] => {
+                    self.lock = Some((cid, now + Duration::from_secs(u64::from(secs))));
+                    frame(cid, cmd::LOCK, &[])
+                }
+                [_] => error_report(cid, err::INVALID_PAR),
+                _ => error_report(cid, err::INVALID_LEN),
+            },
             cmd::CBOR if msg.payload.is_empty() => error_report(cid, err::INVALID_LEN),
             cmd::CBOR => match self.authenticator.begin(&msg.payload) {
                 Step::Done(resp) => frame(cid, cmd::CBOR, &resp),
@@ -486,5 +511,24 @@ mod tests {
         );
         assert_eq!(&out[0][4..8], &[0x80 | cmd::CBOR, 0, 1, 0]);
         assert_eq!(d.touch_count(), 2);
+    }
+
+    #[test]
+    fn lock_makes_other_channels_busy_until_released() {
+        let mut d = dev(TouchMode::Auto {
+            delay: Duration::ZERO,
+        });
+        let t0 = Instant::now();
+        let (a, b) = (init(&mut d, t0), init(&mut d, t0));
+        let out = d.handle_report(&fragment(a, cmd::LOCK, &[2]).unwrap()[0], t0);
+        assert_eq!(&out[0][4..7], &[0x80 | cmd::LOCK, 0, 0]);
+        let ping = fragment(b, cmd::PING, b"x").unwrap();
+        let out = d.handle_report(&ping[0], t0);
+        assert_eq!(&out[0][4..8], &[0x80 | cmd::ERROR, 0, 1, err::CHANNEL_BUSY]);
+        let out = d.handle_report(&ping[0], t0 + Duration::from_secs(3));
+        assert_eq!(out[0][4], 0x80 | cmd::PING, "the lock expired");
+        d.handle_report(&fragment(a, cmd::LOCK, &[10]).unwrap()[0], t0);
+        d.handle_report(&fragment(a, cmd::LOCK, &[0]).unwrap()[0], t0);
+        assert_eq!(d.handle_report(&ping[0], t0)[0][4], 0x80 | cmd::PING);
     }
 }
