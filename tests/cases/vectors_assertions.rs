@@ -171,7 +171,14 @@ fn full_verify(r: &Record, key: &CoseKey, rp_id: &str) {
     match (want, got) {
         (Ok(()), Ok(v)) => check_verified(r, &v, &cred_id, key, count),
         (Err(pred), Err(e)) => assert!(pred(&e), "{name}: wrong rejection {e:?}"),
-        (want, got) => panic!("{name}: wanted {:?}, got {got:?}", want.is_ok()),
+        (want, got) => panic!(
+            "{name}: wanted {}, got {got:?}",
+            if want.is_ok() {
+                "success"
+            } else {
+                "a rejection"
+            }
+        ),
     }
     if r.req("expected") != "valid" || !rp_ok || !ad.flags.user_present() {
         return;
