@@ -4,9 +4,9 @@
 //! opens when the first key is added and closes, wiping every key, on the first of: the sliding
 //! idle timeout, the absolute cap since the window opened, the maximum number of signatures, or
 //! an explicit [`KeyStore::wipe`]. Per-key lifetimes (the `ssh-add -t` constraint,
-//! draft-miller-ssh-agent §3.2.7.1 `SSH_AGENT_CONSTRAIN_LIFETIME`) remove single keys.
+//! `SSH_AGENT_CONSTRAIN_LIFETIME`, draft-miller-ssh-agent "Key Constraints") remove single keys.
 //!
-//! The protocol lock (draft-miller-ssh-agent §3.6, `ssh-add -x`) differs from OpenSSH's: we keep
+//! The protocol lock (draft-miller-ssh-agent "Locking and unlocking an agent", `ssh-add -x`) differs from OpenSSH's: we keep
 //! no plaintext key while locked. The keys are serialised, sealed with ChaCha20-Poly1305 under a
 //! key derived from the passphrase with Argon2id, and the plaintext is dropped; unlock opens the
 //! seal or restores nothing.

@@ -1,6 +1,6 @@
 //! Who is on the other end of an agent connection.
 //!
-//! draft-miller-ssh-agent §4 (security considerations) leaves access control to the socket's
+//! draft-miller-ssh-agent "Security Considerations" leaves access control to the socket's
 //! file permissions; we also read the peer's credentials from the kernel when the connection is
 //! accepted (ssh-agent-lib's `Agent::new_session` habit) and reject other uids. The pid is
 //! completed with the process start time (so a recycled pid is a different peer), the

@@ -1,6 +1,6 @@
 //! The agent's socket and accept loop.
 //!
-//! draft-miller-ssh-agent §4.1 leaves the protection of the agent's socket to the
+//! draft-miller-ssh-agent ("Security Considerations") leaves the protection of the agent's socket to the
 //! implementation; ours must not regress:
 //! - the socket's directory is created 0700 or verified (a group/world-accessible, foreign-owned
 //!   or symlinked directory is refused, never fixed: [`crate::secure_fs`]);
@@ -80,6 +80,8 @@ pub struct AgentState {
     uid: u32,
     read_timeout: Duration,
     max_connections: usize,
+    /// Serialises `ssh-add -X` attempts and counts consecutive wrong passphrases.
+    unlock_failures: tokio::sync::Mutex<u32>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -102,6 +104,7 @@ impl AgentState {
             uid: current_uid(),
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            unlock_failures: tokio::sync::Mutex::new(0),
         }
     }
 
@@ -168,6 +171,10 @@ impl AgentState {
     /// Time a client has to finish a message.
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
+    }
+
+    pub(crate) fn unlock_failures(&self) -> &tokio::sync::Mutex<u32> {
+        &self.unlock_failures
     }
 }
 

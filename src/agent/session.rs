@@ -1,16 +1,18 @@
-//! One agent connection: the uid check, framing, and request dispatch
-//! (draft-miller-ssh-agent §3).
+//! One agent connection: the uid check, framing, and request dispatch (draft-miller-ssh-agent,
+//! "Protocol Messages"; section titles are cited because the numbering moves between drafts).
 //!
-//! Framing (§3): `uint32 length || byte type || contents`. ssh-agent-lib's codec accepts any
-//! length, so framing is ours: a length over [`MAX_MESSAGE_LEN`] (OpenSSH's 256 KiB) gets
-//! `SSH_AGENT_FAILURE` and the connection is closed; once the first byte of a message has
-//! arrived, the rest must arrive within the read timeout (slow-loris clients are dropped); a
-//! body that does not decode gets `SSH_AGENT_FAILURE` and the connection stays open.
+//! Framing ("Protocol Messages": `uint32 length || byte type || contents`). ssh-agent-lib's
+//! codec accepts any length, so framing is ours: a length over [`MAX_MESSAGE_LEN`] (OpenSSH's
+//! 256 KiB) gets `SSH_AGENT_FAILURE` and the connection is closed; once the first byte of a
+//! message has arrived, the rest must arrive within the read timeout (slow-loris clients are
+//! dropped); a body that does not decode gets `SSH_AGENT_FAILURE` and the connection stays open.
 //!
-//! Requests: §3.4 `REQUEST_IDENTITIES`, §3.6 `SIGN_REQUEST` (the gate approves first), §3.2
-//! `ADD_IDENTITY` / `ADD_ID_CONSTRAINED` (lifetime honoured, confirm implied by the gate), §3.3
-//! `REMOVE_IDENTITY` / `REMOVE_ALL_IDENTITIES`, §3.7 `LOCK` / `UNLOCK`, §3.8 `EXTENSION`
-//! (`query`, §3.8.1). Anything else is answered with `SSH_AGENT_FAILURE`.
+//! Requests: "Requesting a list of keys" (`REQUEST_IDENTITIES`), "Private key operations"
+//! (`SIGN_REQUEST`: the gate approves first), "Adding keys to the agent" (`ADD_IDENTITY`,
+//! `ADD_ID_CONSTRAINED`: the lifetime constraint is honoured, the confirm constraint is implied
+//! by the gate), "Removing keys from the agent" (`REMOVE_IDENTITY`, `REMOVE_ALL_IDENTITIES`),
+//! "Locking and unlocking an agent" (`LOCK`, `UNLOCK`), "Extension mechanism" (`EXTENSION`;
+//! the `query` extension, draft-14 §3.8.1). Anything else gets `SSH_AGENT_FAILURE`.
 //!
 //! The key store's mutex is never held across the gate's await, so requests that need no touch
 //! are never queued behind a pending one. While a signature waits for the gate, the socket is
@@ -42,6 +44,9 @@ pub const WIPE_EXTENSION: &str = "wipe@auths-presence";
 
 /// Message extensions this agent supports, answered to `query`.
 pub const SUPPORTED_EXTENSIONS: &[&str] = &["query", WIPE_EXTENSION];
+
+/// Added to the answer to a wrong unlock passphrase, per consecutive failure (at most 10 s).
+const UNLOCK_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 /// Bytes read ahead while a signature waits for the gate, at most.
 const PREFETCH_LIMIT: usize = 64 * 1024;
@@ -241,12 +246,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Request::Unlock(pass) => {
                 let pass = Zeroizing::new(pass);
+                // One unlock attempt at a time, agent-wide, and each wrong passphrase delays the
+                // next answer a little more (as OpenSSH does): guessing stays slow even over
+                // many connections. Other requests do not wait for this.
+                let mut failures = state.unlock_failures().lock().await;
                 let st = Arc::clone(state);
                 let r = tokio::task::spawn_blocking(move || st.keys().unlock(&pass, now)).await;
-                Outcome::Reply(match r {
-                    Ok(Ok(())) => Response::Success,
-                    _ => Response::Failure,
-                })
+                match r {
+                    Ok(Ok(())) => {
+                        *failures = 0;
+                        Outcome::Reply(Response::Success)
+                    }
+                    Ok(Err(super::AgentError::BadPassphrase)) => {
+                        *failures = failures.saturating_add(1);
+                        let delay = UNLOCK_FAILURE_DELAY * (*failures).min(100);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => return Outcome::Shutdown,
+                        }
+                        Outcome::Reply(Response::Failure)
+                    }
+                    _ => Outcome::Reply(Response::Failure),
+                }
             }
             Request::Extension(ext) => Outcome::Reply(extension(state, &ext)),
             _ => Outcome::Reply(Response::Failure),
@@ -355,7 +376,7 @@ fn extension(state: &AgentState, ext: &Extension) -> Response {
             state.keys().wipe();
             Response::Success
         }
-        // §3.8: an unsupported extension gets SSH_AGENT_FAILURE.
+        // "Extension mechanism": an unsupported extension gets SSH_AGENT_FAILURE.
         _ => Response::Failure,
     }
 }
