@@ -12,7 +12,7 @@
 //! [`Listener`] trait is where a Windows named pipe plugs in later.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -299,7 +299,7 @@ async fn sweep(state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
 /// agent is not stolen, a stale socket is replaced, the socket is made 0600 before any accept.
 /// Must be called inside a tokio runtime.
 #[cfg(unix)]
-pub fn bind(path: &Path) -> Result<UnixAgentListener, AgentError> {
+pub fn bind(path: &std::path::Path) -> Result<UnixAgentListener, AgentError> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
     let dir = match path.parent() {
@@ -338,7 +338,7 @@ pub fn bind(path: &Path) -> Result<UnixAgentListener, AgentError> {
 
 /// Identity (device, inode) of the file at `path`, to remove only our own socket at exit.
 #[cfg(unix)]
-fn file_id(path: &Path) -> Option<(u64, u64)> {
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path)
         .ok()

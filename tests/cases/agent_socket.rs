@@ -766,10 +766,8 @@ fn connect_as_nobody(path: &Path) -> i32 {
     use nix::libc;
     use std::os::unix::ffi::OsStrExt;
 
-    let mut addr: libc::sockaddr_un = unsafe {
-        // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
-        std::mem::zeroed()
-    };
+    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_os_str().as_bytes();
     assert!(bytes.len() < addr.sun_path.len());
@@ -785,8 +783,8 @@ fn connect_as_nobody(path: &Path) -> i32 {
     // SAFETY: the child runs only async-signal-safe system calls on memory prepared before the
     // fork and leaves with _exit; the parent only waits for it.
     match unsafe { nix::unistd::fork() }.unwrap() {
+        // SAFETY: raw system calls on stack values owned by this frame, then _exit.
         nix::unistd::ForkResult::Child => unsafe {
-            // SAFETY: raw system calls on stack values owned by this frame.
             let code = (|| {
                 if libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(65534) != 0
