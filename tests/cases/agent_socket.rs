@@ -81,6 +81,27 @@ impl Gate for PendingTouch {
     }
 }
 
+/// A gate that refuses, but only when the test releases it; reports when approval starts.
+struct RefuseWhenReleased {
+    events: Mutex<mpsc::Sender<&'static str>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Gate for RefuseWhenReleased {
+    fn approve(&self, _request: SignRequest) -> ApproveFuture<'_> {
+        let _ = self.events.lock().unwrap().send("pending");
+        let release = Arc::clone(&self.release);
+        Box::pin(async move {
+            release.notified().await;
+            Err(GateError::TouchTimeout(Duration::from_secs(30)))
+        })
+    }
+
+    fn signed(&self, _approval: &Approval) {
+        panic!("nothing may be signed without a touch");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A running agent
 
@@ -1005,4 +1026,45 @@ fn shutdown_cancels_a_pending_touch() {
     agent.stop().unwrap();
     assert_eq!(events.recv_timeout(DEADLINE).unwrap(), "cancelled");
     assert!(closed(&mut c), "the client gets no signature, only a close");
+}
+
+#[test]
+fn requests_pipelined_behind_a_pending_touch_are_answered_in_order() {
+    let (tx, events) = mpsc::channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(RefuseWhenReleased {
+        events: Mutex::new(tx),
+        release: Arc::clone(&release),
+    });
+    let agent = Agent::start(gate, Opts::default());
+    let keys = keygen(agent.dir.path());
+    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
+
+    let mut c = agent.connect();
+    let mut sign = Vec::new();
+    Request::SignRequest(ssh_agent_lib::proto::SignRequest {
+        credential: PublicCredential::Key(public_key(&keys.ed25519).key_data().clone()),
+        data: b"pipelined".to_vec(),
+        flags: 0,
+    })
+    .encode(&mut sign)
+    .unwrap();
+    // A sign request and a list request in one write: the agent reads the second while it
+    // watches the socket during the touch, and must keep it for afterwards.
+    let mut both = (sign.len() as u32).to_be_bytes().to_vec();
+    both.extend_from_slice(&sign);
+    both.extend_from_slice(&[0, 0, 0, 1, 11]);
+    c.write_all(&both).unwrap();
+    assert_eq!(events.recv_timeout(DEADLINE).unwrap(), "pending");
+    release.notify_one();
+    assert_eq!(
+        recv(&mut c).unwrap(),
+        FAILURE,
+        "no touch: the signature is refused"
+    );
+    let answer = recv(&mut c).unwrap();
+    match Response::decode(&mut &answer[..]).unwrap() {
+        Response::IdentitiesAnswer(ids) => assert_eq!(ids.len(), 1),
+        other => panic!("expected the identities, got {other:?}"),
+    }
 }
