@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
+#[cfg(unix)]
+mod agent_socket;
 mod ctaphid_host;
 mod vector_records;
 mod vectors_assertions;

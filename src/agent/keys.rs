@@ -1,0 +1,754 @@
+//! Identity keys held in memory, and the unlock window that bounds how long they stay there.
+//!
+//! Keys are `ssh_key::PrivateKey` values (their secret parts zeroize on drop). The window
+//! opens when the first key is added and closes, wiping every key, on the first of: the sliding
+//! idle timeout, the absolute cap since the window opened, the maximum number of signatures, or
+//! an explicit [`KeyStore::wipe`]. Per-key lifetimes (the `ssh-add -t` constraint,
+//! `SSH_AGENT_CONSTRAIN_LIFETIME`, draft-miller-ssh-agent "Key Constraints") remove single keys.
+//!
+//! The protocol lock (draft-miller-ssh-agent "Locking and unlocking an agent", `ssh-add -x`) differs from OpenSSH's: we keep
+//! no plaintext key while locked. The keys are serialised, sealed with ChaCha20-Poly1305 under a
+//! key derived from the passphrase with Argon2id, and the plaintext is dropped; unlock opens the
+//! seal or restores nothing.
+//!
+//! Time is always an explicit `now` argument, so tests move it instead of sleeping.
+
+use std::time::{Duration, Instant};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::ChaCha20Poly1305;
+use p256::ecdsa::signature::Signer;
+use sha2::{Digest, Sha256};
+use ssh_key::private::KeypairData;
+use ssh_key::public::KeyData;
+use ssh_key::{EcdsaCurve, HashAlg, PrivateKey, Signature};
+use zeroize::Zeroizing;
+
+use super::AgentError;
+use crate::presence::gate::Approval;
+
+/// Where the agent reads the time. Injected so tests move time instead of sleeping.
+pub trait Clock: Send + Sync {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that only moves when told to (tests, simulations).
+#[derive(Debug)]
+pub struct ManualClock {
+    base: Instant,
+    offset: std::sync::Mutex<Duration>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock {
+            base: Instant::now(),
+            offset: std::sync::Mutex::new(Duration::ZERO),
+        }
+    }
+}
+
+impl ManualClock {
+    /// A clock standing at the current instant.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Move the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let mut off = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+        *off += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.base + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Bounds of one unlock window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnlockPolicy {
+    /// Keys are wiped after this long without a signature or an added key (sliding).
+    pub idle_timeout: Duration,
+    /// Keys are wiped this long after the window opened, whatever the activity.
+    pub max_unlock: Duration,
+    /// Keys are wiped after this many signatures in one window, when set.
+    pub max_signatures: Option<u64>,
+}
+
+impl Default for UnlockPolicy {
+    fn default() -> Self {
+        UnlockPolicy {
+            idle_timeout: Duration::from_secs(30 * 60),
+            max_unlock: Duration::from_secs(4 * 60 * 60),
+            max_signatures: None,
+        }
+    }
+}
+
+/// Why the keys were wiped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WipeReason {
+    /// No activity for the idle timeout.
+    Idle,
+    /// The absolute cap since unlock passed.
+    MaxUnlock,
+    /// The maximum number of signatures was reached.
+    MaxSignatures,
+    /// An explicit wipe (`auths agent lock`, shutdown).
+    Explicit,
+}
+
+/// Argon2id cost for the protocol lock's key derivation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for SealParams {
+    /// OWASP's recommended minimum for Argon2id: 19 MiB, 2 iterations, 1 lane.
+    fn default() -> Self {
+        SealParams {
+            m_cost: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+/// One public identity as listed to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicIdentity {
+    /// The public key.
+    pub key_data: KeyData,
+    /// The comment given when the key was added.
+    pub comment: String,
+    /// OpenSSH fingerprint, `SHA256:…`.
+    pub fingerprint: String,
+}
+
+/// A signature made under an approval. The approval stays inside: it can be shown to the gate
+/// (`Gate::signed`) but never moved out and spent again.
+#[derive(Debug)]
+pub struct Signed {
+    /// The SSH signature.
+    pub signature: Signature,
+    approval: Approval,
+}
+
+impl Signed {
+    /// The approval this signature was made under.
+    pub fn approval(&self) -> &Approval {
+        &self.approval
+    }
+}
+
+struct Entry {
+    key: PrivateKey,
+    fingerprint: String,
+    /// Per-key lifetime (`ssh-add -t`).
+    expires: Option<Instant>,
+}
+
+struct Window {
+    opened: Instant,
+    last_activity: Instant,
+    signatures: u64,
+}
+
+/// Keys sealed under the lock passphrase; nothing here is plaintext key material.
+struct Sealed {
+    salt: [u8; 16],
+    nonce: [u8; 12],
+    ciphertext: Vec<u8>,
+    /// Per-key expiry, in the order of the sealed keys (not secret).
+    expires: Vec<Option<Instant>>,
+}
+
+/// The agent's keys and unlock window. Callers hold it behind a mutex that is never held across
+/// an await on the gate.
+pub struct KeyStore {
+    policy: UnlockPolicy,
+    seal_params: SealParams,
+    entries: Vec<Entry>,
+    window: Option<Window>,
+    sealed: Option<Sealed>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("policy", &self.policy)
+            .field("keys", &self.entries.len())
+            .field("locked", &self.sealed.is_some())
+            .finish()
+    }
+}
+
+/// Fingerprint of a public key in OpenSSH's `SHA256:…` form.
+pub fn fingerprint(key: &KeyData) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
+    match key {
+        KeypairData::Ed25519(_) => Ok(()),
+        KeypairData::Ecdsa(k) if k.curve() == EcdsaCurve::NistP256 => Ok(()),
+        other => Err(AgentError::UnsupportedKey(
+            other
+                .algorithm()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+        )),
+    }
+}
+
+impl KeyStore {
+    /// An empty, unlocked store.
+    pub fn new(policy: UnlockPolicy) -> Self {
+        KeyStore {
+            policy,
+            seal_params: SealParams::default(),
+            entries: Vec::new(),
+            window: None,
+            sealed: None,
+        }
+    }
+
+    /// Use other Argon2id costs for the protocol lock.
+    pub fn with_seal_params(mut self, params: SealParams) -> Self {
+        self.seal_params = params;
+        self
+    }
+
+    /// The unlock policy.
+    pub fn policy(&self) -> UnlockPolicy {
+        self.policy
+    }
+
+    /// True while `ssh-add -x` has sealed the keys.
+    pub fn is_locked(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// Number of plaintext keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no plaintext key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Apply the window and per-key lifetimes at `now`: drop expired keys, and wipe everything
+    /// (sealed keys too) when the window closed. Returns the reason when the window closed.
+    pub fn expire(&mut self, now: Instant) -> Option<WipeReason> {
+        self.entries
+            .retain(|e| e.expires.is_none_or(|deadline| now < deadline));
+        // A sealed key whose lifetime ends cannot be dropped without the passphrase: `unlock`
+        // filters it out.
+        let reason = self.window.as_ref().and_then(|w| {
+            if now.saturating_duration_since(w.opened) >= self.policy.max_unlock {
+                Some(WipeReason::MaxUnlock)
+            } else if now.saturating_duration_since(w.last_activity) >= self.policy.idle_timeout {
+                Some(WipeReason::Idle)
+            } else {
+                None
+            }
+        });
+        if let Some(r) = reason {
+            self.wipe_all();
+            return Some(r);
+        }
+        if self.entries.is_empty() && self.sealed.is_none() {
+            self.window = None;
+        }
+        None
+    }
+
+    /// Wipe every key, plaintext and sealed, and close the window (`auths agent lock`).
+    pub fn wipe(&mut self) -> WipeReason {
+        self.wipe_all();
+        WipeReason::Explicit
+    }
+
+    fn wipe_all(&mut self) {
+        // Dropping PrivateKey zeroizes its secret parts.
+        self.entries.clear();
+        self.entries.shrink_to_fit();
+        self.sealed = None;
+        self.window = None;
+    }
+
+    fn touch_window(&mut self, now: Instant) {
+        match &mut self.window {
+            Some(w) => w.last_activity = now,
+            None => {
+                self.window = Some(Window {
+                    opened: now,
+                    last_activity: now,
+                    signatures: 0,
+                })
+            }
+        }
+    }
+
+    /// The identities held, for `SSH_AGENTC_REQUEST_IDENTITIES`. Empty while locked.
+    pub fn identities(&mut self, now: Instant) -> Vec<PublicIdentity> {
+        self.expire(now);
+        self.entries
+            .iter()
+            .map(|e| PublicIdentity {
+                key_data: e.key.public_key().key_data().clone(),
+                comment: e.key.comment().to_string(),
+                fingerprint: e.fingerprint.clone(),
+            })
+            .collect()
+    }
+
+    /// Add (or replace) an identity. `lifetime` is the `ssh-add -t` constraint.
+    pub fn add(
+        &mut self,
+        keypair: KeypairData,
+        comment: String,
+        lifetime: Option<Duration>,
+        now: Instant,
+    ) -> Result<String, AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        check_supported(&keypair)?;
+        let key =
+            PrivateKey::new(keypair, comment).map_err(|e| AgentError::Crypto(e.to_string()))?;
+        let fingerprint = fingerprint(key.public_key().key_data());
+        let expires = lifetime.map(|l| now + l);
+        self.entries.retain(|e| e.fingerprint != fingerprint);
+        self.entries.push(Entry {
+            key,
+            fingerprint: fingerprint.clone(),
+            expires,
+        });
+        self.touch_window(now);
+        Ok(fingerprint)
+    }
+
+    /// Remove one identity.
+    pub fn remove(&mut self, key: &KeyData, now: Instant) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| e.key.public_key().key_data() != key);
+        if self.entries.len() == before {
+            return Err(AgentError::NoSuchKey);
+        }
+        if self.entries.is_empty() {
+            self.window = None;
+        }
+        Ok(())
+    }
+
+    /// Remove every identity (`ssh-add -D`).
+    pub fn remove_all(&mut self, now: Instant) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        self.wipe_all();
+        Ok(())
+    }
+
+    /// The fingerprint of a held key, before asking the gate. Fails while locked.
+    pub fn lookup(&mut self, key: &KeyData, now: Instant) -> Result<String, AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        self.entries
+            .iter()
+            .find(|e| e.key.public_key().key_data() == key)
+            .map(|e| e.fingerprint.clone())
+            .ok_or(AgentError::NoSuchKey)
+    }
+
+    /// Sign `data` with `key`, under `approval`, which must cover this key's fingerprint and
+    /// SHA-256 of `data`. Counts towards the window's signature cap.
+    pub fn sign(
+        &mut self,
+        key: &KeyData,
+        data: &[u8],
+        approval: Approval,
+        now: Instant,
+    ) -> Result<Signed, AgentError> {
+        let digest: [u8; 32] = Sha256::digest(data).into();
+        let fp = fingerprint(key);
+        if !approval.covers(&fp, &digest) {
+            return Err(AgentError::ApprovalMismatch);
+        }
+        let signature = self.sign_approved(key, data, now)?;
+        Ok(Signed {
+            signature,
+            approval,
+        })
+    }
+
+    /// The signing step after the approval was checked. Private: only [`KeyStore::sign`] (and
+    /// this module's tests) reach it.
+    fn sign_approved(
+        &mut self,
+        key: &KeyData,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<Signature, AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.key.public_key().key_data() == key)
+            .ok_or(AgentError::NoSuchKey)?;
+        let signature = entry
+            .key
+            .try_sign(data)
+            .map_err(|e| AgentError::Crypto(e.to_string()))?;
+        self.touch_window(now);
+        let cap_reached = match (&mut self.window, self.policy.max_signatures) {
+            (Some(w), Some(max)) => {
+                w.signatures += 1;
+                w.signatures >= max
+            }
+            (Some(w), None) => {
+                w.signatures += 1;
+                false
+            }
+            _ => false,
+        };
+        if cap_reached {
+            self.wipe_all();
+        }
+        Ok(signature)
+    }
+
+    /// `ssh-add -x`: seal every key under `passphrase` and drop the plaintext.
+    pub fn lock(&mut self, passphrase: &Zeroizing<String>, now: Instant) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let mut plaintext = Zeroizing::new(Vec::new());
+        for e in &self.entries {
+            let bytes = e
+                .key
+                .to_bytes()
+                .map_err(|err| AgentError::Crypto(err.to_string()))?;
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| AgentError::Crypto("key too large to seal".into()))?;
+            plaintext.extend_from_slice(&len.to_be_bytes());
+            plaintext.extend_from_slice(&bytes);
+        }
+        let salt: [u8; 16] = rand::random();
+        let nonce: [u8; 12] = rand::random();
+        let key = derive_key(passphrase.as_bytes(), &salt, self.seal_params)?;
+        let cipher = ChaCha20Poly1305::new(key.as_ref().into());
+        let ciphertext = cipher
+            .encrypt(&nonce.into(), plaintext.as_slice())
+            .map_err(|_| AgentError::Crypto("sealing the keys failed".into()))?;
+        let expires = self.entries.iter().map(|e| e.expires).collect();
+        self.entries.clear();
+        self.entries.shrink_to_fit();
+        self.sealed = Some(Sealed {
+            salt,
+            nonce,
+            ciphertext,
+            expires,
+        });
+        Ok(())
+    }
+
+    /// `ssh-add -X`: open the seal with `passphrase`. A wrong passphrase restores nothing and
+    /// leaves the agent locked.
+    pub fn unlock(
+        &mut self,
+        passphrase: &Zeroizing<String>,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        self.expire(now);
+        let sealed = self.sealed.as_ref().ok_or(AgentError::NotLocked)?;
+        let key = derive_key(passphrase.as_bytes(), &sealed.salt, self.seal_params)?;
+        let cipher = ChaCha20Poly1305::new(key.as_ref().into());
+        let plaintext = Zeroizing::new(
+            cipher
+                .decrypt(&sealed.nonce.into(), sealed.ciphertext.as_slice())
+                .map_err(|_| AgentError::BadPassphrase)?,
+        );
+        let mut restored = Vec::with_capacity(sealed.expires.len());
+        let mut rest: &[u8] = &plaintext;
+        for expires in &sealed.expires {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| AgentError::Crypto("sealed keys are corrupt".into()))?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(AgentError::Crypto("sealed keys are corrupt".into()));
+            }
+            let (bytes, tail) = tail.split_at(len);
+            rest = tail;
+            let key =
+                PrivateKey::from_bytes(bytes).map_err(|e| AgentError::Crypto(e.to_string()))?;
+            if expires.is_some_and(|d| now >= d) {
+                continue;
+            }
+            let fingerprint = fingerprint(key.public_key().key_data());
+            restored.push(Entry {
+                key,
+                fingerprint,
+                expires: *expires,
+            });
+        }
+        self.sealed = None;
+        self.entries = restored;
+        Ok(())
+    }
+}
+
+fn derive_key(
+    passphrase: &[u8],
+    salt: &[u8; 16],
+    params: SealParams,
+) -> Result<Zeroizing<[u8; 32]>, AgentError> {
+    let params = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
+        .map_err(|e| AgentError::Crypto(format!("argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase, salt, out.as_mut())
+        .map_err(|e| AgentError::Crypto(format!("argon2: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Verifier;
+    use ssh_key::Algorithm;
+
+    const FAST: SealParams = SealParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn ed25519() -> KeypairData {
+        PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)
+            .unwrap()
+            .key_data()
+            .clone()
+    }
+
+    fn p256() -> KeypairData {
+        PrivateKey::random(
+            &mut rand::rngs::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        )
+        .unwrap()
+        .key_data()
+        .clone()
+    }
+
+    fn public(k: &KeypairData) -> KeyData {
+        KeyData::try_from(k).unwrap()
+    }
+
+    fn store(policy: UnlockPolicy) -> KeyStore {
+        KeyStore::new(policy).with_seal_params(FAST)
+    }
+
+    #[test]
+    fn add_list_remove_both_key_types() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let (a, b) = (ed25519(), p256());
+        let (pa, pb) = (public(&a), public(&b));
+        s.add(a, "a".into(), None, t0).unwrap();
+        s.add(b, "b".into(), None, t0).unwrap();
+        let ids = s.identities(t0);
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0].fingerprint.starts_with("SHA256:"));
+        s.remove(&pa, t0).unwrap();
+        assert!(matches!(s.remove(&pa, t0), Err(AgentError::NoSuchKey)));
+        assert_eq!(s.identities(t0)[0].key_data, pb);
+        s.remove_all(t0).unwrap();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn other_key_types_are_refused() {
+        let k = PrivateKey::random(
+            &mut rand::rngs::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+        )
+        .unwrap();
+        let mut s = store(UnlockPolicy::default());
+        assert!(matches!(
+            s.add(k.key_data().clone(), String::new(), None, Instant::now()),
+            Err(AgentError::UnsupportedKey(_))
+        ));
+    }
+
+    #[test]
+    fn signatures_verify_and_count_towards_the_cap() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy {
+            max_signatures: Some(2),
+            ..UnlockPolicy::default()
+        });
+        let (a, b) = (ed25519(), p256());
+        let (pa, pb) = (public(&a), public(&b));
+        s.add(a, String::new(), None, t0).unwrap();
+        s.add(b, String::new(), None, t0).unwrap();
+        let sig = s.sign_approved(&pa, b"one", t0).unwrap();
+        pa.verify(b"one", &sig).unwrap();
+        assert_eq!(s.len(), 2, "one signature of two: keys stay");
+        let sig = s.sign_approved(&pb, b"two", t0).unwrap();
+        pb.verify(b"two", &sig).unwrap();
+        assert!(
+            s.is_empty(),
+            "the second signature reached the cap: all keys wiped"
+        );
+        assert!(matches!(
+            s.sign_approved(&pa, b"three", t0),
+            Err(AgentError::NoSuchKey)
+        ));
+    }
+
+    #[test]
+    fn idle_timeout_slides_and_wipes() {
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let mut s = store(UnlockPolicy::default());
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, String::new(), None, t0).unwrap();
+        // Activity at 29 min slides the window.
+        s.sign_approved(&pa, b"x", t0 + 29 * min).unwrap();
+        assert_eq!(s.expire(t0 + 58 * min), None);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.expire(t0 + 59 * min), Some(WipeReason::Idle));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn absolute_cap_wipes_despite_activity() {
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let mut s = store(UnlockPolicy::default());
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, String::new(), None, t0).unwrap();
+        let mut t = t0;
+        while t < t0 + 239 * min {
+            t += 20 * min;
+            if t < t0 + 240 * min {
+                s.sign_approved(&pa, b"x", t).unwrap();
+            }
+        }
+        assert_eq!(s.expire(t0 + 240 * min), Some(WipeReason::MaxUnlock));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn per_key_lifetime_removes_only_that_key() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        s.add(ed25519(), "short".into(), Some(Duration::from_secs(5)), t0)
+            .unwrap();
+        s.add(p256(), "long".into(), None, t0).unwrap();
+        assert_eq!(s.identities(t0 + Duration::from_secs(4)).len(), 2);
+        let ids = s.identities(t0 + Duration::from_secs(5));
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].comment, "long");
+    }
+
+    #[test]
+    fn protocol_lock_seals_and_unlock_restores() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, "a".into(), None, t0).unwrap();
+        s.add(p256(), "b".into(), Some(Duration::from_secs(10)), t0)
+            .unwrap();
+        let good = Zeroizing::new("correct horse".to_string());
+        let bad = Zeroizing::new("wrong".to_string());
+        s.lock(&good, t0).unwrap();
+        assert!(s.is_locked());
+        assert!(s.is_empty(), "no plaintext key while locked");
+        assert!(s.identities(t0).is_empty());
+        assert!(matches!(s.lookup(&pa, t0), Err(AgentError::Locked)));
+        assert!(matches!(s.lock(&good, t0), Err(AgentError::Locked)));
+        assert!(matches!(s.unlock(&bad, t0), Err(AgentError::BadPassphrase)));
+        assert!(s.is_locked() && s.is_empty());
+        // The 10 s key expired while locked: it is not restored.
+        s.unlock(&good, t0 + Duration::from_secs(11)).unwrap();
+        let ids = s.identities(t0 + Duration::from_secs(11));
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].comment, "a");
+        assert!(s
+            .sign_approved(&pa, b"m", t0 + Duration::from_secs(11))
+            .is_ok());
+        assert!(matches!(s.unlock(&good, t0), Err(AgentError::NotLocked)));
+    }
+
+    #[test]
+    fn window_closing_while_locked_wipes_the_seal() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        s.add(ed25519(), String::new(), None, t0).unwrap();
+        let pass = Zeroizing::new("p".to_string());
+        s.lock(&pass, t0).unwrap();
+        assert_eq!(
+            s.expire(t0 + Duration::from_secs(31 * 60)),
+            Some(WipeReason::Idle)
+        );
+        assert!(!s.is_locked());
+        assert!(matches!(s.unlock(&pass, t0), Err(AgentError::NotLocked)));
+    }
+
+    #[test]
+    fn explicit_wipe() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        s.add(ed25519(), String::new(), None, t0).unwrap();
+        assert_eq!(s.wipe(), WipeReason::Explicit);
+        assert!(s.is_empty());
+    }
+}
