@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::secure_fs::SecureFsError;
 
+pub mod client;
 pub mod keys;
 pub mod peer;
 pub mod server;
@@ -77,6 +78,9 @@ pub enum AgentError {
     /// Making the process non-dumpable or disabling core dumps failed.
     #[error("cannot harden the agent process ({0}); refusing to hold keys in a dumpable process")]
     Hardening(String),
+    /// A CLI request to a running agent failed.
+    #[error("{0}")]
+    Client(String),
     /// Any other I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -153,3 +153,188 @@ impl AuditLog {
             .collect())
     }
 }
+
+/// The result of re-verifying one receipt offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Line number in the log (1-based).
+    pub line: usize,
+    /// Receipt id, when the line parsed.
+    pub id: Option<String>,
+    /// What the receipt claims.
+    pub outcome: Option<Outcome>,
+    /// None when it verified; the reason otherwise.
+    pub problem: Option<String>,
+}
+
+/// Summary of `auths audit verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Signatures approved by a verified touch.
+    pub approved: usize,
+    /// Signatures made under a grant whose opening touch verified.
+    pub granted: usize,
+    /// Denials (nothing was signed).
+    pub denied: usize,
+    /// Every line that did not verify.
+    pub problems: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// True when every line verified.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Re-verify every receipt against the enrolled credentials, offline:
+/// - approved: the client data hashes to what the key signed, names this key and digest, the
+///   authenticator data has our rp id hash and UP, the signature verifies with the enrolled
+///   credential, and the sign counter increased over the previous receipt of that credential;
+/// - granted: the grant it names is an earlier verified approval of the same key whose client
+///   data carried grant terms, used within its time and count, by a requester in its scope;
+/// - denied: parses (nothing was signed, so there is nothing to prove).
+pub fn verify_log(
+    lines: &[(usize, Result<Receipt, String>)],
+    enrollments: &[super::enrollment::Enrollment],
+) -> VerifyReport {
+    use super::challenge::{client_data_hash, ClientData};
+    use super::policy::Scope;
+    use crate::ctap::authdata::AuthenticatorData;
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+
+    struct Open {
+        key: String,
+        terms: super::challenge::GrantTerms,
+        peer: Requester,
+        created: u64,
+        used: u32,
+    }
+    let mut report = VerifyReport::default();
+    let mut counters: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut grants: HashMap<String, Open> = HashMap::new();
+
+    for (line, parsed) in lines {
+        let receipt = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(Finding {
+                    line: *line,
+                    id: None,
+                    outcome: None,
+                    problem: Some(format!("not a receipt: {e}")),
+                });
+                continue;
+            }
+        };
+        let mut check = || -> Result<(), String> {
+            match receipt.outcome {
+                Outcome::Denied => Ok(()),
+                Outcome::Approved => {
+                    let field = |f: &Option<String>, name: &str| {
+                        f.clone()
+                            .ok_or_else(|| format!("approved receipt without {name}"))
+                    };
+                    let json = field(&receipt.client_data, "client data")?;
+                    let auth_data = hex::decode(field(&receipt.auth_data, "authenticator data")?)
+                        .map_err(|e| e.to_string())?;
+                    let signature = hex::decode(field(&receipt.signature, "signature")?)
+                        .map_err(|e| e.to_string())?;
+                    let cred = hex::decode(field(&receipt.credential_id, "credential id")?)
+                        .map_err(|e| e.to_string())?;
+                    let cd = ClientData::parse(&json)?;
+                    let digest: [u8; 32] = hex::decode(&receipt.digest)
+                        .ok()
+                        .and_then(|d| d.try_into().ok())
+                        .ok_or("digest is not 32 bytes of hex")?;
+                    if !cd.approves(&receipt.key, &digest) {
+                        return Err("the touch approved other bytes or another key than this receipt claims".into());
+                    }
+                    if cd.peer != receipt.peer {
+                        return Err(
+                            "the touch approved another requester than this receipt names".into(),
+                        );
+                    }
+                    let e = enrollments
+                        .iter()
+                        .find(|e| e.credential_id == cred)
+                        .ok_or("the credential is not enrolled (removed, or never ours)")?;
+                    let ad = AuthenticatorData::parse(&auth_data).map_err(|e| e.to_string())?;
+                    if ad.rp_id_hash != <[u8; 32]>::from(Sha256::digest(e.rp_id.as_bytes())) {
+                        return Err("authenticator data is for another relying party".into());
+                    }
+                    if !ad.flags.user_present() {
+                        return Err("authenticator data shows no touch (UP clear)".into());
+                    }
+                    let key = e.allowed().map_err(|e| e.to_string())?.public_key;
+                    let mut msg = auth_data.clone();
+                    msg.extend_from_slice(&client_data_hash(&json));
+                    key.verify(&msg, &signature)
+                        .map_err(|e| format!("assertion signature does not verify: {e}"))?;
+                    if let Some(prev) = counters.get(&cred) {
+                        if (ad.sign_count != 0 || *prev != 0) && ad.sign_count <= *prev {
+                            return Err(format!(
+                                "sign counter {} does not increase over {prev}: replayed or cloned",
+                                ad.sign_count
+                            ));
+                        }
+                    }
+                    counters.insert(cred, ad.sign_count);
+                    if let Some(terms) = cd.grant {
+                        grants.insert(
+                            receipt.id.clone(),
+                            Open {
+                                key: receipt.key.clone(),
+                                terms,
+                                peer: receipt.peer.clone(),
+                                created: receipt.time,
+                                used: 1,
+                            },
+                        );
+                    }
+                    Ok(())
+                }
+                Outcome::Granted => {
+                    let of = receipt
+                        .grant_of
+                        .as_deref()
+                        .ok_or("granted receipt without grant_of")?;
+                    let g = grants
+                        .get_mut(of)
+                        .ok_or("names a grant that no earlier verified touch opened")?;
+                    if g.key != receipt.key {
+                        return Err("used a grant opened for another key".into());
+                    }
+                    if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
+                        return Err("used a grant after it expired".into());
+                    }
+                    if g.used >= g.terms.max_signatures {
+                        return Err("used a grant beyond its signature count".into());
+                    }
+                    let scope: Scope = g.terms.scope.parse()?;
+                    match (scope.key(&g.peer), scope.key(&receipt.peer)) {
+                        (Some(a), Some(b)) if a == b => {}
+                        _ => return Err("used a grant from outside its scope".into()),
+                    }
+                    g.used += 1;
+                    Ok(())
+                }
+            }
+        };
+        match check() {
+            Ok(()) => match receipt.outcome {
+                Outcome::Approved => report.approved += 1,
+                Outcome::Granted => report.granted += 1,
+                Outcome::Denied => report.denied += 1,
+            },
+            Err(problem) => report.problems.push(Finding {
+                line: *line,
+                id: Some(receipt.id.clone()),
+                outcome: Some(receipt.outcome),
+                problem: Some(problem),
+            }),
+        }
+    }
+    report
+}
