@@ -22,6 +22,7 @@ pub mod keys;
 pub mod peer;
 pub mod server;
 pub mod session;
+pub mod watch;
 
 /// What went wrong in the agent layer. Each message says what to do next.
 #[derive(Debug, Error)]

@@ -9,6 +9,9 @@ use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::policy::parse_duration;
 
+#[cfg(unix)]
+mod agent;
+mod audit;
 mod sim;
 mod token;
 
@@ -42,6 +45,13 @@ enum Command {
     /// Run a virtual security key (for demos, CI and tests; never mistaken for hardware).
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// The presence-gated ssh-agent.
+    #[cfg(unix)]
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
+    /// Receipts of every signature and denial.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 /// `--device` and `--touch-timeout`, shared by commands that use a key.
@@ -91,6 +101,9 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Token(c) => token::run(c),
         Command::Sim(c) => sim::run(c),
+        #[cfg(unix)]
+        Command::Agent(c) => agent::run(c),
+        Command::Audit(c) => audit::run(c),
     };
     match result {
         Ok(()) => EXIT_OK,

@@ -176,14 +176,7 @@ fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<Ope
                 }));
             }
             drop(tx);
-            let mut chosen = None;
-            for r in rx.iter() {
-                if let Ok(key) = r {
-                    cancel.cancel();
-                    chosen = Some(key);
-                    break;
-                }
-            }
+            let chosen = rx.iter().flatten().next();
             cancel.cancel();
             for t in threads {
                 let _ = t.join();

@@ -93,6 +93,9 @@ pub enum AuditError {
     },
 }
 
+/// One line of the log: its number and the receipt, or why it does not parse.
+pub type LogLine = (usize, Result<Receipt, String>);
+
 /// The append-only log.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -132,7 +135,7 @@ impl AuditLog {
 
     /// Every line, parsed; a line that does not parse is returned as its error text with its
     /// line number, so `verify` can report it.
-    pub fn read(&self) -> Result<Vec<(usize, Result<Receipt, String>)>, AuditError> {
+    pub fn read(&self) -> Result<Vec<LogLine>, AuditError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -195,7 +198,7 @@ impl VerifyReport {
 ///   data carried grant terms, used within its time and count, by a requester in its scope;
 /// - denied: parses (nothing was signed, so there is nothing to prove).
 pub fn verify_log(
-    lines: &[(usize, Result<Receipt, String>)],
+    lines: &[LogLine],
     enrollments: &[super::enrollment::Enrollment],
 ) -> VerifyReport {
     use super::challenge::{client_data_hash, ClientData};

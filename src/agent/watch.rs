@@ -1,0 +1,73 @@
+//! `auths agent watch`: a second socket beside the agent's (`agent.sock.watch`) that streams
+//! pending approvals and their outcomes as JSON lines, for a terminal or a status-bar touch
+//! detector. Same hardening as the agent socket (private directory, 0600, same uid only).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+
+use super::server::Listener;
+use super::AgentError;
+use crate::presence::prompt::Prompter;
+
+/// The watch socket beside an agent socket.
+pub fn watch_path(agent_socket: &Path) -> PathBuf {
+    let mut p = agent_socket.as_os_str().to_owned();
+    p.push(".watch");
+    PathBuf::from(p)
+}
+
+/// Serve watchers until `shutdown` completes.
+#[cfg(unix)]
+pub async fn serve(
+    path: &Path,
+    prompter: Prompter,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut listener = super::server::bind(path)?;
+    let me = nix::unistd::geteuid().as_raw();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut shutdown => break,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            continue;
+        };
+        if peer.uid != me {
+            continue; // dropped: other users see nothing
+        }
+        let mut rx = prompter.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let event = match rx.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                line.push(b'\n');
+                if stream.write_all(&line).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// Not available without Unix sockets yet.
+#[cfg(not(unix))]
+pub async fn serve(
+    _path: &Path,
+    _prompter: Prompter,
+    _shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    Err(AgentError::Unsupported(
+        "auths agent watch needs Unix sockets",
+    ))
+}

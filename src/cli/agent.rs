@@ -1,0 +1,477 @@
+//! `auths agent start|stop|status|env|lock|add|watch`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use auths_presence::agent::server::AgentConfig;
+use auths_presence::agent::{client, server, watch};
+use auths_presence::ctap::select::DeviceSelector;
+use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::gate::{GateConfig, PresenceGate, SelectorOpener};
+use auths_presence::presence::policy::{parse_duration, Policy};
+use auths_presence::presence::prompt::Prompter;
+
+use super::{home, CliResult, DeviceArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCmd {
+    /// Start the agent (in the background unless --foreground) and print the SSH_AUTH_SOCK line.
+    Start(StartArgs),
+    /// Stop the running agent (its keys are wiped).
+    Stop {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+    },
+    /// Is the agent running, how many keys does it hold, which keys are enrolled.
+    Status {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the shell line that points ssh/git at the agent: eval "$(auths agent env)".
+    Env {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+    },
+    /// Wipe every key from the agent now.
+    Lock {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+    },
+    /// Add an OpenSSH private key (Ed25519 or ECDSA P-256) to the agent.
+    Add {
+        /// The private key file (asks for its passphrase when it is encrypted).
+        keyfile: PathBuf,
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+        /// Drop the key after this long (e.g. 1h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        lifetime: Option<Duration>,
+    },
+    /// Stream pending approvals and outcomes (a touch detector for status bars).
+    Watch {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+        /// Print raw JSON events, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StartArgs {
+    /// Stay in the foreground; prompts go to this terminal.
+    #[arg(long)]
+    foreground: bool,
+    /// Agent socket [default: $AUTHS_HOME/agent.sock].
+    #[arg(long, value_name = "P")]
+    socket: Option<PathBuf>,
+    /// per-signature | batch:N:T[:scope] | per-peer:T[:scope]; scopes: process, parent, session, user.
+    #[arg(long, default_value = "per-signature")]
+    policy: Policy,
+    /// Wipe keys after this long without a signature.
+    #[arg(long, value_name = "D", default_value = "30m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Wipe keys this long after they were added, whatever happens.
+    #[arg(long, value_name = "D", default_value = "4h", value_parser = parse_duration)]
+    max_unlock: Duration,
+    /// Wipe keys after this many signatures.
+    #[arg(long, value_name = "N")]
+    max_signatures: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// `$AUTHS_HOME/agent.sock`.
+pub fn default_socket() -> PathBuf {
+    home().join("agent.sock")
+}
+
+fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
+    s.or_else(|| std::env::var_os("AUTHS_AGENT_SOCK").map(PathBuf::from))
+        .unwrap_or_else(default_socket)
+}
+
+fn pid_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".pid");
+    PathBuf::from(p)
+}
+
+pub fn run(cmd: AgentCmd) -> CliResult {
+    match cmd {
+        AgentCmd::Start(args) => start(args),
+        AgentCmd::Stop { socket } => stop(&socket_or_default(socket)),
+        AgentCmd::Status { socket, json } => status(&socket_or_default(socket), json),
+        AgentCmd::Env { socket } => {
+            print_env(&socket_or_default(socket));
+            Ok(())
+        }
+        AgentCmd::Lock { socket } => {
+            let socket = socket_or_default(socket);
+            client::wipe(&socket)?;
+            eprintln!("agent at {} locked: every key wiped", socket.display());
+            Ok(())
+        }
+        AgentCmd::Add {
+            keyfile,
+            socket,
+            lifetime,
+        } => add(&keyfile, &socket_or_default(socket), lifetime),
+        AgentCmd::Watch { socket, json } => watch_cmd(&socket_or_default(socket), json),
+    }
+}
+
+fn print_env(socket: &Path) {
+    println!(
+        "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+        shell_quote(&socket.display().to_string())
+    );
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+fn start(args: StartArgs) -> CliResult {
+    let home = home();
+    let socket = absolute(socket_or_default(args.socket.clone()));
+    // Refuse early, in the caller's terminal, when nothing is enrolled.
+    let store = TokenStore::open(&home)?;
+    let tokens = store.list()?;
+    if tokens.is_empty() {
+        return Err("no security key is enrolled, so nothing could approve a signature; enroll one first:\n  auths token enroll            (a real key)\n  auths token enroll --device sim:SOCKET   (the virtual key, for trying it out)".into());
+    }
+    if args.foreground {
+        return run_foreground(args, socket, home);
+    }
+    start_background(&args, &socket, &home)
+}
+
+fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let log_path = home.join("agent.log");
+    let log = auths_presence::secure_fs::open_private_append(&log_path)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("agent")
+        .arg("start")
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--policy")
+        .arg(args.policy.to_string())
+        .arg("--idle-timeout")
+        .arg(format!("{}s", args.idle_timeout.as_secs()))
+        .arg("--max-unlock")
+        .arg(format!("{}s", args.max_unlock.as_secs()))
+        .arg("--touch-timeout")
+        .arg(format!("{}s", args.device.touch_timeout.as_secs().max(1)));
+    if let Some(n) = args.max_signatures {
+        cmd.arg("--max-signatures").arg(n.to_string());
+    }
+    if let Some(d) = &args.device.device {
+        cmd.arg("--device").arg(d);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    // Wait (bounded) until the agent answers, or report why it did not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(format!(
+                "the agent exited at start ({status}); see {}",
+                log_path.display()
+            )
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the agent did not start listening within 10 s; see {}",
+                log_path.display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    print_env(socket);
+    println!("echo Agent pid {};", child.id());
+    Ok(())
+}
+
+fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult {
+    server::harden_process()?;
+    let selector = args.device.selector()?;
+    let virtual_warning = matches!(selector, DeviceSelector::Sim(_));
+    let prompter = Prompter::new(true);
+    let gate = PresenceGate::new(GateConfig {
+        home: home.clone(),
+        opener: Box::new(SelectorOpener {
+            selector: selector.clone(),
+            options: args.device.options(),
+        }),
+        policy: args.policy,
+        touch_timeout: args.device.touch_timeout,
+        prompter: prompter.clone(),
+    })?;
+    let enrolled = TokenStore::open(&home)?.list()?;
+    if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {
+        eprintln!("WARNING: the agent gates on a VIRTUAL security key: anyone who can run `auths sim touch` approves. Use it for demos and tests only.");
+    }
+    let config = AgentConfig {
+        max_signatures: args.max_signatures,
+        idle_timeout: args.idle_timeout,
+        max_unlock: args.max_unlock,
+        ..AgentConfig::new(socket.clone())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let pid_file = pid_path(&socket);
+    let result = rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let watch_sock = watch::watch_path(&socket);
+        let w = tokio::spawn({
+            let rx = stop_rx.clone();
+            let prompter = prompter.clone();
+            async move { watch::serve(&watch_sock, prompter, stopped(rx)).await }
+        });
+        eprintln!(
+            "auths agent listening on {} (policy {}, device {selector}, touch timeout {}s)",
+            socket.display(),
+            args.policy,
+            args.device.touch_timeout.as_secs()
+        );
+        let _ = auths_presence::secure_fs::atomic_write(
+            &pid_file,
+            std::process::id().to_string().as_bytes(),
+        );
+        let r = server::serve(config, Arc::new(gate), stopped(stop_rx)).await;
+        let _ = w.await;
+        let _ = std::fs::remove_file(&pid_file);
+        r
+    });
+    result?;
+    eprintln!("auths agent stopped; keys wiped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn stop(socket: &Path) -> CliResult {
+    let pid_file = pid_path(socket);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "no agent pid file at {}; is an agent running on {}?",
+                pid_file.display(),
+                socket.display()
+            )
+        })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| format!("cannot stop agent pid {pid}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if socket.exists() {
+        return Err(format!("agent pid {pid} did not stop within 10 s").into());
+    }
+    eprintln!("agent pid {pid} stopped; its keys are wiped");
+    Ok(())
+}
+
+fn status(socket: &Path, json: bool) -> CliResult {
+    use ssh_agent_lib::proto::{Request, Response};
+    let identities =
+        match client::request(socket, &Request::RequestIdentities, Duration::from_secs(5)) {
+            Ok(Response::IdentitiesAnswer(ids)) => Some(ids.len()),
+            _ => None,
+        };
+    let pid = std::fs::read_to_string(pid_path(socket))
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let tokens = TokenStore::open(&home())?.list()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "running": identities.is_some(),
+                "socket": socket.display().to_string(),
+                "pid": pid,
+                "identities": identities,
+                "enrolled_keys": tokens.len(),
+                "virtual_keys_enrolled": tokens.iter().filter(|t| t.virtual_key).count(),
+            })
+        );
+        return Ok(());
+    }
+    match identities {
+        Some(n) => println!(
+            "agent running on {} (pid {}), holding {n} key(s)",
+            socket.display(),
+            pid.as_deref().unwrap_or("unknown")
+        ),
+        None => println!("no agent answers on {}", socket.display()),
+    }
+    println!("{} security key(s) enrolled", tokens.len());
+    if identities.is_none() {
+        return Err("the agent is not running; start it with `auths agent start`".into());
+    }
+    Ok(())
+}
+
+fn read_passphrase(prompt: &str) -> Result<zeroize::Zeroizing<String>, Box<dyn std::error::Error>> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| "the key is encrypted and there is no terminal to ask for its passphrase")?;
+    let mut out = tty.try_clone()?;
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    let saved = tcgetattr(&tty)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet)?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    tcsetattr(&tty, SetArg::TCSANOW, &saved)?;
+    writeln!(out)?;
+    r?;
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
+    use ssh_agent_lib::proto::{
+        AddIdentity, AddIdentityConstrained, KeyConstraint, PrivateCredential, Request, Response,
+    };
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(keyfile)
+            .map_err(|e| format!("cannot read {}: {e}", keyfile.display()))?,
+    );
+    let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
+        .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
+    if key.is_encrypted() {
+        let pass = read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
+        key = key
+            .decrypt(pass.as_bytes())
+            .map_err(|_| "wrong passphrase for this key")?;
+    }
+    let fingerprint = key.public_key().fingerprint(ssh_key::HashAlg::Sha256);
+    let credential = PrivateCredential::Key {
+        privkey: key.key_data().clone(),
+        comment: key.comment().to_owned(),
+    };
+    let request = match lifetime {
+        None => Request::AddIdentity(AddIdentity { credential }),
+        Some(l) => Request::AddIdConstrained(AddIdentityConstrained {
+            identity: AddIdentity { credential },
+            constraints: vec![KeyConstraint::Lifetime(
+                u32::try_from(l.as_secs()).unwrap_or(u32::MAX),
+            )],
+        }),
+    };
+    match client::request(socket, &request, Duration::from_secs(30))? {
+        Response::Success => {
+            eprintln!("added {fingerprint} ({}) to the agent", keyfile.display());
+            Ok(())
+        }
+        _ => Err(format!(
+            "the agent refused {}: only Ed25519 and ECDSA P-256 keys can be added, and not while it is locked",
+            keyfile.display()
+        )
+        .into()),
+    }
+}
+
+fn watch_cmd(socket: &Path, json: bool) -> CliResult {
+    use std::io::BufRead;
+    let path = watch::watch_path(socket);
+    let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "no agent to watch at {} ({e}); start one with `auths agent start`",
+            path.display()
+        )
+    })?;
+    eprintln!("watching {} (Ctrl-C to stop)", socket.display());
+    for line in std::io::BufReader::new(stream).lines() {
+        let line = line?;
+        if json {
+            println!("{line}");
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let id = v["id"].as_str().unwrap_or("?");
+        match v["event"].as_str() {
+            Some("pending") => println!("[{id}] {}", v["message"].as_str().unwrap_or("")),
+            Some("approved") => println!("[{id}] approved by touch"),
+            Some("granted") => println!(
+                "[{id}] approved under grant {} ({} left)",
+                v["grant_of"].as_str().unwrap_or("?"),
+                v["remaining"]
+            ),
+            Some("denied") => println!("[{id}] refused: {}", v["reason"].as_str().unwrap_or("")),
+            _ => println!("{line}"),
+        }
+    }
+    Ok(())
+}
