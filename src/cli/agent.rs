@@ -244,6 +244,7 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
         policy: args.policy,
         touch_timeout: args.device.touch_timeout,
         prompter: prompter.clone(),
+        clock: None,
     })?;
     let enrolled = TokenStore::open(&home)?.list()?;
     if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {

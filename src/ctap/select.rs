@@ -80,6 +80,19 @@ impl fmt::Debug for OpenedKey {
     }
 }
 
+impl OpenedKey {
+    /// Open a channel on any report transport (e.g. an in-process virtual key) and read its
+    /// getInfo. `is_virtual` is forced on; the AAGUID can only add to it.
+    pub fn from_transport(
+        transport: Box<dyn Transport>,
+        description: String,
+        opts: DeviceOptions,
+        is_virtual: bool,
+    ) -> Result<OpenedKey, CtapError> {
+        finish(transport, description, opts, is_virtual)
+    }
+}
+
 fn finish(
     transport: Box<dyn Transport>,
     description: String,

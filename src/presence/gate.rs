@@ -188,6 +188,18 @@ pub trait KeyOpener: Send + Sync {
     fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError>;
 }
 
+impl<F> KeyOpener for F
+where
+    F: Fn() -> Result<Box<dyn PresenceKey>, CtapError> + Send + Sync,
+{
+    fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError> {
+        self()
+    }
+}
+
+/// A source of monotonic time for grant lifetimes (tests inject one; nobody sleeps).
+pub type GateClock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// Opens keys by device selector (`usb`, `usb:PATH`, `sim:SOCKET`).
 #[derive(Debug, Clone)]
 pub struct SelectorOpener {
@@ -218,6 +230,8 @@ pub struct GateConfig {
     pub touch_timeout: Duration,
     /// Where prompts go.
     pub prompter: Prompter,
+    /// Time for grant lifetimes; `None` is the system's monotonic clock.
+    pub clock: Option<GateClock>,
 }
 
 /// The gate: one device interaction at a time, every approval verified and logged.
@@ -234,6 +248,7 @@ struct Inner {
     grants: Mutex<Grants>,
     prompter: Prompter,
     touch_timeout: Duration,
+    clock: GateClock,
 }
 
 impl std::fmt::Debug for PresenceGate {
@@ -279,6 +294,7 @@ impl PresenceGate {
                 grants: Mutex::new(Grants::new(config.policy)),
                 prompter: config.prompter,
                 touch_timeout: config.touch_timeout,
+                clock: config.clock.unwrap_or_else(|| Arc::new(Instant::now)),
             }),
         })
     }
@@ -304,7 +320,7 @@ impl PresenceGate {
         let (grant_of, remaining) = inner.grants.lock().ok()?.take(
             &request.key_fingerprint,
             &request.requester,
-            Instant::now(),
+            (inner.clock)(),
         )?;
         let id = Receipt::new_id();
         let receipt = Receipt {
@@ -446,7 +462,7 @@ impl PresenceGate {
                 id,
                 &request.key_fingerprint,
                 &request.requester,
-                Instant::now(),
+                (inner.clock)(),
             );
         }
         inner
