@@ -6,12 +6,10 @@ use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
 use auths_presence::ctap::authdata::algorithm_name;
-use auths_presence::ctap::command::{
-    Algorithm, GetAssertionRequest, MakeCredentialRequest, RelyingParty, UserEntity,
-};
+use auths_presence::ctap::command::{Algorithm, GetAssertionRequest};
 use auths_presence::ctap::select::{self, on_first_up_needed, OpenedKey};
 use auths_presence::ctap::{CtapError, StatusCode};
-use auths_presence::presence::enrollment::{Enrollment, TokenStore};
+use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};
 use auths_presence::presence::verify::{verify_assertion, Expected};
 
 use super::{home, CliResult, DeviceArgs};
@@ -106,95 +104,27 @@ fn open_key(device: &DeviceArgs) -> Result<OpenedKey, Box<dyn std::error::Error>
 
 fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) -> CliResult {
     let store = TokenStore::open(&home())?;
-    let existing = store.list()?;
-    let label = label.unwrap_or_else(|| {
-        if existing.is_empty() {
-            "main".to_owned()
-        } else {
-            format!("key{}", existing.len() + 1)
-        }
-    });
-    if existing.iter().any(|e| e.label == label) {
-        return Err(format!(
-            "a key labelled {label:?} is enrolled already; pick another --label or remove it first"
-        )
-        .into());
-    }
     let mut key = open_key(device)?;
-    let info = key.device.get_info()?;
     let preferred = match alg {
         AlgArg::Es256 => [Algorithm::Es256, Algorithm::EdDsa],
         AlgArg::Eddsa => [Algorithm::EdDsa, Algorithm::Es256],
     };
-    let algorithms: Vec<Algorithm> = preferred
-        .into_iter()
-        .filter(|a| info.algorithms.is_empty() || info.supports_algorithm(a.cose_id()))
-        .collect();
-    if algorithms.is_empty() {
-        return Err("this key supports neither ES256 nor EdDSA; it cannot be enrolled".into());
-    }
-    let exclude: Vec<&[u8]> = existing
-        .iter()
-        .filter(|e| e.rp_id == rp_id)
-        .map(|e| e.credential_id.as_slice())
-        .collect();
-    let challenge: [u8; 32] = rand::random();
-    let user_id: [u8; 16] = rand::random();
-    let display = format!("auths presence gate ({label})");
-    let request = MakeCredentialRequest {
-        client_data_hash: Sha256::digest(challenge).into(),
-        rp: RelyingParty {
-            id: rp_id,
-            name: Some("auths presence gate"),
-        },
-        user: UserEntity {
-            id: &user_id,
-            name: Some("auths"),
-            display_name: Some(&display),
-        },
-        algorithms: &algorithms,
-        exclude_list: &exclude,
-    };
     let what = key.description.clone();
-    let mut prompt =
-        on_first_up_needed(|| eprintln!("Touch your security key to enroll it: {what}"));
-    let resp = match key.device.make_credential(&request, &mut prompt, None) {
-        Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
-            return Err("this security key is enrolled already (`auths token list` shows it)".into())
+    let mut shown = false;
+    let mut prompt = || {
+        if !shown {
+            shown = true;
+            eprintln!("Touch your security key to enroll it: {what}");
         }
-        Err(CtapError::Status(StatusCode::UserActionTimeout)) | Err(CtapError::Deadline(_)) => {
-            return Err("nobody touched the key in time; run the command again and touch the key when it blinks".into())
-        }
-        other => other?,
     };
-    let attested = resp
-        .auth_data
-        .attested_credential_data
-        .as_ref()
-        .ok_or("the key returned no credential")?;
-    let public_key = attested.public_key()?;
-    if resp.auth_data.rp_id_hash != <[u8; 32]>::from(Sha256::digest(rp_id.as_bytes())) {
-        return Err("the key made a credential for another relying party; refusing it".into());
-    }
-    if !resp.auth_data.flags.user_present() {
-        return Err(
-            "the key made a credential without a touch (UP flag clear); refusing it".into(),
-        );
-    }
-    let enrollment = Enrollment {
-        id: Enrollment::short_id(&attested.credential_id),
-        label,
-        credential_id: attested.credential_id.clone(),
-        public_key_cose: public_key.to_cbor_bytes(),
-        algorithm: public_key.algorithm(),
-        rp_id: rp_id.to_owned(),
-        aaguid: attested.aaguid.to_vec(),
-        virtual_key: key.is_virtual,
-        device: key.description.clone(),
-        created: now_unix(),
-        sign_count: resp.auth_data.sign_count,
-    };
-    store.add(enrollment.clone())?;
+    let enrollment = enroll_key(
+        &mut key,
+        &store,
+        label.as_deref(),
+        rp_id,
+        &preferred,
+        &mut prompt,
+    )?;
     println!(
         "enrolled {} ({}, {}, {}){}",
         enrollment.id,

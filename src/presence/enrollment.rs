@@ -117,6 +117,23 @@ pub enum EnrollmentError {
     /// The credential is enrolled already.
     #[error("this credential is enrolled already (id {0})")]
     Duplicate(String),
+    /// The security key failed or refused.
+    #[error(transparent)]
+    Device(#[from] crate::ctap::CtapError),
+    /// The key is enrolled already (it recognised a credential in the exclude list).
+    #[error("this security key is enrolled already (`auths token list` shows it)")]
+    KeyAlreadyEnrolled,
+    /// Nobody touched the key in time.
+    #[error(
+        "nobody touched the key in time; run the command again and touch the key when it blinks"
+    )]
+    NoTouch,
+    /// The key's answer cannot be accepted.
+    #[error("refusing the key's new credential: {0}")]
+    BadCredential(String),
+    /// The label is taken.
+    #[error("a key labelled {0:?} is enrolled already; pick another --label or remove it first")]
+    LabelTaken(String),
     /// The lock could not be taken.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -346,4 +363,120 @@ mod tests {
             Err(EnrollmentError::NewerSchema { found: 9, .. })
         ));
     }
+}
+
+/// Create a credential on `key` (one touch) and store its enrollment: ES256 and EdDSA are
+/// offered in `preferred` order, credentials already enrolled for `rp_id` go in the exclude
+/// list (so the same key is not enrolled twice), and the answer is checked (rp id hash, UP,
+/// a COSE key we can verify with) before anything is stored.
+pub fn enroll_key(
+    key: &mut crate::ctap::select::OpenedKey,
+    store: &TokenStore,
+    label: Option<&str>,
+    rp_id: &str,
+    preferred: &[crate::ctap::command::Algorithm],
+    on_up_needed: &mut dyn FnMut(),
+) -> Result<Enrollment, EnrollmentError> {
+    use crate::ctap::command::{MakeCredentialRequest, RelyingParty, UserEntity};
+    use crate::ctap::device::KeepaliveStatus;
+    use crate::ctap::{CtapError, StatusCode};
+    use sha2::Digest;
+
+    let existing = store.list()?;
+    let label = label.map(str::to_owned).unwrap_or_else(|| {
+        if existing.is_empty() {
+            "main".to_owned()
+        } else {
+            format!("key{}", existing.len() + 1)
+        }
+    });
+    if existing.iter().any(|e| e.label == label) {
+        return Err(EnrollmentError::LabelTaken(label));
+    }
+    let info = key.device.get_info()?;
+    let algorithms: Vec<_> = preferred
+        .iter()
+        .copied()
+        .filter(|a| info.algorithms.is_empty() || info.supports_algorithm(a.cose_id()))
+        .collect();
+    if algorithms.is_empty() {
+        return Err(EnrollmentError::BadCredential(
+            "this key supports neither ES256 nor EdDSA".into(),
+        ));
+    }
+    let exclude: Vec<&[u8]> = existing
+        .iter()
+        .filter(|e| e.rp_id == rp_id)
+        .map(|e| e.credential_id.as_slice())
+        .collect();
+    let challenge: [u8; 32] = rand::random();
+    let user_id: [u8; 16] = rand::random();
+    let display = format!("auths presence gate ({label})");
+    let request = MakeCredentialRequest {
+        client_data_hash: sha2::Sha256::digest(challenge).into(),
+        rp: RelyingParty {
+            id: rp_id,
+            name: Some("auths presence gate"),
+        },
+        user: UserEntity {
+            id: &user_id,
+            name: Some("auths"),
+            display_name: Some(&display),
+        },
+        algorithms: &algorithms,
+        exclude_list: &exclude,
+    };
+    let mut on_keepalive = |s| {
+        if s == KeepaliveStatus::UpNeeded {
+            on_up_needed();
+        }
+    };
+    let resp = match key
+        .device
+        .make_credential(&request, &mut on_keepalive, None)
+    {
+        Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
+            return Err(EnrollmentError::KeyAlreadyEnrolled)
+        }
+        Err(CtapError::Status(StatusCode::UserActionTimeout)) | Err(CtapError::Deadline(_)) => {
+            return Err(EnrollmentError::NoTouch)
+        }
+        other => other?,
+    };
+    let attested = resp
+        .auth_data
+        .attested_credential_data
+        .as_ref()
+        .ok_or_else(|| EnrollmentError::BadCredential("no credential in the answer".into()))?;
+    let public_key = attested
+        .public_key()
+        .map_err(|e| EnrollmentError::BadCredential(e.to_string()))?;
+    if resp.auth_data.rp_id_hash != <[u8; 32]>::from(sha2::Sha256::digest(rp_id.as_bytes())) {
+        return Err(EnrollmentError::BadCredential(
+            "it was made for another relying party".into(),
+        ));
+    }
+    if !resp.auth_data.flags.user_present() {
+        return Err(EnrollmentError::BadCredential(
+            "it was made without a touch (UP flag clear)".into(),
+        ));
+    }
+    let enrollment = Enrollment {
+        id: Enrollment::short_id(&attested.credential_id),
+        label,
+        credential_id: attested.credential_id.clone(),
+        public_key_cose: public_key.to_cbor_bytes(),
+        algorithm: public_key.algorithm(),
+        rp_id: rp_id.to_owned(),
+        aaguid: attested.aaguid.to_vec(),
+        virtual_key: key.is_virtual,
+        device: key.description.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        sign_count: resp.auth_data.sign_count,
+    };
+    store.add(enrollment.clone())?;
+    Ok(enrollment)
 }

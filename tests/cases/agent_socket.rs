@@ -23,10 +23,10 @@ use sha2::Digest as _;
 use ssh_agent_lib::proto::{Extension, PublicCredential, Request, Response};
 use ssh_encoding::{Decode, Encode};
 
-const SSH_ADD: &str = "/usr/bin/ssh-add";
-const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+pub(crate) const SSH_ADD: &str = "/usr/bin/ssh-add";
+pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 /// Every wait in these tests is bounded by this.
-const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 const MIN: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
@@ -105,18 +105,18 @@ impl Gate for RefuseWhenReleased {
 // ---------------------------------------------------------------------------------------------
 // A running agent
 
-const FAST_SEAL: SealParams = SealParams {
+pub(crate) const FAST_SEAL: SealParams = SealParams {
     m_cost: 256,
     t_cost: 1,
     p_cost: 1,
 };
 
-struct Opts {
-    policy: UnlockPolicy,
-    read_timeout: Duration,
+pub(crate) struct Opts {
+    pub(crate) policy: UnlockPolicy,
+    pub(crate) read_timeout: Duration,
     /// Bind in a world-reachable directory with a 0777 socket, bypassing `bind`'s hardening,
     /// to test the per-connection uid check on its own.
-    open_socket: bool,
+    pub(crate) open_socket: bool,
 }
 
 impl Default for Opts {
@@ -129,17 +129,17 @@ impl Default for Opts {
     }
 }
 
-struct Agent {
-    rt: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    state: Arc<AgentState>,
-    clock: Arc<ManualClock>,
+pub(crate) struct Agent {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) path: PathBuf,
+    pub(crate) state: Arc<AgentState>,
+    pub(crate) clock: Arc<ManualClock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), AgentError>>>,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -147,7 +147,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn short_tempdir() -> tempfile::TempDir {
+pub(crate) fn short_tempdir() -> tempfile::TempDir {
     // Socket paths must stay under ~100 bytes: /tmp, not $TMPDIR.
     tempfile::Builder::new()
         .prefix("ap-")
@@ -156,7 +156,7 @@ fn short_tempdir() -> tempfile::TempDir {
 }
 
 impl Agent {
-    fn start(gate: Arc<dyn Gate>, opts: Opts) -> Agent {
+    pub(crate) fn start(gate: Arc<dyn Gate>, opts: Opts) -> Agent {
         let rt = runtime();
         let dir = short_tempdir();
         let sock_dir = dir.path().join("s");
@@ -198,21 +198,21 @@ impl Agent {
         }
     }
 
-    fn connect(&self) -> UnixStream {
+    pub(crate) fn connect(&self) -> UnixStream {
         let s = UnixStream::connect(&self.path).unwrap();
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_write_timeout(Some(DEADLINE)).unwrap();
         s
     }
 
-    fn ssh_add(&self, args: &[&str]) -> Output {
+    pub(crate) fn ssh_add(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(SSH_ADD);
         cmd.args(args);
         self.client_env(&mut cmd);
         run_bounded(cmd)
     }
 
-    fn client_env(&self, cmd: &mut Command) {
+    pub(crate) fn client_env(&self, cmd: &mut Command) {
         cmd.env("SSH_AUTH_SOCK", &self.path)
             .env_remove("SSH_ASKPASS")
             .env_remove("SSH_ASKPASS_REQUIRE")
@@ -220,7 +220,7 @@ impl Agent {
     }
 
     /// `ssh-add -l` lines (empty when the agent has no identities).
-    fn listed(&self) -> Vec<String> {
+    pub(crate) fn listed(&self) -> Vec<String> {
         let out = self.ssh_add(&["-l"]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if stdout.contains("no identities") {
@@ -248,7 +248,7 @@ impl Agent {
         run_bounded(cmd)
     }
 
-    fn stop(&mut self) -> Result<(), AgentError> {
+    pub(crate) fn stop(&mut self) -> Result<(), AgentError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -270,7 +270,7 @@ impl Drop for Agent {
 }
 
 /// Run a command to completion, failing the test if it takes longer than the deadline.
-fn run_bounded(mut cmd: Command) -> Output {
+pub(crate) fn run_bounded(mut cmd: Command) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -281,12 +281,12 @@ fn run_bounded(mut cmd: Command) -> Output {
         .expect("command could be run")
 }
 
-struct KeyFiles {
-    ed25519: PathBuf,
-    ecdsa: PathBuf,
+pub(crate) struct KeyFiles {
+    pub(crate) ed25519: PathBuf,
+    pub(crate) ecdsa: PathBuf,
 }
 
-fn keygen(dir: &Path) -> KeyFiles {
+pub(crate) fn keygen(dir: &Path) -> KeyFiles {
     let gen = |name: &str, args: &[&str]| {
         let path = dir.join(name);
         let mut cmd = Command::new(SSH_KEYGEN);
@@ -304,21 +304,21 @@ fn keygen(dir: &Path) -> KeyFiles {
     }
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Raw protocol helpers
 
-fn send(stream: &mut UnixStream, body: &[u8]) {
+pub(crate) fn send(stream: &mut UnixStream, body: &[u8]) {
     let mut msg = (body.len() as u32).to_be_bytes().to_vec();
     msg.extend_from_slice(body);
     stream.write_all(&msg).unwrap();
 }
 
 /// One response body, or `None` when the agent closed the connection.
-fn recv(stream: &mut UnixStream) -> Option<Vec<u8>> {
+pub(crate) fn recv(stream: &mut UnixStream) -> Option<Vec<u8>> {
     let mut header = [0u8; 4];
     match stream.read_exact(&mut header) {
         Ok(()) => {}
@@ -346,7 +346,7 @@ fn closed(stream: &mut UnixStream) -> bool {
     }
 }
 
-fn request(stream: &mut UnixStream, req: &Request) -> Response {
+pub(crate) fn request(stream: &mut UnixStream, req: &Request) -> Response {
     let mut body = Vec::new();
     req.encode(&mut body).unwrap();
     send(stream, &body);
@@ -357,7 +357,7 @@ fn request(stream: &mut UnixStream, req: &Request) -> Response {
 const FAILURE: &[u8] = &[5];
 const LIST: &[u8] = &[11];
 
-fn public_key(path: &Path) -> ssh_key::PublicKey {
+pub(crate) fn public_key(path: &Path) -> ssh_key::PublicKey {
     ssh_key::PublicKey::read_openssh_file(&path.with_extension("pub")).unwrap()
 }
 

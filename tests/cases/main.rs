@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area.
 
 #[cfg(unix)]
+mod agent_gate;
+#[cfg(unix)]
 mod agent_socket;
 mod ctaphid_host;
 mod vector_records;

@@ -1,0 +1,593 @@
+//! The presence-gated agent end to end: the real socket, the real gate, the real CTAPHID and
+//! CTAP2 code against the virtual key, and real OpenSSH clients (`ssh-add`, `ssh-keygen -Y
+//! sign` / `-Y verify`). No signature without a verified touch; one touch approves exactly one
+//! request (or one bounded batch); hang-ups cancel; replays and cloned-key counters are refused
+//! and logged; receipts re-verify offline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auths_presence::agent::keys::UnlockPolicy;
+use auths_presence::ctap::command::{Algorithm, GetAssertionResponse};
+use auths_presence::ctap::device::{CancelToken, DeviceOptions};
+use auths_presence::ctap::select::OpenedKey;
+use auths_presence::ctap::virtual_key::{
+    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
+};
+use auths_presence::ctap::CtapError;
+use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
+use auths_presence::presence::enrollment::{enroll_key, TokenStore};
+use auths_presence::presence::gate::{GateConfig, PresenceGate, PresenceKey};
+use auths_presence::presence::policy::Policy;
+use auths_presence::presence::prompt::{PromptEvent, Prompter};
+use sha2::Digest as _;
+use ssh_agent_lib::proto::{Request, Response};
+
+use super::agent_socket::{
+    keygen, request, run_bounded, s, Agent, KeyFiles, Opts, DEADLINE, SSH_KEYGEN,
+};
+
+/// Shared between the rig and the gate's key opener, so a test can swap the key (restart it
+/// on an old state file) or wrap its answers.
+type KeySlot = Arc<Mutex<Arc<VirtualKey>>>;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+    state: PathBuf,
+    key: KeySlot,
+    /// Offset added to the gate's clock (grant lifetimes).
+    clock_offset: Arc<Mutex<Duration>>,
+    prompter: Prompter,
+    agent: Agent,
+    keys: KeyFiles,
+    /// When set, the gate's key returns this recorded assertion instead of asking the key.
+    replay: Arc<Mutex<Option<GetAssertionResponse>>>,
+    /// The last assertion the key gave.
+    recorded: Arc<Mutex<Option<GetAssertionResponse>>>,
+    enroll_touches: u64,
+}
+
+fn timings() -> HidTimings {
+    HidTimings {
+        touch_timeout: Duration::from_secs(2),
+        ..HidTimings::default()
+    }
+}
+
+fn start_key(state: &Path, mode: TouchMode) -> Arc<VirtualKey> {
+    Arc::new(
+        VirtualKey::start(VirtualKeyConfig {
+            state: StateLocation::File(state.to_path_buf()),
+            touch_mode: mode,
+            timings: timings(),
+        })
+        .unwrap(),
+    )
+}
+
+fn device_options() -> DeviceOptions {
+    DeviceOptions {
+        deadline: Duration::from_secs(3),
+        ..DeviceOptions::default()
+    }
+}
+
+/// The gate's view of the key: the real `OpenedKey` over the virtual key's report
+/// transport, plus a recorder (and, for the replay test, a replayer) of assertions.
+struct Recording {
+    inner: OpenedKey,
+    replay: Arc<Mutex<Option<GetAssertionResponse>>>,
+    recorded: Arc<Mutex<Option<GetAssertionResponse>>>,
+}
+
+impl PresenceKey for Recording {
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data_hash: [u8; 32],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: &CancelToken,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        if let Some(old) = self.replay.lock().unwrap().clone() {
+            return Ok(old);
+        }
+        let r =
+            self.inner
+                .get_assertion(rp_id, client_data_hash, allow_list, on_up_needed, cancel)?;
+        *self.recorded.lock().unwrap() = Some(r.clone());
+        Ok(r)
+    }
+
+    fn is_virtual(&self) -> bool {
+        true
+    }
+}
+
+impl Rig {
+    fn new(policy: Policy, mode: TouchMode, agent_policy: UnlockPolicy) -> Rig {
+        let dir = super::agent_socket::short_tempdir();
+        let home = dir.path().join("home");
+        let state = dir.path().join("key.json");
+        let key = start_key(
+            &state,
+            TouchMode::Auto {
+                delay: Duration::ZERO,
+            },
+        );
+        // Enroll through the real client, as `auths token enroll` does.
+        let store = TokenStore::open(&home).unwrap();
+        let mut opened = OpenedKey::from_transport(
+            Box::new(key.connect()),
+            "virtual".into(),
+            device_options(),
+            true,
+        )
+        .unwrap();
+        enroll_key(
+            &mut opened,
+            &store,
+            None,
+            "auths:presence",
+            &[Algorithm::Es256],
+            &mut || {},
+        )
+        .unwrap();
+        drop(opened);
+        let enroll_touches = key.touch_count();
+        key.set_touch_mode(mode);
+        let slot: KeySlot = Arc::new(Mutex::new(key));
+        let replay = Arc::new(Mutex::new(None));
+        let recorded = Arc::new(Mutex::new(None));
+        let opener = {
+            let slot = slot.clone();
+            let replay = replay.clone();
+            let recorded = recorded.clone();
+            move || -> Result<Box<dyn PresenceKey>, CtapError> {
+                let key = slot.lock().unwrap().clone();
+                let inner = OpenedKey::from_transport(
+                    Box::new(key.connect()),
+                    "virtual".into(),
+                    device_options(),
+                    true,
+                )?;
+                Ok(Box::new(Recording {
+                    inner,
+                    replay: replay.clone(),
+                    recorded: recorded.clone(),
+                }))
+            }
+        };
+        let clock_offset = Arc::new(Mutex::new(Duration::ZERO));
+        let base = Instant::now();
+        let offset = clock_offset.clone();
+        let prompter = Prompter::new(false);
+        let gate = PresenceGate::new(GateConfig {
+            home: home.clone(),
+            opener: Box::new(opener),
+            policy,
+            touch_timeout: Duration::from_secs(3),
+            prompter: prompter.clone(),
+            clock: Some(Arc::new(move || base + *offset.lock().unwrap())),
+        })
+        .unwrap();
+        let agent = Agent::start(
+            Arc::new(gate),
+            Opts {
+                policy: agent_policy,
+                ..Opts::default()
+            },
+        );
+        let keys = keygen(dir.path());
+        Rig {
+            dir,
+            home,
+            state,
+            key: slot,
+            clock_offset,
+            prompter,
+            agent,
+            keys,
+            replay,
+            recorded,
+            enroll_touches,
+        }
+    }
+
+    fn key(&self) -> Arc<VirtualKey> {
+        self.key.lock().unwrap().clone()
+    }
+
+    /// Add both identity keys to the agent, then delete the private key files, so
+    /// `ssh-keygen -Y sign` can only sign through the agent (it falls back to the file).
+    fn add_keys(&self) {
+        let out = self
+            .agent
+            .ssh_add(&[s(&self.keys.ed25519), s(&self.keys.ecdsa)]);
+        assert!(out.status.success(), "ssh-add: {out:?}");
+        std::fs::remove_file(&self.keys.ed25519).unwrap();
+        std::fs::remove_file(&self.keys.ecdsa).unwrap();
+    }
+
+    /// Touches since the rig was built (enrollment took one).
+    fn touches(&self) -> u64 {
+        self.key().touch_count() - self.enroll_touches
+    }
+
+    /// `ssh-keygen -Y sign -n git` over `name` with `key`, run by `via` (None: directly, so
+    /// the test process is its parent; Some(sh): through a shell, another parent).
+    fn sign(&self, key: &Path, name: &str, via_shell: bool) -> bool {
+        let msg = self.dir.path().join(name);
+        std::fs::write(&msg, format!("commit {name}\n")).unwrap();
+        let _ = std::fs::remove_file(msg.with_extension("sig"));
+        let pubkey = key.with_extension("pub");
+        let mut cmd = if via_shell {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(format!(
+                "{SSH_KEYGEN} -Y sign -n git -f '{}' '{}'",
+                s(&pubkey),
+                s(&msg)
+            ));
+            c
+        } else {
+            let mut c = Command::new(SSH_KEYGEN);
+            c.args(["-Y", "sign", "-n", "git", "-f", s(&pubkey), s(&msg)]);
+            c
+        };
+        self.agent.client_env(&mut cmd);
+        let out = run_bounded(cmd);
+        let mut sig = msg.as_os_str().to_owned();
+        sig.push(".sig");
+        let sig = PathBuf::from(sig);
+        assert_eq!(out.status.success(), sig.exists(), "{out:?}");
+        out.status.success()
+    }
+
+    /// `ssh-keygen -Y verify` of a signature made by `sign`.
+    fn verify(&self, key: &Path, name: &str) -> bool {
+        let msg = self.dir.path().join(name);
+        let allowed = self.dir.path().join("allowed_signers");
+        let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(&allowed, format!("dev@example.com {pubkey}")).unwrap();
+        let mut cmd = Command::new(SSH_KEYGEN);
+        cmd.args([
+            "-Y",
+            "verify",
+            "-f",
+            s(&allowed),
+            "-I",
+            "dev@example.com",
+            "-n",
+            "git",
+            "-s",
+        ])
+        .arg(format!("{}.sig", s(&msg)))
+        .stdin(std::fs::File::open(&msg).unwrap());
+        run_bounded(cmd).status.success()
+    }
+
+    fn receipts(&self) -> Vec<auths_presence::presence::audit::Receipt> {
+        AuditLog::new(&self.home)
+            .read()
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.unwrap())
+            .collect()
+    }
+
+    fn outcomes(&self) -> Vec<Outcome> {
+        self.receipts().into_iter().map(|r| r.outcome).collect()
+    }
+
+    fn audit_verifies(&self) -> bool {
+        let lines = AuditLog::new(&self.home).read().unwrap();
+        let tokens = TokenStore::open(&self.home).unwrap().list().unwrap();
+        let report = verify_log(&lines, &tokens);
+        assert!(report.ok(), "{:?}", report.problems);
+        report.ok()
+    }
+}
+
+fn wait_event(
+    rx: &mut tokio::sync::broadcast::Receiver<PromptEvent>,
+    want: fn(&PromptEvent) -> bool,
+) -> PromptEvent {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no such prompt event within the deadline"
+        );
+        match rx.try_recv() {
+            Ok(e) if want(&e) => return e,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("prompt channel: {e}"),
+        }
+    }
+}
+
+#[test]
+fn no_touch_no_signature_and_a_touch_signs_what_ssh_keygen_verifies() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Never,
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    assert!(
+        !rig.sign(&rig.keys.ed25519, "a", false),
+        "nobody touched: refused"
+    );
+    assert_eq!(rig.touches(), 0);
+    assert_eq!(rig.outcomes(), vec![Outcome::Denied]);
+
+    rig.key().set_touch_mode(TouchMode::Auto {
+        delay: Duration::ZERO,
+    });
+    assert!(rig.sign(&rig.keys.ed25519, "b", false));
+    assert!(
+        rig.verify(&rig.keys.ed25519, "b"),
+        "ssh-keygen -Y verify accepts it"
+    );
+    assert!(rig.sign(&rig.keys.ecdsa, "c", false));
+    assert!(rig.verify(&rig.keys.ecdsa, "c"));
+    assert_eq!(rig.touches(), 2, "one touch per signature");
+    assert_eq!(
+        rig.outcomes(),
+        vec![Outcome::Denied, Outcome::Approved, Outcome::Approved]
+    );
+    let r = &rig.receipts()[1];
+    assert_eq!(r.namespace.as_deref(), Some("git"));
+    assert!(r.peer.exe.as_deref().unwrap_or("").ends_with("ssh-keygen"));
+    assert!(rig.audit_verifies());
+}
+
+#[test]
+fn batch_one_touch_for_n_children_of_one_parent_then_new_touches() {
+    let rig = Rig::new(
+        "batch:3:60s:parent".parse().unwrap(),
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    for i in 0..3 {
+        assert!(rig.sign(&rig.keys.ed25519, &format!("b{i}"), false));
+    }
+    assert_eq!(rig.touches(), 1, "N signatures, one touch");
+    assert!(rig.sign(&rig.keys.ed25519, "b3", false));
+    assert_eq!(rig.touches(), 2, "the N+1-th needs a touch");
+    assert!(rig.sign(&rig.keys.ed25519, "b4", true));
+    assert_eq!(rig.touches(), 3, "another parent needs its own touch");
+    assert!(rig.sign(&rig.keys.ed25519, "b5", false));
+    assert_eq!(rig.touches(), 3, "the second grant still has room");
+    *rig.clock_offset.lock().unwrap() = Duration::from_secs(61);
+    assert!(rig.sign(&rig.keys.ed25519, "b6", false));
+    assert_eq!(rig.touches(), 4, "after T a new touch");
+    assert!(rig.sign(&rig.keys.ecdsa, "b7", false));
+    assert_eq!(rig.touches(), 5, "a grant covers one identity key only");
+    for i in 0..8 {
+        assert!(rig.verify(
+            if i == 7 {
+                &rig.keys.ecdsa
+            } else {
+                &rig.keys.ed25519
+            },
+            &format!("b{i}")
+        ));
+    }
+    let o = rig.outcomes();
+    assert_eq!(o.iter().filter(|x| **x == Outcome::Approved).count(), 5);
+    assert_eq!(o.iter().filter(|x| **x == Outcome::Granted).count(), 3);
+    assert!(rig.audit_verifies());
+}
+
+#[test]
+fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_served() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Manual,
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    let mut events = rig.prompter.subscribe();
+    let public = super::agent_socket::public_key(&rig.keys.ed25519);
+    let mut client = rig.agent.connect();
+    let req = Request::SignRequest(ssh_agent_lib::proto::SignRequest {
+        credential: ssh_agent_lib::proto::PublicCredential::Key(public.key_data().clone()),
+        data: b"bytes to sign".to_vec(),
+        flags: 0,
+    });
+    let mut body = Vec::new();
+    ssh_encoding::Encode::encode(&req, &mut body).unwrap();
+    super::agent_socket::send(&mut client, &body);
+    let pending = wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }));
+    let PromptEvent::Pending { message, .. } = pending else {
+        unreachable!()
+    };
+    assert!(
+        message.starts_with("Touch your security key to approve signing for "),
+        "{message}"
+    );
+    // A pending touch does not delay requests that need none.
+    assert_eq!(rig.agent.listed().len(), 2);
+    drop(client);
+    let denied = wait_event(&mut events, |e| matches!(e, PromptEvent::Denied { .. }));
+    let PromptEvent::Denied { reason, .. } = denied else {
+        unreachable!()
+    };
+    assert!(reason.contains("cancelled"), "{reason}");
+    assert!(
+        matches!(rig.key().touch(), Err(TouchError::NothingWaiting)),
+        "the key was cancelled"
+    );
+    assert_eq!(rig.touches(), 0);
+    assert_eq!(rig.outcomes(), vec![Outcome::Denied]);
+}
+
+#[test]
+fn replayed_assertion_is_refused_and_logged() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    assert!(rig.sign(&rig.keys.ed25519, "a", false));
+    let old = rig
+        .recorded
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("an assertion was made");
+    *rig.replay.lock().unwrap() = Some(old);
+    assert!(
+        !rig.sign(&rig.keys.ed25519, "b", false),
+        "a replayed assertion approves nothing"
+    );
+    let r = rig.receipts();
+    assert_eq!(r[1].outcome, Outcome::Denied);
+    assert!(
+        r[1].reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not verify"),
+        "{:?}",
+        r[1].reason
+    );
+    assert!(rig.audit_verifies());
+}
+
+#[test]
+fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    let saved = std::fs::read(&rig.state).unwrap();
+    assert!(rig.sign(&rig.keys.ed25519, "a", false));
+    assert!(rig.sign(&rig.keys.ed25519, "b", false));
+    // A clone of the key as it was before: same secret, older counter.
+    let old = {
+        let mut slot = rig.key.lock().unwrap();
+        let clone_state = rig.dir.path().join("clone.json");
+        std::fs::write(&clone_state, &saved).unwrap();
+        std::fs::set_permissions(
+            &clone_state,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let clone = start_key(
+            &clone_state,
+            TouchMode::Auto {
+                delay: Duration::ZERO,
+            },
+        );
+        std::mem::replace(&mut *slot, clone)
+    };
+    drop(old);
+    assert!(
+        !rig.sign(&rig.keys.ed25519, "c", false),
+        "a cloned key is refused"
+    );
+    let r = rig.receipts();
+    assert_eq!(r.last().unwrap().outcome, Outcome::Denied);
+    assert!(
+        r.last()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("counter"),
+        "{:?}",
+        r.last()
+    );
+}
+
+#[test]
+fn receipt_for_one_request_does_not_verify_as_another() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    assert!(rig.sign(&rig.keys.ed25519, "a", false));
+    let log = AuditLog::new(&rig.home);
+    let tokens = TokenStore::open(&rig.home).unwrap().list().unwrap();
+    let lines = log.read().unwrap();
+    assert!(verify_log(&lines, &tokens).ok());
+    let mut forged = lines.clone();
+    if let (_, Ok(r)) = &mut forged[0] {
+        r.digest = hex::encode(sha2::Sha256::digest(b"request B"));
+    }
+    let report = verify_log(&forged, &tokens);
+    assert_eq!(report.problems.len(), 1, "A's touch does not approve B");
+    let mut forged = lines.clone();
+    if let (_, Ok(r)) = &mut forged[0] {
+        r.peer.pid = Some(1);
+    }
+    assert_eq!(
+        verify_log(&forged, &tokens).problems.len(),
+        1,
+        "nor another requester"
+    );
+}
+
+#[test]
+fn max_signatures_wipes_the_keys() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy {
+            max_signatures: Some(2),
+            ..UnlockPolicy::default()
+        },
+    );
+    rig.add_keys();
+    assert!(rig.sign(&rig.keys.ed25519, "a", false));
+    assert!(rig.sign(&rig.keys.ecdsa, "b", false));
+    assert!(rig.agent.listed().is_empty(), "the cap wiped the keys");
+    assert!(!rig.sign(&rig.keys.ed25519, "c", false));
+}
+
+#[test]
+fn lock_wipes_keys_so_nothing_can_be_signed() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    auths_presence::agent::client::wipe(&rig.agent.path).unwrap();
+    assert!(rig.agent.listed().is_empty());
+    assert!(!rig.sign(&rig.keys.ed25519, "a", false));
+    assert_eq!(
+        rig.touches(),
+        0,
+        "no key to sign with: the gate is not even asked"
+    );
+    let mut c = rig.agent.connect();
+    assert!(
+        matches!(request(&mut c, &Request::RequestIdentities), Response::IdentitiesAnswer(v) if v.is_empty())
+    );
+}
