@@ -300,71 +300,6 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(cred: &[u8], label: &str) -> Enrollment {
-        Enrollment {
-            id: Enrollment::short_id(cred),
-            label: label.into(),
-            credential_id: cred.to_vec(),
-            public_key_cose: vec![0xa0],
-            algorithm: -7,
-            rp_id: "auths:presence".into(),
-            aaguid: vec![0; 16],
-            virtual_key: true,
-            device: "sim".into(),
-            created: 1,
-            sign_count: 0,
-        }
-    }
-
-    #[test]
-    fn add_list_remove_and_counter() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("home");
-        let s = TokenStore::open(&home).unwrap();
-        assert!(s.list().unwrap().is_empty());
-        s.add(sample(b"one", "main")).unwrap();
-        s.add(sample(b"two", "backup")).unwrap();
-        assert!(matches!(
-            s.add(sample(b"two", "x")),
-            Err(EnrollmentError::Duplicate(_))
-        ));
-        s.save_sign_count(b"one", 7).unwrap();
-        s.save_sign_count(b"one", 3).unwrap();
-        let l = s.list().unwrap();
-        assert_eq!(l.len(), 2);
-        assert_eq!(l[0].sign_count, 7, "never lowered");
-        assert_eq!(s.remove("backup").unwrap().credential_id, b"two");
-        let id = s.list().unwrap()[0].id.clone();
-        assert_eq!(s.remove(&id[..6]).unwrap().label, "main");
-        assert!(matches!(
-            s.remove("main"),
-            Err(EnrollmentError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn corrupt_and_newer_files_are_refused_and_kept() {
-        let t = tempfile::tempdir().unwrap();
-        let s = TokenStore::open(&t.path().join("h")).unwrap();
-        secure_fs::atomic_write(&s.path(), b"{not json").unwrap();
-        assert!(matches!(s.list(), Err(EnrollmentError::Corrupt { .. })));
-        assert!(matches!(
-            s.add(sample(b"x", "l")),
-            Err(EnrollmentError::Corrupt { .. })
-        ));
-        assert_eq!(std::fs::read(s.path()).unwrap(), b"{not json");
-        secure_fs::atomic_write(&s.path(), br#"{"version": 9, "tokens": []}"#).unwrap();
-        assert!(matches!(
-            s.list(),
-            Err(EnrollmentError::NewerSchema { found: 9, .. })
-        ));
-    }
-}
-
 /// Create a credential on `key` (one touch) and store its enrollment: ES256 and EdDSA are
 /// offered in `preferred` order, credentials already enrolled for `rp_id` go in the exclude
 /// list (so the same key is not enrolled twice), and the answer is checked (rp id hash, UP,
@@ -479,4 +414,69 @@ pub fn enroll_key(
     };
     store.add(enrollment.clone())?;
     Ok(enrollment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(cred: &[u8], label: &str) -> Enrollment {
+        Enrollment {
+            id: Enrollment::short_id(cred),
+            label: label.into(),
+            credential_id: cred.to_vec(),
+            public_key_cose: vec![0xa0],
+            algorithm: -7,
+            rp_id: "auths:presence".into(),
+            aaguid: vec![0; 16],
+            virtual_key: true,
+            device: "sim".into(),
+            created: 1,
+            sign_count: 0,
+        }
+    }
+
+    #[test]
+    fn add_list_remove_and_counter() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("home");
+        let s = TokenStore::open(&home).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        s.add(sample(b"one", "main")).unwrap();
+        s.add(sample(b"two", "backup")).unwrap();
+        assert!(matches!(
+            s.add(sample(b"two", "x")),
+            Err(EnrollmentError::Duplicate(_))
+        ));
+        s.save_sign_count(b"one", 7).unwrap();
+        s.save_sign_count(b"one", 3).unwrap();
+        let l = s.list().unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].sign_count, 7, "never lowered");
+        assert_eq!(s.remove("backup").unwrap().credential_id, b"two");
+        let id = s.list().unwrap()[0].id.clone();
+        assert_eq!(s.remove(&id[..6]).unwrap().label, "main");
+        assert!(matches!(
+            s.remove("main"),
+            Err(EnrollmentError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_and_newer_files_are_refused_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(&t.path().join("h")).unwrap();
+        secure_fs::atomic_write(&s.path(), b"{not json").unwrap();
+        assert!(matches!(s.list(), Err(EnrollmentError::Corrupt { .. })));
+        assert!(matches!(
+            s.add(sample(b"x", "l")),
+            Err(EnrollmentError::Corrupt { .. })
+        ));
+        assert_eq!(std::fs::read(s.path()).unwrap(), b"{not json");
+        secure_fs::atomic_write(&s.path(), br#"{"version": 9, "tokens": []}"#).unwrap();
+        assert!(matches!(
+            s.list(),
+            Err(EnrollmentError::NewerSchema { found: 9, .. })
+        ));
+    }
 }
