@@ -81,7 +81,10 @@ fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> Cli
         touch,
         state.display()
     );
-    eprintln!("use it with --device sim:{}; stop with Ctrl-C", socket.display());
+    eprintln!(
+        "use it with --device sim:{}; stop with Ctrl-C",
+        socket.display()
+    );
     signals.wait()?;
     server.shutdown();
     key.shutdown();

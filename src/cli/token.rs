@@ -156,7 +156,8 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         exclude_list: &exclude,
     };
     let what = key.description.clone();
-    let mut prompt = on_first_up_needed(|| eprintln!("Touch your security key to enroll it: {what}"));
+    let mut prompt =
+        on_first_up_needed(|| eprintln!("Touch your security key to enroll it: {what}"));
     let resp = match key.device.make_credential(&request, &mut prompt, None) {
         Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
             return Err("this security key is enrolled already (`auths token list` shows it)".into())
@@ -176,7 +177,9 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         return Err("the key made a credential for another relying party; refusing it".into());
     }
     if !resp.auth_data.flags.user_present() {
-        return Err("the key made a credential without a touch (UP flag clear); refusing it".into());
+        return Err(
+            "the key made a credential without a touch (UP flag clear); refusing it".into(),
+        );
     }
     let enrollment = Enrollment {
         id: Enrollment::short_id(&attested.credential_id),
@@ -198,7 +201,11 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         enrollment.label,
         enrollment.algorithm_name(),
         enrollment.device,
-        if enrollment.virtual_key { " [virtual key]" } else { "" }
+        if enrollment.virtual_key {
+            " [virtual key]"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -214,7 +221,10 @@ fn list(json: bool) -> CliResult {
         eprintln!("no security key is enrolled; enroll one with `auths token enroll`");
         return Ok(());
     }
-    println!("{:<16}  {:<10}  {:<6}  {:<8}  DEVICE", "ID", "LABEL", "ALG", "COUNTER");
+    println!(
+        "{:<16}  {:<10}  {:<6}  {:<8}  DEVICE",
+        "ID", "LABEL", "ALG", "COUNTER"
+    );
     for t in tokens {
         println!(
             "{:<16}  {:<10}  {:<6}  {:<8}  {}{}",
@@ -243,7 +253,10 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
         .iter()
         .map(|t| t.allowed())
         .collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<&[u8]> = candidates.iter().map(|t| t.credential_id.as_slice()).collect();
+    let ids: Vec<&[u8]> = candidates
+        .iter()
+        .map(|t| t.credential_id.as_slice())
+        .collect();
     let client_data = serde_json::json!({
         "type": "auths.presence.test",
         "nonce": hex::encode(rand::random::<[u8; 32]>()),
@@ -258,8 +271,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
         user_verification: false,
     };
     let what = key.description.clone();
-    let mut prompt =
-        on_first_up_needed(|| eprintln!("Touch your security key to test it: {what}"));
+    let mut prompt = on_first_up_needed(|| eprintln!("Touch your security key to test it: {what}"));
     let resp = match key.device.get_assertion(&request, &mut prompt, None) {
         Err(CtapError::Status(StatusCode::NoCredentials)) => {
             return Err("this security key holds none of the enrolled credentials; plug in an enrolled key or enroll this one".into())

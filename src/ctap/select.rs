@@ -119,9 +119,17 @@ pub fn open(
 fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
     let t = super::virtual_key::SimTransport::connect(path).map_err(|e| CtapError::Open {
         path: path.display().to_string(),
-        reason: format!("{e} (is `auths sim serve --socket {}` running?)", path.display()),
+        reason: format!(
+            "{e} (is `auths sim serve --socket {}` running?)",
+            path.display()
+        ),
     })?;
-    finish(Box::new(t), format!("virtual key at {}", path.display()), opts, true)
+    finish(
+        Box::new(t),
+        format!("virtual key at {}", path.display()),
+        opts,
+        true,
+    )
 }
 
 #[cfg(not(unix))]
@@ -194,7 +202,10 @@ fn open_usb_path(path: &str, _opts: DeviceOptions) -> Result<OpenedKey, CtapErro
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn open_usb(_opts: DeviceOptions, _on_choose: &mut dyn FnMut(usize)) -> Result<OpenedKey, CtapError> {
+fn open_usb(
+    _opts: DeviceOptions,
+    _on_choose: &mut dyn FnMut(usize),
+) -> Result<OpenedKey, CtapError> {
     Err(CtapError::Unsupported(
         "raw USB HID needs Administrator on Windows; use --device windows".into(),
     ))

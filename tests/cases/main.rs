@@ -1,4 +1,5 @@
 //! Integration tests: one binary, one module per area.
 
+mod client_virtual_key;
 mod ctaphid_host;
 mod virtual_key;
