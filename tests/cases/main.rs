@@ -2,4 +2,5 @@
 
 mod client_virtual_key;
 mod ctaphid_host;
+mod vectors_ctaphid;
 mod virtual_key;
