@@ -4,9 +4,13 @@
 mod agent_gate;
 #[cfg(unix)]
 mod agent_socket;
+#[cfg(unix)]
+mod cli_token;
+mod client_virtual_key;
 mod ctaphid_host;
 mod vector_records;
 mod vectors_assertions;
 mod vectors_authdata;
 mod vectors_ctap2;
+mod vectors_ctaphid;
 mod virtual_key;

@@ -1,0 +1,501 @@
+//! The real host client (`Device` and the CTAP2 client operations) against the virtual key
+//! through its 64-byte report transport: the code that talks to a YubiKey, end to end, with
+//! `verify_assertion` at the end as the agent does it.
+//!
+//! Waits are bounded: threads hand their results back over channels read with a timeout, and
+//! the moment a key waits for a touch is learned from the keepalive callback, never guessed
+//! with a sleep.
+
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use auths_presence::ctap::authdata::{CoseKey, ALG_EDDSA, ALG_ES256};
+use auths_presence::ctap::command::{
+    Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
+    MakeCredentialResponse, RelyingParty, UserEntity,
+};
+use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::virtual_key::{
+    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
+    VirtualTransport, VIRTUAL_AAGUID,
+};
+use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode, TransportError};
+use auths_presence::presence::verify::{
+    verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
+};
+use sha2::{Digest, Sha256};
+
+const RP: &str = "auths:presence";
+
+/// Longest any test waits for a thread's result; far above what any step needs.
+const BOUND: Duration = Duration::from_secs(10);
+
+const AUTO: TouchMode = TouchMode::Auto {
+    delay: Duration::ZERO,
+};
+
+fn opts() -> DeviceOptions {
+    DeviceOptions {
+        read_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(10),
+    }
+}
+
+fn start(mode: TouchMode, touch_timeout: Duration) -> VirtualKey {
+    VirtualKey::start(VirtualKeyConfig {
+        state: StateLocation::InMemory,
+        touch_mode: mode,
+        timings: HidTimings {
+            touch_timeout,
+            msg_timeout: Duration::from_millis(500),
+            keepalive_interval: Duration::from_millis(20),
+        },
+    })
+    .unwrap()
+}
+
+fn open(key: &VirtualKey) -> Device<VirtualTransport> {
+    Device::open(key.connect(), opts()).unwrap()
+}
+
+/// A fresh client data hash, as the agent makes one per request.
+fn fresh_cdh() -> [u8; 32] {
+    Sha256::digest(rand::random::<[u8; 32]>()).into()
+}
+
+/// A credential as enrollment stores it.
+struct Enrolled {
+    id: Vec<u8>,
+    public_key: CoseKey,
+    sign_count: u32,
+}
+
+impl Enrolled {
+    fn allowed(&self, sign_count: u32) -> Vec<AllowedCredential> {
+        vec![AllowedCredential {
+            id: self.id.clone(),
+            public_key: self.public_key,
+            sign_count,
+        }]
+    }
+}
+
+fn enroll<T: auths_presence::ctap::Transport>(dev: &mut Device<T>, alg: Algorithm) -> Enrolled {
+    let user_id: [u8; 16] = rand::random();
+    let req = MakeCredentialRequest {
+        client_data_hash: fresh_cdh(),
+        rp: RelyingParty {
+            id: RP,
+            name: Some("auths presence gate"),
+        },
+        user: UserEntity {
+            id: &user_id,
+            name: Some("auths"),
+            display_name: None,
+        },
+        algorithms: &[alg],
+        exclude_list: &[],
+    };
+    let resp = dev.make_credential(&req, &mut |_| {}, None).unwrap();
+    let ad = &resp.auth_data;
+    assert!(ad.flags.user_present(), "makeCredential without UP");
+    assert_eq!(ad.rp_id_hash, <[u8; 32]>::from(Sha256::digest(RP)));
+    let att = ad
+        .attested_credential_data
+        .as_ref()
+        .expect("attested credential data");
+    assert_eq!(att.aaguid, VIRTUAL_AAGUID);
+    let public_key = att.public_key().unwrap();
+    assert_eq!(public_key.algorithm(), alg.cose_id());
+    Enrolled {
+        id: att.credential_id.clone(),
+        public_key,
+        sign_count: ad.sign_count,
+    }
+}
+
+fn assertion_request<'a>(
+    rp_id: &'a str,
+    cdh: [u8; 32],
+    allow: &'a [&'a [u8]],
+) -> GetAssertionRequest<'a> {
+    GetAssertionRequest {
+        rp_id,
+        client_data_hash: cdh,
+        allow_list: allow,
+        user_verification: false,
+    }
+}
+
+fn assert_once<T: auths_presence::ctap::Transport>(
+    dev: &mut Device<T>,
+    cred: &Enrolled,
+) -> ([u8; 32], GetAssertionResponse) {
+    let cdh = fresh_cdh();
+    let allow = [cred.id.as_slice()];
+    let resp = dev
+        .get_assertion(&assertion_request(RP, cdh, &allow), &mut |_| {}, None)
+        .unwrap();
+    (cdh, resp)
+}
+
+fn verify(
+    cred: &Enrolled,
+    stored: u32,
+    cdh: [u8; 32],
+    resp: &GetAssertionResponse,
+) -> Result<VerifiedAssertion, VerifyError> {
+    let allowed = cred.allowed(stored);
+    verify_assertion(
+        &Expected {
+            rp_id: RP,
+            client_data_hash: cdh,
+            allowed: &allowed,
+            require_uv: false,
+        },
+        resp,
+    )
+}
+
+/// Run `f` on its own thread; its result comes back through [`Bounded::wait`].
+struct Bounded<R> {
+    rx: Receiver<R>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<R: Send + 'static> Bounded<R> {
+    fn spawn(f: impl FnOnce() -> R + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        Bounded {
+            rx,
+            thread: Some(thread),
+        }
+    }
+
+    fn wait(mut self) -> R {
+        let r = self
+            .rx
+            .recv_timeout(BOUND)
+            .expect("the client thread neither answered nor failed in time: a hang");
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        r
+    }
+}
+
+/// `op` on `dev` on its own thread, with a keepalive callback that reports each status.
+fn in_thread<R: Send + 'static>(
+    mut dev: Device<VirtualTransport>,
+    op: impl FnOnce(&mut Device<VirtualTransport>, &mut dyn FnMut(KeepaliveStatus)) -> R
+        + Send
+        + 'static,
+) -> (Receiver<KeepaliveStatus>, Bounded<R>) {
+    let (ka_tx, ka_rx) = mpsc::channel();
+    let job = Bounded::spawn(move || {
+        let mut on_keepalive = |s| {
+            let _ = ka_tx.send(s);
+        };
+        op(&mut dev, &mut on_keepalive)
+    });
+    (ka_rx, job)
+}
+
+/// A getAssertion result with the client data hash it was asked for.
+type AssertionOutcome = (Result<GetAssertionResponse, CtapError>, [u8; 32]);
+
+/// getAssertion for `cred_id` on its own thread.
+fn assertion_in_thread(
+    dev: Device<VirtualTransport>,
+    cred_id: Vec<u8>,
+    cancel: Option<CancelToken>,
+) -> (Receiver<KeepaliveStatus>, Bounded<AssertionOutcome>) {
+    in_thread(dev, move |dev, on_keepalive| {
+        let cdh = fresh_cdh();
+        let allow = [cred_id.as_slice()];
+        let r = dev.get_assertion(
+            &assertion_request(RP, cdh, &allow),
+            on_keepalive,
+            cancel.as_ref(),
+        );
+        (r, cdh)
+    })
+}
+
+/// makeCredential (ES256) on its own thread.
+fn make_credential_in_thread(
+    dev: Device<VirtualTransport>,
+    cancel: Option<CancelToken>,
+) -> (
+    Receiver<KeepaliveStatus>,
+    Bounded<Result<MakeCredentialResponse, CtapError>>,
+) {
+    in_thread(dev, move |dev, on_keepalive| {
+        let req = MakeCredentialRequest {
+            client_data_hash: fresh_cdh(),
+            rp: RelyingParty { id: RP, name: None },
+            user: UserEntity {
+                id: b"user",
+                name: None,
+                display_name: None,
+            },
+            algorithms: &[Algorithm::Es256],
+            exclude_list: &[],
+        };
+        dev.make_credential(&req, on_keepalive, cancel.as_ref())
+    })
+}
+
+/// Block (bounded) until the key has said it waits for a touch.
+fn wait_up_needed(rx: &Receiver<KeepaliveStatus>) {
+    loop {
+        match rx.recv_timeout(BOUND) {
+            Ok(KeepaliveStatus::UpNeeded) => return,
+            Ok(_) => continue,
+            Err(e) => panic!("no KEEPALIVE UPNEEDED from the key: {e}"),
+        }
+    }
+}
+
+#[test]
+fn get_info_reports_both_algorithms_and_the_virtual_aaguid() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let info = dev.get_info().unwrap();
+    assert_eq!(info.aaguid, VIRTUAL_AAGUID);
+    assert!(info.versions.iter().any(|v| v == "FIDO_2_0"));
+    assert!(info.supports_algorithm(ALG_ES256));
+    assert!(info.supports_algorithm(ALG_EDDSA));
+    assert_eq!(dev.info().protocol, 2);
+}
+
+fn enroll_assert_verify(alg: Algorithm) {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let cred = enroll(&mut dev, alg);
+
+    let (cdh1, r1) = assert_once(&mut dev, &cred);
+    let v1 = verify(&cred, cred.sign_count, cdh1, &r1).unwrap();
+    assert_eq!(v1.algorithm(), alg.cose_id());
+    assert_eq!(v1.credential_id(), cred.id.as_slice());
+    assert!(v1.flags().user_present());
+    assert!(
+        v1.sign_count() > cred.sign_count,
+        "counter did not increase"
+    );
+
+    // The next assertion, checked against the counter stored after the first, passes.
+    let (cdh2, r2) = assert_once(&mut dev, &cred);
+    assert_ne!(cdh1, cdh2);
+    let v2 = verify(&cred, v1.sign_count(), cdh2, &r2).unwrap();
+    assert!(v2.sign_count() > v1.sign_count());
+
+    // Replaying the first response after the second was accepted: the counter went back.
+    assert_eq!(
+        verify(&cred, v2.sign_count(), cdh1, &r1),
+        Err(VerifyError::CounterNotIncreased {
+            stored: v2.sign_count(),
+            received: v1.sign_count(),
+        })
+    );
+    // The second response does not verify against the first's client data hash.
+    assert!(matches!(
+        verify(&cred, v1.sign_count(), cdh1, &r2),
+        Err(VerifyError::Signature(_))
+    ));
+    // Enroll + two assertions, each one auto touch.
+    assert_eq!(key.touch_count(), 3);
+}
+
+#[test]
+fn es256_enroll_assert_verify_and_counter() {
+    enroll_assert_verify(Algorithm::Es256);
+}
+
+#[test]
+fn eddsa_enroll_assert_verify_and_counter() {
+    enroll_assert_verify(Algorithm::EdDsa);
+}
+
+#[test]
+fn both_credentials_on_one_key_are_told_apart() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let es = enroll(&mut dev, Algorithm::Es256);
+    let ed = enroll(&mut dev, Algorithm::EdDsa);
+    assert_ne!(es.id, ed.id);
+    let (cdh, resp) = assert_once(&mut dev, &ed);
+    // Checked against the other credential only: not ours.
+    assert_eq!(
+        verify(&es, 0, cdh, &resp),
+        Err(VerifyError::UnknownCredential)
+    );
+    let mut allowed = es.allowed(es.sign_count);
+    allowed.extend(ed.allowed(ed.sign_count));
+    let v = verify_assertion(
+        &Expected {
+            rp_id: RP,
+            client_data_hash: cdh,
+            allowed: &allowed,
+            require_uv: false,
+        },
+        &resp,
+    )
+    .unwrap();
+    assert_eq!(v.credential_id(), ed.id.as_slice());
+    assert_eq!(v.algorithm(), ALG_EDDSA);
+}
+
+#[test]
+fn wrong_rp_id_gives_no_credentials() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let cred = enroll(&mut dev, Algorithm::Es256);
+    let allow = [cred.id.as_slice()];
+    let r = dev.get_assertion(
+        &assertion_request("example.org", fresh_cdh(), &allow),
+        &mut |_| {},
+        None,
+    );
+    assert!(
+        matches!(r, Err(CtapError::Status(StatusCode::NoCredentials))),
+        "{r:?}"
+    );
+    // The channel is still usable.
+    let (cdh, resp) = assert_once(&mut dev, &cred);
+    verify(&cred, cred.sign_count, cdh, &resp).unwrap();
+}
+
+#[test]
+fn touch_never_gives_user_action_timeout() {
+    let key = start(AUTO, Duration::from_millis(300));
+    let mut dev = open(&key);
+    let cred = enroll(&mut dev, Algorithm::Es256);
+    key.set_touch_mode(TouchMode::Never);
+    let mut seen = Vec::new();
+    let allow = [cred.id.as_slice()];
+    let started = Instant::now();
+    let r = dev.get_assertion(
+        &assertion_request(RP, fresh_cdh(), &allow),
+        &mut |s| seen.push(s),
+        None,
+    );
+    assert!(
+        matches!(r, Err(CtapError::Status(StatusCode::UserActionTimeout))),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < opts().deadline);
+    assert_eq!(seen, vec![KeepaliveStatus::UpNeeded]);
+    assert_eq!(key.touch_count(), 1, "only the enrollment was touched");
+}
+
+#[test]
+fn cancel_during_up_needed_gives_keepalive_cancel_and_no_touch() {
+    let key = start(TouchMode::Manual, Duration::from_secs(5));
+    let cancel = CancelToken::new();
+    let (ka, job) = make_credential_in_thread(open(&key), Some(cancel.clone()));
+    wait_up_needed(&ka);
+    cancel.cancel();
+    let r = job.wait();
+    assert!(
+        matches!(r, Err(CtapError::Status(StatusCode::KeepaliveCancel))),
+        "{r:?}"
+    );
+    assert_eq!(key.touch_count(), 0);
+    // The cancelled request no longer waits: a touch now finds nothing to approve.
+    assert_eq!(key.touch(), Err(TouchError::NothingWaiting));
+    assert_eq!(key.touch_count(), 0);
+}
+
+#[test]
+fn cancelled_assertion_is_not_signed_and_the_channel_stays_usable() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let cred = enroll(&mut dev, Algorithm::Es256);
+    key.set_touch_mode(TouchMode::Manual);
+    let cancel = CancelToken::new();
+    let (ka, job) = assertion_in_thread(dev, cred.id.clone(), Some(cancel.clone()));
+    wait_up_needed(&ka);
+    cancel.cancel();
+    let (r, _) = job.wait();
+    assert!(
+        matches!(r, Err(CtapError::Status(StatusCode::KeepaliveCancel))),
+        "{r:?}"
+    );
+    assert_eq!(key.touch_count(), 1, "only the enrollment was touched");
+
+    // A new request after the cancel is answered normally.
+    key.set_touch_mode(AUTO);
+    let mut dev = open(&key);
+    let (cdh, resp) = assert_once(&mut dev, &cred);
+    verify(&cred, cred.sign_count, cdh, &resp).unwrap();
+}
+
+#[test]
+fn second_channel_gets_channel_busy_while_first_waits_for_touch() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut first = open(&key);
+    let cred = enroll(&mut first, Algorithm::EdDsa);
+    key.set_touch_mode(TouchMode::Manual);
+
+    let (ka, job) = assertion_in_thread(first, cred.id.clone(), None);
+    wait_up_needed(&ka);
+
+    // A second program opens the same key and gets its own channel (INIT always works) ...
+    let mut second = open(&key);
+    // ... but its request is refused while the first waits for a touch.
+    let busy = second.get_info();
+    assert!(
+        matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
+        "{busy:?}"
+    );
+    let allow = [cred.id.as_slice()];
+    let busy = second.get_assertion(
+        &assertion_request(RP, fresh_cdh(), &allow),
+        &mut |_| {},
+        None,
+    );
+    assert!(
+        matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
+        "{busy:?}"
+    );
+
+    key.touch().unwrap();
+    let (r, cdh) = job.wait();
+    let resp = r.unwrap();
+    verify(&cred, cred.sign_count, cdh, &resp).unwrap();
+    assert_eq!(key.touch_count(), 2);
+
+    // The key is free again for the second channel.
+    second.get_info().unwrap();
+}
+
+#[test]
+fn key_disappearing_mid_transaction_is_a_typed_error_not_a_hang() {
+    let key = start(TouchMode::Manual, Duration::from_secs(30));
+    let started = Instant::now();
+    let (ka, job) = make_credential_in_thread(open(&key), None);
+    wait_up_needed(&ka);
+    key.shutdown();
+    let r = job.wait();
+    assert!(
+        matches!(r, Err(CtapError::Transport(TransportError::Disconnected))),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < opts().deadline, "not bounded");
+}
+
+#[test]
+fn ping_through_the_client_echoes_multi_packet_payloads() {
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    for len in [0usize, 1, 57, 58, 1024, 7609] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+        assert_eq!(dev.ping(&data).unwrap(), data, "len {len}");
+    }
+}
