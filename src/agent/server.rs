@@ -288,7 +288,10 @@ async fn sweep(state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {
                 let now = state.now();
-                state.keys().expire(now);
+                let wiped = state.keys().expire(now);
+                if wiped.is_some() {
+                    state.gate().keys_wiped();
+                }
             }
             _ = shutdown.changed() => return,
         }

@@ -233,14 +233,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 PublicCredential::Key(key) => ok(state.keys().remove(&key, now)),
                 PublicCredential::Cert(_) => Outcome::Reply(Response::Failure),
             },
-            Request::RemoveAllIdentities => ok(state.keys().remove_all(now)),
+            Request::RemoveAllIdentities => {
+                let r = state.keys().remove_all(now);
+                state.gate().keys_wiped();
+                ok(r)
+            }
             Request::Lock(pass) => {
                 let pass = Zeroizing::new(pass);
                 let st = Arc::clone(state);
                 // Argon2id takes a while: keep it off the async workers.
                 let r = tokio::task::spawn_blocking(move || st.keys().lock(&pass, now)).await;
                 Outcome::Reply(match r {
-                    Ok(Ok(())) => Response::Success,
+                    Ok(Ok(())) => {
+                        state.gate().keys_wiped();
+                        Response::Success
+                    }
                     _ => Response::Failure,
                 })
             }
@@ -374,6 +381,7 @@ fn extension(state: &AgentState, ext: &Extension) -> Response {
         }
         WIPE_EXTENSION => {
             state.keys().wipe();
+            state.gate().keys_wiped();
             Response::Success
         }
         // "Extension mechanism": an unsupported extension gets SSH_AGENT_FAILURE.

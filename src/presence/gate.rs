@@ -115,6 +115,10 @@ pub trait Gate: Send + Sync {
     /// Outcome of a signature made under `approval` (for the audit log): called by the agent
     /// after it signed.
     fn signed(&self, approval: &Approval);
+
+    /// The agent wiped its keys (lock, `ssh-add -D`, a timeout or cap): every open grant ends,
+    /// so the next signature needs a touch even if the same key is added again.
+    fn keys_wiped(&self) {}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,4 +536,8 @@ impl Gate for PresenceGate {
     }
 
     fn signed(&self, _approval: &Approval) {}
+
+    fn keys_wiped(&self) {
+        self.clear_grants();
+    }
 }

@@ -390,6 +390,41 @@ fn batch_one_touch_for_n_children_of_one_parent_then_new_touches() {
 }
 
 #[test]
+fn wiping_the_keys_ends_every_grant() {
+    let rig = Rig::new(
+        "batch:10:60s:parent".parse().unwrap(),
+        TouchMode::Auto {
+            delay: Duration::ZERO,
+        },
+        UnlockPolicy::default(),
+    );
+    let out = rig.agent.ssh_add(&[s(&rig.keys.ed25519)]);
+    assert!(out.status.success());
+    let pubkey = rig.keys.ed25519.with_extension("pub");
+    let private = std::fs::read(&rig.keys.ed25519).unwrap();
+    std::fs::remove_file(&rig.keys.ed25519).unwrap();
+    assert!(rig.sign(&rig.keys.ed25519, "w0", false));
+    assert!(rig.sign(&rig.keys.ed25519, "w1", false));
+    assert_eq!(rig.touches(), 1);
+    assert!(rig.agent.ssh_add(&["-D"]).status.success());
+    std::fs::write(&rig.keys.ed25519, &private).unwrap();
+    std::fs::set_permissions(
+        &rig.keys.ed25519,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert!(rig.agent.ssh_add(&[s(&rig.keys.ed25519)]).status.success());
+    std::fs::remove_file(&rig.keys.ed25519).unwrap();
+    assert!(pubkey.exists());
+    assert!(rig.sign(&rig.keys.ed25519, "w2", false));
+    assert_eq!(
+        rig.touches(),
+        2,
+        "after ssh-add -D the same key needs a new touch"
+    );
+}
+
+#[test]
 fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_served() {
     let rig = Rig::new(
         Policy::PerSignature,
