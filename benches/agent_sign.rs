@@ -7,219 +7,231 @@
 //!
 //! Run: `cargo bench --bench agent_sign` (needs ssh-agent and ssh-keygen on PATH).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[cfg(unix)]
+mod unix {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
-use auths_presence::agent::client;
-use auths_presence::agent::server::{serve, AgentConfig};
-use auths_presence::ctap::command::Algorithm;
-use auths_presence::ctap::device::DeviceOptions;
-use auths_presence::ctap::select::OpenedKey;
-use auths_presence::ctap::virtual_key::{StateLocation, TouchMode, VirtualKey, VirtualKeyConfig};
-use auths_presence::ctap::CtapError;
-use auths_presence::presence::enrollment::{enroll_key, TokenStore};
-use auths_presence::presence::gate::{GateConfig, PresenceGate, PresenceKey};
-use auths_presence::presence::policy::Policy;
-use auths_presence::presence::prompt::Prompter;
-use ssh_agent_lib::proto::{
-    AddIdentity, PrivateCredential, PublicCredential, Request, Response, SignRequest,
-};
+    use auths_presence::agent::client;
+    use auths_presence::agent::server::{serve, AgentConfig};
+    use auths_presence::ctap::command::Algorithm;
+    use auths_presence::ctap::device::DeviceOptions;
+    use auths_presence::ctap::select::OpenedKey;
+    use auths_presence::ctap::virtual_key::{
+        StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
+    };
+    use auths_presence::ctap::CtapError;
+    use auths_presence::presence::enrollment::{enroll_key, TokenStore};
+    use auths_presence::presence::gate::{GateConfig, PresenceGate, PresenceKey};
+    use auths_presence::presence::policy::Policy;
+    use auths_presence::presence::prompt::Prompter;
+    use ssh_agent_lib::proto::{
+        AddIdentity, PrivateCredential, PublicCredential, Request, Response, SignRequest,
+    };
 
-const N: usize = 300;
+    const N: usize = 300;
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
-}
 
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(path).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never came up",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    fn wait_for(path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(path).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never came up",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
-}
 
-fn add(socket: &Path, key: &ssh_key::PrivateKey) {
-    let req = Request::AddIdentity(AddIdentity {
-        credential: PrivateCredential::Key {
-            privkey: key.key_data().clone(),
-            comment: "bench".into(),
-        },
-    });
-    let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
-    assert_eq!(r, Response::Success);
-}
-
-fn measure(name: &str, socket: &Path, key: &ssh_key::PrivateKey) -> Vec<Duration> {
-    let req = Request::SignRequest(SignRequest {
-        credential: PublicCredential::Key(key.public_key().key_data().clone()),
-        data: b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor bench\n\nbench commit\n"
-            .to_vec(),
-        flags: 0,
-    });
-    // Warm up (and open the grant for the batch case).
-    for _ in 0..5 {
-        let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
-        assert!(matches!(r, Response::SignResponse(_)), "{name}: {r:?}");
-    }
-    let mut times = Vec::with_capacity(N);
-    for _ in 0..N {
-        let t = Instant::now();
-        let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
-        times.push(t.elapsed());
-        assert!(matches!(r, Response::SignResponse(_)), "{name}: {r:?}");
-    }
-    times.sort();
-    times
-}
-
-fn report(name: &str, t: &[Duration]) {
-    let mean = t.iter().sum::<Duration>() / t.len() as u32;
-    let pct = |p: f64| t[((t.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "{name:<44} n={:<4} mean {:>9.1} us  median {:>9.1} us  p95 {:>9.1} us  max {:>9.1} us",
-        t.len(),
-        mean.as_secs_f64() * 1e6,
-        pct(0.5).as_secs_f64() * 1e6,
-        pct(0.95).as_secs_f64() * 1e6,
-        t[t.len() - 1].as_secs_f64() * 1e6
-    );
-}
-
-fn our_agent(
-    dir: &Path,
-    name: &str,
-    policy: Policy,
-    rt: &tokio::runtime::Runtime,
-) -> (PathBuf, Arc<VirtualKey>) {
-    let home = dir.join(format!("{name}-home"));
-    let key = Arc::new(
-        VirtualKey::start(VirtualKeyConfig {
-            state: StateLocation::File(dir.join(format!("{name}-key.json"))),
-            touch_mode: TouchMode::Auto {
-                delay: Duration::ZERO,
+    fn add(socket: &Path, key: &ssh_key::PrivateKey) {
+        let req = Request::AddIdentity(AddIdentity {
+            credential: PrivateCredential::Key {
+                privkey: key.key_data().clone(),
+                comment: "bench".into(),
             },
-            ..VirtualKeyConfig::default()
-        })
-        .unwrap(),
-    );
-    let store = TokenStore::open(&home).unwrap();
-    let mut opened = OpenedKey::from_transport(
-        Box::new(key.connect()),
-        "virtual".into(),
-        DeviceOptions::default(),
-        true,
-    )
-    .unwrap();
-    enroll_key(
-        &mut opened,
-        &store,
-        None,
-        "auths:presence",
-        &[Algorithm::Es256],
-        &mut || {},
-    )
-    .unwrap();
-    let k = key.clone();
-    let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
-        Ok(Box::new(OpenedKey::from_transport(
-            Box::new(k.connect()),
+        });
+        let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
+        assert_eq!(r, Response::Success);
+    }
+
+    fn measure(name: &str, socket: &Path, key: &ssh_key::PrivateKey) -> Vec<Duration> {
+        let req = Request::SignRequest(SignRequest {
+            credential: PublicCredential::Key(key.public_key().key_data().clone()),
+            data: b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor bench\n\nbench commit\n"
+                .to_vec(),
+            flags: 0,
+        });
+        // Warm up (and open the grant for the batch case).
+        for _ in 0..5 {
+            let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
+            assert!(matches!(r, Response::SignResponse(_)), "{name}: {r:?}");
+        }
+        let mut times = Vec::with_capacity(N);
+        for _ in 0..N {
+            let t = Instant::now();
+            let r = client::request(socket, &req, Duration::from_secs(10)).unwrap();
+            times.push(t.elapsed());
+            assert!(matches!(r, Response::SignResponse(_)), "{name}: {r:?}");
+        }
+        times.sort();
+        times
+    }
+
+    fn report(name: &str, t: &[Duration]) {
+        let mean = t.iter().sum::<Duration>() / t.len() as u32;
+        let pct = |p: f64| t[((t.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "{name:<44} n={:<4} mean {:>9.1} us  median {:>9.1} us  p95 {:>9.1} us  max {:>9.1} us",
+            t.len(),
+            mean.as_secs_f64() * 1e6,
+            pct(0.5).as_secs_f64() * 1e6,
+            pct(0.95).as_secs_f64() * 1e6,
+            t[t.len() - 1].as_secs_f64() * 1e6
+        );
+    }
+
+    fn our_agent(
+        dir: &Path,
+        name: &str,
+        policy: Policy,
+        rt: &tokio::runtime::Runtime,
+    ) -> (PathBuf, Arc<VirtualKey>) {
+        let home = dir.join(format!("{name}-home"));
+        let key = Arc::new(
+            VirtualKey::start(VirtualKeyConfig {
+                state: StateLocation::File(dir.join(format!("{name}-key.json"))),
+                touch_mode: TouchMode::Auto {
+                    delay: Duration::ZERO,
+                },
+                ..VirtualKeyConfig::default()
+            })
+            .unwrap(),
+        );
+        let store = TokenStore::open(&home).unwrap();
+        let mut opened = OpenedKey::from_transport(
+            Box::new(key.connect()),
             "virtual".into(),
             DeviceOptions::default(),
             true,
-        )?))
-    };
-    let gate = PresenceGate::new(GateConfig {
-        home: home.clone(),
-        opener: Box::new(opener),
-        policy,
-        touch_timeout: Duration::from_secs(10),
-        prompter: Prompter::new(false),
-        clock: None,
-    })
-    .unwrap();
-    let socket = dir.join(format!("{name}.sock"));
-    let config = AgentConfig::new(socket.clone());
-    rt.spawn(async move {
-        if let Err(e) = serve(config, Arc::new(gate), std::future::pending()).await {
-            eprintln!("agent failed: {e}");
+        )
+        .unwrap();
+        enroll_key(
+            &mut opened,
+            &store,
+            None,
+            "auths:presence",
+            &[Algorithm::Es256],
+            &mut || {},
+        )
+        .unwrap();
+        let k = key.clone();
+        let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
+            Ok(Box::new(OpenedKey::from_transport(
+                Box::new(k.connect()),
+                "virtual".into(),
+                DeviceOptions::default(),
+                true,
+            )?))
+        };
+        let gate = PresenceGate::new(GateConfig {
+            home: home.clone(),
+            opener: Box::new(opener),
+            policy,
+            touch_timeout: Duration::from_secs(10),
+            prompter: Prompter::new(false),
+            clock: None,
+        })
+        .unwrap();
+        let socket = dir.join(format!("{name}.sock"));
+        let config = AgentConfig::new(socket.clone());
+        rt.spawn(async move {
+            if let Err(e) = serve(config, Arc::new(gate), std::future::pending()).await {
+                eprintln!("agent failed: {e}");
+            }
+        });
+        wait_for(&socket);
+        (socket, key)
+    }
+
+    pub fn main() {
+        if std::env::args().any(|a| a == "--list") {
+            println!("agent_sign: bench");
+            return;
         }
-    });
-    wait_for(&socket);
-    (socket, key)
+        let tmp = tempfile::Builder::new()
+            .prefix("ab-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let private = tmp.path().join("p");
+        auths_presence::secure_fs::ensure_private_dir(&private).unwrap();
+        let dir = &private;
+        let key = ssh_key::PrivateKey::random(&mut rand::thread_rng(), ssh_key::Algorithm::Ed25519)
+            .unwrap();
+
+        let ssh_sock = dir.join("openssh.sock");
+        let openssh = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&ssh_sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Kill);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (batch_sock, _k1) = our_agent(
+            dir,
+            "batch",
+            "batch:1000000:1h:process".parse().unwrap(),
+            &rt,
+        );
+        let (gated_sock, k2) = our_agent(dir, "gated", Policy::PerSignature, &rt);
+        add(&batch_sock, &key);
+        add(&gated_sock, &key);
+
+        println!("sign latency through the agent socket, Ed25519 identity key, same client, {N} requests each");
+        match openssh {
+            Ok(_guard) => {
+                wait_for(&ssh_sock);
+                add(&ssh_sock, &key);
+                report(
+                    "OpenSSH ssh-agent (no gate)",
+                    &measure("openssh", &ssh_sock, &key),
+                );
+            }
+            Err(e) => println!("OpenSSH ssh-agent not available ({e}); skipped"),
+        }
+        report(
+            "auths, inside a batch grant (no touch)",
+            &measure("batch", &batch_sock, &key),
+        );
+        let before = k2.touch_count();
+        report(
+            "auths, gated per signature (virtual key)",
+            &measure("gated", &gated_sock, &key),
+        );
+        println!(
+            "virtual key touches during the gated run: {}",
+            k2.touch_count() - before
+        );
+    }
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        println!("agent_sign: bench");
-        return;
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("ab-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let private = tmp.path().join("p");
-    auths_presence::secure_fs::ensure_private_dir(&private).unwrap();
-    let dir = &private;
-    let key =
-        ssh_key::PrivateKey::random(&mut rand::thread_rng(), ssh_key::Algorithm::Ed25519).unwrap();
-
-    let ssh_sock = dir.join("openssh.sock");
-    let openssh = Command::new("ssh-agent")
-        .args(["-D", "-a"])
-        .arg(&ssh_sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Kill);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (batch_sock, _k1) = our_agent(
-        dir,
-        "batch",
-        "batch:1000000:1h:process".parse().unwrap(),
-        &rt,
-    );
-    let (gated_sock, k2) = our_agent(dir, "gated", Policy::PerSignature, &rt);
-    add(&batch_sock, &key);
-    add(&gated_sock, &key);
-
-    println!("sign latency through the agent socket, Ed25519 identity key, same client, {N} requests each");
-    match openssh {
-        Ok(_guard) => {
-            wait_for(&ssh_sock);
-            add(&ssh_sock, &key);
-            report(
-                "OpenSSH ssh-agent (no gate)",
-                &measure("openssh", &ssh_sock, &key),
-            );
-        }
-        Err(e) => println!("OpenSSH ssh-agent not available ({e}); skipped"),
-    }
-    report(
-        "auths, inside a batch grant (no touch)",
-        &measure("batch", &batch_sock, &key),
-    );
-    let before = k2.touch_count();
-    report(
-        "auths, gated per signature (virtual key)",
-        &measure("gated", &gated_sock, &key),
-    );
-    println!(
-        "virtual key touches during the gated run: {}",
-        k2.touch_count() - before
-    );
+    #[cfg(unix)]
+    unix::main();
+    #[cfg(not(unix))]
+    println!("agent_sign needs Unix sockets (OpenSSH's ssh-agent and ours)");
 }

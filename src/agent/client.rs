@@ -2,23 +2,21 @@
 //! one request, one response, over the agent's Unix socket (draft-miller-ssh-agent
 //! "Protocol Messages").
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use ssh_agent_lib::proto::{Extension, Request, Response};
-use ssh_encoding::{Decode, Encode};
 
-use super::session::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
+use super::session::WIPE_EXTENSION;
 use super::AgentError;
-
-fn io(e: std::io::Error) -> AgentError {
-    AgentError::Client(format!("talking to the agent failed: {e}"))
-}
 
 /// Send one request and read its response.
 #[cfg(unix)]
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, AgentError> {
+    use super::session::MAX_MESSAGE_LEN;
+    use ssh_encoding::{Decode, Encode};
+    use std::io::{Read, Write};
+    let io = |e: std::io::Error| AgentError::Client(format!("talking to the agent failed: {e}"));
     let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         AgentError::Client(format!(
             "no agent answers at {} ({e}); start one with `auths agent start`",

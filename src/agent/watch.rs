@@ -5,10 +5,6 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::broadcast;
-
-use super::server::Listener;
 use super::AgentError;
 use crate::presence::prompt::Prompter;
 
@@ -26,6 +22,9 @@ pub async fn serve(
     prompter: Prompter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    use super::server::Listener;
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::broadcast;
     let mut listener = super::server::bind(path)?;
     let me = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);

@@ -1,7 +1,6 @@
 //! `auths sim serve|touch`: a virtual security key behind a Unix socket.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 
@@ -61,7 +60,7 @@ fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> Cli
     };
     let touch_mode = match touch {
         TouchArg::Auto => TouchMode::Auto {
-            delay: Duration::from_millis(delay_ms),
+            delay: std::time::Duration::from_millis(delay_ms),
         },
         TouchArg::Never => TouchMode::Never,
         TouchArg::Manual => TouchMode::Manual,

@@ -95,6 +95,7 @@ impl<T: Transport> Host<T> {
     }
 
     /// Nothing more arrives for `cid` within `wait` (used only where silence is the point).
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn silent(&mut self, cid: u32, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         loop {
