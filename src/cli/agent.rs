@@ -210,8 +210,12 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
             break;
         }
         if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().rev().take(3).collect::<Vec<_>>();
+            let last: Vec<&str> = last.into_iter().rev().collect();
             return Err(format!(
-                "the agent exited at start ({status}); see {}",
+                "the agent exited at start ({status}):\n  {}\n(full log: {})",
+                last.join("\n  "),
                 log_path.display()
             )
             .into());

@@ -14,19 +14,19 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const AUTHS: &str = env!("CARGO_BIN_EXE_auths");
+pub(crate) const AUTHS: &str = env!("CARGO_BIN_EXE_auths");
 
 /// Longest one command may take; a touch timeout in these tests is 1 s.
 const COMMAND_BOUND: Duration = Duration::from_secs(30);
 
 /// A running `auths sim serve`; stopped (SIGTERM, then SIGKILL) when dropped, panics included.
-struct Sim {
+pub(crate) struct Sim {
     child: Option<Child>,
     socket: PathBuf,
 }
 
 impl Sim {
-    fn start(dir: &Path, name: &str, extra: &[&str]) -> Sim {
+    pub(crate) fn start(dir: &Path, name: &str, extra: &[&str]) -> Sim {
         let socket = dir.join(format!("{name}.sock"));
         let state = dir.join(format!("{name}.state"));
         let child = Command::new(AUTHS)
@@ -62,7 +62,7 @@ impl Sim {
         sim
     }
 
-    fn device(&self) -> String {
+    pub(crate) fn device(&self) -> String {
         format!("sim:{}", self.socket.display())
     }
 
@@ -92,14 +92,14 @@ impl Drop for Sim {
 }
 
 /// A user's environment: a fresh `AUTHS_HOME` (auths creates it, 0700).
-struct User {
+pub(crate) struct User {
     _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    home: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) home: PathBuf,
 }
 
 impl User {
-    fn new() -> User {
+    pub(crate) fn new() -> User {
         // Short paths: Unix socket paths are limited to ~100 bytes.
         let tmp = tempfile::Builder::new()
             .prefix("auths-cli")
@@ -115,7 +115,7 @@ impl User {
     }
 
     /// Run `auths ARGS`, bounded by [`COMMAND_BOUND`].
-    fn auths(&self, args: &[&str]) -> Output {
+    pub(crate) fn auths(&self, args: &[&str]) -> Output {
         let child = Command::new(AUTHS)
             .args(args)
             .env("AUTHS_HOME", &self.home)

@@ -5,6 +5,8 @@ mod agent_gate;
 #[cfg(unix)]
 mod agent_socket;
 #[cfg(unix)]
+mod cli_agent;
+#[cfg(unix)]
 mod cli_token;
 mod client_virtual_key;
 mod ctaphid_host;

@@ -1,0 +1,151 @@
+//! `auths agent` as a user runs it: start in the background against a virtual key, `status
+//! --json`, `add KEYFILE`, `watch --json` seeing the approval of a real `ssh-keygen -Y sign`,
+//! `lock`, `stop`; and the refusal to start with nothing enrolled.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cli_token::{Sim, User, AUTHS};
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn agent_refuses_to_start_without_an_enrolled_key() {
+    let user = User::new();
+    let out = user.auths(&["agent", "start", "--device", "sim:/nonexistent"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auths token enroll"),
+        "says how to enroll: {err}"
+    );
+}
+
+#[test]
+fn agent_start_add_watch_sign_lock_stop() {
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "key", &[]);
+    let dev = sim.device();
+    assert!(user
+        .auths(&["token", "enroll", "--device", &dev])
+        .status
+        .success());
+    let sock = user.home.join("a.sock");
+    let sock_s = sock.to_str().unwrap();
+    let out = user.auths(&["agent", "start", "--socket", sock_s, "--device", &dev]);
+    assert!(out.status.success(), "{out:?}");
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        env.contains(&format!("SSH_AUTH_SOCK={sock_s}; export SSH_AUTH_SOCK;")),
+        "{env}"
+    );
+    struct Stop<'a>(&'a User, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.auths(&["agent", "stop", "--socket", self.1]);
+        }
+    }
+    let _stop = Stop(&user, sock_s);
+
+    // A socket in a directory others can read is refused, and the reason reaches the user.
+    std::fs::set_permissions(
+        &user.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let loose = user.dir.join("loose.sock");
+    let out = user.auths(&[
+        "agent",
+        "start",
+        "--socket",
+        loose.to_str().unwrap(),
+        "--device",
+        &dev,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 700"), "{err}");
+
+    let status = json(&user.auths(&["agent", "status", "--json", "--socket", sock_s]));
+    assert_eq!(status["running"], true);
+    assert_eq!(status["identities"], 0);
+
+    let key = user.dir.join("id");
+    let gen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(gen.success());
+    assert!(user
+        .auths(&["agent", "add", key.to_str().unwrap(), "--socket", sock_s])
+        .status
+        .success());
+    std::fs::remove_file(&key).unwrap(); // only the agent can sign now
+    let status = json(&user.auths(&["agent", "status", "--json", "--socket", sock_s]));
+    assert_eq!(status["identities"], 1);
+
+    let mut watch = Command::new(AUTHS)
+        .args(["agent", "watch", "--json", "--socket", sock_s])
+        .env("AUTHS_HOME", &user.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `watch` announces itself on stderr once connected.
+    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("watching"), "{line}");
+
+    let msg = user.dir.join("msg");
+    std::fs::write(&msg, "hello\n").unwrap();
+    let sign = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "git", "-f"])
+        .arg(key.with_extension("pub"))
+        .arg(&msg)
+        .env("SSH_AUTH_SOCK", &sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(sign.status.success(), "{sign:?}");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let event: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    assert_eq!(event["event"], "approved", "{event}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    let list = json(&user.auths(&["audit", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["outcome"], "approved");
+    assert!(user.auths(&["audit", "verify"]).status.success());
+
+    assert!(user
+        .auths(&["agent", "lock", "--socket", sock_s])
+        .status
+        .success());
+    let status = json(&user.auths(&["agent", "status", "--json", "--socket", sock_s]));
+    assert_eq!(status["identities"], 0, "lock wiped the keys");
+
+    assert!(user
+        .auths(&["agent", "stop", "--socket", sock_s])
+        .status
+        .success());
+    assert!(!sock.exists(), "the socket is gone after stop");
+}
