@@ -366,3 +366,31 @@ fn cancel_from_another_thread_sends_cancel_and_takes_the_keys_answer() {
         .any(|r| matches!(Packet::parse(r), Packet::Init { cmd: c, .. } if c == cmd::CANCEL));
     assert!(sent_cancel);
 }
+
+#[test]
+fn bad_cbor_and_unknown_status_are_typed_errors() {
+    use auths_presence::ctap::cbor::CborError;
+    use auths_presence::ctap::StatusCode;
+    // Non-canonical CBOR (a map with unsorted keys) after CTAP2_OK.
+    let mut dev = open(Box::new(|_| {
+        reports(CID, cmd::CBOR, &[0x00, 0xa2, 0x02, 0x01, 0x01, 0x01])
+    }));
+    let err = dev.get_info().unwrap_err();
+    assert!(
+        matches!(err, CtapError::Cbor(CborError::UnsortedKeys(_))),
+        "{err:?}"
+    );
+    // Garbage that is not CBOR at all.
+    let mut dev = open(Box::new(|_| reports(CID, cmd::CBOR, &[0x00, 0xff, 0xff])));
+    assert!(matches!(dev.get_info().unwrap_err(), CtapError::Cbor(_)));
+    // A status byte nobody defined keeps its value.
+    let mut dev = open(Box::new(|_| reports(CID, cmd::CBOR, &[0xf3])));
+    let err = dev.get_info().unwrap_err();
+    assert!(
+        matches!(err, CtapError::Status(StatusCode::Unknown(0xf3))),
+        "{err:?}"
+    );
+    // An empty CBOR response has not even a status byte.
+    let mut dev = open(Box::new(|_| reports(CID, cmd::CBOR, &[])));
+    assert!(dev.get_info().is_err());
+}

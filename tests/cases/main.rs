@@ -10,6 +10,7 @@ mod cli_agent;
 mod cli_token;
 mod client_virtual_key;
 mod ctaphid_host;
+mod real_key;
 mod vector_records;
 mod vectors_assertions;
 mod vectors_authdata;
