@@ -142,12 +142,13 @@ use super::verify::{verify_assertion, Expected};
 
 /// presence's one interface to a security key: an assertion with a touch.
 pub trait PresenceKey: Send {
-    /// authenticatorGetAssertion with `up: true`; `on_up_needed` runs when the key starts
-    /// blinking; `cancel` aborts it (CTAPHID_CANCEL).
+    /// authenticatorGetAssertion with `up: true` over `client_data` (the exact client data
+    /// bytes: CTAP keys get its SHA-256, webauthn.dll takes the bytes and hashes them itself);
+    /// `on_up_needed` runs when the key starts blinking; `cancel` aborts it (CTAPHID_CANCEL).
     fn get_assertion(
         &mut self,
         rp_id: &str,
-        client_data_hash: [u8; 32],
+        client_data: &[u8],
         allow_list: &[&[u8]],
         on_up_needed: &mut dyn FnMut(),
         cancel: &CancelToken,
@@ -161,14 +162,15 @@ impl PresenceKey for OpenedKey {
     fn get_assertion(
         &mut self,
         rp_id: &str,
-        client_data_hash: [u8; 32],
+        client_data: &[u8],
         allow_list: &[&[u8]],
         on_up_needed: &mut dyn FnMut(),
         cancel: &CancelToken,
     ) -> Result<GetAssertionResponse, CtapError> {
+        use sha2::Digest;
         let request = GetAssertionRequest {
             rp_id,
-            client_data_hash,
+            client_data_hash: sha2::Sha256::digest(client_data).into(),
             allow_list,
             user_verification: false,
         };
@@ -410,7 +412,7 @@ impl PresenceGate {
             }
         };
         let response = key
-            .get_assertion(&rp_id, hash, &ids, &mut on_up, cancel)
+            .get_assertion(&rp_id, json.as_bytes(), &ids, &mut on_up, cancel)
             .map_err(|e| match e {
                 _ if cancel.is_cancelled() => GateError::Cancelled,
                 CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout) => {

@@ -87,7 +87,7 @@ impl PresenceKey for Recording {
     fn get_assertion(
         &mut self,
         rp_id: &str,
-        client_data_hash: [u8; 32],
+        client_data: &[u8],
         allow_list: &[&[u8]],
         on_up_needed: &mut dyn FnMut(),
         cancel: &CancelToken,
@@ -95,9 +95,9 @@ impl PresenceKey for Recording {
         if let Some(old) = self.replay.lock().unwrap().clone() {
             return Ok(old);
         }
-        let r =
-            self.inner
-                .get_assertion(rp_id, client_data_hash, allow_list, on_up_needed, cancel)?;
+        let r = self
+            .inner
+            .get_assertion(rp_id, client_data, allow_list, on_up_needed, cancel)?;
         *self.recorded.lock().unwrap() = Some(r.clone());
         Ok(r)
     }
