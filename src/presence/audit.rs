@@ -69,6 +69,29 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// A receipt for `request` with no evidence yet (fill in the fields the outcome needs).
+    pub fn for_request(id: &str, outcome: Outcome, request: &super::gate::SignRequest) -> Receipt {
+        Receipt {
+            id: id.to_owned(),
+            time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            outcome,
+            key: request.key_fingerprint.clone(),
+            digest: hex::encode(request.data_digest),
+            namespace: request.namespace.clone(),
+            peer: request.requester.clone(),
+            client_data: None,
+            auth_data: None,
+            signature: None,
+            credential_id: None,
+            grant_of: None,
+            reason: None,
+            virtual_key: false,
+        }
+    }
+
     /// A fresh receipt id.
     pub fn new_id() -> String {
         hex::encode(rand::random::<[u8; 12]>())

@@ -330,20 +330,8 @@ impl PresenceGate {
         )?;
         let id = Receipt::new_id();
         let receipt = Receipt {
-            id: id.clone(),
-            time: now_unix(),
-            outcome: Outcome::Granted,
-            key: request.key_fingerprint.clone(),
-            digest: hex::encode(request.data_digest),
-            namespace: request.namespace.clone(),
-            peer: request.requester.clone(),
-            client_data: None,
-            auth_data: None,
-            signature: None,
-            credential_id: None,
             grant_of: Some(grant_of.clone()),
-            reason: None,
-            virtual_key: false,
+            ..Receipt::for_request(&id, Outcome::Granted, request)
         };
         // No receipt, no signature: a grant use that cannot be logged is refused.
         inner.audit.append(&receipt).ok()?;
@@ -444,20 +432,12 @@ impl PresenceGate {
             return Err(GateError::Cancelled);
         }
         let receipt = Receipt {
-            id: id.to_owned(),
-            time: now_unix(),
-            outcome: Outcome::Approved,
-            key: request.key_fingerprint.clone(),
-            digest: hex::encode(request.data_digest),
-            namespace: request.namespace.clone(),
-            peer: request.requester.clone(),
             client_data: Some(json),
             auth_data: Some(hex::encode(&response.auth_data_raw)),
             signature: Some(hex::encode(&response.signature)),
             credential_id: Some(hex::encode(verified.credential_id())),
-            grant_of: None,
-            reason: None,
             virtual_key: is_virtual,
+            ..Receipt::for_request(id, Outcome::Approved, request)
         };
         inner
             .audit
@@ -483,20 +463,8 @@ impl PresenceGate {
 
     fn deny(inner: &Inner, request: &SignRequest, id: &str, error: &GateError) {
         let receipt = Receipt {
-            id: id.to_owned(),
-            time: now_unix(),
-            outcome: Outcome::Denied,
-            key: request.key_fingerprint.clone(),
-            digest: hex::encode(request.data_digest),
-            namespace: request.namespace.clone(),
-            peer: request.requester.clone(),
-            client_data: None,
-            auth_data: None,
-            signature: None,
-            credential_id: None,
-            grant_of: None,
             reason: Some(error.to_string()),
-            virtual_key: false,
+            ..Receipt::for_request(id, Outcome::Denied, request)
         };
         let _ = inner.audit.append(&receipt);
         inner.prompter.emit(PromptEvent::Denied {
