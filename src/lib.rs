@@ -11,5 +11,6 @@
 
 pub mod agent;
 pub mod ctap;
+pub mod platform;
 pub mod presence;
 pub mod secure_fs;

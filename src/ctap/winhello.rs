@@ -465,7 +465,6 @@ mod tests {
     }
 
     fn sample_auth_data(with_credential: bool) -> (Vec<u8>, CoseKey) {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
         let sk = p256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
         let point = sk.verifying_key().to_encoded_point(false);
         let x: [u8; 32] = point.x().unwrap().as_slice().try_into().unwrap();

@@ -91,15 +91,17 @@ fn agent_start_add_watch_sign_lock_stop() {
     let status = json(&user.auths(&["agent", "status", "--json", "--socket", sock_s]));
     assert_eq!(status["identities"], 1);
 
-    let mut watch = Command::new(AUTHS)
-        .args(["agent", "watch", "--json", "--socket", sock_s])
-        .env("AUTHS_HOME", &user.home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = KillOnDrop(
+        Command::new(AUTHS)
+            .args(["agent", "watch", "--json", "--socket", sock_s])
+            .env("AUTHS_HOME", &user.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // `watch` announces itself on stderr once connected.
-    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut err = BufReader::new(watch.0.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
     assert!(line.starts_with("watching"), "{line}");
@@ -117,7 +119,7 @@ fn agent_start_add_watch_sign_lock_stop() {
     assert!(sign.status.success(), "{sign:?}");
 
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = watch.stdout.take().unwrap();
+    let stdout = watch.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
@@ -128,8 +130,7 @@ fn agent_start_add_watch_sign_lock_stop() {
     let event: Value =
         serde_json::from_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
     assert_eq!(event["event"], "approved", "{event}");
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
 
     let list = json(&user.auths(&["audit", "list", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -148,4 +149,14 @@ fn agent_start_add_watch_sign_lock_stop() {
         .status
         .success());
     assert!(!sock.exists(), "the socket is gone after stop");
+}
+
+/// A child process that is killed and reaped however the test ends (no zombie on a panic).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
