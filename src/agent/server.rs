@@ -347,7 +347,15 @@ impl Listener for PipeAgentListener {
     async fn accept(&mut self) -> std::io::Result<(Self::Stream, PeerInfo)> {
         use std::os::windows::io::AsRawHandle;
         loop {
-            self.next.connect().await?;
+            if let Err(e) = self.next.connect().await {
+                // A client that came and went before we connected (ERROR_NO_DATA) leaves this
+                // instance unusable: replace it, or the agent would stop accepting.
+                self.next = Self::create(&self.name, &self.descriptor, false)?;
+                if e.raw_os_error() == Some(232) {
+                    continue;
+                }
+                return Err(e);
+            }
             let fresh = Self::create(&self.name, &self.descriptor, false)?;
             let connected = std::mem::replace(&mut self.next, fresh);
             let mut pid = 0u32;
