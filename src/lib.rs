@@ -6,10 +6,13 @@
 //!   hidapi transport and the virtual key.
 //! - [`presence`]: enrollment, the binding client data, verification, policy, the gate, audit.
 //! - [`agent`]: the ssh-agent server; it talks to the gate through [`presence::gate::Gate`].
+//! - [`platform`] and [`secure_fs`]: operating-system specifics (Windows ACLs and process
+//!   identity, private files), behind small interfaces.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod ctap;
+pub mod platform;
 pub mod presence;
 pub mod secure_fs;

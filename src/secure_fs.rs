@@ -3,6 +3,11 @@
 //! directory), so a crash never leaves a half-written enrollment or key state behind.
 //! Loose permissions are refused, never silently fixed (fail closed), as OpenSSH does for
 //! its key files.
+//!
+//! Windows has no mode bits: there the same rule is an ACL ([`crate::platform::sddl`]): the
+//! directory is created owned by the current user with a protected DACL that admits only that
+//! user (inherited by the files created in it), and an existing path whose owner is someone
+//! else or whose DACL admits anyone else (LocalSystem and Administrators excepted) is refused.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,16 @@ pub enum SecureFsError {
         mode: u32,
         /// The mode we require.
         want: u32,
+    },
+    /// The Windows ACL admits someone else, or another user owns the path.
+    #[error("{path}: {problem}; it must admit only you. Fix it with: {fix}")]
+    LooseAcl {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// The command that fixes it.
+        fix: String,
     },
     /// An I/O error.
     #[error("{path}: {source}")]
@@ -85,7 +100,22 @@ fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
+    let made = crate::platform::windows::current_user_sid()
+        .and_then(|sid| {
+            crate::platform::sddl::private_dir_sddl(&sid)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .and_then(|sddl| crate::platform::windows::create_dir_with_sddl(dir, &sddl));
+    match made {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
 fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
@@ -125,9 +155,30 @@ pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
     Ok(())
 }
 
-/// On non-Unix platforms the ACL check lives in the platform module (Windows); here we only
-/// refuse symlinks.
-#[cfg(not(unix))]
+/// Windows: refuse symlinks (reparse points), then check owner and DACL: the owner must be
+/// the current user and the DACL must admit nobody else (fail closed on anything unreadable).
+#[cfg(windows)]
+pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
+    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    if md.file_type().is_symlink() {
+        return Err(SecureFsError::Symlink(path.to_path_buf()));
+    }
+    if want_dir && !md.is_dir() {
+        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
+    }
+    let me = crate::platform::windows::current_user_sid().map_err(io_err(path))?;
+    let (owner, dacl) = crate::platform::windows::owner_and_dacl(path).map_err(io_err(path))?;
+    crate::platform::sddl::check_acl(&owner, &me, dacl.as_deref()).map_err(|problem| {
+        SecureFsError::LooseAcl {
+            path: path.to_path_buf(),
+            problem: problem.to_string(),
+            fix: crate::platform::sddl::icacls_fix(&path.display().to_string(), md.is_dir()),
+        }
+    })
+}
+
+/// Other platforms: only symlinks are refused.
+#[cfg(not(any(unix, windows)))]
 pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
     let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
     if md.file_type().is_symlink() {
@@ -182,7 +233,8 @@ pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
         .map_err(io_err(path))
 }
 
-/// Create a new file (fails if it exists).
+/// Create a new file (fails if it exists). On Windows it inherits the private directory's
+/// ACL (owner-only, see [`ensure_private_dir`]).
 #[cfg(not(unix))]
 pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
     std::fs::OpenOptions::new()

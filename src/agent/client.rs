@@ -1,6 +1,6 @@
 //! A small blocking ssh-agent client for the CLI (`auths agent add|lock|status`) and tests:
-//! one request, one response, over the agent's Unix socket (draft-miller-ssh-agent
-//! "Protocol Messages").
+//! one request, one response, over the agent's Unix socket or Windows named pipe
+//! (draft-miller-ssh-agent "Protocol Messages").
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,21 +10,69 @@ use ssh_agent_lib::proto::{Extension, Request, Response};
 use super::session::WIPE_EXTENSION;
 use super::AgentError;
 
-/// Send one request and read its response.
-#[cfg(unix)]
+/// Send one request and read its response: over the Unix socket, or on Windows the named
+/// pipe (opened as a file; Windows offers no read timeout on it, so `timeout` applies on Unix
+/// only).
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, AgentError> {
-    use super::session::MAX_MESSAGE_LEN;
-    use ssh_encoding::{Decode, Encode};
-    use std::io::{Read, Write};
-    let io = |e: std::io::Error| AgentError::Client(format!("talking to the agent failed: {e}"));
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+    let s = connect(socket, Some(timeout)).map_err(|e| {
         AgentError::Client(format!(
             "no agent answers at {} ({e}); start one with `auths agent start`",
             socket.display()
         ))
     })?;
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    exchange(s, req)
+}
+
+/// True when an agent accepts connections at `socket`.
+pub fn is_listening(socket: &Path) -> bool {
+    connect(socket, Some(Duration::from_secs(1))).is_ok()
+}
+
+#[cfg(unix)]
+fn connect(
+    socket: &Path,
+    timeout: Option<Duration>,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(timeout)?;
+    s.set_write_timeout(timeout)?;
+    Ok(s)
+}
+
+#[cfg(windows)]
+fn connect(socket: &Path, timeout: Option<Duration>) -> std::io::Result<std::fs::File> {
+    // ERROR_PIPE_BUSY (231): every instance is taken for a moment; retry for a while.
+    let deadline = std::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(5));
+    loop {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(socket)
+        {
+            Err(e) if e.raw_os_error() == Some(231) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+fn connect(_socket: &Path, _timeout: Option<Duration>) -> std::io::Result<std::fs::File> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "no Unix sockets or named pipes on this platform",
+    ))
+}
+
+/// One request/response exchange on a connected stream (length-prefixed, capped answer).
+fn exchange(
+    mut s: impl std::io::Read + std::io::Write,
+    req: &Request,
+) -> Result<Response, AgentError> {
+    use super::session::MAX_MESSAGE_LEN;
+    use ssh_encoding::{Decode, Encode};
+    let io = |e: std::io::Error| AgentError::Client(format!("talking to the agent failed: {e}"));
     let mut body = Vec::new();
     req.encode(&mut body)
         .map_err(|e| AgentError::Client(format!("cannot encode the request: {e}")))?;
@@ -32,6 +80,7 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
         u32::try_from(body.len()).map_err(|_| AgentError::Client("request too large".into()))?;
     s.write_all(&len.to_be_bytes()).map_err(io)?;
     s.write_all(&body).map_err(io)?;
+    s.flush().map_err(io)?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).map_err(io)?;
     let len = u32::from_be_bytes(len);
@@ -47,13 +96,9 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
         .map_err(|e| AgentError::Client(format!("cannot decode the agent's answer: {e}")))
 }
 
-/// Not available without Unix sockets.
-#[cfg(not(unix))]
-pub fn request(socket: &Path, _req: &Request, _timeout: Duration) -> Result<Response, AgentError> {
-    Err(AgentError::Client(format!(
-        "cannot reach the agent at {}: named-pipe clients are not built yet",
-        socket.display()
-    )))
+/// Open the watch stream of the agent at `socket` (see [`super::watch`]).
+pub fn connect_watch(socket: &Path) -> std::io::Result<impl std::io::Read> {
+    connect(&super::watch::watch_path(socket), None)
 }
 
 /// Ask the agent to wipe every key (what `auths agent lock` does).

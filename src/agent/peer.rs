@@ -6,9 +6,18 @@
 //! completed with the process start time (so a recycled pid is a different peer), the
 //! executable and the parent, which the gate shows in its prompt and uses for batch scopes.
 //!
-//! Platforms: Linux reads `SO_PEERCRED` and `/proc`; other Unix systems use `getpeereid`
-//! (and `LOCAL_PEERPID` where it exists) through tokio's `peer_cred`, without start time or
-//! executable for now. The `/proc` parsers are pure functions.
+//! Platforms, one small module each behind `from_unix_stream` / `from_pipe_client`:
+//! - Linux: `SO_PEERCRED`, then `/proc/PID/stat` and `/proc/PID/exe`.
+//! - macOS: `getpeereid` and `LOCAL_PEERPID` (through tokio's `peer_cred`), the executable
+//!   from `proc_pidpath`, parent pid and start time from `proc_pidinfo(PROC_PIDTBSDINFO)`
+//!   (the same `p_starttime` / `e_ppid` that `sysctl` `KERN_PROC_PID` reports, without
+//!   declaring `kinfo_proc` by hand), the session from `getsid`.
+//! - Windows: `GetNamedPipeClientProcessId`, then `QueryFullProcessImageNameW`,
+//!   `GetProcessTimes` and a Toolhelp snapshot for the parent; the client's token user SID
+//!   must be ours (there is no uid: [`PeerInfo::uid`] is 0 on both sides).
+//! - Other Unix: `getpeereid` only.
+//!
+//! The parsers and conversions are pure functions, tested on every platform.
 
 use crate::presence::gate::Requester;
 
@@ -75,6 +84,30 @@ pub fn parse_proc_stat(stat: &str) -> Option<ProcStat> {
     })
 }
 
+/// Process start time on macOS (`pbi_start_tvsec` / `pbi_start_tvusec`) as microseconds since
+/// the epoch; `None` on overflow or a bogus microsecond field.
+pub fn timeval_to_micros(sec: u64, usec: u64) -> Option<u64> {
+    if usec >= 1_000_000 {
+        return None;
+    }
+    sec.checked_mul(1_000_000)?.checked_add(usec)
+}
+
+/// The path `proc_pidpath` wrote: `n` bytes of `buf` (`n <= 0` is failure), UTF-8 or lossy.
+pub fn path_from_buf(buf: &[u8], n: i32) -> Option<String> {
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| *n > 0 && *n <= buf.len())?;
+    let bytes = &buf[..n];
+    let bytes = bytes.split(|b| *b == 0).next().unwrap_or(bytes);
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// A Windows FILETIME (two 32-bit halves, 100 ns since 1601) as one number.
+pub fn filetime_to_u64(low: u32, high: u32) -> u64 {
+    (u64::from(high) << 32) | u64::from(low)
+}
+
 #[cfg(target_os = "linux")]
 mod platform {
     use std::io;
@@ -116,7 +149,80 @@ mod platform {
     }
 }
 
-#[cfg(all(unix, not(target_os = "linux")))]
+#[cfg(target_os = "macos")]
+mod platform {
+    use std::io;
+
+    use super::{path_from_buf, timeval_to_micros, PeerInfo};
+
+    /// uid (`getpeereid`) and pid (`LOCAL_PEERPID`) via tokio.
+    pub(super) fn credentials_tokio(
+        stream: &tokio::net::UnixStream,
+    ) -> io::Result<(u32, Option<u32>)> {
+        let cred = stream.peer_cred()?;
+        let pid = cred
+            .pid()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p != 0);
+        Ok((cred.uid(), pid))
+    }
+
+    fn exe(pid: u32) -> Option<String> {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+        // SAFETY: `buf` is writable for the length we pass.
+        let n = unsafe { libc::proc_pidpath(pid, buf.as_mut_ptr().cast(), buf.len() as u32) };
+        path_from_buf(&buf, n)
+    }
+
+    /// (parent pid, start time in microseconds since the epoch).
+    fn bsd_info(pid: u32) -> Option<(u32, Option<u64>)> {
+        let cpid = libc::c_int::try_from(pid).ok()?;
+        // SAFETY: proc_bsdinfo is plain data; all zeroes is a valid value.
+        let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+        // SAFETY: `info` is writable for `size` bytes, the size PROC_PIDTBSDINFO fills.
+        let n = unsafe {
+            libc::proc_pidinfo(
+                cpid,
+                libc::PROC_PIDTBSDINFO,
+                0,
+                (&mut info as *mut libc::proc_bsdinfo).cast(),
+                size,
+            )
+        };
+        if n != size || info.pbi_pid != pid {
+            return None;
+        }
+        Some((
+            info.pbi_ppid,
+            timeval_to_micros(info.pbi_start_tvsec, info.pbi_start_tvusec),
+        ))
+    }
+
+    fn session(pid: u32) -> Option<u32> {
+        let pid = libc::pid_t::try_from(pid).ok()?;
+        // SAFETY: getsid takes a pid and returns a number (or -1).
+        let s = unsafe { libc::getsid(pid) };
+        u32::try_from(s).ok()
+    }
+
+    pub(super) fn complete(info: &mut PeerInfo) {
+        let Some(pid) = info.pid else { return };
+        info.exe = exe(pid);
+        info.session_id = session(pid);
+        if let Some((ppid, start)) = bsd_info(pid) {
+            info.start_time = start;
+            if ppid != 0 {
+                info.parent_pid = Some(ppid);
+                info.parent_start_time = bsd_info(ppid).and_then(|(_, s)| s);
+                info.parent_exe = exe(ppid);
+            }
+        }
+    }
+}
+
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
 mod platform {
     use std::io;
 
@@ -150,9 +256,63 @@ pub fn from_unix_stream(stream: &tokio::net::UnixStream) -> std::io::Result<Peer
     Ok(info)
 }
 
+/// The identity of a named-pipe client (Windows): `pid` from `GetNamedPipeClientProcessId`.
+/// Refuses a process whose token user is not `my_sid` (another user, or a process we may not
+/// query: fail closed).
+#[cfg(windows)]
+pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<PeerInfo> {
+    use crate::platform::windows as w;
+    let sid = w::process_user_sid(pid)?;
+    if sid != my_sid {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("pipe client pid {pid} runs as {sid}, not as us ({my_sid})"),
+        ));
+    }
+    let parent_pid = w::parent_pid(pid);
+    Ok(PeerInfo {
+        uid: 0,
+        pid: Some(pid),
+        start_time: w::process_start_time(pid),
+        exe: w::process_image(pid),
+        parent_pid,
+        parent_start_time: parent_pid.and_then(w::process_start_time),
+        parent_exe: parent_pid.and_then(w::process_image),
+        session_id: w::session_id(pid),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macos_start_time_and_path_conversions() {
+        assert_eq!(
+            timeval_to_micros(1_700_000_000, 250),
+            Some(1_700_000_000_000_250)
+        );
+        assert_eq!(timeval_to_micros(1, 1_000_000), None);
+        assert_eq!(timeval_to_micros(u64::MAX, 0), None);
+        let mut buf = [0u8; 32];
+        buf[..12].copy_from_slice(b"/usr/bin/ssh");
+        assert_eq!(path_from_buf(&buf, 12).as_deref(), Some("/usr/bin/ssh"));
+        assert_eq!(path_from_buf(&buf, 0), None);
+        assert_eq!(path_from_buf(&buf, -1), None);
+        assert_eq!(path_from_buf(&buf, 33), None);
+        assert_eq!(
+            path_from_buf(&buf, 20).as_deref(),
+            Some("/usr/bin/ssh"),
+            "stops at NUL"
+        );
+    }
+
+    #[test]
+    fn windows_filetime_joins_halves() {
+        assert_eq!(filetime_to_u64(1, 0), 1);
+        assert_eq!(filetime_to_u64(0, 1), 1 << 32);
+        assert_eq!(filetime_to_u64(u32::MAX, u32::MAX), u64::MAX);
+    }
 
     #[test]
     fn parses_plain_stat() {

@@ -8,8 +8,14 @@
 //! - a live agent already listening on the path is not stolen; a stale socket is replaced.
 //!
 //! [`run`] takes a bound [`Listener`] and a shutdown future (mini-redis style) so tests bind
-//! their own socket; a semaphore caps connections; shutdown waits for every handler. The
-//! [`Listener`] trait is where a Windows named pipe plugs in later.
+//! their own socket; a semaphore caps connections; shutdown waits for every handler.
+//!
+//! Windows: the [`Listener`] is a named pipe (default `\\.\pipe\auths-agent-<user>`,
+//! [`default_pipe_name`]) created with a security descriptor that admits the current user only
+//! ([`crate::platform::sddl::pipe_sddl`]), remote clients rejected, and the first-instance flag
+//! set so a pipe somebody else created first is refused rather than joined. Each client's
+//! token user must be ours ([`super::peer`]). Win32-OpenSSH's `ssh-add` and `ssh-keygen`
+//! reach it through `SSH_AUTH_SOCK`.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -178,13 +184,15 @@ impl AgentState {
     }
 }
 
+/// Our effective uid; 0 on Windows, where peers are matched by token user SID at accept.
 #[cfg(unix)]
-fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Our effective uid; 0 on Windows, where peers are matched by token user SID at accept.
 #[cfg(not(unix))]
-fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     0
 }
 
@@ -223,6 +231,148 @@ impl Listener for UnixAgentListener {
             let (stream, _) = self.inner.accept().await?;
             match super::peer::from_unix_stream(&stream) {
                 Ok(peer) => return Ok((stream, peer)),
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// The pipe-name prefix every Windows named pipe has.
+pub const PIPE_PREFIX: &str = r"\\.\pipe\";
+
+/// Our default pipe name for `user` (Windows): `\\.\pipe\auths-agent-<user>`, with
+/// characters that do not belong in a pipe name replaced by `_`.
+pub fn default_pipe_name(user: &str) -> String {
+    let user: String = user
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let user = if user.is_empty() { "user".into() } else { user };
+    format!("{PIPE_PREFIX}auths-agent-{user}")
+}
+
+/// True for a local named pipe name (`\\.\pipe\NAME`, NAME non-empty, no further `\`).
+pub fn is_pipe_name(name: &str) -> bool {
+    name.get(..PIPE_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PIPE_PREFIX))
+        && name.len() > PIPE_PREFIX.len()
+        && !name[PIPE_PREFIX.len()..].contains('\\')
+}
+
+/// A Windows named-pipe listener: one pipe instance waits for a client; when one connects, the
+/// next instance is created before the connected one is handed out.
+#[cfg(windows)]
+pub struct PipeAgentListener {
+    name: String,
+    next: tokio::net::windows::named_pipe::NamedPipeServer,
+    descriptor: crate::platform::windows::SecurityDescriptor,
+    my_sid: String,
+}
+
+#[cfg(windows)]
+impl std::fmt::Debug for PipeAgentListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeAgentListener")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(windows)]
+impl PipeAgentListener {
+    /// Create the first instance of pipe `name`. Must be called inside a tokio runtime.
+    pub fn bind(name: &str) -> Result<PipeAgentListener, AgentError> {
+        let path = || PathBuf::from(name);
+        if !is_pipe_name(name) {
+            return Err(AgentError::BadSocketPath(path()));
+        }
+        let bind_err = |source| AgentError::Bind {
+            path: path(),
+            source,
+        };
+        let my_sid = crate::platform::windows::current_user_sid().map_err(bind_err)?;
+        let sddl = crate::platform::sddl::pipe_sddl(&my_sid)
+            .map_err(|e| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let descriptor =
+            crate::platform::windows::SecurityDescriptor::from_sddl(&sddl).map_err(bind_err)?;
+        let next = match Self::create(name, &descriptor, true) {
+            Ok(p) => p,
+            // ERROR_ACCESS_DENIED: with FILE_FLAG_FIRST_PIPE_INSTANCE, the pipe exists already
+            // (a running agent, or someone squatting the name). ERROR_PIPE_BUSY: same.
+            Err(e) if matches!(e.raw_os_error(), Some(5) | Some(231)) => {
+                return Err(AgentError::AlreadyRunning(path()))
+            }
+            Err(e) => return Err(bind_err(e)),
+        };
+        Ok(PipeAgentListener {
+            name: name.to_owned(),
+            next,
+            descriptor,
+            my_sid,
+        })
+    }
+
+    fn create(
+        name: &str,
+        descriptor: &crate::platform::windows::SecurityDescriptor,
+        first: bool,
+    ) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeServer> {
+        let mut attributes = descriptor.attributes();
+        let mut opts = tokio::net::windows::named_pipe::ServerOptions::new();
+        opts.first_pipe_instance(first)
+            .reject_remote_clients(true)
+            .access_inbound(true)
+            .access_outbound(true);
+        // SAFETY: `attributes` is a valid SECURITY_ATTRIBUTES whose descriptor (`descriptor`)
+        // outlives the call; CreateNamedPipeW copies what it needs.
+        unsafe {
+            opts.create_with_security_attributes_raw(
+                name,
+                (&mut attributes as *mut windows_sys::Win32::Security::SECURITY_ATTRIBUTES).cast(),
+            )
+        }
+    }
+}
+
+#[cfg(windows)]
+impl Listener for PipeAgentListener {
+    type Stream = tokio::net::windows::named_pipe::NamedPipeServer;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, PeerInfo)> {
+        use std::os::windows::io::AsRawHandle;
+        loop {
+            if let Err(e) = self.next.connect().await {
+                // A client that came and went before we connected (ERROR_NO_DATA) leaves this
+                // instance unusable: replace it, or the agent would stop accepting.
+                self.next = Self::create(&self.name, &self.descriptor, false)?;
+                if e.raw_os_error() == Some(232) {
+                    continue;
+                }
+                return Err(e);
+            }
+            let fresh = Self::create(&self.name, &self.descriptor, false)?;
+            let connected = std::mem::replace(&mut self.next, fresh);
+            let mut pid = 0u32;
+            // SAFETY: the handle belongs to `connected`, a live pipe instance; `pid` is a valid
+            // out pointer.
+            let ok = unsafe {
+                windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId(
+                    connected.as_raw_handle(),
+                    &mut pid,
+                )
+            };
+            if ok == 0 || pid == 0 {
+                continue;
+            }
+            match super::peer::from_pipe_client(pid, &self.my_sid) {
+                Ok(peer) => return Ok((connected, peer)),
+                // Another user, or a process we cannot query: close it (fail closed).
                 Err(_) => continue,
             }
         }
@@ -339,6 +489,12 @@ pub fn bind(path: &std::path::Path) -> Result<UnixAgentListener, AgentError> {
     Ok(UnixAgentListener::from_tokio(listener))
 }
 
+/// Windows: create the named pipe `path` (a `\\.\pipe\NAME`) for the current user only.
+#[cfg(windows)]
+pub fn bind(path: &std::path::Path) -> Result<PipeAgentListener, AgentError> {
+    PipeAgentListener::bind(&path.to_string_lossy())
+}
+
 /// Identity (device, inode) of the file at `path`, to remove only our own socket at exit.
 #[cfg(unix)]
 fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
@@ -367,11 +523,19 @@ pub async fn serve(
         }
         result
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        let listener = bind(&config.socket_path)?;
+        let state = Arc::new(AgentState::from_config(&config, gate));
+        let result = run(listener, Arc::clone(&state), shutdown).await;
+        state.keys().wipe();
+        result
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = (config, gate, shutdown);
         Err(AgentError::Unsupported(
-            "the agent's named pipe is not implemented on this platform yet",
+            "the agent needs Unix sockets or Windows named pipes",
         ))
     }
 }
@@ -387,6 +551,32 @@ pub fn harden_process() -> Result<(), AgentError> {
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| AgentError::Hardening(format!("prctl(PR_SET_DUMPABLE, 0): {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod pipe_name_tests {
+    use super::*;
+
+    #[test]
+    fn default_pipe_name_is_ours_and_valid() {
+        assert_eq!(default_pipe_name("alice"), r"\\.\pipe\auths-agent-alice");
+        assert_eq!(
+            default_pipe_name(r"DOMAIN\bob smith"),
+            r"\\.\pipe\auths-agent-DOMAIN_bob_smith"
+        );
+        assert_eq!(default_pipe_name(""), r"\\.\pipe\auths-agent-user");
+        assert!(is_pipe_name(&default_pipe_name("alice")));
+    }
+
+    #[test]
+    fn pipe_names_are_checked() {
+        assert!(is_pipe_name(r"\\.\pipe\openssh-ssh-agent"));
+        assert!(is_pipe_name(r"\\.\PIPE\x"));
+        assert!(!is_pipe_name(r"\\.\pipe\"));
+        assert!(!is_pipe_name(r"\\server\pipe\x"));
+        assert!(!is_pipe_name(r"C:\Users\a\.auths\agent.sock"));
+        assert!(!is_pipe_name(r"\\.\pipe\a\b"));
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -15,8 +15,9 @@ pub fn watch_path(agent_socket: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Serve watchers until `shutdown` completes.
-#[cfg(unix)]
+/// Serve watchers until `shutdown` completes. On Windows the watch endpoint is the pipe
+/// `<agent pipe>.watch`, with the agent pipe's protection.
+#[cfg(any(unix, windows))]
 pub async fn serve(
     path: &Path,
     prompter: Prompter,
@@ -26,7 +27,7 @@ pub async fn serve(
     use tokio::io::AsyncWriteExt;
     use tokio::sync::broadcast;
     let mut listener = super::server::bind(path)?;
-    let me = nix::unistd::geteuid().as_raw();
+    let me = super::server::current_uid();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -59,14 +60,14 @@ pub async fn serve(
     Ok(())
 }
 
-/// Not available without Unix sockets yet.
-#[cfg(not(unix))]
+/// Not available without Unix sockets or named pipes.
+#[cfg(not(any(unix, windows)))]
 pub async fn serve(
     _path: &Path,
     _prompter: Prompter,
     _shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     Err(AgentError::Unsupported(
-        "auths agent watch needs Unix sockets",
+        "auths agent watch needs Unix sockets or named pipes",
     ))
 }

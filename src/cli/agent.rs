@@ -93,9 +93,14 @@ pub struct StartArgs {
     device: DeviceArgs,
 }
 
-/// `$AUTHS_HOME/agent.sock`.
+/// `$AUTHS_HOME/agent.sock`; on Windows the named pipe `\\.\pipe\auths-agent-<user>`.
 pub fn default_socket() -> PathBuf {
-    home().join("agent.sock")
+    if cfg!(windows) {
+        let user = std::env::var("USERNAME").unwrap_or_default();
+        PathBuf::from(server::default_pipe_name(&user))
+    } else {
+        home().join("agent.sock")
+    }
 }
 
 fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
@@ -103,7 +108,14 @@ fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(default_socket)
 }
 
+/// `<socket>.pid`; for a Windows pipe `$AUTHS_HOME/<pipe name>.pid` (a pipe name is no
+/// directory to put a file in).
 fn pid_path(socket: &Path) -> PathBuf {
+    let s = socket.to_string_lossy();
+    if server::is_pipe_name(&s) {
+        let name = &s[server::PIPE_PREFIX.len()..];
+        return home().join(format!("{name}.pid"));
+    }
     let mut p = socket.as_os_str().to_owned();
     p.push(".pid");
     PathBuf::from(p)
@@ -134,10 +146,32 @@ pub fn run(cmd: AgentCmd) -> CliResult {
 }
 
 fn print_env(socket: &Path) {
-    println!(
-        "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
-        shell_quote(&socket.display().to_string())
-    );
+    println!("{}", env_line(&socket.display().to_string(), cfg!(windows)));
+    if cfg!(windows) {
+        eprintln!("(cmd.exe: set SSH_AUTH_SOCK={})", socket.display());
+    }
+}
+
+/// The line that points ssh/git at the agent: POSIX shells (`eval "$(auths agent env)"`) or,
+/// on Windows, PowerShell (`auths agent env | Invoke-Expression`).
+fn env_line(socket: &str, powershell: bool) -> String {
+    if powershell {
+        format!("$env:SSH_AUTH_SOCK = '{}'", socket.replace('\'', "''"))
+    } else {
+        format!(
+            "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
+            shell_quote(socket)
+        )
+    }
+}
+
+/// The line that reports the agent's pid, in the same shell as [`env_line`].
+fn pid_line(pid: u32, powershell: bool) -> String {
+    if powershell {
+        format!("Write-Host 'Agent pid {pid}'")
+    } else {
+        format!("echo Agent pid {pid};")
+    }
 }
 
 fn shell_quote(s: &str) -> String {
@@ -173,8 +207,22 @@ fn start(args: StartArgs) -> CliResult {
     start_background(&args, &socket, &home)
 }
 
+/// Let the background agent outlive this terminal: its own process group on Unix; a new
+/// process group and no console on Windows.
+fn detach(cmd: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        cmd.creation_flags(auths_presence::platform::windows::DETACHED_FLAGS);
+    }
+}
+
 fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let log_path = home.join("agent.log");
     let log = auths_presence::secure_fs::open_private_append(&log_path)?;
@@ -200,13 +248,13 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+        .stderr(log);
+    detach(&mut cmd);
     let mut child = cmd.spawn()?;
     // Wait (bounded) until the agent answers, or report why it did not.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        if client::is_listening(socket) {
             break;
         }
         if let Some(status) = child.try_wait()? {
@@ -230,7 +278,7 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         std::thread::sleep(Duration::from_millis(20));
     }
     print_env(socket);
-    println!("echo Agent pid {};", child.id());
+    println!("{}", pid_line(child.id(), cfg!(windows)));
     Ok(())
 }
 
@@ -300,6 +348,20 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     Ok(())
 }
 
+/// Windows: Ctrl-C, Ctrl-Break or the console closing (a detached agent has no console and is
+/// stopped by `auths agent stop`).
+#[cfg(windows)]
+async fn wait_for_stop_signal() {
+    let mut brk = tokio::signal::windows::ctrl_break().ok();
+    let mut close = tokio::signal::windows::ctrl_close().ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match brk.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match close.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+#[cfg(unix)]
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
@@ -311,9 +373,9 @@ async fn wait_for_stop_signal() {
     }
 }
 
-fn stop(socket: &Path) -> CliResult {
+fn read_pid(socket: &Path) -> Result<u32, Box<dyn std::error::Error>> {
     let pid_file = pid_path(socket);
-    let pid: i32 = std::fs::read_to_string(&pid_file)
+    std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| {
@@ -322,9 +384,17 @@ fn stop(socket: &Path) -> CliResult {
                 pid_file.display(),
                 socket.display()
             )
-        })?;
+            .into()
+        })
+}
+
+/// Unix: SIGTERM; the agent wipes its keys, removes its socket and exits.
+#[cfg(unix)]
+fn stop(socket: &Path) -> CliResult {
+    let pid = read_pid(socket)?;
+    let raw = i32::try_from(pid).map_err(|_| format!("bad agent pid {pid}"))?;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
+        nix::unistd::Pid::from_raw(raw),
         nix::sys::signal::Signal::SIGTERM,
     )
     .map_err(|e| format!("cannot stop agent pid {pid}: {e}"))?;
@@ -333,6 +403,49 @@ fn stop(socket: &Path) -> CliResult {
         std::thread::sleep(Duration::from_millis(20));
     }
     if socket.exists() {
+        return Err(format!("agent pid {pid} did not stop within 10 s").into());
+    }
+    eprintln!("agent pid {pid} stopped; its keys are wiped");
+    Ok(())
+}
+
+/// Windows: a detached process has no console to receive Ctrl-Break, so the keys are wiped
+/// through the agent protocol first (the same request as `auths agent lock`), then the process
+/// is ended with TerminateProcess, after checking that the pid is still an `auths` process
+/// (a stale pid file must not kill whatever reused the pid). The pipe vanishes with it.
+#[cfg(windows)]
+fn stop(socket: &Path) -> CliResult {
+    use auths_presence::platform::windows as w;
+    let pid = read_pid(socket)?;
+    let wiped = client::wipe(socket).is_ok();
+    let ours = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.file_name().map(|n| n.to_string_lossy().to_lowercase()));
+    let theirs = w::process_image(pid).and_then(|p| {
+        Path::new(&p)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+    });
+    if theirs.is_none() || theirs != ours {
+        let _ = std::fs::remove_file(pid_path(socket));
+        return Err(format!(
+            "pid {pid} from {} is not a running auths agent (stale pid file removed){}",
+            pid_path(socket).display(),
+            if wiped {
+                "; the agent on the pipe wiped its keys"
+            } else {
+                ""
+            }
+        )
+        .into());
+    }
+    w::terminate_process(pid).map_err(|e| format!("cannot stop agent pid {pid}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client::is_listening(socket) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(pid_path(socket));
+    if client::is_listening(socket) {
         return Err(format!("agent pid {pid} did not stop within 10 s").into());
     }
     eprintln!("agent pid {pid} stopped; its keys are wiped");
@@ -379,6 +492,15 @@ fn status(socket: &Path, json: bool) -> CliResult {
     Ok(())
 }
 
+#[cfg(windows)]
+fn read_passphrase(prompt: &str) -> Result<zeroize::Zeroizing<String>, Box<dyn std::error::Error>> {
+    auths_presence::platform::windows::read_console_hidden(prompt).map_err(|e| {
+        format!("the key is encrypted and there is no console to ask for its passphrase ({e})")
+            .into()
+    })
+}
+
+#[cfg(unix)]
 fn read_passphrase(prompt: &str) -> Result<zeroize::Zeroizing<String>, Box<dyn std::error::Error>> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     use std::io::{BufRead, Write};
@@ -451,7 +573,7 @@ fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
 fn watch_cmd(socket: &Path, json: bool) -> CliResult {
     use std::io::BufRead;
     let path = watch::watch_path(socket);
-    let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
+    let stream = client::connect_watch(socket).map_err(|e| {
         format!(
             "no agent to watch at {} ({e}); start one with `auths agent start`",
             path.display()
@@ -479,4 +601,43 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_line_for_posix_shells_and_powershell() {
+        assert_eq!(
+            env_line("/home/a/.auths/agent.sock", false),
+            "SSH_AUTH_SOCK=/home/a/.auths/agent.sock; export SSH_AUTH_SOCK;"
+        );
+        assert_eq!(
+            env_line("/tmp/a b", false),
+            "SSH_AUTH_SOCK='/tmp/a b'; export SSH_AUTH_SOCK;"
+        );
+        assert_eq!(
+            env_line(r"\\.\pipe\auths-agent-alice", true),
+            r"$env:SSH_AUTH_SOCK = '\\.\pipe\auths-agent-alice'"
+        );
+        assert_eq!(
+            env_line(r"\\.\pipe\o'brien", true),
+            r"$env:SSH_AUTH_SOCK = '\\.\pipe\o''brien'"
+        );
+        assert_eq!(pid_line(42, false), "echo Agent pid 42;");
+        assert_eq!(pid_line(42, true), "Write-Host 'Agent pid 42'");
+    }
+
+    #[test]
+    fn pid_file_of_a_pipe_lives_in_auths_home() {
+        assert_eq!(
+            pid_path(Path::new("/run/a/agent.sock")),
+            PathBuf::from("/run/a/agent.sock.pid")
+        );
+        assert_eq!(
+            pid_path(Path::new(r"\\.\pipe\auths-agent-alice")),
+            home().join("auths-agent-alice.pid")
+        );
+    }
 }

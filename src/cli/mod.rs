@@ -9,7 +9,6 @@ use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::policy::parse_duration;
 
-#[cfg(unix)]
 mod agent;
 mod audit;
 mod sim;
@@ -46,7 +45,6 @@ enum Command {
     #[command(subcommand)]
     Sim(sim::SimCmd),
     /// The presence-gated ssh-agent.
-    #[cfg(unix)]
     #[command(subcommand)]
     Agent(agent::AgentCmd),
     /// Receipts of every signature and denial.
@@ -101,7 +99,6 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Token(c) => token::run(c),
         Command::Sim(c) => sim::run(c),
-        #[cfg(unix)]
         Command::Agent(c) => agent::run(c),
         Command::Audit(c) => audit::run(c),
     };

@@ -6,8 +6,9 @@ use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
 use auths_presence::ctap::authdata::algorithm_name;
-use auths_presence::ctap::command::{Algorithm, GetAssertionRequest};
-use auths_presence::ctap::select::{self, on_first_up_needed, OpenedKey};
+use auths_presence::ctap::backend::SecurityKey;
+use auths_presence::ctap::command::Algorithm;
+use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};
 use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};
 use auths_presence::presence::verify::{verify_assertion, Expected};
@@ -88,15 +89,15 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn open_key(device: &DeviceArgs) -> Result<OpenedKey, Box<dyn std::error::Error>> {
+fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::error::Error>> {
     let selector = device.selector()?;
-    let key = select::open(&selector, device.options(), &mut |n| {
+    let key = select::open_key(&selector, device.options(), &mut |n| {
         eprintln!("{n} security keys are plugged in: touch the one you want to use.")
     })?;
-    if key.is_virtual {
+    if key.is_virtual() {
         eprintln!(
             "warning: {} is a VIRTUAL key (software, not hardware): it proves nothing about a person being present.",
-            key.description
+            key.description()
         );
     }
     Ok(key)
@@ -109,7 +110,7 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         AlgArg::Es256 => [Algorithm::Es256, Algorithm::EdDsa],
         AlgArg::Eddsa => [Algorithm::EdDsa, Algorithm::Es256],
     };
-    let what = key.description.clone();
+    let what = key.description().to_owned();
     let mut shown = false;
     let mut prompt = || {
         if !shown {
@@ -118,7 +119,7 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         }
     };
     let enrollment = enroll_key(
-        &mut key,
+        key.as_mut(),
         &store,
         label.as_deref(),
         rp_id,
@@ -194,15 +195,15 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     })
     .to_string();
     let client_data_hash: [u8; 32] = Sha256::digest(client_data.as_bytes()).into();
-    let request = GetAssertionRequest {
-        rp_id: &rp_id,
-        client_data_hash,
-        allow_list: &ids,
-        user_verification: false,
+    let what = key.description().to_owned();
+    let mut shown = false;
+    let mut prompt = || {
+        if !shown {
+            shown = true;
+            eprintln!("Touch your security key to test it: {what}");
+        }
     };
-    let what = key.description.clone();
-    let mut prompt = on_first_up_needed(|| eprintln!("Touch your security key to test it: {what}"));
-    let resp = match key.device.get_assertion(&request, &mut prompt, None) {
+    let resp = match key.get_assertion(&rp_id, client_data.as_bytes(), &ids, &mut prompt, None) {
         Err(CtapError::Status(StatusCode::NoCredentials)) => {
             return Err("this security key holds none of the enrolled credentials; plug in an enrolled key or enroll this one".into())
         }

@@ -48,7 +48,7 @@ impl Algorithm {
 }
 
 /// PublicKeyCredentialRpEntity (WebAuthn §5.4.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelyingParty<'a> {
     /// The rp id, e.g. `auths:presence`.
     pub id: &'a str,
@@ -57,7 +57,7 @@ pub struct RelyingParty<'a> {
 }
 
 /// PublicKeyCredentialUserEntity (WebAuthn §5.4.3).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserEntity<'a> {
     /// The user handle (at most 64 bytes).
     pub id: &'a [u8],

@@ -138,6 +138,16 @@ pub enum CtapError {
     /// This build or platform cannot do what was asked.
     #[error("{0}")]
     Unsupported(String),
+    /// webauthn.dll (Windows) failed with an HRESULT.
+    #[error("the Windows security key dialog failed: {name} (HRESULT 0x{hresult:08x}); {hint}")]
+    WebAuthn {
+        /// The HRESULT.
+        hresult: u32,
+        /// What `WebAuthNGetErrorName` calls it.
+        name: String,
+        /// What to do.
+        hint: String,
+    },
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]
     Cancelled,

@@ -1,6 +1,7 @@
 //! Our FIDO2 client (CTAP 2.1). Knows nothing of agents or policies.
 
 pub mod authdata;
+pub mod backend;
 pub mod cbor;
 pub mod client;
 pub mod command;
@@ -11,6 +12,7 @@ pub mod select;
 pub mod status;
 pub mod transport;
 pub mod virtual_key;
+pub mod winhello;
 
 pub use error::{CtapError, HidErrorCode};
 pub use status::StatusCode;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::backend::SecurityKey;
 use super::device::{Device, DeviceOptions, KeepaliveStatus};
 use super::transport::Transport;
 use super::virtual_key::authenticator::VIRTUAL_AAGUID;
@@ -123,8 +124,22 @@ pub fn open(
         DeviceSelector::UsbPath(path) => open_usb_path(path, opts),
         DeviceSelector::Usb => open_usb(opts, on_choose),
         DeviceSelector::Windows => Err(CtapError::Unsupported(
-            "the windows device (webauthn.dll) is not built yet; on Windows use a sim: device for now".into(),
+            "the windows device (webauthn.dll) is not a CTAPHID channel; open it with select::open_key".into(),
         )),
+    }
+}
+
+/// Open the selected key behind the backend-neutral [`SecurityKey`] interface: `windows`
+/// through webauthn.dll ([`super::winhello`]), everything else as a CTAPHID channel ([`open`]).
+/// Enrollment, `auths token test` and the gate use this.
+pub fn open_key(
+    selector: &DeviceSelector,
+    opts: DeviceOptions,
+    on_choose: &mut dyn FnMut(usize),
+) -> Result<Box<dyn SecurityKey>, CtapError> {
+    match selector {
+        DeviceSelector::Windows => super::winhello::open(opts),
+        other => Ok(Box::new(open(other, opts, on_choose)?)),
     }
 }
 

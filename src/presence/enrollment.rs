@@ -305,15 +305,15 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
 /// list (so the same key is not enrolled twice), and the answer is checked (rp id hash, UP,
 /// a COSE key we can verify with) before anything is stored.
 pub fn enroll_key(
-    key: &mut crate::ctap::select::OpenedKey,
+    key: &mut dyn crate::ctap::backend::SecurityKey,
     store: &TokenStore,
     label: Option<&str>,
     rp_id: &str,
     preferred: &[crate::ctap::command::Algorithm],
     on_up_needed: &mut dyn FnMut(),
 ) -> Result<Enrollment, EnrollmentError> {
-    use crate::ctap::command::{MakeCredentialRequest, RelyingParty, UserEntity};
-    use crate::ctap::device::KeepaliveStatus;
+    use crate::ctap::backend::MakeCredentialArgs;
+    use crate::ctap::command::{RelyingParty, UserEntity};
     use crate::ctap::{CtapError, StatusCode};
     use sha2::Digest;
 
@@ -328,11 +328,12 @@ pub fn enroll_key(
     if existing.iter().any(|e| e.label == label) {
         return Err(EnrollmentError::LabelTaken(label));
     }
-    let info = key.device.get_info()?;
+    // CTAP keys say what they support (getInfo); webauthn.dll picks from our list itself.
+    let supported = key.supported_algorithms()?;
     let algorithms: Vec<_> = preferred
         .iter()
         .copied()
-        .filter(|a| info.algorithms.is_empty() || info.supports_algorithm(a.cose_id()))
+        .filter(|a| supported.as_ref().is_none_or(|s| s.contains(&a.cose_id())))
         .collect();
     if algorithms.is_empty() {
         return Err(EnrollmentError::BadCredential(
@@ -344,11 +345,13 @@ pub fn enroll_key(
         .filter(|e| e.rp_id == rp_id)
         .map(|e| e.credential_id.as_slice())
         .collect();
+    // The client data of an enrollment is a fresh random challenge: CTAP keys get its
+    // SHA-256, webauthn.dll hashes it itself.
     let challenge: [u8; 32] = rand::random();
     let user_id: [u8; 16] = rand::random();
     let display = format!("auths presence gate ({label})");
-    let request = MakeCredentialRequest {
-        client_data_hash: sha2::Sha256::digest(challenge).into(),
+    let args = MakeCredentialArgs {
+        client_data: &challenge,
         rp: RelyingParty {
             id: rp_id,
             name: Some("auths presence gate"),
@@ -361,15 +364,7 @@ pub fn enroll_key(
         algorithms: &algorithms,
         exclude_list: &exclude,
     };
-    let mut on_keepalive = |s| {
-        if s == KeepaliveStatus::UpNeeded {
-            on_up_needed();
-        }
-    };
-    let resp = match key
-        .device
-        .make_credential(&request, &mut on_keepalive, None)
-    {
+    let resp = match key.make_credential(&args, on_up_needed, None) {
         Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
             return Err(EnrollmentError::KeyAlreadyEnrolled)
         }
@@ -404,8 +399,8 @@ pub fn enroll_key(
         algorithm: public_key.algorithm(),
         rp_id: rp_id.to_owned(),
         aaguid: attested.aaguid.to_vec(),
-        virtual_key: key.is_virtual,
-        device: key.description.clone(),
+        virtual_key: key.is_virtual(),
+        device: key.description().to_owned(),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -128,8 +128,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ctap::command::{GetAssertionRequest, GetAssertionResponse};
-use crate::ctap::device::{CancelToken, DeviceOptions, KeepaliveStatus};
+use crate::ctap::backend::SecurityKey;
+use crate::ctap::command::GetAssertionResponse;
+use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::select::{self, DeviceSelector, OpenedKey};
 use crate::ctap::{CtapError, StatusCode};
 
@@ -167,24 +168,37 @@ impl PresenceKey for OpenedKey {
         on_up_needed: &mut dyn FnMut(),
         cancel: &CancelToken,
     ) -> Result<GetAssertionResponse, CtapError> {
-        use sha2::Digest;
-        let request = GetAssertionRequest {
+        SecurityKey::get_assertion(
+            self,
             rp_id,
-            client_data_hash: sha2::Sha256::digest(client_data).into(),
+            client_data,
             allow_list,
-            user_verification: false,
-        };
-        let mut on_keepalive = |s| {
-            if s == KeepaliveStatus::UpNeeded {
-                on_up_needed();
-            }
-        };
-        self.device
-            .get_assertion(&request, &mut on_keepalive, Some(cancel))
+            on_up_needed,
+            Some(cancel),
+        )
     }
 
     fn is_virtual(&self) -> bool {
         self.is_virtual
+    }
+}
+
+/// Any backend (CTAPHID or webauthn.dll) as the gate's key.
+impl PresenceKey for Box<dyn SecurityKey> {
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data: &[u8],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: &CancelToken,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        self.as_mut()
+            .get_assertion(rp_id, client_data, allow_list, on_up_needed, Some(cancel))
+    }
+
+    fn is_virtual(&self) -> bool {
+        self.as_ref().is_virtual()
     }
 }
 
@@ -206,7 +220,7 @@ where
 /// A source of monotonic time for grant lifetimes (tests inject one; nobody sleeps).
 pub type GateClock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
-/// Opens keys by device selector (`usb`, `usb:PATH`, `sim:SOCKET`).
+/// Opens keys by device selector (`usb`, `usb:PATH`, `sim:SOCKET`, `windows`).
 #[derive(Debug, Clone)]
 pub struct SelectorOpener {
     /// Which key.
@@ -217,7 +231,7 @@ pub struct SelectorOpener {
 
 impl KeyOpener for SelectorOpener {
     fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError> {
-        let key = select::open(&self.selector, self.options, &mut |n| {
+        let key = select::open_key(&self.selector, self.options, &mut |n| {
             eprintln!("{n} security keys are plugged in: touch the one you want to use.")
         })?;
         Ok(Box::new(key))

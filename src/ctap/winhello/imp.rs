@@ -1,0 +1,367 @@
+//! The webauthn.dll calls (Windows only). Field values come from the pure functions in the
+//! parent module; this file only lays them out as the C structures and copies results back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use windows_sys::core::{GUID, PCWSTR};
+use windows_sys::Win32::Networking::WindowsWebServices as wa;
+use windows_sys::Win32::UI::WindowsAndMessaging::GetForegroundWindow;
+
+use super::{
+    assertion_fields, consts, credential_from_parts, error_from_hresult, make_credential_fields,
+};
+use crate::ctap::backend::{MakeCredentialArgs, SecurityKey};
+use crate::ctap::command::{GetAssertionResponse, MakeCredentialResponse};
+use crate::ctap::device::{CancelToken, DeviceOptions};
+use crate::ctap::CtapError;
+
+// The numbers the pure code uses are webauthn.h's.
+const _: () = {
+    assert!(consts::CLIENT_DATA_VERSION == wa::WEBAUTHN_CLIENT_DATA_CURRENT_VERSION);
+    assert!(
+        consts::GET_ASSERTION_OPTIONS_VERSION
+            == wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS_VERSION_3
+    );
+    assert!(
+        consts::MAKE_CREDENTIAL_OPTIONS_VERSION
+            == wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS_VERSION_2
+    );
+    assert!(
+        consts::ATTACHMENT_CROSS_PLATFORM == wa::WEBAUTHN_AUTHENTICATOR_ATTACHMENT_CROSS_PLATFORM
+    );
+    assert!(
+        consts::USER_VERIFICATION_DISCOURAGED
+            == wa::WEBAUTHN_USER_VERIFICATION_REQUIREMENT_DISCOURAGED
+    );
+    assert!(consts::ATTESTATION_DIRECT == wa::WEBAUTHN_ATTESTATION_CONVEYANCE_PREFERENCE_DIRECT);
+    assert!(consts::RP_ENTITY_VERSION == wa::WEBAUTHN_RP_ENTITY_INFORMATION_CURRENT_VERSION);
+    assert!(consts::USER_ENTITY_VERSION == wa::WEBAUTHN_USER_ENTITY_INFORMATION_CURRENT_VERSION);
+    assert!(
+        consts::COSE_PARAMETER_VERSION == wa::WEBAUTHN_COSE_CREDENTIAL_PARAMETER_CURRENT_VERSION
+    );
+    assert!(consts::CREDENTIAL_VERSION == wa::WEBAUTHN_CREDENTIAL_CURRENT_VERSION);
+    assert!(consts::NTE_EXISTS == windows_sys::Win32::Foundation::NTE_EXISTS as u32);
+    assert!(consts::NTE_NOT_FOUND == windows_sys::Win32::Foundation::NTE_NOT_FOUND as u32);
+    assert!(
+        consts::NTE_USER_CANCELLED == windows_sys::Win32::Foundation::NTE_USER_CANCELLED as u32
+    );
+    assert!(
+        consts::NTE_INVALID_PARAMETER
+            == windows_sys::Win32::Foundation::NTE_INVALID_PARAMETER as u32
+    );
+    assert!(consts::NTE_NOT_SUPPORTED == windows_sys::Win32::Foundation::NTE_NOT_SUPPORTED as u32);
+    assert!(consts::E_INVALIDARG == windows_sys::Win32::Foundation::E_INVALIDARG as u32);
+};
+
+/// A security key behind Windows' own security-key dialog.
+#[derive(Debug)]
+pub struct WinHelloKey {
+    timeout: Duration,
+    description: String,
+}
+
+/// Open the webauthn.dll backend. `opts.deadline` is the dialog's timeout.
+pub fn open(opts: DeviceOptions) -> Result<Box<dyn SecurityKey>, CtapError> {
+    // SAFETY: no arguments; returns a number.
+    let version = unsafe { wa::WebAuthNGetApiVersionNumber() };
+    if version < wa::WEBAUTHN_API_VERSION_1 {
+        return Err(CtapError::Unsupported(
+            "this Windows has no usable webauthn.dll; update to Windows 10 1903 or later".into(),
+        ));
+    }
+    Ok(Box::new(WinHelloKey {
+        timeout: opts.deadline,
+        description: format!("security key via Windows WebAuthn API v{version}"),
+    }))
+}
+
+/// Copy `len` bytes at `ptr` (null or zero length: empty).
+///
+/// # Safety
+/// `ptr` must be null or valid for reads of `len` bytes.
+unsafe fn copy_bytes(ptr: *const u8, len: u32) -> Vec<u8> {
+    if ptr.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller guarantees `ptr` is valid for `len` bytes.
+    unsafe { std::slice::from_raw_parts(ptr, len as usize) }.to_vec()
+}
+
+/// Read a NUL-terminated UTF-16 string (at most 4096 units).
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated UTF-16 string.
+unsafe fn from_wide(p: PCWSTR) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let mut len = 0usize;
+    // SAFETY: the caller guarantees NUL termination; we stop at the NUL or at 4096 units.
+    while len < 4096 && unsafe { *p.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: the `len` units before the NUL were just read.
+    let units = unsafe { std::slice::from_raw_parts(p, len) };
+    Some(String::from_utf16_lossy(units))
+}
+
+fn error_name(hr: i32) -> Option<String> {
+    // SAFETY: WebAuthNGetErrorName returns a static string owned by webauthn.dll (or null).
+    unsafe { from_wide(wa::WebAuthNGetErrorName(hr)) }
+}
+
+/// Watches our cancel token while webauthn.dll blocks, and cancels the operation when it fires.
+struct CancelWatcher {
+    done: Arc<AtomicBool>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CancelWatcher {
+    fn start(cancel: Option<&CancelToken>, id: Option<GUID>) -> CancelWatcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let thread = match (cancel, id) {
+            (Some(token), Some(id)) => {
+                let token = token.clone();
+                let (done, fired) = (Arc::clone(&done), Arc::clone(&fired));
+                Some(std::thread::spawn(move || {
+                    while !done.load(Ordering::SeqCst) {
+                        if token.is_cancelled() {
+                            fired.store(true, Ordering::SeqCst);
+                            // SAFETY: `id` is a cancellation id from WebAuthNGetCancellationId,
+                            // passed by reference for the duration of the call.
+                            unsafe { wa::WebAuthNCancelCurrentOperation(&id) };
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }))
+            }
+            _ => None,
+        };
+        CancelWatcher {
+            done,
+            fired,
+            thread,
+        }
+    }
+
+    /// Stop watching; true when the token fired (before or during the call).
+    fn stop(mut self, cancel: Option<&CancelToken>) -> bool {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.fired.load(Ordering::SeqCst) || cancel.is_some_and(CancelToken::is_cancelled)
+    }
+}
+
+fn cancellation_id() -> Option<GUID> {
+    let mut id = GUID {
+        data1: 0,
+        data2: 0,
+        data3: 0,
+        data4: [0; 8],
+    };
+    // SAFETY: `id` is a valid out pointer for the call.
+    let hr = unsafe { wa::WebAuthNGetCancellationId(&mut id) };
+    (hr == 0).then_some(id)
+}
+
+fn credentials(ids: &mut [Vec<u8>]) -> Vec<wa::WEBAUTHN_CREDENTIAL> {
+    ids.iter_mut()
+        .map(|id| wa::WEBAUTHN_CREDENTIAL {
+            dwVersion: consts::CREDENTIAL_VERSION,
+            // Lengths were checked to fit u32 by the pure builders.
+            cbId: id.len() as u32,
+            pbId: id.as_mut_ptr(),
+            pwszCredentialType: wa::WEBAUTHN_CREDENTIAL_TYPE_PUBLIC_KEY,
+        })
+        .collect()
+}
+
+impl SecurityKey for WinHelloKey {
+    fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn is_virtual(&self) -> bool {
+        false
+    }
+
+    fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError> {
+        Ok(None)
+    }
+
+    fn make_credential(
+        &mut self,
+        args: &MakeCredentialArgs<'_>,
+        on_up_needed: &mut dyn FnMut(),
+        cancel: Option<&CancelToken>,
+    ) -> Result<MakeCredentialResponse, CtapError> {
+        let mut f = make_credential_fields(args, self.timeout)?;
+        let rp = wa::WEBAUTHN_RP_ENTITY_INFORMATION {
+            dwVersion: consts::RP_ENTITY_VERSION,
+            pwszId: f.rp_id.as_ptr(),
+            pwszName: f.rp_name.as_ptr(),
+            pwszIcon: std::ptr::null(),
+        };
+        let user = wa::WEBAUTHN_USER_ENTITY_INFORMATION {
+            dwVersion: consts::USER_ENTITY_VERSION,
+            cbId: f.user_id.len() as u32,
+            pbId: f.user_id.as_mut_ptr(),
+            pwszName: f.user_name.as_ptr(),
+            pwszIcon: std::ptr::null(),
+            pwszDisplayName: f.user_display_name.as_ptr(),
+        };
+        let mut params: Vec<wa::WEBAUTHN_COSE_CREDENTIAL_PARAMETER> = f
+            .algorithms
+            .iter()
+            .map(|&alg| wa::WEBAUTHN_COSE_CREDENTIAL_PARAMETER {
+                dwVersion: consts::COSE_PARAMETER_VERSION,
+                pwszCredentialType: wa::WEBAUTHN_CREDENTIAL_TYPE_PUBLIC_KEY,
+                lAlg: alg,
+            })
+            .collect();
+        let cose = wa::WEBAUTHN_COSE_CREDENTIAL_PARAMETERS {
+            cCredentialParameters: params.len() as u32,
+            pCredentialParameters: params.as_mut_ptr(),
+        };
+        let client = wa::WEBAUTHN_CLIENT_DATA {
+            dwVersion: f.client_data.version,
+            cbClientDataJSON: f.client_data.json.len() as u32,
+            pbClientDataJSON: f.client_data.json.as_mut_ptr(),
+            pwszHashAlgId: wa::WEBAUTHN_HASH_ALGORITHM_SHA_256,
+        };
+        let mut exclude = credentials(&mut f.exclude_list);
+        let mut cancel_id = cancellation_id();
+        let mut opts = wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS {
+            dwVersion: f.options_version,
+            dwTimeoutMilliseconds: f.timeout_ms,
+            CredentialList: wa::WEBAUTHN_CREDENTIALS {
+                cCredentials: exclude.len() as u32,
+                pCredentials: exclude.as_mut_ptr(),
+            },
+            dwAuthenticatorAttachment: f.attachment,
+            bRequireResidentKey: i32::from(f.require_resident_key),
+            dwUserVerificationRequirement: f.user_verification,
+            dwAttestationConveyancePreference: f.attestation,
+            ..Default::default()
+        };
+        if let Some(id) = cancel_id.as_mut() {
+            opts.pCancellationId = id;
+        }
+        on_up_needed();
+        let watcher = CancelWatcher::start(cancel, cancel_id);
+        let mut out: *mut wa::WEBAUTHN_CREDENTIAL_ATTESTATION = std::ptr::null_mut();
+        // SAFETY: every pointer in `rp`, `user`, `cose`, `client` and `opts` points into
+        // buffers owned by `f`, `params` and `exclude`, which outlive the call; `out` is a
+        // valid out pointer. The window handle may be null.
+        let hr = unsafe {
+            wa::WebAuthNAuthenticatorMakeCredential(
+                GetForegroundWindow(),
+                &rp,
+                &user,
+                &cose,
+                &client,
+                &opts,
+                &mut out,
+            )
+        };
+        let cancelled = watcher.stop(cancel);
+        if hr != 0 {
+            return Err(error_from_hresult(hr, error_name(hr).as_deref(), cancelled));
+        }
+        if out.is_null() {
+            return Err(CtapError::InvalidResponse(
+                "webauthn.dll reported success but returned no credential".into(),
+            ));
+        }
+        // SAFETY: on success `out` points to a WEBAUTHN_CREDENTIAL_ATTESTATION that stays
+        // valid until WebAuthNFreeCredentialAttestation below; its buffers have the given sizes.
+        let (fmt, auth_data, att_stmt) = unsafe {
+            let a = &*out;
+            (
+                from_wide(a.pwszFormatType).unwrap_or_default(),
+                copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
+                copy_bytes(a.pbAttestation, a.cbAttestation),
+            )
+        };
+        // SAFETY: `out` came from WebAuthNAuthenticatorMakeCredential and is freed once.
+        unsafe { wa::WebAuthNFreeCredentialAttestation(out) };
+        credential_from_parts(&fmt, &auth_data, &att_stmt)
+    }
+
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data: &[u8],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: Option<&CancelToken>,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
+        let client = wa::WEBAUTHN_CLIENT_DATA {
+            dwVersion: f.client_data.version,
+            cbClientDataJSON: f.client_data.json.len() as u32,
+            pbClientDataJSON: f.client_data.json.as_mut_ptr(),
+            pwszHashAlgId: wa::WEBAUTHN_HASH_ALGORITHM_SHA_256,
+        };
+        let mut allow = credentials(&mut f.allow_list);
+        let mut cancel_id = cancellation_id();
+        let mut opts = wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS {
+            dwVersion: f.options_version,
+            dwTimeoutMilliseconds: f.timeout_ms,
+            CredentialList: wa::WEBAUTHN_CREDENTIALS {
+                cCredentials: allow.len() as u32,
+                pCredentials: allow.as_mut_ptr(),
+            },
+            dwAuthenticatorAttachment: f.attachment,
+            dwUserVerificationRequirement: f.user_verification,
+            ..Default::default()
+        };
+        if let Some(id) = cancel_id.as_mut() {
+            opts.pCancellationId = id;
+        }
+        on_up_needed();
+        let watcher = CancelWatcher::start(cancel, cancel_id);
+        let mut out: *mut wa::WEBAUTHN_ASSERTION = std::ptr::null_mut();
+        // SAFETY: `f.rp_id` is NUL-terminated UTF-16; `client` and `opts` point into `f` and
+        // `allow`, which outlive the call; `out` is a valid out pointer.
+        let hr = unsafe {
+            wa::WebAuthNAuthenticatorGetAssertion(
+                GetForegroundWindow(),
+                f.rp_id.as_ptr(),
+                &client,
+                &opts,
+                &mut out,
+            )
+        };
+        let cancelled = watcher.stop(cancel);
+        if hr != 0 {
+            return Err(error_from_hresult(hr, error_name(hr).as_deref(), cancelled));
+        }
+        if out.is_null() {
+            return Err(CtapError::InvalidResponse(
+                "webauthn.dll reported success but returned no assertion".into(),
+            ));
+        }
+        // SAFETY: on success `out` points to a WEBAUTHN_ASSERTION that stays valid until
+        // WebAuthNFreeAssertion below; its buffers have the given sizes.
+        let (auth_data, signature, credential_id, user_id) = unsafe {
+            let a = &*out;
+            (
+                copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
+                copy_bytes(a.pbSignature, a.cbSignature),
+                copy_bytes(a.Credential.pbId, a.Credential.cbId),
+                copy_bytes(a.pbUserId, a.cbUserId),
+            )
+        };
+        // SAFETY: `out` came from WebAuthNAuthenticatorGetAssertion and is freed once.
+        unsafe { wa::WebAuthNFreeAssertion(out) };
+        super::assertion_from_parts(&auth_data, &signature, &credential_id, &user_id)
+    }
+}
