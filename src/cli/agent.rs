@@ -67,6 +67,14 @@ pub enum AgentCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start the agent at login: a systemd user unit (Linux) or a launchd agent (macOS).
+    InstallService {
+        /// Only print the service file and the commands that would enable it.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Stop the agent service and remove its file.
+    UninstallService,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -130,6 +138,8 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             lifetime,
         } => add(&keyfile, &socket_or_default(socket), lifetime),
         AgentCmd::Watch { socket, json } => watch_cmd(&socket_or_default(socket), json),
+        AgentCmd::InstallService { print } => super::service::install(print),
+        AgentCmd::UninstallService => super::service::uninstall(),
     }
 }
 
