@@ -72,6 +72,12 @@ pub enum AgentCmd {
         /// Only print the service file and the commands that would enable it.
         #[arg(long)]
         print: bool,
+        /// The service agent's policy (see `auths agent start --policy`).
+        #[arg(long, value_name = "POLICY")]
+        policy: Option<String>,
+        /// The service agent's key (see `auths agent start --device`) [env: AUTHS_DEVICE].
+        #[arg(long, value_name = "D")]
+        device: Option<String>,
     },
     /// Stop the agent service and remove its file.
     UninstallService,
@@ -138,7 +144,11 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             lifetime,
         } => add(&keyfile, &socket_or_default(socket), lifetime),
         AgentCmd::Watch { socket, json } => watch_cmd(&socket_or_default(socket), json),
-        AgentCmd::InstallService { print } => super::service::install(print),
+        AgentCmd::InstallService {
+            print,
+            policy,
+            device,
+        } => super::service::install(print, policy, device),
         AgentCmd::UninstallService => super::service::uninstall(),
     }
 }

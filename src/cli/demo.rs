@@ -7,8 +7,7 @@
 //! `auths demo-sign` (hidden) is the "other process" of steps 4 and 5: a child that asks the
 //! agent for an SSHSIG over a message through the ssh-agent protocol and prints it.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use super::CliResult;
 
@@ -59,9 +58,11 @@ pub fn run() -> CliResult {
 #[cfg(unix)]
 mod unix {
     use std::io::{BufRead, IsTerminal, Write};
+    use std::path::PathBuf;
     use std::process::{Command, Output, Stdio};
     use std::sync::Arc;
     use std::thread::JoinHandle;
+    use std::time::Duration;
     use std::time::Instant;
 
     use ssh_agent_lib::proto::{PublicCredential, Request, Response, SignRequest};

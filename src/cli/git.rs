@@ -166,8 +166,7 @@ fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
         Ok(_) => return Err(format!("the agent at {} refused to list its keys", socket.display()).into()),
         Err(e) => {
             return Err(format!(
-                "no agent answers at {} ({e}); start it with `auths agent start`, add your key with `auths agent add KEYFILE`, or pass --key PUBKEY_FILE",
-                socket.display()
+                "{e}; once it runs, add your key with `auths agent add KEYFILE`, or pass --key PUBKEY_FILE"
             )
             .into())
         }
@@ -222,7 +221,10 @@ fn setup(
     let scope = if global {
         Scope::Global
     } else {
-        let repo = absolute(&repo.unwrap_or_else(|| PathBuf::from(".")));
+        let repo = match repo {
+            Some(r) => absolute(&r),
+            None => std::env::current_dir()?,
+        };
         let out = Command::new("git")
             .arg("-C")
             .arg(&repo)
@@ -256,6 +258,10 @@ fn setup(
                 .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
                 .unwrap_or_else(|| home.join("agent.sock"));
             let line = agent_key(&socket)?;
+            println!(
+                "Signing key: the first key of the agent at {}",
+                socket.display()
+            );
             let path = home.join("git_signing_key.pub");
             auths_presence::secure_fs::atomic_write(&path, format!("{line}\n").as_bytes())?;
             (line, path)

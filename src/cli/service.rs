@@ -26,6 +26,8 @@ pub struct ServiceSpec {
     pub exe: PathBuf,
     /// `AUTHS_HOME` of the agent (holds agent.sock, agent.log, tokens, audit log).
     pub home: PathBuf,
+    /// More `auths agent start` options (`--policy`, `--device`), passed as they are.
+    pub extra_args: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -57,16 +59,21 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
     // `append:` takes the path literally (no quoting); a space in it would break it, which
     // `install` refuses before writing the unit.
     let log = spec.log().display().to_string();
+    let extra: String = spec
+        .extra_args
+        .iter()
+        .map(|a| format!(" {}", systemd_quote(a)))
+        .collect();
     format!(
         "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
 [Unit]
 Description=auths presence-gated ssh-agent (signs only after a touch on your security key)
-Documentation=https://github.com/auths/auths-presence
+Documentation=man:auths(1)
 
 [Service]
 Type=simple
 Environment={home}
-ExecStart={exe} agent start --foreground --socket {socket}
+ExecStart={exe} agent start --foreground --socket {socket}{extra}
 Restart=on-failure
 RestartSec=2
 StandardOutput=append:{log}
@@ -105,7 +112,7 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
     <string>start</string>
     <string>--foreground</string>
     <string>--socket</string>
-    <string>{socket}</string>
+    <string>{socket}</string>{extra}
   </array>
   <key>EnvironmentVariables</key>
   <dict>
@@ -130,6 +137,11 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
         socket = x(&spec.socket()),
         home = x(&spec.home),
         log = x(&spec.log()),
+        extra = spec
+            .extra_args
+            .iter()
+            .map(|a| format!("\n    <string>{}</string>", xml_escape(a)))
+            .collect::<String>(),
     )
 }
 
@@ -233,7 +245,10 @@ fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {
     Ok(())
 }
 
-fn spec() -> Result<ServiceSpec, Box<dyn std::error::Error>> {
+fn spec(
+    policy: Option<String>,
+    device: Option<String>,
+) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let home = super::home();
     let home = if home.is_absolute() {
@@ -248,12 +263,26 @@ fn spec() -> Result<ServiceSpec, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    Ok(ServiceSpec { exe, home })
+    let mut extra_args = Vec::new();
+    if let Some(p) = policy {
+        // Refuse a bad policy now, not in a restart loop under the service manager.
+        p.parse::<auths_presence::presence::policy::Policy>()?;
+        extra_args.extend(["--policy".to_owned(), p]);
+    }
+    if let Some(d) = device.or_else(|| std::env::var("AUTHS_DEVICE").ok()) {
+        d.parse::<auths_presence::ctap::select::DeviceSelector>()?;
+        extra_args.extend(["--device".to_owned(), d]);
+    }
+    Ok(ServiceSpec {
+        exe,
+        home,
+        extra_args,
+    })
 }
 
-/// `auths agent install-service [--print]`.
-pub fn install(print_only: bool) -> CliResult {
-    let spec = spec()?;
+/// `auths agent install-service [--print] [--policy P] [--device D]`.
+pub fn install(print_only: bool, policy: Option<String>, device: Option<String>) -> CliResult {
+    let spec = spec(policy, device)?;
     let plan = plan(&spec)?;
     if print_only {
         println!("# {}", plan.path.display());
@@ -265,6 +294,16 @@ pub fn install(print_only: bool) -> CliResult {
         return Ok(());
     }
     auths_presence::secure_fs::ensure_private_dir(&spec.home)?;
+    // The agent refuses to start without an enrolled key; under a service manager that
+    // would be a restart loop, so say it here.
+    let store = auths_presence::presence::enrollment::TokenStore::open(&spec.home)?;
+    if store.list()?.is_empty() {
+        return Err(format!(
+            "no security key is enrolled in {}, so the service's agent could not start; enroll one first with `auths token enroll`, then run `auths agent install-service` again",
+            spec.home.display()
+        )
+        .into());
+    }
     if let Some(dir) = plan.path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -296,7 +335,7 @@ pub fn install(print_only: bool) -> CliResult {
 
 /// `auths agent uninstall-service`.
 pub fn uninstall() -> CliResult {
-    let spec = spec()?;
+    let spec = spec(None, None)?;
     let plan = plan(&spec)?;
     if !plan.path.exists() {
         println!("no service installed at {}", plan.path.display());
@@ -323,7 +362,26 @@ mod tests {
         ServiceSpec {
             exe: PathBuf::from("/usr/local/bin/auths"),
             home: PathBuf::from("/home/ada/.auths"),
+            extra_args: Vec::new(),
         }
+    }
+
+    #[test]
+    fn policy_and_device_reach_the_agent_command_line() {
+        let spec = ServiceSpec {
+            extra_args: vec![
+                "--policy".into(),
+                "batch:20:60s:parent".into(),
+                "--device".into(),
+                "usb".into(),
+            ],
+            ..spec()
+        };
+        assert!(systemd_unit(&spec)
+            .contains("/home/ada/.auths/agent.sock --policy batch:20:60s:parent --device usb\n"));
+        assert!(launchd_plist(&spec).contains(
+            "<string>--policy</string>\n    <string>batch:20:60s:parent</string>\n    <string>--device</string>\n    <string>usb</string>\n  </array>"
+        ));
     }
 
     #[test]
