@@ -14,6 +14,7 @@ use std::process::Command;
 use super::CliResult;
 
 /// systemd unit name.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub const UNIT_NAME: &str = "auths-agent.service";
 /// launchd label (and plist file stem).
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
@@ -41,6 +42,7 @@ impl ServiceSpec {
 }
 
 /// systemd's quoting for a word of `ExecStart=` or a value of `Environment=`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn systemd_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
@@ -52,6 +54,7 @@ fn systemd_quote(s: &str) -> String {
 }
 
 /// The systemd user unit.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn systemd_unit(spec: &ServiceSpec) -> String {
     let exe = systemd_quote(&spec.exe.display().to_string());
     let socket = systemd_quote(&spec.socket().display().to_string());
@@ -160,6 +163,7 @@ struct Plan {
     disable: Vec<Vec<String>>,
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn words(s: &[&str]) -> Vec<String> {
     s.iter().map(|w| (*w).to_owned()).collect()
 }
@@ -303,6 +307,11 @@ pub fn install(print_only: bool, policy: Option<String>, device: Option<String>)
             spec.home.display()
         )
         .into());
+    }
+    if plan.path.exists() {
+        // Re-installing: stop the old one first (launchctl will not bootstrap a loaded agent;
+        // systemd would keep running the old command line).
+        let _ = run_all(&plan.disable[..1]);
     }
     if let Some(dir) = plan.path.parent() {
         std::fs::create_dir_all(dir)
