@@ -42,6 +42,7 @@ pub fn sign_helper(socket: &Path, key: &Path, message: &str) -> CliResult {
 #[cfg(unix)]
 pub fn run() -> CliResult {
     let dir = unix::TempDir::new()?;
+    unix::clean_up_on_interrupt(dir.path())?;
     let result = unix::Demo::new(dir.path()).and_then(|mut d| d.run());
     // The agent, the key and the directory are gone before we say how it went.
     drop(dir);
@@ -123,6 +124,31 @@ mod unix {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// Ctrl-C (or SIGTERM/SIGHUP) removes the demo's directory before the process ends: the
+    /// stop signals are blocked before any other thread starts (threads inherit the mask) and
+    /// one thread takes them with sigwait.
+    pub fn clean_up_on_interrupt(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGHUP);
+        set.thread_block()?;
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("auths-demo-signals".into())
+            .spawn(move || {
+                if let Ok(signal) = set.wait() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    eprintln!(
+                        "\nauths demo: stopped by {signal}; its temporary directory is removed"
+                    );
+                    std::process::exit(130);
+                }
+            })?;
+        Ok(())
     }
 
     /// The agent, serving in a tokio runtime on its own thread.
@@ -264,6 +290,15 @@ mod unix {
             )
         }
 
+        /// How long the agent waits for a touch: a person at a terminal gets a minute.
+        fn touch_timeout(&self) -> Duration {
+            if self.tty {
+                Duration::from_secs(60)
+            } else {
+                WAIT
+            }
+        }
+
         fn touches(&self) -> u64 {
             self.key.touch_count() - self.enroll_touches
         }
@@ -377,7 +412,7 @@ mod unix {
 
         // Step 2.
         fn start(&mut self) -> Fallible<()> {
-            self.start_agent(Policy::PerSignature, WAIT)?;
+            self.start_agent(Policy::PerSignature, self.touch_timeout())?;
             say(&format!(
                 "The agent listens on {} (policy: a touch for every signature).",
                 self.socket.display()
@@ -428,18 +463,43 @@ mod unix {
                 }
             }
             if self.tty {
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                use std::os::fd::AsFd;
                 let stdin = std::io::stdin();
-                loop {
+                let ask = || {
                     eprint!("   >> Press Enter to touch the virtual key: ");
                     let _ = std::io::stderr().flush();
+                };
+                ask();
+                loop {
+                    // Bounded: the request ends at the gate's touch timeout.
+                    if done() {
+                        eprintln!();
+                        return Err("nobody pressed Enter before the touch timeout".into());
+                    }
+                    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut fds, PollTimeout::from(100u8)).map_err(|e| e.to_string())? == 0 {
+                        continue;
+                    }
                     let mut line = String::new();
-                    stdin
+                    let n = stdin
                         .lock()
                         .read_line(&mut line)
                         .map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        eprintln!();
+                        say("(the terminal closed its input, so the demo touches the key itself)");
+                        return self
+                            .key
+                            .touch()
+                            .map_err(|e| format!("touching the key failed: {e}"));
+                    }
                     match self.key.touch() {
                         Ok(()) => break,
-                        Err(e) => eprintln!("   ({e}; try again)"),
+                        Err(e) => {
+                            eprintln!("   ({e})");
+                            ask();
+                        }
                     }
                 }
             } else {
@@ -542,7 +602,7 @@ mod unix {
         fn batch(&mut self) -> Fallible<()> {
             const N: usize = 3;
             let policy: Policy = format!("batch:{N}:60s:parent").parse()?;
-            self.start_agent(policy, WAIT)?;
+            self.start_agent(policy, self.touch_timeout())?;
             self.key.set_touch_mode(TouchMode::Manual);
             say(&format!(
                 "Policy {policy}: one touch approves up to {N} signatures within 60 s,"
