@@ -67,6 +67,20 @@ pub enum AgentCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start the agent at login: a systemd user unit (Linux) or a launchd agent (macOS).
+    InstallService {
+        /// Only print the service file and the commands that would enable it.
+        #[arg(long)]
+        print: bool,
+        /// The service agent's policy (see `auths agent start --policy`).
+        #[arg(long, value_name = "POLICY")]
+        policy: Option<String>,
+        /// The service agent's key (see `auths agent start --device`) [env: AUTHS_DEVICE].
+        #[arg(long, value_name = "D")]
+        device: Option<String>,
+    },
+    /// Stop the agent service and remove its file.
+    UninstallService,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -142,6 +156,12 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             lifetime,
         } => add(&keyfile, &socket_or_default(socket), lifetime),
         AgentCmd::Watch { socket, json } => watch_cmd(&socket_or_default(socket), json),
+        AgentCmd::InstallService {
+            print,
+            policy,
+            device,
+        } => super::service::install(print, policy, device),
+        AgentCmd::UninstallService => super::service::uninstall(),
     }
 }
 

@@ -11,6 +11,9 @@ use auths_presence::presence::policy::parse_duration;
 
 mod agent;
 mod audit;
+mod demo;
+mod git;
+mod service;
 mod sim;
 mod token;
 
@@ -50,6 +53,24 @@ enum Command {
     /// Receipts of every signature and denial.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// The whole idea in one command: a virtual key, the agent, touches and refusals.
+    Demo,
+    /// Sign git commits and tags through the agent.
+    #[command(subcommand)]
+    Git(git::GitCmd),
+    /// The demo's "other process": ask the agent for an SSHSIG and print it (internal).
+    #[command(name = "demo-sign", hide = true)]
+    DemoSign {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: PathBuf,
+        /// Public key file of the identity to sign with.
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// The message to sign.
+        #[arg(long)]
+        message: String,
+    },
 }
 
 /// `--device` and `--touch-timeout`, shared by commands that use a key.
@@ -101,6 +122,13 @@ pub fn main() -> i32 {
         Command::Sim(c) => sim::run(c),
         Command::Agent(c) => agent::run(c),
         Command::Audit(c) => audit::run(c),
+        Command::Demo => demo::run(),
+        Command::Git(c) => git::run(c),
+        Command::DemoSign {
+            socket,
+            key,
+            message,
+        } => demo::sign_helper(&socket, &key, &message),
     };
     match result {
         Ok(()) => EXIT_OK,

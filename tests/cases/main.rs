@@ -10,6 +10,11 @@ mod cli_agent;
 mod cli_token;
 mod client_virtual_key;
 mod ctaphid_host;
+#[cfg(unix)]
+mod demo;
+#[cfg(unix)]
+mod git_signing;
+mod readme;
 mod real_key;
 mod vector_records;
 mod vectors_assertions;

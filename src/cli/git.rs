@@ -1,0 +1,365 @@
+//! `auths git setup`: SSH commit and tag signing through the agent.
+//!
+//! git (2.34+) signs with `gpg.format=ssh` by running `ssh-keygen -Y sign -n git -f KEY`, which
+//! asks the agent at `SSH_AUTH_SOCK` when `KEY` is a public key; `git verify-commit` and
+//! `git log --show-signature` check signatures against `gpg.ssh.allowedSignersFile`
+//! (ssh-keygen(1), "ALLOWED SIGNERS").
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Subcommand;
+
+use super::{home, CliResult};
+
+#[derive(Subcommand, Debug)]
+pub enum GitCmd {
+    /// Configure git to sign commits and tags with the agent's key (SSH signatures).
+    Setup {
+        /// Configure this repository only [default: the repository in the current directory].
+        #[arg(long, value_name = "PATH", conflicts_with = "global")]
+        repo: Option<PathBuf>,
+        /// Configure every repository of this user (~/.gitconfig).
+        #[arg(long)]
+        global: bool,
+        /// Sign with this public key file instead of the agent's first key.
+        #[arg(long, value_name = "PUBKEY_FILE")]
+        key: Option<PathBuf>,
+        /// Agent socket to take the key from [default: $SSH_AUTH_SOCK, else $AUTHS_HOME/agent.sock].
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: GitCmd) -> CliResult {
+    match cmd {
+        GitCmd::Setup {
+            repo,
+            global,
+            key,
+            socket,
+        } => setup(repo, global, key, socket),
+    }
+}
+
+/// Where `git config` reads and writes.
+#[derive(Debug, Clone)]
+enum Scope {
+    Global,
+    Repo(PathBuf),
+}
+
+impl Scope {
+    /// `git [-C repo] config --local|--global`.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Scope::Global => vec!["config".into(), "--global".into()],
+            Scope::Repo(p) => vec![
+                "-C".into(),
+                p.display().to_string(),
+                "config".into(),
+                "--local".into(),
+            ],
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("git");
+        c.args(self.args());
+        c
+    }
+
+    /// The shell form, for the undo lines.
+    fn shell(&self) -> String {
+        let mut s = String::from("git");
+        for a in self.args() {
+            s.push(' ');
+            s.push_str(&shell_quote(&a));
+        }
+        s
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn git_missing(e: std::io::Error) -> Box<dyn std::error::Error> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        "git is not installed (or not on PATH); install git 2.34 or newer and run `auths git setup` again".into()
+    } else {
+        format!("cannot run git: {e}").into()
+    }
+}
+
+/// `git config --get NAME` in `scope`: None when unset.
+fn get(scope: &Scope, name: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    let out = scope
+        .command()
+        .args(["--get", name])
+        .output()
+        .map_err(git_missing)?;
+    match out.status.code() {
+        Some(0) => Ok(Some(
+            String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+        )),
+        Some(1) => Ok(None),
+        _ => Err(format!(
+            "`{} --get {name}` failed: {}",
+            scope.shell(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into()),
+    }
+}
+
+fn set(scope: &Scope, name: &str, value: &str) -> CliResult {
+    let out = scope
+        .command()
+        .args([name, value])
+        .output()
+        .map_err(git_missing)?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{} {name} {}` failed: {}",
+            scope.shell(),
+            shell_quote(value),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The effective `user.email` (any scope) for `scope`'s repository.
+fn user_email(scope: &Scope) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    let mut c = Command::new("git");
+    if let Scope::Repo(p) = scope {
+        c.arg("-C").arg(p);
+    }
+    let out = c
+        .args(["config", "--get", "user.email"])
+        .output()
+        .map_err(git_missing)?;
+    let email = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((out.status.success() && !email.is_empty()).then_some(email))
+}
+
+/// The first identity the agent at `socket` holds, as an OpenSSH public key line.
+#[cfg(unix)]
+fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    use auths_presence::agent::client;
+    use ssh_agent_lib::proto::{Request, Response};
+    let ids = match client::request(
+        socket,
+        &Request::RequestIdentities,
+        std::time::Duration::from_secs(10),
+    ) {
+        Ok(Response::IdentitiesAnswer(ids)) => ids,
+        Ok(_) => return Err(format!("the agent at {} refused to list its keys", socket.display()).into()),
+        Err(e) => {
+            return Err(format!(
+                "{e}; once it runs, add your key with `auths agent add KEYFILE`, or pass --key PUBKEY_FILE"
+            )
+            .into())
+        }
+    };
+    let id = ids.first().ok_or_else(|| {
+        format!(
+            "the agent at {} holds no key; add one with `auths agent add KEYFILE` (or pass --key PUBKEY_FILE)",
+            socket.display()
+        )
+    })?;
+    let key = ssh_key::PublicKey::new(id.credential.key_data().clone(), "");
+    Ok(key.to_openssh()?)
+}
+
+#[cfg(not(unix))]
+fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    Err(format!(
+        "cannot ask the agent at {} for its key on this platform yet; pass --key PUBKEY_FILE",
+        socket.display()
+    )
+    .into())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// `type base64` of an OpenSSH public key line (the comment dropped).
+fn key_without_comment(line: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let key = ssh_key::PublicKey::from_openssh(line.trim())
+        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    Ok(ssh_key::PublicKey::new(key.key_data().clone(), "").to_openssh()?)
+}
+
+/// The allowed-signers line for `email` and `key`.
+pub fn allowed_signers_line(email: &str, key: &str) -> String {
+    format!("{email} namespaces=\"git\" {key}")
+}
+
+fn setup(
+    repo: Option<PathBuf>,
+    global: bool,
+    key_file: Option<PathBuf>,
+    socket: Option<PathBuf>,
+) -> CliResult {
+    let scope = if global {
+        Scope::Global
+    } else {
+        let repo = match repo {
+            Some(r) => absolute(&r),
+            None => std::env::current_dir()?,
+        };
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["rev-parse", "--git-dir"])
+            .output()
+            .map_err(git_missing)?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} is not a git repository; pass --repo PATH, or --global for every repository",
+                repo.display()
+            )
+            .into());
+        }
+        Scope::Repo(repo)
+    };
+    let home = home();
+    auths_presence::secure_fs::ensure_private_dir(&home)?;
+
+    // The signing key: a public key file git hands to `ssh-keygen -Y sign -f`, which then
+    // signs through the agent (there is no private key next to it).
+    let (key_line, key_path) = match key_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let line = key_without_comment(&text)
+                .map_err(|e| format!("{}: {e}; pass the .pub file", f.display()))?;
+            (line, absolute(&f))
+        }
+        None => {
+            let socket = socket
+                .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                .unwrap_or_else(|| home.join("agent.sock"));
+            let line = agent_key(&socket)?;
+            println!(
+                "Signing key: the first key of the agent at {}",
+                socket.display()
+            );
+            let path = home.join("git_signing_key.pub");
+            auths_presence::secure_fs::atomic_write(&path, format!("{line}\n").as_bytes())?;
+            (line, path)
+        }
+    };
+
+    let email = user_email(&scope)?.ok_or(
+        "git has no user.email, which names you in the allowed-signers file; set it first:\n  git config --global user.email you@example.com",
+    )?;
+    let signers = home.join("allowed_signers");
+    let entry = allowed_signers_line(&email, &key_line);
+    let existing = std::fs::read_to_string(&signers).unwrap_or_default();
+    let added_signer = !existing.lines().any(|l| l.trim() == entry);
+    if added_signer {
+        let mut text = existing.clone();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&entry);
+        text.push('\n');
+        auths_presence::secure_fs::atomic_write(&signers, text.as_bytes())?;
+    }
+
+    let settings = [
+        ("gpg.format", "ssh".to_owned()),
+        ("user.signingkey", key_path.display().to_string()),
+        ("commit.gpgsign", "true".to_owned()),
+        ("tag.gpgsign", "true".to_owned()),
+        ("gpg.ssh.allowedSignersFile", signers.display().to_string()),
+    ];
+    let mut undo = Vec::new();
+    let where_ = match &scope {
+        Scope::Global => "your global git config".to_owned(),
+        Scope::Repo(p) => format!("the repository {}", p.display()),
+    };
+    println!("Configured SSH signing in {where_}:");
+    for (name, value) in &settings {
+        let old = get(&scope, name)?;
+        set(&scope, name, value)?;
+        match &old {
+            Some(o) if o == value => println!("  {name} = {value} (unchanged)"),
+            Some(o) => {
+                println!("  {name} = {value} (was {o})");
+                undo.push(format!("{} {name} {}", scope.shell(), shell_quote(o)));
+            }
+            None => {
+                println!("  {name} = {value}");
+                undo.push(format!("{} --unset {name}", scope.shell()));
+            }
+        }
+    }
+    if added_signer {
+        println!("Added to {}: {entry}", signers.display());
+    } else {
+        println!("{} already trusts this key for {email}", signers.display());
+    }
+    println!();
+    println!(
+        "git now signs every commit and tag; each signature needs a touch on your security key."
+    );
+    println!("Check with: git commit --allow-empty -m test && git verify-commit HEAD");
+    println!("Signing goes through the agent at SSH_AUTH_SOCK; point it at ours with: eval \"$(auths agent env)\"");
+    if undo.is_empty() && !added_signer {
+        println!("\nNothing changed.");
+    } else {
+        println!("\nTo undo:");
+        for u in &undo {
+            println!("  {u}");
+        }
+        if added_signer {
+            println!(
+                "  and delete the line for {email} from {}",
+                signers.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undo_lines_quote_what_the_shell_would_split() {
+        assert_eq!(shell_quote("/home/a/.auths/x.pub"), "/home/a/.auths/x.pub");
+        assert_eq!(shell_quote("my key.pub"), "'my key.pub'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        let s = Scope::Repo(PathBuf::from("/tmp/my repo"));
+        assert_eq!(s.shell(), "git -C '/tmp/my repo' config --local");
+        assert_eq!(Scope::Global.shell(), "git config --global");
+    }
+
+    #[test]
+    fn allowed_signers_line_limits_the_key_to_git() {
+        assert_eq!(
+            allowed_signers_line("a@b.c", "ssh-ed25519 AAAA"),
+            "a@b.c namespaces=\"git\" ssh-ed25519 AAAA"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! `auths agent install-service|uninstall-service`: start the agent at login.
+//!
+//! Linux: a systemd user unit (systemd.service(5), systemd.exec(5) `StandardOutput=append:`).
+//! macOS: a launchd agent (launchd.plist(5)), loaded with `launchctl bootstrap gui/UID`.
+//! The file texts are pure functions, compiled and tested everywhere; only installing them is
+//! platform code. The agent runs in the foreground under the service manager and logs to
+//! `$AUTHS_HOME/agent.log`.
+// On Windows the agent command is not built yet, so only the pure parts are used in tests.
+#![cfg_attr(not(unix), allow(dead_code))]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::CliResult;
+
+/// systemd unit name.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub const UNIT_NAME: &str = "auths-agent.service";
+/// launchd label (and plist file stem).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub const LAUNCHD_LABEL: &str = "dev.auths.agent";
+
+/// What the service runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// This executable.
+    pub exe: PathBuf,
+    /// `AUTHS_HOME` of the agent (holds agent.sock, agent.log, tokens, audit log).
+    pub home: PathBuf,
+    /// More `auths agent start` options (`--policy`, `--device`), passed as they are.
+    pub extra_args: Vec<String>,
+}
+
+impl ServiceSpec {
+    fn log(&self) -> PathBuf {
+        self.home.join("agent.log")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.home.join("agent.sock")
+    }
+}
+
+/// systemd's quoting for a word of `ExecStart=` or a value of `Environment=`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn systemd_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// The systemd user unit.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub fn systemd_unit(spec: &ServiceSpec) -> String {
+    let exe = systemd_quote(&spec.exe.display().to_string());
+    let socket = systemd_quote(&spec.socket().display().to_string());
+    let home = systemd_quote(&format!("AUTHS_HOME={}", spec.home.display()));
+    // `append:` takes the path literally (no quoting); a space in it would break it, which
+    // `install` refuses before writing the unit.
+    let log = spec.log().display().to_string();
+    let extra: String = spec
+        .extra_args
+        .iter()
+        .map(|a| format!(" {}", systemd_quote(a)))
+        .collect();
+    format!(
+        "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
+[Unit]
+Description=auths presence-gated ssh-agent (signs only after a touch on your security key)
+Documentation=man:auths(1)
+
+[Service]
+Type=simple
+Environment={home}
+ExecStart={exe} agent start --foreground --socket {socket}{extra}
+Restart=on-failure
+RestartSec=2
+StandardOutput=append:{log}
+StandardError=append:{log}
+
+[Install]
+WantedBy=default.target
+"
+    )
+}
+
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The launchd agent plist.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub fn launchd_plist(spec: &ServiceSpec) -> String {
+    let x = |p: &Path| xml_escape(&p.display().to_string());
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<!-- Written by `auths agent install-service`; remove with `auths agent uninstall-service`. -->
+<plist version="1.0">
+<dict>
+  <key>Label</key>
+  <string>{LAUNCHD_LABEL}</string>
+  <key>ProgramArguments</key>
+  <array>
+    <string>{exe}</string>
+    <string>agent</string>
+    <string>start</string>
+    <string>--foreground</string>
+    <string>--socket</string>
+    <string>{socket}</string>{extra}
+  </array>
+  <key>EnvironmentVariables</key>
+  <dict>
+    <key>AUTHS_HOME</key>
+    <string>{home}</string>
+  </dict>
+  <key>RunAtLoad</key>
+  <true/>
+  <key>KeepAlive</key>
+  <dict>
+    <key>SuccessfulExit</key>
+    <false/>
+  </dict>
+  <key>StandardOutPath</key>
+  <string>{log}</string>
+  <key>StandardErrorPath</key>
+  <string>{log}</string>
+</dict>
+</plist>
+"#,
+        exe = x(&spec.exe),
+        socket = x(&spec.socket()),
+        home = x(&spec.home),
+        log = x(&spec.log()),
+        extra = spec
+            .extra_args
+            .iter()
+            .map(|a| format!("\n    <string>{}</string>", xml_escape(a)))
+            .collect::<String>(),
+    )
+}
+
+fn user_home() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| "HOME is not set, so there is no place for a user service file".into())
+}
+
+/// Where the service file goes, its text, and the commands that enable / disable it.
+struct Plan {
+    path: PathBuf,
+    text: String,
+    enable: Vec<Vec<String>>,
+    disable: Vec<Vec<String>>,
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn words(s: &[&str]) -> Vec<String> {
+    s.iter().map(|w| (*w).to_owned()).collect()
+}
+
+#[cfg(target_os = "linux")]
+fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
+    let dir = match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => user_home()?.join(".config"),
+    };
+    Ok(Plan {
+        path: dir.join("systemd/user").join(UNIT_NAME),
+        text: systemd_unit(spec),
+        enable: vec![
+            words(&["systemctl", "--user", "daemon-reload"]),
+            words(&["systemctl", "--user", "enable", "--now", UNIT_NAME]),
+        ],
+        disable: vec![
+            words(&["systemctl", "--user", "disable", "--now", UNIT_NAME]),
+            words(&["systemctl", "--user", "daemon-reload"]),
+        ],
+    })
+}
+
+#[cfg(target_os = "macos")]
+fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
+    let path = user_home()?
+        .join("Library/LaunchAgents")
+        .join(format!("{LAUNCHD_LABEL}.plist"));
+    let domain = format!("gui/{}", nix::unistd::getuid());
+    Ok(Plan {
+        text: launchd_plist(spec),
+        enable: vec![vec![
+            "launchctl".into(),
+            "bootstrap".into(),
+            domain.clone(),
+            path.display().to_string(),
+        ]],
+        disable: vec![vec![
+            "launchctl".into(),
+            "bootout".into(),
+            format!("{domain}/{LAUNCHD_LABEL}"),
+        ]],
+        path,
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn plan(_: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
+    Err("installing the agent as a service is supported on Linux (systemd) and macOS (launchd) only, not on this platform yet; run `auths agent start` at login instead".into())
+}
+
+fn shell_line(cmd: &[String]) -> String {
+    cmd.iter()
+        .map(|w| {
+            if w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Run each command; the first failure, described.
+fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {
+    for c in cmds {
+        let out = Command::new(&c[0])
+            .args(&c[1..])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", c[0]))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{}` failed: {}",
+                shell_line(c),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn spec(
+    policy: Option<String>,
+    device: Option<String>,
+) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let home = super::home();
+    let home = if home.is_absolute() {
+        home
+    } else {
+        std::env::current_dir()?.join(home)
+    };
+    if home.display().to_string().contains(char::is_whitespace) {
+        return Err(format!(
+            "AUTHS_HOME {} contains a space, which a service's log path cannot hold; choose another AUTHS_HOME",
+            home.display()
+        )
+        .into());
+    }
+    let mut extra_args = Vec::new();
+    if let Some(p) = policy {
+        // Refuse a bad policy now, not in a restart loop under the service manager.
+        p.parse::<auths_presence::presence::policy::Policy>()?;
+        extra_args.extend(["--policy".to_owned(), p]);
+    }
+    if let Some(d) = device.or_else(|| std::env::var("AUTHS_DEVICE").ok()) {
+        d.parse::<auths_presence::ctap::select::DeviceSelector>()?;
+        extra_args.extend(["--device".to_owned(), d]);
+    }
+    Ok(ServiceSpec {
+        exe,
+        home,
+        extra_args,
+    })
+}
+
+/// `auths agent install-service [--print] [--policy P] [--device D]`.
+pub fn install(print_only: bool, policy: Option<String>, device: Option<String>) -> CliResult {
+    let spec = spec(policy, device)?;
+    let plan = plan(&spec)?;
+    if print_only {
+        println!("# {}", plan.path.display());
+        print!("{}", plan.text);
+        println!("\n# then run:");
+        for c in &plan.enable {
+            println!("{}", shell_line(c));
+        }
+        return Ok(());
+    }
+    auths_presence::secure_fs::ensure_private_dir(&spec.home)?;
+    // The agent refuses to start without an enrolled key; under a service manager that
+    // would be a restart loop, so say it here.
+    let store = auths_presence::presence::enrollment::TokenStore::open(&spec.home)?;
+    if store.list()?.is_empty() {
+        return Err(format!(
+            "no security key is enrolled in {}, so the service's agent could not start; enroll one first with `auths token enroll`, then run `auths agent install-service` again",
+            spec.home.display()
+        )
+        .into());
+    }
+    if plan.path.exists() {
+        // Re-installing: stop the old one first (launchctl will not bootstrap a loaded agent;
+        // systemd would keep running the old command line).
+        let _ = run_all(&plan.disable[..1]);
+    }
+    if let Some(dir) = plan.path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&plan.path, &plan.text)
+        .map_err(|e| format!("cannot write {}: {e}", plan.path.display()))?;
+    println!("wrote {}", plan.path.display());
+    match run_all(&plan.enable) {
+        Ok(()) => {
+            println!(
+                "the agent starts at login and runs now; it logs to {}",
+                spec.log().display()
+            );
+            println!("point ssh and git at it: eval \"$(auths agent env)\"");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("could not enable the service myself: {e}");
+            eprintln!("The file is written:\n");
+            eprint!("{}", plan.text);
+            eprintln!("\nEnable it yourself with:");
+            for c in &plan.enable {
+                eprintln!("  {}", shell_line(c));
+            }
+            Err("the service is written but not enabled (see above)".into())
+        }
+    }
+}
+
+/// `auths agent uninstall-service`.
+pub fn uninstall() -> CliResult {
+    let spec = spec(None, None)?;
+    let plan = plan(&spec)?;
+    if !plan.path.exists() {
+        println!("no service installed at {}", plan.path.display());
+        return Ok(());
+    }
+    // Stop it first; a failure here (not loaded, no systemd session) must not keep the file.
+    let stopped = run_all(&plan.disable[..1]);
+    std::fs::remove_file(&plan.path)
+        .map_err(|e| format!("cannot remove {}: {e}", plan.path.display()))?;
+    println!("removed {}", plan.path.display());
+    let _ = run_all(&plan.disable[1..]);
+    if let Err(e) = stopped {
+        eprintln!("note: could not stop the service: {e}");
+        eprintln!("if an agent still runs, stop it with `auths agent stop`");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            exe: PathBuf::from("/usr/local/bin/auths"),
+            home: PathBuf::from("/home/ada/.auths"),
+            extra_args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn policy_and_device_reach_the_agent_command_line() {
+        let spec = ServiceSpec {
+            extra_args: vec![
+                "--policy".into(),
+                "batch:20:60s:parent".into(),
+                "--device".into(),
+                "usb".into(),
+            ],
+            ..spec()
+        };
+        assert!(systemd_unit(&spec)
+            .contains("/home/ada/.auths/agent.sock --policy batch:20:60s:parent --device usb\n"));
+        assert!(launchd_plist(&spec).contains(
+            "<string>--policy</string>\n    <string>batch:20:60s:parent</string>\n    <string>--device</string>\n    <string>usb</string>\n  </array>"
+        ));
+    }
+
+    #[test]
+    fn systemd_unit_runs_the_agent_in_the_foreground_and_logs_to_auths_home() {
+        let unit = systemd_unit(&spec());
+        assert!(unit.contains(
+            "\nExecStart=/usr/local/bin/auths agent start --foreground --socket /home/ada/.auths/agent.sock\n"
+        ));
+        assert!(unit.contains("\nEnvironment=AUTHS_HOME=/home/ada/.auths\n"));
+        assert!(unit.contains("\nStandardOutput=append:/home/ada/.auths/agent.log\n"));
+        assert!(unit.contains("\nStandardError=append:/home/ada/.auths/agent.log\n"));
+        assert!(unit.contains("\n[Install]\nWantedBy=default.target\n"));
+        assert!(unit.contains("\nType=simple\n"));
+    }
+
+    #[test]
+    fn systemd_unit_quotes_an_exe_with_a_space() {
+        let unit = systemd_unit(&ServiceSpec {
+            exe: PathBuf::from("/opt/my tools/auths"),
+            ..spec()
+        });
+        assert!(unit.contains("\nExecStart=\"/opt/my tools/auths\" agent start"));
+    }
+
+    #[test]
+    fn launchd_plist_names_the_label_program_and_log() {
+        let plist = launchd_plist(&spec());
+        assert!(plist.contains("<key>Label</key>\n  <string>dev.auths.agent</string>"));
+        assert!(plist.contains(
+            "<string>/usr/local/bin/auths</string>\n    <string>agent</string>\n    <string>start</string>\n    <string>--foreground</string>\n    <string>--socket</string>\n    <string>/home/ada/.auths/agent.sock</string>"
+        ));
+        assert!(plist.contains("<key>AUTHS_HOME</key>\n    <string>/home/ada/.auths</string>"));
+        assert!(plist.contains(
+            "<key>StandardErrorPath</key>\n  <string>/home/ada/.auths/agent.log</string>"
+        ));
+        assert!(plist.contains("<key>RunAtLoad</key>\n  <true/>"));
+        // Every element is closed.
+        assert_eq!(
+            plist.matches("<dict>").count(),
+            plist.matches("</dict>").count()
+        );
+        assert_eq!(
+            plist.matches("<array>").count(),
+            plist.matches("</array>").count()
+        );
+    }
+
+    #[test]
+    fn launchd_plist_escapes_xml() {
+        let plist = launchd_plist(&ServiceSpec {
+            exe: PathBuf::from("/Users/a&b/<auths>"),
+            ..spec()
+        });
+        assert!(plist.contains("<string>/Users/a&amp;b/&lt;auths&gt;</string>"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_plan_is_a_user_unit_enabled_with_systemctl() {
+        let p = plan(&spec()).unwrap();
+        assert!(p.path.ends_with("systemd/user/auths-agent.service"));
+        assert_eq!(
+            shell_line(&p.enable[1]),
+            "systemctl --user enable --now auths-agent.service"
+        );
+        assert_eq!(p.text, systemd_unit(&spec()));
+    }
+}
