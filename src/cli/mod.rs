@@ -58,6 +58,13 @@ enum Command {
     /// Sign git commits and tags through the agent.
     #[command(subcommand)]
     Git(git::GitCmd),
+    /// Print shell completions: auths completions bash > /etc/bash_completion.d/auths
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): auths man > auths.1 && man ./auths.1
+    Man,
     /// The demo's "other process": ask the agent for an SSHSIG and print it (internal).
     #[command(name = "demo-sign", hide = true)]
     DemoSign {
@@ -123,6 +130,18 @@ pub fn main() -> i32 {
         Command::Agent(c) => agent::run(c),
         Command::Audit(c) => audit::run(c),
         Command::Demo => demo::run(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "auths", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        }
         Command::Git(c) => git::run(c),
         Command::DemoSign {
             socket,

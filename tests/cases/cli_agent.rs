@@ -157,3 +157,22 @@ fn agent_start_add_watch_sign_lock_stop() {
         .success());
     assert!(!sock.exists(), "the socket is gone after stop");
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definitions() {
+    let user = User::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = user.auths(&["completions", shell]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("enroll") && text.contains("install-service"),
+            "{shell}"
+        );
+    }
+    let out = user.auths(&["man"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH auths 1"));
+    let out = user.auths(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}

@@ -33,7 +33,8 @@ fn setup_command(name: &str) -> String {
 fn readme_test_command_is_what_ci_runs() {
     let cmd = setup_command("test");
     assert!(cmd.starts_with("cargo test"), "{cmd}");
-    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    let ci =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
     assert!(
         ci.lines().any(|l| l.trim() == cmd),
         ".ci/run must run README's test command {cmd:?} as written"
