@@ -62,11 +62,11 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
     // `append:` takes the path literally (no quoting); a space in it would break it, which
     // `install` refuses before writing the unit.
     let log = spec.log().display().to_string();
-    let extra: String = spec
-        .extra_args
-        .iter()
-        .map(|a| format!(" {}", systemd_quote(a)))
-        .collect();
+    let mut extra = String::new();
+    for a in &spec.extra_args {
+        extra.push(' ');
+        extra.push_str(&systemd_quote(a));
+    }
     format!(
         "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
 [Unit]
@@ -140,11 +140,12 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
         socket = x(&spec.socket()),
         home = x(&spec.home),
         log = x(&spec.log()),
-        extra = spec
-            .extra_args
-            .iter()
-            .map(|a| format!("\n    <string>{}</string>", xml_escape(a)))
-            .collect::<String>(),
+        extra = spec.extra_args.iter().fold(String::new(), |mut out, a| {
+            out.push_str("\n    <string>");
+            out.push_str(&xml_escape(a));
+            out.push_str("</string>");
+            out
+        }),
     )
 }
 
