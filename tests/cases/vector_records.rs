@@ -19,11 +19,14 @@ pub struct Record {
     /// Line of the record's first field.
     pub line: usize,
     fields: Vec<(String, String)>,
+    /// Keys looked at through [`Record::get`], so a test can fail on fields it ignored.
+    used: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Record {
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
+        self.used.borrow_mut().insert(key.to_owned());
         self.fields
             .iter()
             .find(|(k, _)| k == key)
@@ -81,6 +84,16 @@ impl Record {
         &self.fields
     }
 
+    /// Keys nobody looked at through [`Record::get`] (and the helpers built on it).
+    pub fn unchecked(&self) -> Vec<String> {
+        let used = self.used.borrow();
+        self.fields
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !used.contains(k))
+            .collect()
+    }
+
     /// The `expect.*` fields, without the prefix.
     pub fn expects(&self) -> impl Iterator<Item = (&str, &str)> {
         self.fields
@@ -113,9 +126,10 @@ pub fn parse(file: &str, text: &str) -> Vec<Record> {
             file: file.to_owned(),
             line: i + 1,
             fields: Vec::new(),
+            used: Default::default(),
         });
         assert!(
-            r.get(&k).is_none(),
+            r.fields.iter().all(|(x, _)| *x != k),
             "{file}:{}: duplicate key {k} in one record",
             i + 1
         );

@@ -3,12 +3,8 @@
 //! `Packet::parse` + `Reassembler` for every record, `fragment` for host-to-device records,
 //! and every `expect.*` field checked. Records are counted per file, and a field this file
 //! does not check fails the test, so nothing is skipped silently.
-//!
-//! The record reader here is private and small: the shared one (`vector_records.rs`) lives
-//! on another branch; when both meet, this file should switch to it.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use auths_presence::ctap::framing::{
     cmd, fragment, keepalive, FramingError, Message, Packet, Progress, Reassembler, Report,
@@ -18,102 +14,7 @@ use auths_presence::ctap::framing::{
 const LIBFIDO2: &str = "libfido2_ctaphid_frames.txt";
 const WEBAUTHN_RS: &str = "webauthn_rs_ctaphid_frames.txt";
 
-fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
-}
-
-/// One `key = value` record; remembers which keys were looked at.
-struct Record {
-    file: &'static str,
-    fields: Vec<(String, String)>,
-    used: std::cell::RefCell<BTreeSet<String>>,
-}
-
-impl Record {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.used.borrow_mut().insert(key.to_owned());
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn req(&self, key: &str) -> &str {
-        self.get(key)
-            .unwrap_or_else(|| panic!("{}: {} has no {key}", self.file, self.name()))
-    }
-
-    fn name(&self) -> String {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == "name")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    }
-
-    fn hex(&self, key: &str) -> Vec<u8> {
-        hex::decode(self.req(key))
-            .unwrap_or_else(|e| panic!("{}: {} {key} is not hex: {e}", self.file, self.name()))
-    }
-
-    fn int(&self, key: &str) -> usize {
-        let v = self.req(key);
-        v.parse()
-            .unwrap_or_else(|e| panic!("{}: {} {key} = {v:?}: {e}", self.file, self.name()))
-    }
-
-    /// Keys nobody looked at.
-    fn unchecked(&self) -> Vec<String> {
-        let used = self.used.borrow();
-        self.fields
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| !used.contains(k))
-            .collect()
-    }
-}
-
-fn parse_records(file: &'static str, text: &str) -> Vec<Record> {
-    let mut out = Vec::new();
-    let mut cur: Vec<(String, String)> = Vec::new();
-    let mut flush = |cur: &mut Vec<(String, String)>| {
-        if !cur.is_empty() {
-            out.push(Record {
-                file,
-                fields: std::mem::take(cur),
-                used: Default::default(),
-            });
-        }
-    };
-    for (i, line) in text.lines().enumerate() {
-        if line.starts_with('#') {
-            continue;
-        }
-        if line.trim().is_empty() {
-            flush(&mut cur);
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{file}:{}: not `key = value`: {line:?}", i + 1));
-        let k = k.trim().to_owned();
-        assert!(
-            cur.iter().all(|(x, _)| *x != k),
-            "{file}:{}: duplicate key {k}",
-            i + 1
-        );
-        cur.push((k, v.trim().to_owned()));
-    }
-    flush(&mut cur);
-    out
-}
-
-fn load(file: &'static str) -> Vec<Record> {
-    let path = vectors_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    parse_records(file, &text)
-}
+use super::vector_records::{load, Record};
 
 /// Why a report stream does not reassemble.
 #[derive(Debug, PartialEq, Eq)]
@@ -176,7 +77,12 @@ fn packets(rec: &Record) -> Vec<Report> {
                 .unwrap_or_else(|_| panic!("{}: a report of {} bytes, not 64", rec.name(), b.len()))
         })
         .collect();
-    assert_eq!(reports.len(), rec.int("packet_count"), "{}", rec.name());
+    assert_eq!(
+        reports.len(),
+        (rec.int("packet_count") as usize),
+        "{}",
+        rec.name()
+    );
     reports
 }
 
@@ -207,7 +113,11 @@ fn check_message(rec: &Record, i: usize, m: &Message) {
     // The recorded command carries the init-packet bit 7; ours has it cleared.
     assert_eq!(vec![m.cmd | 0x80], rec.hex(&k("cmd")), "{name} msg{i} cmd");
     assert_eq!(cmd_name(m.cmd), rec.req(&k("cmd_name")), "{name} msg{i}");
-    assert_eq!(m.payload.len(), rec.int(&k("bcnt")), "{name} msg{i} bcnt");
+    assert_eq!(
+        m.payload.len(),
+        (rec.int(&k("bcnt")) as usize),
+        "{name} msg{i} bcnt"
+    );
     assert_eq!(m.payload, rec.hex(&k("payload")), "{name} msg{i} payload");
 
     if let Some(status) = rec.get(&k("keepalive_status")) {
@@ -228,7 +138,7 @@ fn check_message(rec: &Record, i: usize, m: &Message) {
         assert_eq!(p[8..12].to_vec(), rec.hex(&k("init.new_cid")), "{name} cid");
         assert_eq!(
             usize::from(p[12]),
-            rec.int(&k("init.ctaphid_protocol_version")),
+            (rec.int(&k("init.ctaphid_protocol_version")) as usize),
             "{name}"
         );
         assert_eq!(
@@ -279,7 +189,7 @@ fn expected_error(name: &str) -> StreamError {
 /// One record with literal packets.
 fn check_packet_record(rec: &Record) {
     let name = rec.name();
-    assert_eq!(rec.int("report_size"), REPORT_LEN, "{name}");
+    assert_eq!((rec.int("report_size") as usize), REPORT_LEN, "{name}");
     let reports = packets(rec);
     let direction = rec.req("direction");
     assert!(
@@ -290,7 +200,11 @@ fn check_packet_record(rec: &Record) {
         "ok" => {
             let msgs = reassemble(&reports, false)
                 .unwrap_or_else(|e| panic!("{name}: expected ok, got {e:?}"));
-            assert_eq!(msgs.len(), rec.int("expect.message_count"), "{name}");
+            assert_eq!(
+                msgs.len(),
+                (rec.int("expect.message_count") as usize),
+                "{name}"
+            );
             for (i, m) in msgs.iter().enumerate() {
                 check_message(rec, i, m);
             }
@@ -341,8 +255,8 @@ fn check_max_size_rule(rec: &Record) {
     let name = rec.name();
     assert_eq!(rec.req("direction"), "host_to_device");
     assert_eq!(rec.req("expected"), "ok");
-    assert_eq!(rec.int("report_size"), REPORT_LEN);
-    let len = rec.int("payload_len");
+    assert_eq!((rec.int("report_size") as usize), REPORT_LEN);
+    let len = rec.int("payload_len") as usize;
     assert_eq!(len, MAX_PAYLOAD, "{name}: the maximum is ours too");
     let byte = rec.hex("payload_byte");
     assert_eq!(byte.len(), 1);
@@ -354,7 +268,11 @@ fn check_max_size_rule(rec: &Record) {
         panic!("{name}: first packet is not an init packet")
     };
     let reports = fragment(cid, c, &payload).unwrap();
-    assert_eq!(reports.len(), rec.int("expect.packet_count"), "{name}");
+    assert_eq!(
+        reports.len(),
+        (rec.int("expect.packet_count") as usize),
+        "{name}"
+    );
     assert_eq!(reports[0], first, "{name}: first packet");
 
     // `00000001 || (n-1 as SEQ byte, 00..7f) || ff*59  for n = 1..128`
@@ -424,7 +342,7 @@ fn webauthn_rs_ctaphid_frames_fragment_exactly_as_recorded() {
 
 #[test]
 fn record_reader_handles_comments_blank_lines_and_equals_in_values() {
-    let r = parse_records(
+    let r = super::vector_records::parse(
         "t",
         "# h\n\nname = a\nx = 00ff\n\n\nname = b\nnote = a = b\n",
     );
