@@ -87,7 +87,7 @@ pub enum CtapError {
     #[error("unknown device selector {0:?}: use usb, usb:PATH, sim:SOCKET or windows")]
     BadSelector(String),
     /// Could not open the device (permissions, busy).
-    #[error("cannot open the security key at {path}: {reason}; on Linux install udev/70-auths-fido.rules and re-plug the key")]
+    #[error("cannot open the security key at {path}: {reason}")]
     Open {
         /// Device path.
         path: String,
