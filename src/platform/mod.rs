@@ -11,3 +11,7 @@ pub mod sddl;
 
 #[cfg(windows)]
 pub mod windows;
+
+/// True when built for Windows: for defaults that differ there (device `windows`, the agent
+/// on a named pipe, `set` instead of `export`), so callers need no `cfg!`.
+pub const WINDOWS: bool = cfg!(windows);
