@@ -1,5 +1,5 @@
 //! The agent's endpoint: the [`Listener`] interface (connections with the peer's identity, read
-//! from the OS at accept), [`bind`], the client side ([`connect`]) and this platform's
+//! from the OS at accept), [`bind`], the client side (`connect`) and this platform's
 //! implementation (see `crate::platform` for the scheme):
 //! - `unix`: a Unix socket in a private directory, 0600 before the first accept
 //!   ([`UnixAgentListener`] on Unix);
