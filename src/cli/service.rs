@@ -59,7 +59,7 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
     let extra: String = spec
         .extra_args
         .iter()
-        .map(|a| format!(" {}", systemd_quote(a)))
+        .flat_map(|a| [" ".to_owned(), systemd_quote(a)])
         .collect();
     format!(
         "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
@@ -135,7 +135,11 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
         extra = spec
             .extra_args
             .iter()
-            .map(|a| format!("\n    <string>{}</string>", xml_escape(a)))
+            .flat_map(|a| [
+                "\n    <string>".to_owned(),
+                xml_escape(a),
+                "</string>".to_owned()
+            ])
             .collect::<String>(),
     )
 }
