@@ -467,4 +467,39 @@ mod tests {
         );
         assert_eq!(p.text, systemd_unit(&spec()));
     }
+
+    #[test]
+    fn macos_plan_is_a_launch_agent_bootstrapped_in_the_gui_domain() {
+        let p = plan(&spec(), Some(ServiceManager::Launchd)).unwrap();
+        assert!(p
+            .path
+            .ends_with("Library/LaunchAgents/dev.auths.agent.plist"));
+        let path = p.path.display().to_string();
+        assert_eq!(
+            p.enable,
+            vec![words(&[
+                "launchctl",
+                "bootstrap",
+                &format!("gui/{}", super::super::os::uid()),
+                &path
+            ])]
+        );
+        assert_eq!(
+            shell_line(&p.disable[0]),
+            format!(
+                "launchctl bootout gui/{}/dev.auths.agent",
+                super::super::os::uid()
+            )
+        );
+        assert_eq!(p.text, launchd_plist(&spec()));
+    }
+
+    #[test]
+    fn no_service_manager_is_refused() {
+        let e = plan(&spec(), None).err().unwrap().to_string();
+        assert!(
+            e.contains("Linux (systemd) and macOS (launchd) only"),
+            "{e}"
+        );
+    }
 }
