@@ -14,7 +14,7 @@ use super::AgentError;
 /// pipe (opened as a file; Windows offers no read timeout on it, so `timeout` applies on Unix
 /// only).
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, AgentError> {
-    let s = connect(socket, Some(timeout)).map_err(|e| {
+    let s = super::listener::connect(socket, Some(timeout)).map_err(|e| {
         AgentError::Client(format!(
             "no agent answers at {} ({e}); start one with `auths agent start`",
             socket.display()
@@ -25,44 +25,7 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
 
 /// True when an agent accepts connections at `socket`.
 pub fn is_listening(socket: &Path) -> bool {
-    connect(socket, Some(Duration::from_secs(1))).is_ok()
-}
-
-#[cfg(unix)]
-fn connect(
-    socket: &Path,
-    timeout: Option<Duration>,
-) -> std::io::Result<std::os::unix::net::UnixStream> {
-    let s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.set_read_timeout(timeout)?;
-    s.set_write_timeout(timeout)?;
-    Ok(s)
-}
-
-#[cfg(windows)]
-fn connect(socket: &Path, timeout: Option<Duration>) -> std::io::Result<std::fs::File> {
-    // ERROR_PIPE_BUSY (231): every instance is taken for a moment; retry for a while.
-    let deadline = std::time::Instant::now() + timeout.unwrap_or(Duration::from_secs(5));
-    loop {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(socket)
-        {
-            Err(e) if e.raw_os_error() == Some(231) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
-#[cfg(not(any(unix, windows)))]
-fn connect(_socket: &Path, _timeout: Option<Duration>) -> std::io::Result<std::fs::File> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "no Unix sockets or named pipes on this platform",
-    ))
+    super::listener::connect(socket, Some(Duration::from_secs(1))).is_ok()
 }
 
 /// One request/response exchange on a connected stream (length-prefixed, capped answer).
@@ -98,7 +61,7 @@ fn exchange(
 
 /// Open the watch stream of the agent at `socket` (see [`super::watch`]).
 pub fn connect_watch(socket: &Path) -> std::io::Result<impl std::io::Read> {
-    connect(&super::watch::watch_path(socket), None)
+    super::listener::connect(&super::watch::watch_path(socket), None)
 }
 
 /// Ask the agent to wipe every key (what `auths agent lock` does).

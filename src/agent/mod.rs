@@ -18,7 +18,9 @@ use thiserror::Error;
 use crate::secure_fs::SecureFsError;
 
 pub mod client;
+mod harden;
 pub mod keys;
+pub mod listener;
 pub mod peer;
 pub mod server;
 pub mod session;

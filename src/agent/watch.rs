@@ -16,18 +16,18 @@ pub fn watch_path(agent_socket: &Path) -> PathBuf {
 }
 
 /// Serve watchers until `shutdown` completes. On Windows the watch endpoint is the pipe
-/// `<agent pipe>.watch`, with the agent pipe's protection.
-#[cfg(any(unix, windows))]
+/// `<agent pipe>.watch`, with the agent pipe's protection; where the agent cannot listen
+/// ([`super::listener::bind`] fails), neither can this.
 pub async fn serve(
     path: &Path,
     prompter: Prompter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    use super::server::Listener;
+    use super::listener::Listener;
     use tokio::io::AsyncWriteExt;
     use tokio::sync::broadcast;
-    let mut listener = super::server::bind(path)?;
-    let me = super::server::current_uid();
+    let mut listener = super::listener::bind(path)?;
+    let me = super::listener::current_uid();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -58,16 +58,4 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(path);
     Ok(())
-}
-
-/// Not available without Unix sockets or named pipes.
-#[cfg(not(any(unix, windows)))]
-pub async fn serve(
-    _path: &Path,
-    _prompter: Prompter,
-    _shutdown: impl Future<Output = ()>,
-) -> Result<(), AgentError> {
-    Err(AgentError::Unsupported(
-        "auths agent watch needs Unix sockets or named pipes",
-    ))
 }

@@ -14,7 +14,7 @@ use auths_presence::presence::gate::{GateConfig, PresenceGate, SelectorOpener};
 use auths_presence::presence::policy::{parse_duration, Policy};
 use auths_presence::presence::prompt::Prompter;
 
-use super::{home, CliResult, DeviceArgs};
+use super::{home, os, CliResult, DeviceArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCmd {
@@ -109,7 +109,7 @@ pub struct StartArgs {
 
 /// `$AUTHS_HOME/agent.sock`; on Windows the named pipe `\\.\pipe\auths-agent-<user>`.
 pub fn default_socket() -> PathBuf {
-    if cfg!(windows) {
+    if auths_presence::platform::WINDOWS {
         let user = std::env::var("USERNAME").unwrap_or_default();
         PathBuf::from(server::default_pipe_name(&user))
     } else {
@@ -124,7 +124,7 @@ fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
 
 /// `<socket>.pid`; for a Windows pipe `$AUTHS_HOME/<pipe name>.pid` (a pipe name is no
 /// directory to put a file in).
-fn pid_path(socket: &Path) -> PathBuf {
+pub(super) fn pid_path(socket: &Path) -> PathBuf {
     let s = socket.to_string_lossy();
     if server::is_pipe_name(&s) {
         let name = &s[server::PIPE_PREFIX.len()..];
@@ -138,7 +138,7 @@ fn pid_path(socket: &Path) -> PathBuf {
 pub fn run(cmd: AgentCmd) -> CliResult {
     match cmd {
         AgentCmd::Start(args) => start(args),
-        AgentCmd::Stop { socket } => stop(&socket_or_default(socket)),
+        AgentCmd::Stop { socket } => os::stop(&socket_or_default(socket)),
         AgentCmd::Status { socket, json } => status(&socket_or_default(socket), json),
         AgentCmd::Env { socket } => {
             print_env(&socket_or_default(socket));
@@ -166,8 +166,14 @@ pub fn run(cmd: AgentCmd) -> CliResult {
 }
 
 fn print_env(socket: &Path) {
-    println!("{}", env_line(&socket.display().to_string(), cfg!(windows)));
-    if cfg!(windows) {
+    println!(
+        "{}",
+        env_line(
+            &socket.display().to_string(),
+            auths_presence::platform::WINDOWS,
+        )
+    );
+    if auths_presence::platform::WINDOWS {
         eprintln!("(cmd.exe: set SSH_AUTH_SOCK={})", socket.display());
     }
 }
@@ -227,21 +233,6 @@ fn start(args: StartArgs) -> CliResult {
     start_background(&args, &socket, &home)
 }
 
-/// Let the background agent outlive this terminal: its own process group on Unix; a new
-/// process group and no console on Windows.
-fn detach(cmd: &mut std::process::Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::process::CommandExt;
-        cmd.creation_flags(auths_presence::platform::windows::DETACHED_FLAGS);
-    }
-}
-
 fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
     let exe = std::env::current_exe()?;
     let log_path = home.join("agent.log");
@@ -269,7 +260,7 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    detach(&mut cmd);
+    os::detach(&mut cmd);
     let mut child = cmd.spawn()?;
     // Wait (bounded) until the agent answers, or report why it did not.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -298,7 +289,10 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         std::thread::sleep(Duration::from_millis(20));
     }
     print_env(socket);
-    println!("{}", pid_line(child.id(), cfg!(windows)));
+    println!(
+        "{}",
+        pid_line(child.id(), auths_presence::platform::WINDOWS)
+    );
     Ok(())
 }
 
@@ -339,7 +333,7 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
             let _ = rx.wait_for(|s| *s).await;
         };
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            os::wait_for_stop_signal().await;
             let _ = stop_tx.send(true);
         });
         let watch_sock = watch::watch_path(&socket);
@@ -368,32 +362,7 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     Ok(())
 }
 
-/// Windows: Ctrl-C, Ctrl-Break or the console closing (a detached agent has no console and is
-/// stopped by `auths agent stop`).
-#[cfg(windows)]
-async fn wait_for_stop_signal() {
-    let mut brk = tokio::signal::windows::ctrl_break().ok();
-    let mut close = tokio::signal::windows::ctrl_close().ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match brk.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        _ = async { match close.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
-}
-
-fn read_pid(socket: &Path) -> Result<u32, Box<dyn std::error::Error>> {
+pub(super) fn read_pid(socket: &Path) -> Result<u32, Box<dyn std::error::Error>> {
     let pid_file = pid_path(socket);
     std::fs::read_to_string(&pid_file)
         .ok()
@@ -406,70 +375,6 @@ fn read_pid(socket: &Path) -> Result<u32, Box<dyn std::error::Error>> {
             )
             .into()
         })
-}
-
-/// Unix: SIGTERM; the agent wipes its keys, removes its socket and exits.
-#[cfg(unix)]
-fn stop(socket: &Path) -> CliResult {
-    let pid = read_pid(socket)?;
-    let raw = i32::try_from(pid).map_err(|_| format!("bad agent pid {pid}"))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(raw),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .map_err(|e| format!("cannot stop agent pid {pid}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if socket.exists() {
-        return Err(format!("agent pid {pid} did not stop within 10 s").into());
-    }
-    eprintln!("agent pid {pid} stopped; its keys are wiped");
-    Ok(())
-}
-
-/// Windows: a detached process has no console to receive Ctrl-Break, so the keys are wiped
-/// through the agent protocol first (the same request as `auths agent lock`), then the process
-/// is ended with TerminateProcess, after checking that the pid is still an `auths` process
-/// (a stale pid file must not kill whatever reused the pid). The pipe vanishes with it.
-#[cfg(windows)]
-fn stop(socket: &Path) -> CliResult {
-    use auths_presence::platform::windows as w;
-    let pid = read_pid(socket)?;
-    let wiped = client::wipe(socket).is_ok();
-    let ours = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.file_name().map(|n| n.to_string_lossy().to_lowercase()));
-    let theirs = w::process_image(pid).and_then(|p| {
-        Path::new(&p)
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-    });
-    if theirs.is_none() || theirs != ours {
-        let _ = std::fs::remove_file(pid_path(socket));
-        return Err(format!(
-            "pid {pid} from {} is not a running auths agent (stale pid file removed){}",
-            pid_path(socket).display(),
-            if wiped {
-                "; the agent on the pipe wiped its keys"
-            } else {
-                ""
-            }
-        )
-        .into());
-    }
-    w::terminate_process(pid).map_err(|e| format!("cannot stop agent pid {pid}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client::is_listening(socket) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = std::fs::remove_file(pid_path(socket));
-    if client::is_listening(socket) {
-        return Err(format!("agent pid {pid} did not stop within 10 s").into());
-    }
-    eprintln!("agent pid {pid} stopped; its keys are wiped");
-    Ok(())
 }
 
 fn status(socket: &Path, json: bool) -> CliResult {
@@ -512,41 +417,6 @@ fn status(socket: &Path, json: bool) -> CliResult {
     Ok(())
 }
 
-#[cfg(windows)]
-fn read_passphrase(prompt: &str) -> Result<zeroize::Zeroizing<String>, Box<dyn std::error::Error>> {
-    auths_presence::platform::windows::read_console_hidden(prompt).map_err(|e| {
-        format!("the key is encrypted and there is no console to ask for its passphrase ({e})")
-            .into()
-    })
-}
-
-#[cfg(unix)]
-fn read_passphrase(prompt: &str) -> Result<zeroize::Zeroizing<String>, Box<dyn std::error::Error>> {
-    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
-    use std::io::{BufRead, Write};
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|_| "the key is encrypted and there is no terminal to ask for its passphrase")?;
-    let mut out = tty.try_clone()?;
-    write!(out, "{prompt}")?;
-    out.flush()?;
-    let saved = tcgetattr(&tty)?;
-    let mut quiet = saved.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&tty, SetArg::TCSANOW, &quiet)?;
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let r = std::io::BufReader::new(&tty).read_line(&mut line);
-    tcsetattr(&tty, SetArg::TCSANOW, &saved)?;
-    writeln!(out)?;
-    r?;
-    while line.ends_with('\n') || line.ends_with('\r') {
-        line.pop();
-    }
-    Ok(line)
-}
-
 fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
     use ssh_agent_lib::proto::{
         AddIdentity, AddIdentityConstrained, KeyConstraint, PrivateCredential, Request, Response,
@@ -558,7 +428,7 @@ fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
     let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
         .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
     if key.is_encrypted() {
-        let pass = read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
+        let pass = os::read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
         key = key
             .decrypt(pass.as_bytes())
             .map_err(|_| "wrong passphrase for this key")?;

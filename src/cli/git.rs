@@ -153,8 +153,14 @@ fn user_email(scope: &Scope) -> Result<Option<String>, Box<dyn std::error::Error
 }
 
 /// The first identity the agent at `socket` holds, as an OpenSSH public key line.
-#[cfg(unix)]
 fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    if !super::os::ASKS_AGENT_FOR_KEY {
+        return Err(format!(
+            "cannot ask the agent at {} for its key on this platform yet; pass --key PUBKEY_FILE",
+            socket.display()
+        )
+        .into());
+    }
     use auths_presence::agent::client;
     use ssh_agent_lib::proto::{Request, Response};
     let ids = match client::request(
@@ -179,15 +185,6 @@ fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
     })?;
     let key = ssh_key::PublicKey::new(id.credential.key_data().clone(), "");
     Ok(key.to_openssh()?)
-}
-
-#[cfg(not(unix))]
-fn agent_key(socket: &Path) -> Result<String, Box<dyn std::error::Error>> {
-    Err(format!(
-        "cannot ask the agent at {} for its key on this platform yet; pass --key PUBKEY_FILE",
-        socket.display()
-    )
-    .into())
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -13,6 +13,7 @@ mod agent;
 mod audit;
 mod demo;
 mod git;
+mod os;
 mod service;
 mod sim;
 mod token;

@@ -5,8 +5,6 @@
 //! The file texts are pure functions, compiled and tested everywhere; only installing them is
 //! platform code. The agent runs in the foreground under the service manager and logs to
 //! `$AUTHS_HOME/agent.log`.
-// On Windows the agent command is not built yet, so only the pure parts are used in tests.
-#![cfg_attr(not(unix), allow(dead_code))]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,10 +12,8 @@ use std::process::Command;
 use super::CliResult;
 
 /// systemd unit name.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub const UNIT_NAME: &str = "auths-agent.service";
 /// launchd label (and plist file stem).
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub const LAUNCHD_LABEL: &str = "dev.auths.agent";
 
 /// What the service runs.
@@ -42,7 +38,6 @@ impl ServiceSpec {
 }
 
 /// systemd's quoting for a word of `ExecStart=` or a value of `Environment=`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn systemd_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
@@ -54,7 +49,6 @@ fn systemd_quote(s: &str) -> String {
 }
 
 /// The systemd user unit.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn systemd_unit(spec: &ServiceSpec) -> String {
     let exe = systemd_quote(&spec.exe.display().to_string());
     let socket = systemd_quote(&spec.socket().display().to_string());
@@ -62,11 +56,11 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
     // `append:` takes the path literally (no quoting); a space in it would break it, which
     // `install` refuses before writing the unit.
     let log = spec.log().display().to_string();
-    let mut extra = String::new();
-    for a in &spec.extra_args {
-        extra.push(' ');
-        extra.push_str(&systemd_quote(a));
-    }
+    let extra: String = spec
+        .extra_args
+        .iter()
+        .flat_map(|a| [" ".to_owned(), systemd_quote(a)])
+        .collect();
     format!(
         "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
 [Unit]
@@ -88,7 +82,6 @@ WantedBy=default.target
     )
 }
 
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -97,7 +90,6 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// The launchd agent plist.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub fn launchd_plist(spec: &ServiceSpec) -> String {
     let x = |p: &Path| xml_escape(&p.display().to_string());
     format!(
@@ -140,12 +132,15 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
         socket = x(&spec.socket()),
         home = x(&spec.home),
         log = x(&spec.log()),
-        extra = spec.extra_args.iter().fold(String::new(), |mut out, a| {
-            out.push_str("\n    <string>");
-            out.push_str(&xml_escape(a));
-            out.push_str("</string>");
-            out
-        }),
+        extra = spec
+            .extra_args
+            .iter()
+            .flat_map(|a| [
+                "\n    <string>".to_owned(),
+                xml_escape(a),
+                "</string>".to_owned()
+            ])
+            .collect::<String>(),
     )
 }
 
@@ -164,13 +159,33 @@ struct Plan {
     disable: Vec<Vec<String>>,
 }
 
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn words(s: &[&str]) -> Vec<String> {
     s.iter().map(|w| (*w).to_owned()).collect()
 }
 
-#[cfg(target_os = "linux")]
-fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
+/// The service managers we can install into; this platform's is [`super::os::SERVICE_MANAGER`].
+// Each platform constructs only its own variant (the other one only in tests).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceManager {
+    /// Linux: a systemd user unit.
+    Systemd,
+    /// macOS: a launchd agent.
+    Launchd,
+}
+
+fn plan(
+    spec: &ServiceSpec,
+    manager: Option<ServiceManager>,
+) -> Result<Plan, Box<dyn std::error::Error>> {
+    match manager {
+        Some(ServiceManager::Systemd) => systemd_plan(spec),
+        Some(ServiceManager::Launchd) => launchd_plan(spec, super::os::uid()),
+        None => Err("installing the agent as a service is supported on Linux (systemd) and macOS (launchd) only, not on this platform yet; run `auths agent start` at login instead".into()),
+    }
+}
+
+fn systemd_plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
     let dir = match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => user_home()?.join(".config"),
@@ -189,12 +204,11 @@ fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
     })
 }
 
-#[cfg(target_os = "macos")]
-fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
+fn launchd_plan(spec: &ServiceSpec, uid: u32) -> Result<Plan, Box<dyn std::error::Error>> {
     let path = user_home()?
         .join("Library/LaunchAgents")
         .join(format!("{LAUNCHD_LABEL}.plist"));
-    let domain = format!("gui/{}", nix::unistd::getuid());
+    let domain = format!("gui/{uid}");
     Ok(Plan {
         text: launchd_plist(spec),
         enable: vec![vec![
@@ -210,11 +224,6 @@ fn plan(spec: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
         ]],
         path,
     })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn plan(_: &ServiceSpec) -> Result<Plan, Box<dyn std::error::Error>> {
-    Err("installing the agent as a service is supported on Linux (systemd) and macOS (launchd) only, not on this platform yet; run `auths agent start` at login instead".into())
 }
 
 fn shell_line(cmd: &[String]) -> String {
@@ -288,7 +297,7 @@ fn spec(
 /// `auths agent install-service [--print] [--policy P] [--device D]`.
 pub fn install(print_only: bool, policy: Option<String>, device: Option<String>) -> CliResult {
     let spec = spec(policy, device)?;
-    let plan = plan(&spec)?;
+    let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
     if print_only {
         println!("# {}", plan.path.display());
         print!("{}", plan.text);
@@ -346,7 +355,7 @@ pub fn install(print_only: bool, policy: Option<String>, device: Option<String>)
 /// `auths agent uninstall-service`.
 pub fn uninstall() -> CliResult {
     let spec = spec(None, None)?;
-    let plan = plan(&spec)?;
+    let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
     if !plan.path.exists() {
         println!("no service installed at {}", plan.path.display());
         return Ok(());
@@ -448,15 +457,49 @@ mod tests {
         assert!(plist.contains("<string>/Users/a&amp;b/&lt;auths&gt;</string>"));
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn linux_plan_is_a_user_unit_enabled_with_systemctl() {
-        let p = plan(&spec()).unwrap();
+        let p = plan(&spec(), Some(ServiceManager::Systemd)).unwrap();
         assert!(p.path.ends_with("systemd/user/auths-agent.service"));
         assert_eq!(
             shell_line(&p.enable[1]),
             "systemctl --user enable --now auths-agent.service"
         );
         assert_eq!(p.text, systemd_unit(&spec()));
+    }
+
+    #[test]
+    fn macos_plan_is_a_launch_agent_bootstrapped_in_the_gui_domain() {
+        let p = plan(&spec(), Some(ServiceManager::Launchd)).unwrap();
+        assert!(p
+            .path
+            .ends_with("Library/LaunchAgents/dev.auths.agent.plist"));
+        let path = p.path.display().to_string();
+        assert_eq!(
+            p.enable,
+            vec![words(&[
+                "launchctl",
+                "bootstrap",
+                &format!("gui/{}", super::super::os::uid()),
+                &path
+            ])]
+        );
+        assert_eq!(
+            shell_line(&p.disable[0]),
+            format!(
+                "launchctl bootout gui/{}/dev.auths.agent",
+                super::super::os::uid()
+            )
+        );
+        assert_eq!(p.text, launchd_plist(&spec()));
+    }
+
+    #[test]
+    fn no_service_manager_is_refused() {
+        let e = plan(&spec(), None).err().unwrap().to_string();
+        assert!(
+            e.contains("Linux (systemd) and macOS (launchd) only"),
+            "{e}"
+        );
     }
 }

@@ -53,8 +53,8 @@ pub fn run(cmd: SimCmd) -> CliResult {
     }
 }
 
-#[cfg(unix)]
 fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> CliResult {
+    sim_available()?;
     use auths_presence::ctap::virtual_key::{
         serve_unix, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
     };
@@ -67,7 +67,7 @@ fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> Cli
     };
     // Block the stop signals before any thread starts, so every thread inherits the mask and
     // the signal is taken by `wait` below instead of killing the process mid-write.
-    let signals = block_stop_signals()?;
+    let signals = super::os::StopSignals::block()?;
     let key = VirtualKey::start(VirtualKeyConfig {
         state: StateLocation::File(state.clone()),
         touch_mode,
@@ -90,30 +90,18 @@ fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> Cli
     Ok(())
 }
 
-#[cfg(unix)]
-fn block_stop_signals() -> Result<nix::sys::signal::SigSet, nix::Error> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGHUP);
-    set.thread_block()?;
-    Ok(set)
-}
-
-#[cfg(unix)]
 fn touch_cmd(socket: PathBuf) -> CliResult {
+    sim_available()?;
     auths_presence::ctap::virtual_key::sim_touch(&socket)?;
     eprintln!("touched the virtual key at {}", socket.display());
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn serve(_: PathBuf, _: PathBuf, _: TouchArg, _: u64) -> CliResult {
-    Err("auths sim needs Unix sockets; it is not available on this platform".into())
-}
-
-#[cfg(not(unix))]
-fn touch_cmd(_: PathBuf) -> CliResult {
-    Err("auths sim needs Unix sockets; it is not available on this platform".into())
+/// The sim needs Unix sockets.
+fn sim_available() -> CliResult {
+    if auths_presence::ctap::virtual_key::SIM_AVAILABLE {
+        Ok(())
+    } else {
+        Err("auths sim needs Unix sockets; it is not available on this platform".into())
+    }
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod device;
 pub mod error;
 pub mod framing;
+pub mod hid;
 pub mod select;
 pub mod status;
 pub mod transport;
@@ -17,6 +18,3 @@ pub mod winhello;
 pub use error::{CtapError, HidErrorCode};
 pub use status::StatusCode;
 pub use transport::{Transport, TransportError};
-
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-pub mod hid;

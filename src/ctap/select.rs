@@ -30,7 +30,7 @@ impl DeviceSelector {
     pub fn from_env() -> Result<DeviceSelector, CtapError> {
         match std::env::var("AUTHS_DEVICE") {
             Ok(s) if !s.is_empty() => s.parse(),
-            _ if cfg!(windows) => Ok(DeviceSelector::Windows),
+            _ if crate::platform::WINDOWS => Ok(DeviceSelector::Windows),
             _ => Ok(DeviceSelector::Usb),
         }
     }
@@ -143,8 +143,13 @@ pub fn open_key(
     }
 }
 
-#[cfg(unix)]
 fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
+    if !super::virtual_key::SIM_AVAILABLE {
+        return Err(CtapError::Open {
+            path: path.display().to_string(),
+            reason: "sim: devices need Unix sockets".into(),
+        });
+    }
     let t = super::virtual_key::SimTransport::connect(path).map_err(|e| CtapError::Open {
         path: path.display().to_string(),
         reason: format!(
@@ -160,15 +165,6 @@ fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, Ct
     )
 }
 
-#[cfg(not(unix))]
-fn open_sim(path: &std::path::Path, _opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
-    Err(CtapError::Open {
-        path: path.display().to_string(),
-        reason: "sim: devices need Unix sockets".into(),
-    })
-}
-
-#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn open_usb_path(path: &str, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
     let t = super::hid::HidTransport::open(path)?;
     let desc = super::hid::enumerate()
@@ -179,7 +175,6 @@ fn open_usb_path(path: &str, opts: DeviceOptions) -> Result<OpenedKey, CtapError
     finish(Box::new(t), desc, opts, false)
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<OpenedKey, CtapError> {
     use super::device::CancelToken;
     let keys = super::hid::enumerate()?;
@@ -212,24 +207,6 @@ fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<Ope
             chosen.ok_or(CtapError::NoDeviceChosen(n))
         }
     }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn open_usb_path(path: &str, _opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
-    Err(CtapError::Open {
-        path: path.to_owned(),
-        reason: "raw USB HID needs Administrator on Windows; use --device windows".into(),
-    })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn open_usb(
-    _opts: DeviceOptions,
-    _on_choose: &mut dyn FnMut(usize),
-) -> Result<OpenedKey, CtapError> {
-    Err(CtapError::Unsupported(
-        "raw USB HID needs Administrator on Windows; use --device windows".into(),
-    ))
 }
 
 /// Print-friendly keepalive prompt helper: calls `prompt` once, on the first UPNEEDED.

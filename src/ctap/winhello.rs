@@ -337,22 +337,16 @@ pub fn credential_from_parts(
     })
 }
 
-#[cfg(windows)]
-pub use imp::{open, WinHelloKey};
-
-/// The `windows` device exists only on Windows.
-#[cfg(not(windows))]
-pub fn open(
-    _opts: super::device::DeviceOptions,
-) -> Result<Box<dyn super::backend::SecurityKey>, CtapError> {
-    Err(CtapError::Unsupported(
-        "the windows device (webauthn.dll) exists only on Windows; use --device usb or sim:SOCKET"
-            .into(),
-    ))
-}
-
+// The platform half (see `crate::platform` for the scheme): `imp` calls webauthn.dll on
+// Windows; `unsupported` elsewhere.
 #[cfg(windows)]
 mod imp;
+#[cfg(windows)]
+pub use imp::{open, WinHelloKey};
+#[cfg(not(windows))]
+mod unsupported;
+#[cfg(not(windows))]
+pub use unsupported::open;
 
 #[cfg(test)]
 mod tests {

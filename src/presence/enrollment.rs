@@ -256,25 +256,10 @@ impl TokenStore {
         Ok(())
     }
 
-    #[cfg(unix)]
-    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, EnrollmentError> {
+    fn lock(&self) -> Result<secure_fs::FileLock, EnrollmentError> {
         let path = self.home.join("tokens.lock");
         let file = secure_fs::open_private_append(&path)?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
-            EnrollmentError::Lock {
-                path,
-                source: std::io::Error::from(errno),
-            }
-        })
-    }
-
-    #[cfg(not(unix))]
-    fn lock(&self) -> Result<std::fs::File, EnrollmentError> {
-        // Windows: the file is opened without sharing by the platform module in a later
-        // change; for now a plain open keeps the same shape.
-        Ok(secure_fs::open_private_append(
-            &self.home.join("tokens.lock"),
-        )?)
+        secure_fs::lock_exclusive(file).map_err(|source| EnrollmentError::Lock { path, source })
     }
 }
 

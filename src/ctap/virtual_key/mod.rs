@@ -9,12 +9,11 @@
 //! - [`VirtualKey`]: the running device, a thread fed by a channel. [`VirtualKey::connect`]
 //!   opens a [`VirtualTransport`], like opening the hidraw node: every open transport
 //!   receives every input report (hosts filter by channel id).
-//! - `sim` (Unix): [`serve_unix`] puts a key behind a Unix socket, [`SimTransport`] is the
+//! - `sim` (Unix; elsewhere it fails, [`SIM_AVAILABLE`] is false): [`serve_unix`] puts a key behind a Unix socket, [`SimTransport`] is the
 //!   host side of that socket, [`sim_touch`] presses the button through the control socket.
 
 pub mod authenticator;
 pub mod hid;
-#[cfg(unix)]
 mod sim;
 pub mod state;
 
@@ -27,8 +26,10 @@ use std::time::{Duration, Instant};
 
 pub use authenticator::{Authenticator, Pending, Step, VIRTUAL_AAGUID};
 pub use hid::{HidDevice, HidTimings, TouchError, TouchMode};
-#[cfg(unix)]
-pub use sim::{control_path, serve_unix, sim_touch, SimError, SimServer, SimTransport};
+pub use sim::{
+    control_path, serve_unix, sim_touch, SimError, SimServer, SimTransport,
+    AVAILABLE as SIM_AVAILABLE,
+};
 pub use state::{KeyState, StateError};
 
 use super::framing::Report;

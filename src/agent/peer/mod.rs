@@ -21,6 +21,30 @@
 
 use crate::presence::gate::Requester;
 
+// The platform half (see `crate::platform` for the scheme). Unix: `unix` reads the socket
+// credentials and completes them with this system's `os` module; Windows: `windows` names a
+// pipe client.
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
+mod bsd;
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
+use bsd as os;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::from_unix_stream;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::from_pipe_client;
+
 /// Identity of a connected peer, read once at accept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -108,180 +132,6 @@ pub fn filetime_to_u64(low: u32, high: u32) -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
-#[cfg(target_os = "linux")]
-mod platform {
-    use std::io;
-    use std::os::fd::AsFd;
-
-    use super::{parse_proc_stat, PeerInfo, ProcStat};
-
-    /// uid and pid from `SO_PEERCRED`.
-    pub(super) fn credentials(fd: impl AsFd) -> io::Result<(u32, Option<u32>)> {
-        let cred = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
-            .map_err(io::Error::from)?;
-        let pid = u32::try_from(cred.pid()).ok().filter(|p| *p != 0);
-        Ok((cred.uid(), pid))
-    }
-
-    fn stat(pid: u32) -> Option<ProcStat> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_proc_stat(&s)
-    }
-
-    fn exe(pid: u32) -> Option<String> {
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    }
-
-    pub(super) fn complete(info: &mut PeerInfo) {
-        let Some(pid) = info.pid else { return };
-        if let Some(st) = stat(pid) {
-            info.start_time = Some(st.start_time);
-            info.session_id = Some(st.session);
-            if st.ppid != 0 {
-                info.parent_pid = Some(st.ppid);
-                info.parent_start_time = stat(st.ppid).map(|p| p.start_time);
-                info.parent_exe = exe(st.ppid);
-            }
-        }
-        info.exe = exe(pid);
-    }
-}
-
-#[cfg(target_os = "macos")]
-mod platform {
-    use std::io;
-
-    use super::{path_from_buf, timeval_to_micros, PeerInfo};
-
-    /// uid (`getpeereid`) and pid (`LOCAL_PEERPID`) via tokio.
-    pub(super) fn credentials_tokio(
-        stream: &tokio::net::UnixStream,
-    ) -> io::Result<(u32, Option<u32>)> {
-        let cred = stream.peer_cred()?;
-        let pid = cred
-            .pid()
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|p| *p != 0);
-        Ok((cred.uid(), pid))
-    }
-
-    fn exe(pid: u32) -> Option<String> {
-        let pid = libc::c_int::try_from(pid).ok()?;
-        let mut buf = vec![0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
-        // SAFETY: `buf` is writable for the length we pass.
-        let n = unsafe { libc::proc_pidpath(pid, buf.as_mut_ptr().cast(), buf.len() as u32) };
-        path_from_buf(&buf, n)
-    }
-
-    /// (parent pid, start time in microseconds since the epoch).
-    fn bsd_info(pid: u32) -> Option<(u32, Option<u64>)> {
-        let cpid = libc::c_int::try_from(pid).ok()?;
-        // SAFETY: proc_bsdinfo is plain data; all zeroes is a valid value.
-        let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
-        // SAFETY: `info` is writable for `size` bytes, the size PROC_PIDTBSDINFO fills.
-        let n = unsafe {
-            libc::proc_pidinfo(
-                cpid,
-                libc::PROC_PIDTBSDINFO,
-                0,
-                (&mut info as *mut libc::proc_bsdinfo).cast(),
-                size,
-            )
-        };
-        if n != size || info.pbi_pid != pid {
-            return None;
-        }
-        Some((
-            info.pbi_ppid,
-            timeval_to_micros(info.pbi_start_tvsec, info.pbi_start_tvusec),
-        ))
-    }
-
-    fn session(pid: u32) -> Option<u32> {
-        let pid = libc::pid_t::try_from(pid).ok()?;
-        // SAFETY: getsid takes a pid and returns a number (or -1).
-        let s = unsafe { libc::getsid(pid) };
-        u32::try_from(s).ok()
-    }
-
-    pub(super) fn complete(info: &mut PeerInfo) {
-        let Some(pid) = info.pid else { return };
-        info.exe = exe(pid);
-        info.session_id = session(pid);
-        if let Some((ppid, start)) = bsd_info(pid) {
-            info.start_time = start;
-            if ppid != 0 {
-                info.parent_pid = Some(ppid);
-                info.parent_start_time = bsd_info(ppid).and_then(|(_, s)| s);
-                info.parent_exe = exe(ppid);
-            }
-        }
-    }
-}
-
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
-mod platform {
-    use std::io;
-
-    use super::PeerInfo;
-
-    pub(super) fn complete(_info: &mut PeerInfo) {}
-
-    /// uid (`getpeereid`) and pid (`LOCAL_PEERPID` where available) via tokio.
-    pub(super) fn credentials_tokio(
-        stream: &tokio::net::UnixStream,
-    ) -> io::Result<(u32, Option<u32>)> {
-        let cred = stream.peer_cred()?;
-        let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
-        Ok((cred.uid(), pid))
-    }
-}
-
-/// Read the peer's identity from a connected Unix socket.
-#[cfg(unix)]
-pub fn from_unix_stream(stream: &tokio::net::UnixStream) -> std::io::Result<PeerInfo> {
-    #[cfg(target_os = "linux")]
-    let (uid, pid) = platform::credentials(stream)?;
-    #[cfg(not(target_os = "linux"))]
-    let (uid, pid) = platform::credentials_tokio(stream)?;
-    let mut info = PeerInfo {
-        uid,
-        pid,
-        ..PeerInfo::default()
-    };
-    platform::complete(&mut info);
-    Ok(info)
-}
-
-/// The identity of a named-pipe client (Windows): `pid` from `GetNamedPipeClientProcessId`.
-/// Refuses a process whose token user is not `my_sid` (another user, or a process we may not
-/// query: fail closed).
-#[cfg(windows)]
-pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<PeerInfo> {
-    use crate::platform::windows as w;
-    let sid = w::process_user_sid(pid)?;
-    if sid != my_sid {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("pipe client pid {pid} runs as {sid}, not as us ({my_sid})"),
-        ));
-    }
-    let parent_pid = w::parent_pid(pid);
-    Ok(PeerInfo {
-        uid: 0,
-        pid: Some(pid),
-        start_time: w::process_start_time(pid),
-        exe: w::process_image(pid),
-        parent_pid,
-        parent_start_time: parent_pid.and_then(w::process_start_time),
-        parent_exe: parent_pid.and_then(w::process_image),
-        session_id: w::session_id(pid),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,14 +199,6 @@ mod tests {
             parse_proc_stat("1 (a) S x 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5"),
             None
         );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn own_stat_parses() {
-        let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let st = parse_proc_stat(&s).unwrap();
-        assert_eq!(st.ppid, std::os::unix::process::parent_id());
     }
 
     #[test]

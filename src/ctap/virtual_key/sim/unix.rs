@@ -1,15 +1,4 @@
-//! `auths sim serve`: a [`VirtualKey`] behind Unix sockets.
-//!
-//! - The data socket (`P`) carries raw 64-byte CTAPHID reports in both directions, no other
-//!   framing. Each client connection is one open handle on the key (one
-//!   [`VirtualTransport`]): like hidraw, every connection receives every input report.
-//! - The control socket (`P.ctl`, the same path with `.ctl` appended) takes one text line per
-//!   request and answers one line:
-//!   `touch` -> `ok` or `error nothing is waiting for a touch`;
-//!   `count` -> the decimal touch count; anything else -> `error unknown command`.
-//!
-//! Both sockets are created with mode 0600; a missing parent directory is created with mode
-//! 0700. A stale socket (nobody listening) is replaced; a live one is an error.
+//! Unix: the sim sockets are Unix sockets.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -20,49 +9,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use thiserror::Error;
-
-use super::{Event, Handle, TouchError, VirtualKey};
+use super::super::{Event, Handle, TouchError, VirtualKey};
+use super::{control_path, SimError};
 use crate::ctap::framing::{Report, REPORT_LEN};
 use crate::ctap::transport::{Transport, TransportError};
-use crate::secure_fs::{self, SecureFsError};
+use crate::secure_fs;
 
-/// A sim socket problem.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum SimError {
-    /// Another `auths sim serve` already listens there.
-    #[error("{0} is in use by a running virtual key; stop it or choose another --socket")]
-    InUse(PathBuf),
-    /// The path exists and is not a socket.
-    #[error("{0} exists and is not a socket; refusing to replace it")]
-    NotASocket(PathBuf),
-    /// The socket directory is not private.
-    #[error(transparent)]
-    Fs(#[from] SecureFsError),
-    /// Socket I/O failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `auths sim touch` found nothing waiting for a touch.
-    #[error("the virtual key is not waiting for a touch")]
-    NothingWaiting,
-    /// The control socket answered something we do not understand.
-    #[error("unexpected answer from the virtual key's control socket {0}")]
-    UnexpectedReply(PathBuf),
-}
-
-/// The control socket of the data socket at `path`: `path` with `.ctl` appended.
-pub fn control_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".ctl");
-    PathBuf::from(p)
-}
+/// True: the sim sockets are Unix sockets.
+pub const AVAILABLE: bool = true;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SimError + '_ {
     move |source| SimError::Io {

@@ -1,0 +1,28 @@
+//! Peer identity of a named-pipe client: token user, image, parent, start time, session.
+
+use super::PeerInfo;
+
+/// The identity of a named-pipe client (Windows): `pid` from `GetNamedPipeClientProcessId`.
+/// Refuses a process whose token user is not `my_sid` (another user, or a process we may not
+/// query: fail closed).
+pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<PeerInfo> {
+    use crate::platform::windows as w;
+    let sid = w::process_user_sid(pid)?;
+    if sid != my_sid {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("pipe client pid {pid} runs as {sid}, not as us ({my_sid})"),
+        ));
+    }
+    let parent_pid = w::parent_pid(pid);
+    Ok(PeerInfo {
+        uid: 0,
+        pid: Some(pid),
+        start_time: w::process_start_time(pid),
+        exe: w::process_image(pid),
+        parent_pid,
+        parent_start_time: parent_pid.and_then(w::process_start_time),
+        parent_exe: parent_pid.and_then(w::process_image),
+        session_id: w::session_id(pid),
+    })
+}

@@ -1,0 +1,6 @@
+//! Linux: a systemd user unit.
+
+use super::super::service::ServiceManager;
+
+/// The service manager `auths agent install-service` uses.
+pub const SERVICE_MANAGER: Option<ServiceManager> = Some(ServiceManager::Systemd);

@@ -1,0 +1,6 @@
+//! macOS: a launchd agent.
+
+use super::super::service::ServiceManager;
+
+/// The service manager `auths agent install-service` uses.
+pub const SERVICE_MANAGER: Option<ServiceManager> = Some(ServiceManager::Launchd);

@@ -1,0 +1,29 @@
+//! The command line's platform half (see `auths_presence::platform` for the scheme): starting
+//! and stopping the background agent, stop signals, reading a passphrase, the service
+//! manager. `unix` and `windows` expose the same names; the command line builds on those two
+//! only (as before this module existed).
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::SERVICE_MANAGER;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::SERVICE_MANAGER;
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+mod no_service;
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub use no_service::SERVICE_MANAGER;
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+
+pub use imp::{
+    detach, read_passphrase, stop, uid, wait_for_stop_signal, StopSignals, ASKS_AGENT_FOR_KEY,
+};

@@ -1,0 +1,29 @@
+//! Other platforms (neither Unix nor Windows): no owner or permission model we know; only
+//! symlinks are refused.
+
+use std::path::Path;
+
+use super::{io_err, SecureFsError};
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Other platforms: only symlinks are refused.
+pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
+    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    if md.file_type().is_symlink() {
+        return Err(SecureFsError::Symlink(path.to_path_buf()));
+    }
+    if want_dir && !md.is_dir() {
+        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+pub(crate) use super::plain::sync_dir;
+pub use super::plain::{lock_exclusive, open_private_append, open_private_new, FileLock};

@@ -1,0 +1,44 @@
+//! Windows file protection: no mode bits, an ACL instead ([`crate::platform::sddl`]): owner
+//! and DACL must admit the current user only.
+
+use std::path::Path;
+
+use super::{io_err, SecureFsError};
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
+    let made = crate::platform::windows::current_user_sid()
+        .and_then(|sid| {
+            crate::platform::sddl::private_dir_sddl(&sid)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .and_then(|sddl| crate::platform::windows::create_dir_with_sddl(dir, &sddl));
+    match made {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Windows: refuse symlinks (reparse points), then check owner and DACL: the owner must be
+/// the current user and the DACL must admit nobody else (fail closed on anything unreadable).
+pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
+    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    if md.file_type().is_symlink() {
+        return Err(SecureFsError::Symlink(path.to_path_buf()));
+    }
+    if want_dir && !md.is_dir() {
+        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
+    }
+    let me = crate::platform::windows::current_user_sid().map_err(io_err(path))?;
+    let (owner, dacl) = crate::platform::windows::owner_and_dacl(path).map_err(io_err(path))?;
+    crate::platform::sddl::check_acl(&owner, &me, dacl.as_deref()).map_err(|problem| {
+        SecureFsError::LooseAcl {
+            path: path.to_path_buf(),
+            problem: problem.to_string(),
+            fix: crate::platform::sddl::icacls_fix(&path.display().to_string(), md.is_dir()),
+        }
+    })
+}
+
+pub(crate) use super::plain::sync_dir;
+pub use super::plain::{lock_exclusive, open_private_append, open_private_new, FileLock};
