@@ -26,4 +26,12 @@ pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
 }
 
 pub(crate) use super::plain::sync_dir;
-pub use super::plain::{lock_exclusive, open_private_append, open_private_new, FileLock};
+pub use super::plain::{open_private_append, open_private_new};
+
+/// The open file itself: no advisory lock is known on this platform.
+pub type FileLock = std::fs::File;
+
+/// No lock is taken (see [`FileLock`]).
+pub fn lock_exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
+    Ok(file)
+}

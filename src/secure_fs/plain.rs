@@ -29,12 +29,3 @@ pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> 
 pub(crate) fn sync_dir(_dir: &Path) -> Result<(), SecureFsError> {
     Ok(())
 }
-
-/// The open file itself: Windows opens it without sharing in a later change; for now a plain
-/// open keeps the same shape.
-pub type FileLock = std::fs::File;
-
-/// No lock is taken (see [`FileLock`]).
-pub fn lock_exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
-    Ok(file)
-}

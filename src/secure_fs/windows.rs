@@ -41,4 +41,35 @@ pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
 }
 
 pub(crate) use super::plain::sync_dir;
-pub use super::plain::{lock_exclusive, open_private_append, open_private_new, FileLock};
+pub use super::plain::{open_private_append, open_private_new};
+
+/// A file held under an exclusive `LockFileEx` lock; closing the handle releases it.
+#[derive(Debug)]
+pub struct FileLock(#[allow(dead_code)] std::fs::File);
+
+/// Wait for an exclusive lock on the whole of `file` (LockFileEx, as flock on Unix).
+pub fn lock_exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Storage::FileSystem::{LockFileEx, LOCKFILE_EXCLUSIVE_LOCK};
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+    // SAFETY: OVERLAPPED is a plain C struct for which all-zero is the documented initial
+    // value (offset 0, no event) for a synchronous handle.
+    let mut overlapped: OVERLAPPED = unsafe { std::mem::zeroed() };
+    // SAFETY: the handle belongs to `file`, which stays open for the duration of the call, and
+    // `overlapped` outlives the call; LockFileEx blocks (no LOCKFILE_FAIL_IMMEDIATELY) until the
+    // lock is granted, so nothing is left pending on the OVERLAPPED afterwards.
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle(),
+            LOCKFILE_EXCLUSIVE_LOCK,
+            0,
+            u32::MAX,
+            u32::MAX,
+            &mut overlapped,
+        )
+    };
+    if ok == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(FileLock(file))
+}
