@@ -131,3 +131,39 @@ impl SecurityKey for OpenedKey {
             .get_assertion(&request, &mut on_keepalive, cancel)
     }
 }
+
+/// A boxed backend, as `select::open_key` returns it.
+impl SecurityKey for Box<dyn SecurityKey> {
+    fn description(&self) -> &str {
+        self.as_ref().description()
+    }
+
+    fn is_virtual(&self) -> bool {
+        self.as_ref().is_virtual()
+    }
+
+    fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError> {
+        self.as_mut().supported_algorithms()
+    }
+
+    fn make_credential(
+        &mut self,
+        args: &MakeCredentialArgs<'_>,
+        on_up_needed: &mut dyn FnMut(),
+        cancel: Option<&CancelToken>,
+    ) -> Result<MakeCredentialResponse, CtapError> {
+        self.as_mut().make_credential(args, on_up_needed, cancel)
+    }
+
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data: &[u8],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: Option<&CancelToken>,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        self.as_mut()
+            .get_assertion(rp_id, client_data, allow_list, on_up_needed, cancel)
+    }
+}

@@ -131,7 +131,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::ctap::backend::SecurityKey;
 use crate::ctap::command::GetAssertionResponse;
 use crate::ctap::device::{CancelToken, DeviceOptions};
-use crate::ctap::select::{self, DeviceSelector, OpenedKey};
+use crate::ctap::select::{self, DeviceSelector};
 use crate::ctap::{CtapError, StatusCode};
 
 use super::audit::{AuditLog, Outcome, Receipt};
@@ -159,7 +159,8 @@ pub trait PresenceKey: Send {
     fn is_virtual(&self) -> bool;
 }
 
-impl PresenceKey for OpenedKey {
+/// Any backend (CTAPHID or webauthn.dll) as the gate's key.
+impl<K: SecurityKey> PresenceKey for K {
     fn get_assertion(
         &mut self,
         rp_id: &str,
@@ -179,26 +180,7 @@ impl PresenceKey for OpenedKey {
     }
 
     fn is_virtual(&self) -> bool {
-        self.is_virtual
-    }
-}
-
-/// Any backend (CTAPHID or webauthn.dll) as the gate's key.
-impl PresenceKey for Box<dyn SecurityKey> {
-    fn get_assertion(
-        &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
-    ) -> Result<GetAssertionResponse, CtapError> {
-        self.as_mut()
-            .get_assertion(rp_id, client_data, allow_list, on_up_needed, Some(cancel))
-    }
-
-    fn is_virtual(&self) -> bool {
-        self.as_ref().is_virtual()
+        SecurityKey::is_virtual(self)
     }
 }
 
