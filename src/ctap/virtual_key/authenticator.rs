@@ -50,6 +50,9 @@ use super::state::KeyState;
 use crate::ctap::cbor::{self, Value};
 use crate::ctap::status::StatusCode;
 
+/// getInfo's maxCredentialCountInList: longer allowLists get CTAP2_ERR_LIMIT_EXCEEDED.
+pub const MAX_CREDENTIAL_COUNT_IN_LIST: usize = 8;
+
 /// The virtual key's AAGUID: the ASCII bytes of `"auths-virtualkey"`. It is ours, registered
 /// nowhere, and is not the AAGUID of any real authenticator, so enrollment can tell that a
 /// credential lives on the virtual key.
@@ -520,6 +523,10 @@ impl Authenticator {
         let rp_id = as_text(req_field(&req, 1)?)?;
         let client_data_hash = client_data_hash(req_field(&req, 2)?)?;
         let allow = opt_int_field(&req, 3).map(as_array).transpose()?;
+        if allow.is_some_and(|a| a.len() > MAX_CREDENTIAL_COUNT_IN_LIST) {
+            // More than getInfo's maxCredentialCountInList: hosts must split the list.
+            return Err(StatusCode::LimitExceeded);
+        }
         if let Some(ext) = opt_int_field(&req, 4) {
             as_map(ext)?;
         }
@@ -605,7 +612,10 @@ pub fn get_info() -> Value {
             Value::int(0x06),
             Value::Array(vec![Value::int(2), Value::int(1)]),
         ),
-        (Value::int(0x07), Value::int(8)),
+        (
+            Value::int(0x07),
+            Value::int(MAX_CREDENTIAL_COUNT_IN_LIST as i64),
+        ),
         (Value::int(0x08), Value::int(128)),
         (Value::int(0x09), Value::Array(vec![Value::text("usb")])),
         (
@@ -1017,6 +1027,12 @@ mod tests {
                 &make_cred_req("rp", &[ALG_ES256], vec![mk_opt("uv")])
             ),
             vec![0x2c]
+        );
+        // An allowList longer than maxCredentialCountInList is refused before any touch.
+        let many: Vec<&[u8]> = vec![id.as_slice(); MAX_CREDENTIAL_COUNT_IN_LIST + 1];
+        assert_eq!(
+            run(&mut a, &get_assertion_req("rp", &many, vec![])),
+            vec![0x15]
         );
         // Not touched: timeout.
         match a.begin(&get_assertion_req("rp", &[&id], vec![])) {
