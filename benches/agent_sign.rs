@@ -24,8 +24,8 @@ mod unix {
     };
     use auths_presence::ctap::CtapError;
     use auths_presence::presence::enrollment::{enroll_key, TokenStore};
-    use auths_presence::presence::gate::{GateConfig, PresenceGate, PresenceKey};
     use auths_presence::presence::policy::Policy;
+    use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, PresenceKey};
     use auths_presence::presence::prompt::Prompter;
     use ssh_agent_lib::proto::{
         AddIdentity, PrivateCredential, PublicCredential, Request, Response, SignRequest,

@@ -32,9 +32,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use super::peer::PeerInfo;
 use super::server::AgentState;
-use crate::presence::gate::SignRequest;
+use crate::presence::request::ApprovalRequest;
+use crate::presence::request::Requester;
 
 /// Largest message body accepted (OpenSSH's `AGENT_MAX_LEN`, 256 KiB).
 pub const MAX_MESSAGE_LEN: u32 = 256 * 1024;
@@ -87,7 +87,7 @@ enum Outcome {
 /// Serve one connection until it closes. `peer` was read from the kernel at accept.
 pub async fn serve_connection<S>(
     stream: S,
-    peer: PeerInfo,
+    peer: Requester,
     state: Arc<AgentState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd
@@ -195,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn dispatch(
         &mut self,
         body: &[u8],
-        peer: &PeerInfo,
+        peer: &Requester,
         state: &Arc<AgentState>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Outcome {
@@ -284,7 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn sign(
         &mut self,
         req: ssh_agent_lib::proto::SignRequest,
-        peer: &PeerInfo,
+        peer: &Requester,
         state: &Arc<AgentState>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Outcome {
@@ -297,11 +297,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Ok(fp) => fp,
             Err(_) => return Outcome::Reply(Response::Failure),
         };
-        let request = SignRequest {
+        let request = ApprovalRequest {
             key_fingerprint: fingerprint,
             data_digest: Sha256::digest(&req.data).into(),
             namespace: sshsig_namespace(&req.data),
-            requester: peer.clone().into(),
+            requester: peer.clone(),
         };
         let approval = {
             let mut approve = state.gate().approve(request);

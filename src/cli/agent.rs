@@ -10,8 +10,8 @@ use auths_presence::agent::server::AgentConfig;
 use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
-use auths_presence::presence::gate::{GateConfig, PresenceGate, SelectorOpener};
 use auths_presence::presence::policy::{parse_duration, Policy};
+use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, SelectorOpener};
 use auths_presence::presence::prompt::Prompter;
 
 use super::{home, os, CliResult, DeviceArgs};

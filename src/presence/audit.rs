@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::gate::Requester;
+use super::request::Requester;
 use crate::secure_fs::{self, SecureFsError};
 
 /// File name inside `AUTHS_HOME`.
@@ -70,7 +70,11 @@ pub struct Receipt {
 
 impl Receipt {
     /// A receipt for `request` with no evidence yet (fill in the fields the outcome needs).
-    pub fn for_request(id: &str, outcome: Outcome, request: &super::gate::SignRequest) -> Receipt {
+    pub fn for_request(
+        id: &str,
+        outcome: Outcome,
+        request: &super::request::ApprovalRequest,
+    ) -> Receipt {
         Receipt {
             id: id.to_owned(),
             time: std::time::SystemTime::now()

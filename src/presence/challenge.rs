@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::gate::{Requester, SignRequest};
+use super::request::{ApprovalRequest, Requester};
 
 /// The `type` member of our client data.
 pub const CLIENT_DATA_TYPE: &str = "auths.presence.v1";
@@ -52,7 +52,7 @@ pub struct ClientData {
 
 impl ClientData {
     /// Fresh client data for `request`, with a new random nonce.
-    pub fn new(request: &SignRequest, grant: Option<GrantTerms>, now_unix: u64) -> ClientData {
+    pub fn new(request: &ApprovalRequest, grant: Option<GrantTerms>, now_unix: u64) -> ClientData {
         let nonce: [u8; 32] = rand::random();
         ClientData {
             kind: CLIENT_DATA_TYPE.to_owned(),
@@ -99,8 +99,8 @@ pub fn client_data_hash(json: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn req(digest: u8) -> SignRequest {
-        SignRequest {
+    fn req(digest: u8) -> ApprovalRequest {
+        ApprovalRequest {
             key_fingerprint: "SHA256:abc".into(),
             data_digest: [digest; 32],
             namespace: Some("git".into()),

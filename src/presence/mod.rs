@@ -7,5 +7,7 @@ pub mod enrollment;
 pub mod gate;
 pub mod home;
 pub mod policy;
+pub mod presence_gate;
 pub mod prompt;
+pub mod request;
 pub mod verify;

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use super::challenge::GrantTerms;
-use super::gate::Requester;
+use super::request::Requester;
 
 /// Who shares a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::gate::{Requester, SignRequest};
+use super::request::{ApprovalRequest, Requester};
 
 /// One event for watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -104,7 +104,7 @@ pub fn describe_peer(r: &Requester) -> String {
 }
 
 /// The full touch prompt for a request.
-pub fn touch_message(req: &SignRequest, virtual_key: bool) -> String {
+pub fn touch_message(req: &ApprovalRequest, virtual_key: bool) -> String {
     let mut s = format!(
         "Touch your security key to approve signing for {}, key {}",
         describe_peer(&req.requester),
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn prompt_names_requester_and_parent() {
-        let req = SignRequest {
+        let req = ApprovalRequest {
             key_fingerprint: "SHA256:xyz".into(),
             data_digest: [0; 32],
             namespace: Some("git".into()),

@@ -19,8 +19,8 @@ use auths_presence::ctap::virtual_key::{
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
-use auths_presence::presence::gate::{GateConfig, PresenceGate, PresenceKey};
 use auths_presence::presence::policy::Policy;
+use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, PresenceKey};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use sha2::Digest as _;
 use ssh_agent_lib::proto::{Request, Response};

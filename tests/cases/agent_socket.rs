@@ -17,7 +17,8 @@ use auths_presence::agent::keys::{ManualClock, SealParams, UnlockPolicy};
 use auths_presence::agent::server::{bind, run, serve, AgentConfig, AgentState, UnixAgentListener};
 use auths_presence::agent::session::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::AgentError;
-use auths_presence::presence::gate::{Approval, ApproveFuture, Gate, GateError, SignRequest};
+use auths_presence::presence::gate::{Approval, ApproveFuture, Gate, GateError};
+use auths_presence::presence::request::ApprovalRequest;
 use auths_presence::secure_fs::SecureFsError;
 use sha2::Digest as _;
 use ssh_agent_lib::proto::{Extension, PublicCredential, Request, Response};
@@ -35,12 +36,12 @@ const MIN: Duration = Duration::from_secs(60);
 /// A gate whose key is never touched: every approval times out.
 #[derive(Default)]
 struct NeverTouched {
-    requests: Mutex<Vec<SignRequest>>,
+    requests: Mutex<Vec<ApprovalRequest>>,
     signed: Mutex<u32>,
 }
 
 impl Gate for NeverTouched {
-    fn approve(&self, request: SignRequest) -> ApproveFuture<'_> {
+    fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_> {
         self.requests.lock().unwrap().push(request);
         Box::pin(async { Err(GateError::TouchTimeout(Duration::from_secs(30))) })
     }
@@ -65,7 +66,7 @@ impl Drop for OnDrop {
 }
 
 impl Gate for PendingTouch {
-    fn approve(&self, _request: SignRequest) -> ApproveFuture<'_> {
+    fn approve(&self, _request: ApprovalRequest) -> ApproveFuture<'_> {
         let tx = self.events.lock().unwrap().clone();
         let _ = tx.send("pending");
         let guard = OnDrop(tx);
@@ -88,7 +89,7 @@ struct RefuseWhenReleased {
 }
 
 impl Gate for RefuseWhenReleased {
-    fn approve(&self, _request: SignRequest) -> ApproveFuture<'_> {
+    fn approve(&self, _request: ApprovalRequest) -> ApproveFuture<'_> {
         let _ = self.events.lock().unwrap().send("pending");
         let release = Arc::clone(&self.release);
         Box::pin(async move {

@@ -13,7 +13,7 @@ use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::peer::PeerInfo;
+use crate::presence::request::Requester;
 
 #[cfg(not(any(unix, windows)))]
 mod other;
@@ -45,7 +45,8 @@ pub trait Listener: Send {
 
     /// Wait for the next connection whose peer credentials could be read. Connections whose
     /// credentials cannot be read are closed here (fail closed) and not returned.
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Stream, PeerInfo)>> + Send;
+    fn accept(&mut self)
+        -> impl Future<Output = std::io::Result<(Self::Stream, Requester)>> + Send;
 }
 
 /// The pipe-name prefix every Windows named pipe has.

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Listener;
-use crate::agent::peer::PeerInfo;
 use crate::agent::AgentError;
+use crate::presence::request::Requester;
 
 /// No uid to match.
 pub(crate) fn current_uid() -> u32 {
@@ -22,7 +22,7 @@ pub struct UnsupportedListener(());
 impl Listener for UnsupportedListener {
     type Stream = tokio::io::DuplexStream;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Stream, PeerInfo)> {
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Requester)> {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
             "no Unix sockets or named pipes on this platform",

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Listener;
-use crate::agent::peer::PeerInfo;
 use crate::agent::AgentError;
+use crate::presence::request::Requester;
 
 /// Our effective uid: connections must have it.
 pub(crate) fn current_uid() -> u32 {
@@ -32,7 +32,7 @@ impl UnixAgentListener {
 impl Listener for UnixAgentListener {
     type Stream = tokio::net::UnixStream;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Stream, PeerInfo)> {
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Requester)> {
         loop {
             let (stream, _) = self.inner.accept().await?;
             match crate::agent::peer::from_unix_stream(&stream) {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{is_pipe_name, Listener};
-use crate::agent::peer::PeerInfo;
 use crate::agent::AgentError;
+use crate::presence::request::Requester;
 
 /// 0 on Windows, where peers are matched by token user SID at accept.
 pub(crate) fn current_uid() -> u32 {
@@ -91,7 +91,7 @@ impl PipeAgentListener {
 impl Listener for PipeAgentListener {
     type Stream = tokio::net::windows::named_pipe::NamedPipeServer;
 
-    async fn accept(&mut self) -> std::io::Result<(Self::Stream, PeerInfo)> {
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Requester)> {
         use std::os::windows::io::AsRawHandle;
         loop {
             if let Err(e) = self.next.connect().await {

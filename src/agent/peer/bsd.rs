@@ -2,9 +2,9 @@
 
 use std::io;
 
-use super::PeerInfo;
+use super::Requester;
 
-pub(super) fn complete(_info: &mut PeerInfo) {}
+pub(super) fn complete(_info: &mut Requester) {}
 
 /// uid (`getpeereid`) and pid (`LOCAL_PEERPID` where available) via tokio.
 pub(super) fn credentials(stream: &tokio::net::UnixStream) -> io::Result<(u32, Option<u32>)> {

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use super::{parse_proc_stat, PeerInfo, ProcStat};
+use super::{parse_proc_stat, ProcStat, Requester};
 
 /// uid and pid from `SO_PEERCRED`.
 pub(super) fn credentials(fd: impl AsFd) -> io::Result<(u32, Option<u32>)> {
@@ -24,7 +24,7 @@ fn exe(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-pub(super) fn complete(info: &mut PeerInfo) {
+pub(super) fn complete(info: &mut Requester) {
     let Some(pid) = info.pid else { return };
     if let Some(st) = stat(pid) {
         info.start_time = Some(st.start_time);

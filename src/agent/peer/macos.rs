@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{path_from_buf, timeval_to_micros, PeerInfo};
+use super::{path_from_buf, timeval_to_micros, Requester};
 
 /// uid (`getpeereid`) and pid (`LOCAL_PEERPID`) via tokio.
 pub(super) fn credentials(stream: &tokio::net::UnixStream) -> io::Result<(u32, Option<u32>)> {
@@ -55,7 +55,7 @@ fn session(pid: u32) -> Option<u32> {
     u32::try_from(s).ok()
 }
 
-pub(super) fn complete(info: &mut PeerInfo) {
+pub(super) fn complete(info: &mut Requester) {
     let Some(pid) = info.pid else { return };
     info.exe = exe(pid);
     info.session_id = session(pid);

@@ -14,12 +14,12 @@
 //!   declaring `kinfo_proc` by hand), the session from `getsid`.
 //! - Windows: `GetNamedPipeClientProcessId`, then `QueryFullProcessImageNameW`,
 //!   `GetProcessTimes` and a Toolhelp snapshot for the parent; the client's token user SID
-//!   must be ours (there is no uid: [`PeerInfo::uid`] is 0 on both sides).
+//!   must be ours (there is no uid: [`Requester::uid`] is 0 on both sides).
 //! - Other Unix: `getpeereid` only.
 //!
 //! The parsers and conversions are pure functions, tested on every platform.
 
-use crate::presence::gate::Requester;
+use crate::presence::request::Requester;
 
 // The platform half (see `crate::platform` for the scheme). Unix: `unix` reads the socket
 // credentials and completes them with this system's `os` module; Windows: `windows` names a
@@ -44,42 +44,6 @@ pub use unix::from_unix_stream;
 mod windows;
 #[cfg(windows)]
 pub use windows::from_pipe_client;
-
-/// Identity of a connected peer, read once at accept.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Effective uid of the peer (from the kernel, not from the peer).
-    pub uid: u32,
-    /// Process id, when the platform tells it.
-    pub pid: Option<u32>,
-    /// Start time of the process in clock ticks since boot (Linux, `/proc/PID/stat` field 22).
-    pub start_time: Option<u64>,
-    /// Executable path (`/proc/PID/exe`).
-    pub exe: Option<String>,
-    /// Parent process id.
-    pub parent_pid: Option<u32>,
-    /// Parent start time.
-    pub parent_start_time: Option<u64>,
-    /// Parent executable path.
-    pub parent_exe: Option<String>,
-    /// Session id (`setsid`).
-    pub session_id: Option<u32>,
-}
-
-impl From<PeerInfo> for Requester {
-    fn from(p: PeerInfo) -> Self {
-        Requester {
-            uid: p.uid,
-            pid: p.pid,
-            start_time: p.start_time,
-            exe: p.exe,
-            parent_pid: p.parent_pid,
-            parent_start_time: p.parent_start_time,
-            parent_exe: p.parent_exe,
-            session_id: p.session_id,
-        }
-    }
-}
 
 /// The fields we use from `/proc/PID/stat` (proc(5)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,23 +163,5 @@ mod tests {
             parse_proc_stat("1 (a) S x 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5"),
             None
         );
-    }
-
-    #[test]
-    fn converts_to_requester() {
-        let p = PeerInfo {
-            uid: 1000,
-            pid: Some(5),
-            start_time: Some(9),
-            exe: Some("/usr/bin/ssh-keygen".into()),
-            parent_pid: Some(4),
-            parent_start_time: Some(8),
-            parent_exe: Some("/usr/bin/git".into()),
-            session_id: Some(3),
-        };
-        let r = Requester::from(p);
-        assert_eq!(r.uid, 1000);
-        assert_eq!(r.parent_exe.as_deref(), Some("/usr/bin/git"));
-        assert_eq!(r.session_id, Some(3));
     }
 }

@@ -1,11 +1,11 @@
 //! Peer identity of a named-pipe client: token user, image, parent, start time, session.
 
-use super::PeerInfo;
+use super::Requester;
 
 /// The identity of a named-pipe client (Windows): `pid` from `GetNamedPipeClientProcessId`.
 /// Refuses a process whose token user is not `my_sid` (another user, or a process we may not
 /// query: fail closed).
-pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<PeerInfo> {
+pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<Requester> {
     use crate::platform::windows as w;
     let sid = w::process_user_sid(pid)?;
     if sid != my_sid {
@@ -15,7 +15,7 @@ pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<PeerInfo> {
         ));
     }
     let parent_pid = w::parent_pid(pid);
-    Ok(PeerInfo {
+    Ok(Requester {
         uid: 0,
         pid: Some(pid),
         start_time: w::process_start_time(pid),
