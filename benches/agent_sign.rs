@@ -25,8 +25,9 @@ mod unix {
     use auths_presence::ctap::CtapError;
     use auths_presence::presence::enrollment::{enroll_key, TokenStore};
     use auths_presence::presence::policy::Policy;
-    use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, PresenceKey};
+    use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
     use auths_presence::presence::prompt::Prompter;
+    use auths_presence::presence::touch::PresenceKey;
     use ssh_agent_lib::proto::{
         AddIdentity, PrivateCredential, PublicCredential, Request, Response, SignRequest,
     };

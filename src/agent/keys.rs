@@ -146,20 +146,15 @@ pub struct PublicIdentity {
     pub fingerprint: String,
 }
 
-/// A signature made under an approval. The approval stays inside: it can be shown to the gate
-/// (`Gate::signed`) but never moved out and spent again.
+/// The outcome of [`KeyStore::sign`]: the approval comes back either way, so the caller settles
+/// it ([`Approval::signed`] before handing out the signature, or [`Approval::not_signed`]).
 #[derive(Debug)]
-pub struct Signed {
-    /// The SSH signature.
-    pub signature: Signature,
-    approval: Approval,
-}
-
-impl Signed {
-    /// The approval this signature was made under.
-    pub fn approval(&self) -> &Approval {
-        &self.approval
-    }
+#[must_use = "the approval must be settled"]
+pub struct Signing {
+    /// The approval the signature was asked under.
+    pub approval: Approval,
+    /// The signature, or why it was not made.
+    pub result: Result<Signature, AgentError>,
 }
 
 struct Entry {
@@ -402,17 +397,14 @@ impl KeyStore {
         data: &[u8],
         approval: Approval,
         now: Instant,
-    ) -> Result<Signed, AgentError> {
+    ) -> Signing {
         let digest: [u8; 32] = Sha256::digest(data).into();
-        let fp = fingerprint(key);
-        if !approval.covers(&fp, &digest) {
-            return Err(AgentError::ApprovalMismatch);
-        }
-        let signature = self.sign_approved(key, data, now)?;
-        Ok(Signed {
-            signature,
-            approval,
-        })
+        let result = if approval.covers(&fingerprint(key), &digest) {
+            self.sign_approved(key, data, now)
+        } else {
+            Err(AgentError::ApprovalMismatch)
+        };
+        Signing { approval, result }
     }
 
     /// The signing step after the approval was checked. Private: only [`KeyStore::sign`] (and

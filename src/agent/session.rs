@@ -330,13 +330,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Ok(a) => a,
             Err(_) => return Outcome::Reply(Response::Failure),
         };
-        let signed = state.keys().sign(&key, &req.data, approval, state.now());
-        match signed {
-            Ok(signed) => {
-                state.gate().signed(signed.approval());
-                Outcome::Reply(Response::SignResponse(signed.signature))
+        let signing = state.keys().sign(&key, &req.data, approval, state.now());
+        match signing.result {
+            // No receipt, no signature: it leaves the agent only once its receipt is durable.
+            Ok(signature) => match signing.approval.signed() {
+                Ok(()) => Outcome::Reply(Response::SignResponse(signature)),
+                Err(_) => Outcome::Reply(Response::Failure),
+            },
+            Err(e) => {
+                let _ = signing.approval.not_signed(&e.to_string());
+                Outcome::Reply(Response::Failure)
             }
-            Err(_) => Outcome::Reply(Response::Failure),
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
             for (n, r) in lines {
                 match r {
                     Ok(r) => {
-                        let what = match r.outcome {
+                        let what = match r.outcome() {
                             Outcome::Approved => "touch ".to_owned(),
                             Outcome::Granted => "grant ".to_owned(),
                             Outcome::Denied => "DENIED".to_owned(),
@@ -74,8 +74,8 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "{} signature(s) approved by a verified touch, {} under a verified grant, {} denial(s)",
-                    report.approved, report.granted, report.denied
+                    "{} signature(s) approved by a verified touch, {} under a verified grant, {} denial(s), {} approval(s) not signed",
+                    report.approved, report.granted, report.denied, report.unsigned
                 );
                 for p in &report.problems {
                     println!(

@@ -3,15 +3,16 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
-use sha2::{Digest, Sha256};
 
 use auths_presence::ctap::authdata::algorithm_name;
 use auths_presence::ctap::backend::SecurityKey;
 use auths_presence::ctap::command::Algorithm;
+use auths_presence::ctap::device::CancelToken;
 use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};
+use auths_presence::presence::challenge::self_test_client_data;
 use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};
-use auths_presence::presence::verify::{verify_assertion, Expected};
+use auths_presence::presence::touch::{touch, Credentials, TouchError};
 
 use super::{home, CliResult, DeviceArgs};
 
@@ -176,25 +177,12 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     if tokens.is_empty() {
         return Err("no security key is enrolled; enroll one with `auths token enroll`".into());
     }
-    let mut key = open_key(device)?;
-    // All enrolled credentials share one rp id in practice; test the first rp id's set.
-    let rp_id = tokens[0].rp_id.clone();
+    let creds = Credentials::enrolled(&tokens)?;
+    let rp_id = creds.rp_id().to_owned();
     let candidates: Vec<&Enrollment> = tokens.iter().filter(|t| t.rp_id == rp_id).collect();
-    let allowed = candidates
-        .iter()
-        .map(|t| t.allowed())
-        .collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<&[u8]> = candidates
-        .iter()
-        .map(|t| t.credential_id.as_slice())
-        .collect();
-    let client_data = serde_json::json!({
-        "type": "auths.presence.test",
-        "nonce": hex::encode(rand::random::<[u8; 32]>()),
-        "created": now_unix(),
-    })
-    .to_string();
-    let client_data_hash: [u8; 32] = Sha256::digest(client_data.as_bytes()).into();
+    let mut key = open_key(device)?;
+    // A self-test client data: it names no identity key and no bytes, so it approves nothing.
+    let client_data = self_test_client_data(now_unix());
     let what = key.description().to_owned();
     let mut shown = false;
     let mut prompt = || {
@@ -203,24 +191,26 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
             eprintln!("Touch your security key to test it: {what}");
         }
     };
-    let resp = match key.get_assertion(&rp_id, client_data.as_bytes(), &ids, &mut prompt, None) {
-        Err(CtapError::Status(StatusCode::NoCredentials)) => {
+    let touched = touch(
+        &mut key,
+        &creds,
+        &client_data,
+        false,
+        &mut prompt,
+        &CancelToken::new(),
+    );
+    let verified = match touched {
+        Err(TouchError::Device(CtapError::Status(StatusCode::NoCredentials))) => {
             return Err("this security key holds none of the enrolled credentials; plug in an enrolled key or enroll this one".into())
         }
-        Err(CtapError::Status(StatusCode::UserActionTimeout)) | Err(CtapError::Deadline(_)) => {
+        Err(TouchError::Device(
+            CtapError::Status(StatusCode::UserActionTimeout) | CtapError::Deadline(_),
+        )) => {
             return Err("nobody touched the key in time; run the command again and touch the key when it blinks".into())
         }
         other => other?,
     };
-    let verified = verify_assertion(
-        &Expected {
-            rp_id: &rp_id,
-            client_data_hash,
-            allowed: &allowed,
-            require_uv: false,
-        },
-        &resp,
-    )?;
+    let verified = verified.assertion();
     store.save_sign_count(verified.credential_id(), verified.sign_count())?;
     let t = candidates
         .iter()

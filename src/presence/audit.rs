@@ -3,39 +3,76 @@
 //! authenticator data, assertion signature and credential id, so `auths audit verify` can
 //! prove offline, against the enrolled keys, that every signature had a touch behind it.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::request::Requester;
+use super::challenge::{ClientData, GrantTerms};
+use super::enrollment::Enrollment;
+use super::policy::Scope;
+use super::request::{ApprovalRequest, Requester};
+use super::touch::{self, Credentials, TouchEvidence};
 use crate::secure_fs::{self, SecureFsError};
 
 /// File name inside `AUTHS_HOME`.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 
-/// What happened to a request.
+/// What happened to a request, in one word (for listings and findings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// A verified touch approved this signature.
+    /// A verified touch approved this request.
     Approved,
-    /// Signed under a grant opened by an earlier verified touch (`grant_of`).
+    /// An open grant, opened by an earlier verified touch, covered this request.
     Granted,
     /// Refused: no touch, a failed verification, a cancelled request.
     Denied,
 }
 
-/// One line of the audit log.
+/// What a receipt shows for its request: the touch, the grant use, or the denial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Evidence {
+    /// A verified touch approved this request; the key's answer, to verify again offline.
+    Approved {
+        /// What the key answered.
+        #[serde(flatten)]
+        touch: TouchEvidence,
+        /// The approving credential lives on the virtual key.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        virtual_key: bool,
+    },
+    /// Covered by the grant that the touch of receipt `grant_of` opened.
+    Granted {
+        /// Receipt id of the touch whose grant covered this request.
+        grant_of: String,
+    },
+    /// Refused; nothing was signed.
+    Denied,
+}
+
+impl Evidence {
+    /// The outcome in one word.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Evidence::Approved { .. } => Outcome::Approved,
+            Evidence::Granted { .. } => Outcome::Granted,
+            Evidence::Denied => Outcome::Denied,
+        }
+    }
+}
+
+/// One line of the audit log. Written once per request, after its signature was made (or was
+/// not): `signed` is true only when the agent holds a signature over the request's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// Random id, referenced by grants.
     pub id: String,
     /// Unix time.
     pub time: u64,
-    /// What happened.
-    pub outcome: Outcome,
     /// Identity key fingerprint.
     pub key: String,
     /// SHA-256 of the bytes to sign, hex.
@@ -45,35 +82,25 @@ pub struct Receipt {
     pub namespace: Option<String>,
     /// Who asked.
     pub peer: Requester,
-    /// Exact client data JSON the key signed (approvals).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_data: Option<String>,
-    /// authenticatorData, hex (approvals).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_data: Option<String>,
-    /// Assertion signature, hex (approvals).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<String>,
-    /// Credential id, hex (approvals).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_id: Option<String>,
-    /// Receipt id of the touch whose grant covered this signature (granted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grant_of: Option<String>,
-    /// Why it was denied.
+    /// The touch, the grant use or the denial.
+    #[serde(flatten)]
+    pub evidence: Evidence,
+    /// The signature was made.
+    #[serde(default)]
+    pub signed: bool,
+    /// Why nothing was signed (denials, and approvals whose signature failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The approving credential lives on the virtual key.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub virtual_key: bool,
 }
 
 impl Receipt {
-    /// A receipt for `request` with no evidence yet (fill in the fields the outcome needs).
-    pub fn for_request(
+    /// The receipt of `request` under receipt id `id`, stamped now.
+    pub fn new(
         id: &str,
-        outcome: Outcome,
-        request: &super::request::ApprovalRequest,
+        request: &ApprovalRequest,
+        evidence: Evidence,
+        signed: bool,
+        reason: Option<String>,
     ) -> Receipt {
         Receipt {
             id: id.to_owned(),
@@ -81,19 +108,33 @@ impl Receipt {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            outcome,
             key: request.key_fingerprint.clone(),
             digest: hex::encode(request.data_digest),
             namespace: request.namespace.clone(),
             peer: request.requester.clone(),
-            client_data: None,
-            auth_data: None,
-            signature: None,
-            credential_id: None,
-            grant_of: None,
-            reason: None,
-            virtual_key: false,
+            evidence,
+            signed,
+            reason,
         }
+    }
+
+    /// The outcome in one word.
+    pub fn outcome(&self) -> Outcome {
+        self.evidence.outcome()
+    }
+
+    /// The request this receipt is about, as the client data of its touch must bind it.
+    pub fn request(&self) -> Result<ApprovalRequest, String> {
+        let data_digest: [u8; 32] = hex::decode(&self.digest)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or("digest is not 32 bytes of hex")?;
+        Ok(ApprovalRequest {
+            key_fingerprint: self.key.clone(),
+            data_digest,
+            namespace: self.namespace.clone(),
+            requester: self.peer.clone(),
+        })
     }
 
     /// A fresh receipt id.
@@ -206,6 +247,8 @@ pub struct VerifyReport {
     pub granted: usize,
     /// Denials (nothing was signed).
     pub denied: usize,
+    /// Verified approvals whose signature was not made (the signer failed, or the client left).
+    pub unsigned: usize,
     /// Every line that did not verify.
     pub problems: Vec<Finding>,
 }
@@ -217,33 +260,29 @@ impl VerifyReport {
     }
 }
 
-/// Re-verify every receipt against the enrolled credentials, offline:
-/// - approved: the client data hashes to what the key signed, names this key and digest, the
-///   authenticator data has our rp id hash and UP, the signature verifies with the enrolled
-///   credential, and the sign counter increased over the previous receipt of that credential;
-/// - granted: the grant it names is an earlier verified approval of the same key whose client
-///   data carried grant terms, used within its time and count, by a requester in its scope;
-/// - denied: parses (nothing was signed, so there is nothing to prove).
-pub fn verify_log(
-    lines: &[LogLine],
-    enrollments: &[super::enrollment::Enrollment],
-) -> VerifyReport {
-    use super::challenge::{client_data_hash, ClientData};
-    use super::policy::Scope;
-    use crate::ctap::authdata::AuthenticatorData;
-    use sha2::{Digest, Sha256};
-    use std::collections::HashMap;
+/// A grant as the verifier tracks it: opened by a verified, signed touch.
+struct OpenGrant {
+    key: String,
+    terms: GrantTerms,
+    peer: Requester,
+    created: u64,
+    used: u32,
+}
 
-    struct Open {
-        key: String,
-        terms: super::challenge::GrantTerms,
-        peer: Requester,
-        created: u64,
-        used: u32,
-    }
+/// Re-verify every receipt against the enrolled credentials, offline, through the same path the
+/// gate verifies touches on ([`touch::verify_evidence`], [`ClientData::check_binds`]):
+/// - approved: the key's answer verifies (the credential is enrolled, rp id hash, UP, the
+///   signature over authData || SHA-256(client data), a sign counter above the previous
+///   receipt's for that credential), and the client data binds this receipt's key, bytes,
+///   namespace and requester;
+/// - granted: the grant it names is an earlier verified and signed approval of the same key
+///   whose client data carried grant terms, used within its time and count, by a requester in
+///   its scope;
+/// - denied: nothing was signed (a denial that claims a signature is a problem).
+pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport {
     let mut report = VerifyReport::default();
     let mut counters: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut grants: HashMap<String, Open> = HashMap::new();
+    let mut grants: HashMap<String, OpenGrant> = HashMap::new();
 
     for (line, parsed) in lines {
         let receipt = match parsed {
@@ -258,113 +297,106 @@ pub fn verify_log(
                 continue;
             }
         };
-        let mut check = || -> Result<(), String> {
-            match receipt.outcome {
-                Outcome::Denied => Ok(()),
-                Outcome::Approved => {
-                    let field = |f: &Option<String>, name: &str| {
-                        f.clone()
-                            .ok_or_else(|| format!("approved receipt without {name}"))
-                    };
-                    let json = field(&receipt.client_data, "client data")?;
-                    let auth_data = hex::decode(field(&receipt.auth_data, "authenticator data")?)
-                        .map_err(|e| e.to_string())?;
-                    let signature = hex::decode(field(&receipt.signature, "signature")?)
-                        .map_err(|e| e.to_string())?;
-                    let cred = hex::decode(field(&receipt.credential_id, "credential id")?)
-                        .map_err(|e| e.to_string())?;
-                    let cd = ClientData::parse(&json)?;
-                    let digest: [u8; 32] = hex::decode(&receipt.digest)
-                        .ok()
-                        .and_then(|d| d.try_into().ok())
-                        .ok_or("digest is not 32 bytes of hex")?;
-                    if !cd.approves(&receipt.key, &digest) {
-                        return Err("the touch approved other bytes or another key than this receipt claims".into());
-                    }
-                    if cd.peer != receipt.peer {
-                        return Err(
-                            "the touch approved another requester than this receipt names".into(),
-                        );
-                    }
-                    let e = enrollments
-                        .iter()
-                        .find(|e| e.credential_id == cred)
-                        .ok_or("the credential is not enrolled (removed, or never ours)")?;
-                    let ad = AuthenticatorData::parse(&auth_data).map_err(|e| e.to_string())?;
-                    if ad.rp_id_hash != <[u8; 32]>::from(Sha256::digest(e.rp_id.as_bytes())) {
-                        return Err("authenticator data is for another relying party".into());
-                    }
-                    if !ad.flags.user_present() {
-                        return Err("authenticator data shows no touch (UP clear)".into());
-                    }
-                    let key = e.allowed().map_err(|e| e.to_string())?.public_key;
-                    let mut msg = auth_data.clone();
-                    msg.extend_from_slice(&client_data_hash(&json));
-                    key.verify(&msg, &signature)
-                        .map_err(|e| format!("assertion signature does not verify: {e}"))?;
-                    if let Some(prev) = counters.get(&cred) {
-                        if (ad.sign_count != 0 || *prev != 0) && ad.sign_count <= *prev {
-                            return Err(format!(
-                                "sign counter {} does not increase over {prev}: replayed or cloned",
-                                ad.sign_count
-                            ));
-                        }
-                    }
-                    counters.insert(cred, ad.sign_count);
-                    if let Some(terms) = cd.grant {
-                        grants.insert(
-                            receipt.id.clone(),
-                            Open {
-                                key: receipt.key.clone(),
-                                terms,
-                                peer: receipt.peer.clone(),
-                                created: receipt.time,
-                                used: 1,
-                            },
-                        );
-                    }
-                    Ok(())
-                }
-                Outcome::Granted => {
-                    let of = receipt
-                        .grant_of
-                        .as_deref()
-                        .ok_or("granted receipt without grant_of")?;
-                    let g = grants
-                        .get_mut(of)
-                        .ok_or("names a grant that no earlier verified touch opened")?;
-                    if g.key != receipt.key {
-                        return Err("used a grant opened for another key".into());
-                    }
-                    if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
-                        return Err("used a grant after it expired".into());
-                    }
-                    if g.used >= g.terms.max_signatures {
-                        return Err("used a grant beyond its signature count".into());
-                    }
-                    let scope: Scope = g.terms.scope.parse()?;
-                    match (scope.key(&g.peer), scope.key(&receipt.peer)) {
-                        (Some(a), Some(b)) if a == b => {}
-                        _ => return Err("used a grant from outside its scope".into()),
-                    }
-                    g.used += 1;
-                    Ok(())
-                }
+        let checked = match &receipt.evidence {
+            Evidence::Denied if receipt.signed => Err("a denial that claims a signature".into()),
+            Evidence::Denied => Ok(()),
+            Evidence::Approved { touch, .. } => {
+                verify_approved(receipt, touch, enrollments, &mut counters, &mut grants)
             }
+            Evidence::Granted { grant_of } => verify_granted(receipt, grant_of, &mut grants),
         };
-        match check() {
-            Ok(()) => match receipt.outcome {
-                Outcome::Approved => report.approved += 1,
-                Outcome::Granted => report.granted += 1,
-                Outcome::Denied => report.denied += 1,
+        match checked {
+            Ok(()) => match (receipt.outcome(), receipt.signed) {
+                (Outcome::Denied, _) => report.denied += 1,
+                (_, false) => report.unsigned += 1,
+                (Outcome::Approved, true) => report.approved += 1,
+                (Outcome::Granted, true) => report.granted += 1,
             },
             Err(problem) => report.problems.push(Finding {
                 line: *line,
                 id: Some(receipt.id.clone()),
-                outcome: Some(receipt.outcome),
+                outcome: Some(receipt.outcome()),
                 problem: Some(problem),
             }),
         }
     }
     report
+}
+
+fn verify_approved(
+    receipt: &Receipt,
+    evidence: &TouchEvidence,
+    enrollments: &[Enrollment],
+    counters: &mut HashMap<Vec<u8>, u32>,
+    grants: &mut HashMap<String, OpenGrant>,
+) -> Result<(), String> {
+    let enrolled = enrollments
+        .iter()
+        .find(|e| e.credential_id == evidence.credential_id)
+        .ok_or("the credential is not enrolled (removed, or never ours)")?;
+    let mut allowed = enrolled.allowed().map_err(|e| e.to_string())?;
+    // The counter rule runs against the previous receipt of this credential, not tokens.json.
+    allowed.sign_count = counters.get(&evidence.credential_id).copied().unwrap_or(0);
+    let creds = Credentials::new(enrolled.rp_id.clone(), vec![allowed]);
+    let verified = touch::verify_evidence(&creds, evidence, false).map_err(error_chain)?;
+    let request = receipt.request()?;
+    let client_data = ClientData::parse(&evidence.client_data).map_err(|e| e.to_string())?;
+    client_data
+        .check_binds(&request)
+        .map_err(|e| format!("{e} than this receipt names"))?;
+    counters.insert(
+        evidence.credential_id.clone(),
+        verified.assertion().sign_count(),
+    );
+    if let (Some(terms), true) = (client_data.grant, receipt.signed) {
+        grants.insert(
+            receipt.id.clone(),
+            OpenGrant {
+                key: receipt.key.clone(),
+                terms,
+                peer: receipt.peer.clone(),
+                created: receipt.time,
+                used: 1,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn verify_granted(
+    receipt: &Receipt,
+    grant_of: &str,
+    grants: &mut HashMap<String, OpenGrant>,
+) -> Result<(), String> {
+    let g = grants
+        .get_mut(grant_of)
+        .ok_or("names a grant that no earlier verified touch opened")?;
+    if g.key != receipt.key {
+        return Err("used a grant opened for another key".into());
+    }
+    if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
+        return Err("used a grant after it expired".into());
+    }
+    if g.used >= g.terms.max_signatures {
+        return Err("used a grant beyond its signature count".into());
+    }
+    let scope: Scope = g.terms.scope.parse()?;
+    match (scope.key(&g.peer), scope.key(&receipt.peer)) {
+        (Some(a), Some(b)) if a == b => {}
+        _ => return Err("used a grant from outside its scope".into()),
+    }
+    g.used += 1;
+    Ok(())
+}
+
+/// An error and its sources on one line, for a finding.
+fn error_chain(e: impl std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }

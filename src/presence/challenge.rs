@@ -73,21 +73,66 @@ impl ClientData {
     }
 
     /// Parse client data from a receipt, checking its type.
-    pub fn parse(json: &str) -> Result<ClientData, String> {
-        let cd: ClientData = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    pub fn parse(json: &str) -> Result<ClientData, BindingError> {
+        let cd: ClientData =
+            serde_json::from_str(json).map_err(|e| BindingError::NotOurs(e.to_string()))?;
         if cd.kind != CLIENT_DATA_TYPE {
-            return Err(format!(
-                "client data type {:?} is not {CLIENT_DATA_TYPE}",
+            return Err(BindingError::NotOurs(format!(
+                "type {:?} is not {CLIENT_DATA_TYPE}",
                 cd.kind
-            ));
+            )));
         }
         Ok(cd)
     }
 
-    /// True when this client data approves signing `digest` with `key`.
-    pub fn approves(&self, key: &str, digest: &[u8; 32]) -> bool {
-        self.key == key && self.digest == hex::encode(digest)
+    /// Check that this client data approves exactly `request`: the same identity key, bytes,
+    /// SSHSIG namespace and requester. The gate checks the touch it just verified, the audit
+    /// verifier each receipt; both through here.
+    pub fn check_binds(&self, request: &ApprovalRequest) -> Result<(), BindingError> {
+        if self.key != request.key_fingerprint || self.digest != hex::encode(request.data_digest) {
+            return Err(BindingError::OtherBytes);
+        }
+        if self.namespace != request.namespace {
+            return Err(BindingError::OtherNamespace);
+        }
+        if self.peer != request.requester {
+            return Err(BindingError::OtherRequester);
+        }
+        Ok(())
     }
+}
+
+/// Why client data does not approve a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingError {
+    /// The client data does not parse, or is not ours.
+    #[error("the client data is not auths presence client data: {0}")]
+    NotOurs(String),
+    /// Another identity key or other bytes.
+    #[error("the touch approved other bytes or another key")]
+    OtherBytes,
+    /// Another SSHSIG namespace.
+    #[error("the touch approved another SSHSIG namespace")]
+    OtherNamespace,
+    /// Another requesting process.
+    #[error("the touch approved another requester")]
+    OtherRequester,
+}
+
+/// The `type` of the client data `auths token test` has a key sign: not [`CLIENT_DATA_TYPE`],
+/// so a test touch never parses as an approval.
+pub const SELF_TEST_TYPE: &str = "auths.presence.test";
+
+/// Fresh client data for a self-test touch: its type, a random nonce and the time; it names
+/// no identity key and no bytes, so it approves nothing.
+pub fn self_test_client_data(now_unix: u64) -> String {
+    serde_json::json!({
+        "type": SELF_TEST_TYPE,
+        "nonce": hex::encode(rand::random::<[u8; 32]>()),
+        "created": now_unix,
+    })
+    .to_string()
 }
 
 /// SHA-256 of the client data bytes: the `clientDataHash` sent to the key.
@@ -122,14 +167,33 @@ mod tests {
             client_data_hash(&a.to_json()),
             client_data_hash(&b.to_json())
         );
-        assert!(a.approves("SHA256:abc", &[1; 32]));
-        assert!(!a.approves("SHA256:abc", &[2; 32]));
-        assert!(!a.approves("SHA256:other", &[1; 32]));
+        assert_eq!(a.check_binds(&req(1)), Ok(()));
+        assert_eq!(a.check_binds(&req(2)), Err(BindingError::OtherBytes));
+        let other_key = ApprovalRequest {
+            key_fingerprint: "SHA256:other".into(),
+            ..req(1)
+        };
+        assert_eq!(a.check_binds(&other_key), Err(BindingError::OtherBytes));
+        let other_ns = ApprovalRequest {
+            namespace: Some("file".into()),
+            ..req(1)
+        };
+        assert_eq!(a.check_binds(&other_ns), Err(BindingError::OtherNamespace));
+        let mut other_peer = req(1);
+        other_peer.requester.pid = Some(1);
+        assert_eq!(
+            a.check_binds(&other_peer),
+            Err(BindingError::OtherRequester)
+        );
         let back = ClientData::parse(&a.to_json()).unwrap();
         assert_eq!(back, a);
         assert_eq!(back.to_json(), a.to_json(), "deterministic");
         assert!(
             ClientData::parse(&a.to_json().replace("auths.presence.v1", "webauthn.get")).is_err()
         );
+        assert!(matches!(
+            ClientData::parse(&self_test_client_data(10)),
+            Err(BindingError::NotOurs(_))
+        ));
     }
 }

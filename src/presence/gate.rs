@@ -1,71 +1,209 @@
 //! The gate: the one interface the agent uses to ask for a verified touch before it signs.
 //!
-//! `approve` returns an [`Approval`], a proof token that only this module can build (after the
-//! assertion has been verified), and the agent's signing path takes it by value: a path that
-//! signs without a verified touch does not compile (rustls' `HandshakeSignatureValid` idea).
+//! [`Gate::approve`] returns an [`Approval`], the proof token the agent's signing path takes by
+//! value (rustls' `HandshakeSignatureValid`): it can be built only from a
+//! [`VerifiedTouch`](super::touch::VerifiedTouch), which only the one verification path makes,
+//! or from a [`GrantUse`] that [`Grants::take`](super::policy::Grants::take) hands out. So a
+//! path that signs without a verified touch does not compile.
+//!
+//! An approval ends in exactly one receipt: [`Approval::signed`] after the signature was made
+//! (the agent hands the signature out only when that receipt is durable), or
+//! [`Approval::not_signed`]; an approval dropped unsettled (a panic, a client gone) records
+//! that nothing was signed. A receipt never says "signed" for a signature that was not made.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use thiserror::Error;
 
+use super::audit::{AuditError, Evidence, Receipt};
+use super::challenge::{BindingError, ClientData};
+use super::enrollment::EnrollmentError;
+use super::policy::GrantUse;
 use super::request::ApprovalRequest;
+use super::touch::{TouchError, VerifiedTouch};
+use super::verify::VerifyError;
+use crate::ctap::CtapError;
 
-/// Why the gate did not approve.
+/// Why the gate did not approve, or could not record an approval.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum GateError {
     /// Nobody touched the key within the touch timeout.
     #[error("no touch within {0:?}: the request was cancelled")]
     TouchTimeout(std::time::Duration),
-    /// The assertion did not verify (wrong rp id, UP clear, bad signature, counter went back…).
-    #[error("the security key's answer did not verify: {0}")]
-    Verification(String),
+    /// The key answered, and the answer did not verify (wrong rp id, UP clear, bad signature,
+    /// counter went back…).
+    #[error("the security key's answer did not verify")]
+    Verification(#[from] VerifyError),
+    /// A verified touch over client data that does not bind this request.
+    #[error("the verified touch does not approve this request")]
+    Binding(#[from] BindingError),
     /// The security key could not be reached or answered with an error.
-    #[error("security key error: {0}")]
-    Device(String),
+    #[error("the security key could not give a touch")]
+    Device(#[source] CtapError),
+    /// The enrollment store could not be read or the sign counter not saved.
+    #[error("the enrolled keys could not be read or updated")]
+    Enrollment(#[from] EnrollmentError),
+    /// The receipt could not be written; nothing is handed out without one.
+    #[error("the receipt could not be written")]
+    Audit(#[from] AuditError),
     /// No security key is enrolled.
-    #[error("no security key is enrolled; run `auths token enroll` first")]
+    #[error("no security key is enrolled")]
     NotEnrolled,
     /// The request was cancelled (the client went away, or the agent is shutting down).
     #[error("the request was cancelled")]
     Cancelled,
+    /// The gate's key worker stopped without an answer (it panicked); nothing was approved.
+    #[error("the gate's key worker stopped unexpectedly; nothing was approved")]
+    WorkerStopped,
 }
 
-/// Proof that a verified touch approved signing `data_digest` with `key_fingerprint`.
-/// Only `presence` can construct it.
+impl From<TouchError> for GateError {
+    fn from(e: TouchError) -> Self {
+        match e {
+            TouchError::NotEnrolled => GateError::NotEnrolled,
+            TouchError::Enrollment(e) => GateError::Enrollment(e),
+            TouchError::Device(e) => GateError::Device(e),
+            TouchError::Verification(e) => GateError::Verification(e),
+        }
+    }
+}
+
+/// What an approval rests on.
 #[derive(Debug)]
+enum Basis {
+    /// A verified touch over client data that binds the request.
+    Touch(VerifiedTouch),
+    /// One signature of a grant an earlier touch opened.
+    Grant(GrantUse),
+}
+
+/// Where an approval's receipt goes once the agent knows whether it signed. The presence gate
+/// implements it (audit log, grants, prompts); `signed` is true only after the signature was
+/// made.
+pub(in crate::presence) trait Settle: Send {
+    /// Write `receipt`; after a signed touch also open the grant its client data names.
+    fn settle(
+        self: Box<Self>,
+        receipt: Receipt,
+        touch: Option<&VerifiedTouch>,
+    ) -> Result<(), GateError>;
+}
+
+/// Proof that a verified touch (or a grant one opened) approved signing exactly one request's
+/// bytes with one identity key. Not `Clone`; see the module docs for how it ends.
+#[must_use = "an approval must end in Approval::signed or Approval::not_signed"]
 pub struct Approval {
-    key_fingerprint: String,
-    data_digest: [u8; 32],
-    /// Receipt line id in the audit log, for the agent's own logs.
+    request: ApprovalRequest,
     receipt_id: String,
+    basis: Basis,
+    settle: Option<Box<dyn Settle>>,
+}
+
+impl std::fmt::Debug for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approval")
+            .field("key", &self.request.key_fingerprint)
+            .field("receipt_id", &self.receipt_id)
+            .field("basis", &self.basis)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Approval {
-    /// Built only by the gate, after verification.
-    #[allow(dead_code)]
-    pub(in crate::presence) fn new(
-        key_fingerprint: String,
-        data_digest: [u8; 32],
+    /// An approval from a verified touch, if its client data binds `request` exactly.
+    pub(in crate::presence) fn from_touch(
+        touch: VerifiedTouch,
+        request: ApprovalRequest,
         receipt_id: String,
-    ) -> Self {
-        Approval {
-            key_fingerprint,
-            data_digest,
+        settle: Box<dyn Settle>,
+    ) -> Result<Approval, BindingError> {
+        ClientData::parse(touch.client_data())?.check_binds(&request)?;
+        Ok(Approval {
+            request,
             receipt_id,
+            basis: Basis::Touch(touch),
+            settle: Some(settle),
+        })
+    }
+
+    /// An approval from one signature of an open grant for this request's identity key.
+    pub(in crate::presence) fn from_grant(
+        grant: GrantUse,
+        request: ApprovalRequest,
+        receipt_id: String,
+        settle: Box<dyn Settle>,
+    ) -> Result<Approval, BindingError> {
+        if grant.key_fingerprint() != request.key_fingerprint {
+            return Err(BindingError::OtherBytes);
         }
+        Ok(Approval {
+            request,
+            receipt_id,
+            basis: Basis::Grant(grant),
+            settle: Some(settle),
+        })
     }
 
     /// True when this approval covers signing `digest` with the key `fingerprint`.
     /// The signer calls this before it signs and refuses on false.
     pub fn covers(&self, fingerprint: &str, digest: &[u8; 32]) -> bool {
-        self.key_fingerprint == fingerprint && &self.data_digest == digest
+        self.request.key_fingerprint == fingerprint && &self.request.data_digest == digest
     }
 
-    /// The receipt this approval was logged under.
+    /// The receipt this approval is logged under.
     pub fn receipt_id(&self) -> &str {
         &self.receipt_id
+    }
+
+    /// Signatures left in the grant this approval used, when it used one.
+    pub fn grant_remaining(&self) -> Option<u32> {
+        match &self.basis {
+            Basis::Grant(g) => Some(g.remaining()),
+            Basis::Touch(_) => None,
+        }
+    }
+
+    /// The signature was made: write the receipt that says so. The agent hands the signature
+    /// to its client only when this returns `Ok`.
+    pub fn signed(mut self) -> Result<(), GateError> {
+        self.settle_with(true, None)
+    }
+
+    /// The signature was not made (`reason`): write a receipt that says so.
+    pub fn not_signed(mut self, reason: &str) -> Result<(), GateError> {
+        self.settle_with(false, Some(reason.to_owned()))
+    }
+
+    fn settle_with(&mut self, signed: bool, reason: Option<String>) -> Result<(), GateError> {
+        let Some(settle) = self.settle.take() else {
+            return Ok(());
+        };
+        let (evidence, touch) = match &self.basis {
+            Basis::Touch(t) => (
+                Evidence::Approved {
+                    touch: t.evidence().clone(),
+                    virtual_key: t.virtual_key(),
+                },
+                Some(t),
+            ),
+            Basis::Grant(g) => (
+                Evidence::Granted {
+                    grant_of: g.grant_of().to_owned(),
+                },
+                None,
+            ),
+        };
+        let receipt = Receipt::new(&self.receipt_id, &self.request, evidence, signed, reason);
+        settle.settle(receipt, touch.filter(|_| signed))
+    }
+}
+
+impl Drop for Approval {
+    fn drop(&mut self) {
+        // Unsettled: a panic, or a client gone before signing. Nothing was signed under it.
+        let _ = self.settle_with(false, Some("dropped before signing".into()));
     }
 }
 
@@ -78,10 +216,6 @@ pub trait Gate: Send + Sync {
     /// Ask for a verified touch that approves `request`. One device interaction at a time;
     /// concurrent calls wait their turn, each needs its own touch unless policy grants apply.
     fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_>;
-
-    /// Outcome of a signature made under `approval` (for the audit log): called by the agent
-    /// after it signed.
-    fn signed(&self, approval: &Approval);
 
     /// The agent wiped its keys (lock, `ssh-add -D`, a timeout or cap): every open grant ends,
     /// so the next signature needs a touch even if the same key is added again.

@@ -10,4 +10,5 @@ pub mod policy;
 pub mod presence_gate;
 pub mod prompt;
 pub mod request;
+pub mod touch;
 pub mod verify;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::challenge::GrantTerms;
 use super::request::Requester;
+use super::verify::VerifiedAssertion;
 
 /// Who shares a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +173,13 @@ impl FromStr for Policy {
     }
 }
 
-/// Parse `90`, `90s`, `30m`, `4h`, `1h30m`, `2d`. Zero is refused.
+/// The longest duration any option takes (a year and a day): grant lifetimes, unlock caps and
+/// timeouts beyond it are typing mistakes, and refusing them keeps every `now + duration` far
+/// from the clock's range.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
+
+/// Parse `90`, `90s`, `30m`, `4h`, `1h30m`, `2d`. Zero and more than [`MAX_DURATION`] are
+/// refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("cannot read duration {s:?}: use e.g. 30s, 15m, 4h or 1h30m");
     let mut total: u64 = 0;
@@ -204,6 +211,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if total == 0 {
         return Err(format!("duration {s:?} must be more than zero"));
     }
+    if total > MAX_DURATION.as_secs() {
+        return Err(format!(
+            "duration {s:?} is longer than the limit of 366 days"
+        ));
+    }
     Ok(Duration::from_secs(total))
 }
 
@@ -220,6 +232,32 @@ pub struct Grant {
     pub remaining: u32,
     /// When it lapses.
     pub expires: Instant,
+}
+
+/// One signature taken from an open grant: the proof, besides a verified touch, that the gate
+/// may approve. Only [`Grants::take`] makes one, and it is not `Clone`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GrantUse {
+    grant_of: String,
+    key_fingerprint: String,
+    remaining: u32,
+}
+
+impl GrantUse {
+    /// Receipt id of the touch that opened the grant.
+    pub fn grant_of(&self) -> &str {
+        &self.grant_of
+    }
+
+    /// The identity key the grant covers.
+    pub fn key_fingerprint(&self) -> &str {
+        &self.key_fingerprint
+    }
+
+    /// Signatures left in the grant after this one.
+    pub fn remaining(&self) -> u32 {
+        self.remaining
+    }
 }
 
 /// Open grants under one policy.
@@ -243,33 +281,41 @@ impl Grants {
         self.policy
     }
 
-    /// Use one signature of a grant that covers this request; returns the grant's receipt id
-    /// and how many signatures of it are left.
+    /// Use one signature of a grant that covers this request. The [`GrantUse`] is the only
+    /// way to an approval without a touch.
     pub fn take(
         &mut self,
         key_fingerprint: &str,
         requester: &Requester,
         now: Instant,
-    ) -> Option<(String, u32)> {
+    ) -> Option<GrantUse> {
         self.open.retain(|g| g.expires > now && g.remaining > 0);
         let scope_key = self.policy.scope()?.key(requester)?;
         let g = self
             .open
             .iter_mut()
             .find(|g| g.scope_key == scope_key && g.key_fingerprint == key_fingerprint)?;
-        g.remaining -= 1;
-        Some((g.receipt_id.clone(), g.remaining))
+        g.remaining = g.remaining.checked_sub(1)?;
+        Some(GrantUse {
+            grant_of: g.receipt_id.clone(),
+            key_fingerprint: g.key_fingerprint.clone(),
+            remaining: g.remaining,
+        })
     }
 
-    /// After a verified touch: open the grant it approved (the touch itself used one
-    /// signature). Does nothing under per-signature or when the scope is unknown.
+    /// After a verified touch (`proof`) whose signature was made: open the grant it approved
+    /// (the touch itself used one signature). Does nothing under per-signature, when the scope
+    /// is unknown, or when the lifetime does not fit the clock (fail closed).
     pub fn open(
         &mut self,
+        proof: &VerifiedAssertion,
         receipt_id: &str,
         key_fingerprint: &str,
         requester: &Requester,
         now: Instant,
     ) {
+        // The proof is what makes this call possible; what it proves is in the receipt.
+        let _ = proof;
         let (max, ttl) = match self.policy {
             Policy::PerSignature => return,
             Policy::Batch { max, ttl, .. } => (max, ttl),
@@ -278,15 +324,18 @@ impl Grants {
         let Some(scope_key) = self.policy.scope().and_then(|s| s.key(requester)) else {
             return;
         };
-        if max <= 1 {
+        let (Some(remaining), Some(expires)) = (max.checked_sub(1), now.checked_add(ttl)) else {
+            return;
+        };
+        if remaining == 0 {
             return;
         }
         self.open.push(Grant {
             receipt_id: receipt_id.to_owned(),
             key_fingerprint: key_fingerprint.to_owned(),
             scope_key,
-            remaining: max - 1,
-            expires: now + ttl,
+            remaining,
+            expires,
         });
     }
 
@@ -343,26 +392,54 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("99999999999999999999d").is_err());
+        // Found by fuzzing: a TTL this long overflowed `now + ttl` in the gate's worker.
+        assert!(parse_duration("106751991167301d").is_err());
+        assert!("batch:2:106751991167301d".parse::<Policy>().is_err());
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        assert!(parse_duration("366d1s").is_err());
+    }
+
+    fn taken(g: &mut Grants, key: &str, r: &Requester, now: Instant) -> Option<(String, u32)> {
+        g.take(key, r, now)
+            .map(|u| (u.grant_of().to_owned(), u.remaining()))
     }
 
     #[test]
     fn batch_grant_counts_expires_and_is_scoped() {
         let policy: Policy = "batch:3:60s:parent".parse().unwrap();
         let mut g = Grants::new(policy);
+        let proof = VerifiedAssertion::for_tests();
         let t0 = Instant::now();
-        assert_eq!(g.take("K", &peer(10, 1), t0), None);
-        g.open("r1", "K", &peer(10, 1), t0);
-        assert_eq!(g.take("K", &peer(11, 1), t0), Some(("r1".into(), 1)));
-        assert_eq!(g.take("other key", &peer(12, 1), t0), None);
-        assert_eq!(g.take("K", &peer(12, 2), t0), None, "another parent");
-        assert_eq!(g.take("K", &peer(12, 1), t0), Some(("r1".into(), 0)));
-        assert_eq!(g.take("K", &peer(13, 1), t0), None, "N+1-th needs a touch");
-        g.open("r2", "K", &peer(10, 1), t0);
+        assert_eq!(taken(&mut g, "K", &peer(10, 1), t0), None);
+        g.open(&proof, "r1", "K", &peer(10, 1), t0);
+        assert_eq!(taken(&mut g, "K", &peer(11, 1), t0), Some(("r1".into(), 1)));
+        assert_eq!(taken(&mut g, "other key", &peer(12, 1), t0), None);
+        assert_eq!(taken(&mut g, "K", &peer(12, 2), t0), None, "another parent");
+        assert_eq!(taken(&mut g, "K", &peer(12, 1), t0), Some(("r1".into(), 0)));
         assert_eq!(
-            g.take("K", &peer(14, 1), t0 + Duration::from_secs(61)),
+            taken(&mut g, "K", &peer(13, 1), t0),
+            None,
+            "N+1-th needs a touch"
+        );
+        g.open(&proof, "r2", "K", &peer(10, 1), t0);
+        assert_eq!(
+            taken(&mut g, "K", &peer(14, 1), t0 + Duration::from_secs(61)),
             None,
             "after T"
         );
+    }
+
+    #[test]
+    fn a_lifetime_past_the_clock_opens_no_grant_and_does_not_panic() {
+        // Grants built directly (not through parse_duration's cap): checked arithmetic.
+        let mut g = Grants::new(Policy::Batch {
+            max: 2,
+            ttl: Duration::MAX,
+            scope: Scope::Parent,
+        });
+        let t0 = Instant::now();
+        g.open(&VerifiedAssertion::for_tests(), "r", "K", &peer(10, 1), t0);
+        assert_eq!(taken(&mut g, "K", &peer(11, 1), t0), None);
     }
 
     #[test]
@@ -373,7 +450,7 @@ mod tests {
             ..Requester::default()
         };
         let t0 = Instant::now();
-        g.open("r", "K", &anon, t0);
-        assert_eq!(g.take("K", &anon, t0), None);
+        g.open(&VerifiedAssertion::for_tests(), "r", "K", &anon, t0);
+        assert_eq!(taken(&mut g, "K", &anon, t0), None);
     }
 }

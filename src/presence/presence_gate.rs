@@ -5,63 +5,22 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ctap::backend::SecurityKey;
-use crate::ctap::command::GetAssertionResponse;
+use std::sync::MutexGuard;
+
+use tokio::sync::OwnedMutexGuard;
+
 use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::select::{self, DeviceSelector};
 use crate::ctap::{CtapError, StatusCode};
 
-use super::audit::{AuditLog, Outcome, Receipt};
-use super::challenge::{client_data_hash, ClientData};
-use super::enrollment::{Enrollment, TokenStore};
-use super::gate::{Approval, ApproveFuture, Gate, GateError};
+use super::audit::{AuditLog, Evidence, Receipt};
+use super::challenge::ClientData;
+use super::enrollment::TokenStore;
+use super::gate::{Approval, ApproveFuture, Gate, GateError, Settle};
 use super::policy::{Grants, Policy};
 use super::prompt::{touch_message, PromptEvent, Prompter};
 use super::request::ApprovalRequest;
-use super::verify::{verify_assertion, Expected};
-
-/// presence's one interface to a security key: an assertion with a touch.
-pub trait PresenceKey: Send {
-    /// authenticatorGetAssertion with `up: true` over `client_data` (the exact client data
-    /// bytes: CTAP keys get its SHA-256, webauthn.dll takes the bytes and hashes them itself);
-    /// `on_up_needed` runs when the key starts blinking; `cancel` aborts it (CTAPHID_CANCEL).
-    fn get_assertion(
-        &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
-    ) -> Result<GetAssertionResponse, CtapError>;
-
-    /// True for the virtual key.
-    fn is_virtual(&self) -> bool;
-}
-
-/// Any backend (CTAPHID or webauthn.dll) as the gate's key.
-impl<K: SecurityKey> PresenceKey for K {
-    fn get_assertion(
-        &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
-    ) -> Result<GetAssertionResponse, CtapError> {
-        SecurityKey::get_assertion(
-            self,
-            rp_id,
-            client_data,
-            allow_list,
-            on_up_needed,
-            Some(cancel),
-        )
-    }
-
-    fn is_virtual(&self) -> bool {
-        SecurityKey::is_virtual(self)
-    }
-}
+use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 
 /// Opens the key for one approval (a key may be unplugged and re-plugged between two).
 pub trait KeyOpener: Send + Sync {
@@ -157,13 +116,51 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// How an approval of this gate ends: its receipt goes to the audit log, a signed touch opens
+/// the grant its client data names, and the device turn (held by a touch's approval) is given
+/// back only then, so the next request in line sees that grant and the receipts of touches stay
+/// in the order of their sign counters.
+struct Settlement {
+    inner: Arc<Inner>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Settle for Settlement {
+    fn settle(
+        self: Box<Self>,
+        receipt: Receipt,
+        touch: Option<&VerifiedTouch>,
+    ) -> Result<(), GateError> {
+        let inner = &self.inner;
+        inner.audit.append(&receipt)?;
+        if let Some(touch) = touch {
+            inner.grants().open(
+                touch.assertion(),
+                &receipt.id,
+                &receipt.key,
+                &receipt.peer,
+                (inner.clock)(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// The open grants. Nothing that holds this lock can panic half-way through a change (no
+    /// unchecked arithmetic, no indexing), so a lock poisoned elsewhere is still sound and keeps
+    /// the policy in force; it never silently falls back to another one.
+    fn grants(&self) -> MutexGuard<'_, Grants> {
+        self.grants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl PresenceGate {
     /// A gate over the enrollments and audit log in `config.home`. Refuses to start without
     /// an enrolled key.
     pub fn new(config: GateConfig) -> Result<PresenceGate, GateError> {
-        let store = TokenStore::open(&config.home).map_err(|e| GateError::Device(e.to_string()))?;
-        let enrolled = store.list().map_err(|e| GateError::Device(e.to_string()))?;
-        if enrolled.is_empty() {
+        let store = TokenStore::open(&config.home)?;
+        if store.list()?.is_empty() {
             return Err(GateError::NotEnrolled);
         }
         Ok(PresenceGate {
@@ -192,74 +189,45 @@ impl PresenceGate {
 
     /// Forget every open grant (on lock).
     pub fn clear_grants(&self) {
-        if let Ok(mut g) = self.inner.grants.lock() {
-            g.clear();
-        }
+        self.inner.grants().clear();
     }
 
-    fn try_grant(inner: &Inner, request: &ApprovalRequest) -> Option<Approval> {
-        let (grant_of, remaining) = inner.grants.lock().ok()?.take(
+    fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest) -> Option<Approval> {
+        let grant = inner.grants().take(
             &request.key_fingerprint,
             &request.requester,
             (inner.clock)(),
         )?;
         let id = Receipt::new_id();
-        let receipt = Receipt {
-            grant_of: Some(grant_of.clone()),
-            ..Receipt::for_request(&id, Outcome::Granted, request)
-        };
-        // No receipt, no signature: a grant use that cannot be logged is refused.
-        inner.audit.append(&receipt).ok()?;
+        let (grant_of, remaining) = (grant.grant_of().to_owned(), grant.remaining());
+        let settle = Box::new(Settlement {
+            inner: Arc::clone(inner),
+            _turn: None,
+        });
+        let approval = Approval::from_grant(grant, request.clone(), id.clone(), settle).ok()?;
         inner.prompter.emit(PromptEvent::Granted {
-            id: id.clone(),
+            id,
             grant_of,
             remaining,
         });
-        Some(Approval::new(
-            request.key_fingerprint.clone(),
-            request.data_digest,
-            id,
-        ))
+        Some(approval)
     }
 
-    /// The blocking part: open the key, ask for the touch, verify, log.
+    /// The blocking part: ask for the touch and verify it through the one verification path,
+    /// then save the counter (before anything is signed, so a replay of this assertion can
+    /// never pass the counter check again).
     fn touch_and_verify(
         inner: &Inner,
         request: &ApprovalRequest,
         cancel: &CancelToken,
         id: &str,
-    ) -> Result<Approval, GateError> {
-        let enrollments = inner
-            .store
-            .list()
-            .map_err(|e| GateError::Device(e.to_string()))?;
-        let Some(first) = enrollments.first() else {
-            return Err(GateError::NotEnrolled);
-        };
-        let rp_id = first.rp_id.clone();
-        let candidates: Vec<&Enrollment> =
-            enrollments.iter().filter(|e| e.rp_id == rp_id).collect();
-        let allowed = candidates
-            .iter()
-            .map(|e| e.allowed())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| GateError::Device(e.to_string()))?;
-        let ids: Vec<&[u8]> = candidates
-            .iter()
-            .map(|e| e.credential_id.as_slice())
-            .collect();
+    ) -> Result<VerifiedTouch, GateError> {
+        let creds = Credentials::enrolled(&inner.store.list()?)?;
+        let terms = inner.grants().policy().grant_terms();
+        let client_data = ClientData::new(request, terms, now_unix()).to_json();
 
-        let policy = inner.grants.lock().map(|g| g.policy()).unwrap_or_default();
-        let client_data = ClientData::new(request, policy.grant_terms(), now_unix());
-        let json = client_data.to_json();
-        let hash = client_data_hash(&json);
-
-        let mut key = inner
-            .opener
-            .open()
-            .map_err(|e| GateError::Device(e.to_string()))?;
-        let is_virtual = key.is_virtual();
-        let message = touch_message(request, is_virtual);
+        let mut key = inner.opener.open().map_err(GateError::Device)?;
+        let message = touch_message(request, key.is_virtual());
         let prompter = inner.prompter.clone();
         let mut announced = false;
         let mut on_up = || {
@@ -274,79 +242,56 @@ impl PresenceGate {
                 });
             }
         };
-        let response = key
-            .get_assertion(&rp_id, json.as_bytes(), &ids, &mut on_up, cancel)
-            .map_err(|e| match e {
-                _ if cancel.is_cancelled() => GateError::Cancelled,
-                CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout) => {
-                    GateError::TouchTimeout(inner.touch_timeout)
-                }
-                CtapError::Status(StatusCode::KeepaliveCancel) | CtapError::Cancelled => {
-                    GateError::Cancelled
-                }
-                other => GateError::Device(other.to_string()),
-            })?;
+        let touched = touch::touch(
+            key.as_mut(),
+            &creds,
+            &client_data,
+            false,
+            &mut on_up,
+            cancel,
+        );
         drop(key);
-        let verified = verify_assertion(
-            &Expected {
-                rp_id: &rp_id,
-                client_data_hash: hash,
-                allowed: &allowed,
-                require_uv: false,
-            },
-            &response,
-        )
-        .map_err(|e| GateError::Verification(e.to_string()))?;
-        // The counter is saved before anything is signed, so a replay of this assertion can
-        // never pass the counter check again.
-        inner
-            .store
-            .save_sign_count(verified.credential_id(), verified.sign_count())
-            .map_err(|e| GateError::Device(format!("cannot save the sign counter: {e}")))?;
+        let verified = touched.map_err(|e| match e {
+            _ if cancel.is_cancelled() => GateError::Cancelled,
+            TouchError::Device(
+                CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout),
+            ) => GateError::TouchTimeout(inner.touch_timeout),
+            TouchError::Device(
+                CtapError::Status(StatusCode::KeepaliveCancel) | CtapError::Cancelled,
+            ) => GateError::Cancelled,
+            other => GateError::from(other),
+        })?;
+        inner.store.save_sign_count(
+            verified.assertion().credential_id(),
+            verified.assertion().sign_count(),
+        )?;
         if cancel.is_cancelled() {
             return Err(GateError::Cancelled);
         }
-        let receipt = Receipt {
-            client_data: Some(json),
-            auth_data: Some(hex::encode(&response.auth_data_raw)),
-            signature: Some(hex::encode(&response.signature)),
-            credential_id: Some(hex::encode(verified.credential_id())),
-            virtual_key: is_virtual,
-            ..Receipt::for_request(id, Outcome::Approved, request)
-        };
-        inner
-            .audit
-            .append(&receipt)
-            .map_err(|e| GateError::Device(format!("cannot write the receipt: {e}")))?;
-        if let Ok(mut g) = inner.grants.lock() {
-            g.open(
-                id,
-                &request.key_fingerprint,
-                &request.requester,
-                (inner.clock)(),
-            );
-        }
-        inner
-            .prompter
-            .emit(PromptEvent::Approved { id: id.to_owned() });
-        Ok(Approval::new(
-            request.key_fingerprint.clone(),
-            request.data_digest,
-            id.to_owned(),
-        ))
+        Ok(verified)
     }
 
     fn deny(inner: &Inner, request: &ApprovalRequest, id: &str, error: &GateError) {
-        let receipt = Receipt {
-            reason: Some(error.to_string()),
-            ..Receipt::for_request(id, Outcome::Denied, request)
-        };
+        let reason = error_text(error);
+        let receipt = Receipt::new(id, request, Evidence::Denied, false, Some(reason.clone()));
         let _ = inner.audit.append(&receipt);
         inner.prompter.emit(PromptEvent::Denied {
             id: id.to_owned(),
-            reason: error.to_string(),
+            reason,
         });
     }
+}
+
+/// An error and its causes on one line, for receipts and prompts.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 impl Gate for PresenceGate {
@@ -367,20 +312,36 @@ impl Gate for PresenceGate {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let worker = inner.clone();
             tokio::task::spawn_blocking(move || {
-                let _turn = turn; // held until the key is idle again
                 let id = Receipt::new_id();
-                let result = Self::touch_and_verify(&worker, &request, &cancel, &id);
-                if let Err(e) = &result {
-                    Self::deny(&worker, &request, &id, e);
+                let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Self::touch_and_verify(&worker, &request, &cancel, &id)
+                }))
+                .unwrap_or(Err(GateError::WorkerStopped));
+                let result = touched.and_then(|touch| {
+                    // The turn stays with the approval until its receipt is written.
+                    let settle = Box::new(Settlement {
+                        inner: Arc::clone(&worker),
+                        _turn: Some(turn),
+                    });
+                    Ok(Approval::from_touch(
+                        touch,
+                        request.clone(),
+                        id.clone(),
+                        settle,
+                    )?)
+                });
+                match &result {
+                    Ok(_) => worker
+                        .prompter
+                        .emit(PromptEvent::Approved { id: id.clone() }),
+                    Err(e) => Self::deny(&worker, &request, &id, e),
                 }
+                // If the client is gone, the approval drops here and records "not signed".
                 let _ = tx.send(result);
             });
-            rx.await
-                .unwrap_or_else(|_| Err(GateError::Device("the key worker stopped".into())))
+            rx.await.unwrap_or(Err(GateError::WorkerStopped))
         })
     }
-
-    fn signed(&self, _approval: &Approval) {}
 
     fn keys_wiped(&self) {
         self.clear_grants();

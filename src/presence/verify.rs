@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
-use crate::ctap::authdata::{CoseKey, Flags, SignatureError};
+use crate::ctap::authdata::{AuthDataError, CoseKey, Flags, SignatureError};
 use crate::ctap::command::{GetAssertionResponse, PUBLIC_KEY};
 
 /// An enrolled credential the assertion may come from.
@@ -46,8 +46,10 @@ pub struct Expected<'a> {
     pub require_uv: bool,
 }
 
-/// An assertion that passed every check. Only [`verify_assertion`] can make one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An assertion that passed every check. Only [`verify_assertion`] can make one, and it is not
+/// `Clone`: it is the proof token the gate turns into one approval (rustls'
+/// `HandshakeSignatureValid`).
+#[derive(Debug, PartialEq, Eq)]
 pub struct VerifiedAssertion {
     credential_id: Vec<u8>,
     sign_count: u32,
@@ -71,6 +73,17 @@ impl VerifiedAssertion {
     /// The COSE algorithm of the credential (-7 or -8).
     pub fn algorithm(&self) -> i64 {
         self.algorithm
+    }
+
+    /// A stand-in for unit tests of what consumes the proof; never in a build that ships.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> VerifiedAssertion {
+        VerifiedAssertion {
+            credential_id: vec![1; 16],
+            sign_count: 1,
+            flags: Flags(crate::ctap::authdata::flag::UP),
+            algorithm: -7,
+        }
     }
 }
 
@@ -103,8 +116,11 @@ pub enum VerifyError {
     #[error("the assertion does not show user verification (UV flag clear)")]
     UserNotVerified,
     /// The signature does not verify.
-    #[error("the assertion signature is not valid: {0}")]
-    Signature(SignatureError),
+    #[error("the assertion signature is not valid")]
+    Signature(#[source] SignatureError),
+    /// Stored authenticator data does not parse (a receipt read back for re-verification).
+    #[error("the authenticator data does not parse")]
+    AuthenticatorData(#[source] AuthDataError),
     /// The counter did not increase: the key may have been cloned.
     #[error("sign counter did not increase (stored {stored}, received {received}): the security key may be cloned")]
     CounterNotIncreased {

@@ -20,8 +20,9 @@ use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
 use auths_presence::presence::policy::Policy;
-use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, PresenceKey};
+use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
+use auths_presence::presence::touch::PresenceKey;
 use sha2::Digest as _;
 use ssh_agent_lib::proto::{Request, Response};
 
@@ -279,7 +280,7 @@ impl Rig {
     }
 
     fn outcomes(&self) -> Vec<Outcome> {
-        self.receipts().into_iter().map(|r| r.outcome).collect()
+        self.receipts().into_iter().map(|r| r.outcome()).collect()
     }
 
     fn audit_verifies(&self) -> bool {
@@ -490,7 +491,7 @@ fn replayed_assertion_is_refused_and_logged() {
         "a replayed assertion approves nothing"
     );
     let r = rig.receipts();
-    assert_eq!(r[1].outcome, Outcome::Denied);
+    assert_eq!(r[1].outcome(), Outcome::Denied);
     assert!(
         r[1].reason
             .as_deref()
@@ -539,7 +540,7 @@ fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
         "a cloned key is refused"
     );
     let r = rig.receipts();
-    assert_eq!(r.last().unwrap().outcome, Outcome::Denied);
+    assert_eq!(r.last().unwrap().outcome(), Outcome::Denied);
     assert!(
         r.last()
             .unwrap()

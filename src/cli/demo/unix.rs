@@ -21,8 +21,9 @@ use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
 use auths_presence::presence::policy::Policy;
-use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, PresenceKey};
+use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
+use auths_presence::presence::touch::PresenceKey;
 
 use std::path::Path;
 
@@ -564,7 +565,7 @@ impl Demo {
             .map_err(|e| e.to_string())?;
         Ok(lines
             .iter()
-            .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.outcome == outcome))
+            .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.outcome() == outcome))
             .count())
     }
 

@@ -1,0 +1,246 @@
+//! The one verification path: ask a security key for a touch over our client data, and verify
+//! what it answered against the enrolled credentials (WebAuthn §7.2, through
+//! [`verify_assertion`]).
+//!
+//! The gate, `auths token test` and `auths audit verify` all come through here: the first two
+//! with a live key ([`touch`]), the audit verifier with the evidence a receipt kept
+//! ([`verify_evidence`]). Only this module makes a [`VerifiedTouch`], and only from a
+//! [`VerifiedAssertion`], which only [`verify_assertion`] makes.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::challenge::client_data_hash;
+use super::enrollment::{Enrollment, EnrollmentError};
+use super::verify::{
+    verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
+};
+use crate::ctap::authdata::AuthenticatorData;
+use crate::ctap::backend::SecurityKey;
+use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
+use crate::ctap::device::CancelToken;
+use crate::ctap::CtapError;
+
+/// presence's one interface to a security key: an assertion with a touch.
+pub trait PresenceKey: Send {
+    /// authenticatorGetAssertion with `up: true` over `client_data` (the exact client data
+    /// bytes: CTAP keys get its SHA-256, webauthn.dll takes the bytes and hashes them itself);
+    /// `on_up_needed` runs when the key starts blinking; `cancel` aborts it (CTAPHID_CANCEL).
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data: &[u8],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: &CancelToken,
+    ) -> Result<GetAssertionResponse, CtapError>;
+
+    /// True for the virtual key.
+    fn is_virtual(&self) -> bool;
+}
+
+/// Any backend (CTAPHID or webauthn.dll) as presence's key.
+impl<K: SecurityKey + ?Sized> PresenceKey for K {
+    fn get_assertion(
+        &mut self,
+        rp_id: &str,
+        client_data: &[u8],
+        allow_list: &[&[u8]],
+        on_up_needed: &mut dyn FnMut(),
+        cancel: &CancelToken,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        SecurityKey::get_assertion(
+            self,
+            rp_id,
+            client_data,
+            allow_list,
+            on_up_needed,
+            Some(cancel),
+        )
+    }
+
+    fn is_virtual(&self) -> bool {
+        SecurityKey::is_virtual(self)
+    }
+}
+
+/// The credentials one touch may come from: one rp id and its enrolled credentials, each with
+/// the last sign counter we know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    rp_id: String,
+    allowed: Vec<AllowedCredential>,
+}
+
+impl Credentials {
+    /// `allowed`, all made for `rp_id`.
+    pub fn new(rp_id: impl Into<String>, allowed: Vec<AllowedCredential>) -> Credentials {
+        Credentials {
+            rp_id: rp_id.into(),
+            allowed,
+        }
+    }
+
+    /// The enrolled credentials that share the first enrollment's rp id (all of them in
+    /// practice: the rp id is fixed at enrollment). [`TouchError::NotEnrolled`] when none.
+    pub fn enrolled(enrollments: &[Enrollment]) -> Result<Credentials, TouchError> {
+        let first = enrollments.first().ok_or(TouchError::NotEnrolled)?;
+        let allowed = enrollments
+            .iter()
+            .filter(|e| e.rp_id == first.rp_id)
+            .map(Enrollment::allowed)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Credentials::new(first.rp_id.clone(), allowed))
+    }
+
+    /// The rp id.
+    pub fn rp_id(&self) -> &str {
+        &self.rp_id
+    }
+
+    /// The credentials.
+    pub fn allowed(&self) -> &[AllowedCredential] {
+        &self.allowed
+    }
+}
+
+/// What a key answered to one touch request, as a receipt keeps it: enough to verify the touch
+/// again, offline, against the enrolled public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TouchEvidence {
+    /// The exact client data bytes whose SHA-256 the key signed.
+    pub client_data: String,
+    /// authenticatorData as signed.
+    #[serde(with = "hex")]
+    pub auth_data: Vec<u8>,
+    /// The assertion signature over authData || SHA-256(client data).
+    #[serde(with = "hex")]
+    pub signature: Vec<u8>,
+    /// The credential that signed.
+    #[serde(with = "hex")]
+    pub credential_id: Vec<u8>,
+}
+
+/// A touch whose assertion passed every check. Not `Clone`: one touch approves once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifiedTouch {
+    assertion: VerifiedAssertion,
+    evidence: TouchEvidence,
+    virtual_key: bool,
+}
+
+impl VerifiedTouch {
+    /// The verified assertion.
+    pub fn assertion(&self) -> &VerifiedAssertion {
+        &self.assertion
+    }
+
+    /// What the key answered, for the receipt.
+    pub fn evidence(&self) -> &TouchEvidence {
+        &self.evidence
+    }
+
+    /// The client data the touch signed.
+    pub fn client_data(&self) -> &str {
+        &self.evidence.client_data
+    }
+
+    /// True when the virtual key answered.
+    pub fn virtual_key(&self) -> bool {
+        self.virtual_key
+    }
+}
+
+/// Why a touch did not verify.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TouchError {
+    /// Nothing is enrolled, so no touch can be verified.
+    #[error("no security key is enrolled")]
+    NotEnrolled,
+    /// The enrollment store could not be read.
+    #[error(transparent)]
+    Enrollment(#[from] EnrollmentError),
+    /// The key could not be reached, or refused.
+    #[error(transparent)]
+    Device(#[from] CtapError),
+    /// The key answered, and the answer did not verify.
+    #[error("the security key's answer did not verify")]
+    Verification(#[from] VerifyError),
+}
+
+/// Ask `key` for a touch over `client_data` with `creds` in the allowList, and verify the
+/// answer. `on_up_needed` runs when the key starts to blink.
+pub fn touch(
+    key: &mut dyn PresenceKey,
+    creds: &Credentials,
+    client_data: &str,
+    require_uv: bool,
+    on_up_needed: &mut dyn FnMut(),
+    cancel: &CancelToken,
+) -> Result<VerifiedTouch, TouchError> {
+    let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
+    let response = key.get_assertion(
+        &creds.rp_id,
+        client_data.as_bytes(),
+        &ids,
+        on_up_needed,
+        cancel,
+    )?;
+    let mut verified = verify_response(creds, client_data, &response, require_uv)?;
+    verified.virtual_key = key.is_virtual();
+    Ok(verified)
+}
+
+/// Verify evidence read back from a receipt against `creds`, whose sign counters are the ones
+/// before this touch.
+pub fn verify_evidence(
+    creds: &Credentials,
+    evidence: &TouchEvidence,
+    require_uv: bool,
+) -> Result<VerifiedTouch, VerifyError> {
+    let auth_data =
+        AuthenticatorData::parse(&evidence.auth_data).map_err(VerifyError::AuthenticatorData)?;
+    let response = GetAssertionResponse {
+        credential: Some(CredentialDescriptor {
+            cred_type: PUBLIC_KEY.to_owned(),
+            id: evidence.credential_id.clone(),
+        }),
+        auth_data_raw: evidence.auth_data.clone(),
+        auth_data,
+        signature: evidence.signature.clone(),
+        user: None,
+        number_of_credentials: None,
+        user_selected: None,
+        large_blob_key: None,
+    };
+    verify_response(creds, &evidence.client_data, &response, require_uv)
+}
+
+fn verify_response(
+    creds: &Credentials,
+    client_data: &str,
+    response: &GetAssertionResponse,
+    require_uv: bool,
+) -> Result<VerifiedTouch, VerifyError> {
+    let assertion = verify_assertion(
+        &Expected {
+            rp_id: &creds.rp_id,
+            client_data_hash: client_data_hash(client_data),
+            allowed: &creds.allowed,
+            require_uv,
+        },
+        response,
+    )?;
+    let evidence = TouchEvidence {
+        client_data: client_data.to_owned(),
+        auth_data: response.auth_data_raw.clone(),
+        signature: response.signature.clone(),
+        credential_id: assertion.credential_id().to_vec(),
+    };
+    Ok(VerifiedTouch {
+        assertion,
+        evidence,
+        virtual_key: false,
+    })
+}
