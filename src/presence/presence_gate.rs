@@ -347,3 +347,178 @@ impl Gate for PresenceGate {
         self.clear_grants();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::ctap::command::Algorithm;
+    use crate::ctap::select::OpenedKey;
+    use crate::ctap::virtual_key::{StateLocation, TouchMode, VirtualKey, VirtualKeyConfig};
+    use crate::presence::audit::{verify_log, Outcome};
+    use crate::presence::enrollment::enroll_key;
+    use crate::presence::request::Requester;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        gate: PresenceGate,
+        home: std::path::PathBuf,
+        panic_next: Arc<AtomicBool>,
+    }
+
+    fn options() -> DeviceOptions {
+        DeviceOptions {
+            deadline: Duration::from_secs(5),
+            ..DeviceOptions::default()
+        }
+    }
+
+    /// A gate over an enrolled virtual key that touches at once; its opener panics once when
+    /// `panic_next` is set.
+    fn setup(policy: Policy) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let key = Arc::new(
+            VirtualKey::start(VirtualKeyConfig {
+                state: StateLocation::InMemory,
+                touch_mode: TouchMode::Auto {
+                    delay: Duration::ZERO,
+                },
+                timings: Default::default(),
+            })
+            .unwrap(),
+        );
+        let store = TokenStore::open(&home).unwrap();
+        let connect = {
+            let key = Arc::clone(&key);
+            move || OpenedKey::from_transport(Box::new(key.connect()), "v".into(), options(), true)
+        };
+        let mut opened = connect().unwrap();
+        enroll_key(
+            &mut opened,
+            &store,
+            None,
+            "auths:presence",
+            &[Algorithm::Es256],
+            &mut || {},
+        )
+        .unwrap();
+        let panic_next = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&panic_next);
+        let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
+            if flag.swap(false, Ordering::SeqCst) {
+                panic!("a key backend bug");
+            }
+            Ok(Box::new(connect()?))
+        };
+        let gate = PresenceGate::new(GateConfig {
+            home: home.clone(),
+            opener: Box::new(opener),
+            policy,
+            touch_timeout: Duration::from_secs(5),
+            prompter: Prompter::new(false),
+            clock: None,
+        })
+        .unwrap();
+        Setup {
+            _dir: dir,
+            gate,
+            home,
+            panic_next,
+        }
+    }
+
+    fn request(digest: u8) -> ApprovalRequest {
+        ApprovalRequest {
+            key_fingerprint: "SHA256:identity".into(),
+            data_digest: [digest; 32],
+            namespace: Some("git".into()),
+            requester: Requester {
+                uid: 1000,
+                pid: Some(42),
+                start_time: Some(7),
+                ..Requester::default()
+            },
+        }
+    }
+
+    fn receipts(home: &Path) -> Vec<Receipt> {
+        AuditLog::new(home)
+            .read()
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r.unwrap())
+            .collect()
+    }
+
+    fn report(home: &Path) -> crate::presence::audit::VerifyReport {
+        let lines = AuditLog::new(home).read().unwrap();
+        verify_log(&lines, &TokenStore::open(home).unwrap().list().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_worker_denies_and_the_policy_holds_afterwards() {
+        let s = setup("batch:3:60s:process".parse().unwrap());
+        s.panic_next.store(true, Ordering::SeqCst);
+        let first = s.gate.approve(request(1)).await;
+        assert!(matches!(first, Err(GateError::WorkerStopped)), "{first:?}");
+        let r = receipts(&s.home);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].outcome(), Outcome::Denied);
+        assert!(!r[0].signed, "a panic leaves no false receipt");
+
+        // The grants lock is not poisoned and the batch policy still holds: one touch, then
+        // grant uses.
+        let touched = s.gate.approve(request(2)).await.unwrap();
+        assert_eq!(touched.grant_remaining(), None, "a touch");
+        touched.signed().unwrap();
+        let granted = s.gate.approve(request(3)).await.unwrap();
+        assert_eq!(
+            granted.grant_remaining(),
+            Some(1),
+            "a grant use, not a touch"
+        );
+        granted.signed().unwrap();
+        let rep = report(&s.home);
+        assert!(rep.ok(), "{:?}", rep.problems);
+        assert_eq!((rep.denied, rep.approved, rep.granted), (1, 1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_receipt_says_signed_only_after_the_signature() {
+        let s = setup("batch:3:60s:process".parse().unwrap());
+        let approval = s.gate.approve(request(1)).await.unwrap();
+        assert!(
+            receipts(&s.home).is_empty(),
+            "nothing is written before the outcome"
+        );
+        approval.not_signed("the signer failed").unwrap();
+        let r = receipts(&s.home);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].outcome(), Outcome::Approved);
+        assert!(!r[0].signed);
+        assert_eq!(r[0].reason.as_deref(), Some("the signer failed"));
+        // An unsigned touch opens no grant: the next request needs its own touch.
+        let next = s.gate.approve(request(2)).await.unwrap();
+        assert_eq!(next.grant_remaining(), None);
+        // Dropped unsettled (a panic in the agent, a client gone): recorded as not signed.
+        drop(next);
+        let r = receipts(&s.home);
+        assert_eq!(r.len(), 2);
+        assert!(!r[1].signed);
+        let rep = report(&s.home);
+        assert!(rep.ok(), "{:?}", rep.problems);
+        assert_eq!((rep.approved, rep.unsigned), (0, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_approval_covers_only_its_own_key_and_bytes() {
+        let s = setup(Policy::PerSignature);
+        let approval = s.gate.approve(request(1)).await.unwrap();
+        assert!(approval.covers("SHA256:identity", &[1; 32]));
+        assert!(!approval.covers("SHA256:identity", &[2; 32]));
+        assert!(!approval.covers("SHA256:other", &[1; 32]));
+        approval.signed().unwrap();
+    }
+}
