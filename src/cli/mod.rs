@@ -12,6 +12,7 @@ use auths_presence::presence::policy::parse_duration;
 mod agent;
 mod audit;
 mod demo;
+mod error;
 mod git;
 mod os;
 mod service;
@@ -153,11 +154,8 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = e.source();
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
+            for line in error::report(e.as_ref()) {
+                eprintln!("{line}");
             }
             EXIT_FAILURE
         }

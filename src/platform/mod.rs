@@ -41,3 +41,6 @@ pub mod windows;
 /// True when built for Windows: for defaults that differ there (device `windows`, the agent
 /// on a named pipe, `set` instead of `export`), so callers need no `cfg!`.
 pub const WINDOWS: bool = cfg!(windows);
+
+/// True when built for Linux: for advice that only applies there (the udev rule for hidraw).
+pub const LINUX: bool = cfg!(target_os = "linux");

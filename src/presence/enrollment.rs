@@ -93,7 +93,7 @@ pub enum EnrollmentError {
     #[error(transparent)]
     Fs(#[from] SecureFsError),
     /// The file is not valid JSON of our schema.
-    #[error("{path} is corrupt ({reason}); it was left untouched: restore it from a backup or move it away and enroll again")]
+    #[error("{path} is corrupt ({reason}); it was left untouched")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -101,7 +101,9 @@ pub enum EnrollmentError {
         reason: String,
     },
     /// Written by a newer version of auths.
-    #[error("{path} has schema version {found}, newer than this auths understands ({SCHEMA_VERSION}); upgrade auths")]
+    #[error(
+        "{path} has schema version {found}, newer than this auths understands ({SCHEMA_VERSION})"
+    )]
     NewerSchema {
         /// The file.
         path: PathBuf,
@@ -109,10 +111,10 @@ pub enum EnrollmentError {
         found: u32,
     },
     /// No enrollment matches the id or label.
-    #[error("no enrolled key matches {0:?}; `auths token list` shows the ids and labels")]
+    #[error("no enrolled key matches {0:?}")]
     NotFound(String),
     /// More than one enrollment matches a label.
-    #[error("{0:?} matches several enrolled keys; use the id from `auths token list`")]
+    #[error("{0:?} matches several enrolled keys")]
     Ambiguous(String),
     /// The credential is enrolled already.
     #[error("this credential is enrolled already (id {0})")]
@@ -121,18 +123,16 @@ pub enum EnrollmentError {
     #[error(transparent)]
     Device(#[from] crate::ctap::CtapError),
     /// The key is enrolled already (it recognised a credential in the exclude list).
-    #[error("this security key is enrolled already (`auths token list` shows it)")]
+    #[error("this security key is enrolled already")]
     KeyAlreadyEnrolled,
     /// Nobody touched the key in time.
-    #[error(
-        "nobody touched the key in time; run the command again and touch the key when it blinks"
-    )]
+    #[error("nobody touched the key in time")]
     NoTouch,
     /// The key's answer cannot be accepted.
     #[error("refusing the key's new credential: {0}")]
     BadCredential(String),
     /// The label is taken.
-    #[error("a key labelled {0:?} is enrolled already; pick another --label or remove it first")]
+    #[error("a key labelled {0:?} is enrolled already")]
     LabelTaken(String),
     /// The lock could not be taken.
     #[error("cannot lock {path}: {source}")]

@@ -38,7 +38,7 @@ use imp::{create_private_dir, sync_dir};
 #[non_exhaustive]
 pub enum SecureFsError {
     /// The directory is a symbolic link.
-    #[error("{0} is a symbolic link; refusing to use it (remove it and let auths create a real directory)")]
+    #[error("{0} is a symbolic link; refusing to use it")]
     Symlink(PathBuf),
     /// The path exists but is not a directory.
     #[error("{0} exists and is not a directory")]
@@ -54,7 +54,7 @@ pub enum SecureFsError {
         me: u32,
     },
     /// Group or others can reach into the directory or read the file.
-    #[error("{path} has mode {mode:o}; it must not be accessible by group or others. Fix it with: chmod {want:o} {path}")]
+    #[error("{path} has mode {mode:o}; it must not be accessible by group or others (mode {want:o} at most)")]
     LoosePermissions {
         /// The path.
         path: PathBuf,
@@ -64,7 +64,7 @@ pub enum SecureFsError {
         want: u32,
     },
     /// The Windows ACL admits someone else, or another user owns the path.
-    #[error("{path}: {problem}; it must admit only you. Fix it with: {fix}")]
+    #[error("{path}: {problem}; it must admit only you")]
     LooseAcl {
         /// The path.
         path: PathBuf,

@@ -45,7 +45,10 @@ pub use super::plain::{open_private_append, open_private_new};
 
 /// A file held under an exclusive `LockFileEx` lock; closing the handle releases it.
 #[derive(Debug)]
-pub struct FileLock(#[allow(dead_code)] std::fs::File);
+pub struct FileLock {
+    /// Held, never read: the lock lives as long as the handle.
+    _file: std::fs::File,
+}
 
 /// Wait for an exclusive lock on the whole of `file` (LockFileEx, as flock on Unix).
 pub fn lock_exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
@@ -71,5 +74,5 @@ pub fn lock_exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
     if ok == 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(FileLock(file))
+    Ok(FileLock { _file: file })
 }

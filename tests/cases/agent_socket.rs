@@ -387,9 +387,10 @@ fn loose_socket_dir_is_refused() {
         ),
         "{err}"
     );
+    // What happened, with the numbers; what to do is the CLI's (`cli_agent` checks it).
     assert!(
-        err.to_string().contains("chmod 700"),
-        "says what to do: {err}"
+        err.to_string().contains("mode 755") && err.to_string().contains("700"),
+        "says what is wrong: {err}"
     );
     assert!(!dir.join("agent.sock").exists());
 }

@@ -1,0 +1,236 @@
+//! What a user sees when a command fails: what happened (the library's error and its causes,
+//! walked through `source()`), then one line of what to do next. This is the one place that
+//! knows commands, flags and the platform; library errors name none of them
+//! (age-plugin-yubikey's `error.rs` is the model).
+
+use std::error::Error;
+
+use auths_presence::agent::AgentError;
+use auths_presence::ctap::virtual_key::SimError;
+use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode};
+use auths_presence::platform;
+use auths_presence::presence::enrollment::EnrollmentError;
+use auths_presence::presence::gate::GateError;
+use auths_presence::presence::touch::TouchError;
+use auths_presence::presence::verify::VerifyError;
+use auths_presence::secure_fs::SecureFsError;
+
+/// The lines to print for `e`: `error: …`, one `caused by: …` per source, and a `hint: …` when
+/// one of the errors in the chain has a known next step. Every line has control characters
+/// escaped (a path or a peer's text may carry them).
+pub fn report(e: &(dyn Error + 'static)) -> Vec<String> {
+    let mut lines = vec![format!("error: {}", escape(&e.to_string()))];
+    let mut source = e.source();
+    while let Some(s) = source {
+        lines.push(format!("  caused by: {}", escape(&s.to_string())));
+        source = s.source();
+    }
+    if let Some(h) = hint(e) {
+        lines.push(format!("hint: {}", escape(&h)));
+    }
+    lines
+}
+
+/// The next step for the first error in the chain that has one.
+pub fn hint(e: &(dyn Error + 'static)) -> Option<String> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(h) = hint_for(err) {
+            return Some(h);
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<CtapError>() {
+        return ctap_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<SecureFsError>() {
+        return fs_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<EnrollmentError>() {
+        return enrollment_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<AgentError>() {
+        return agent_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<GateError>() {
+        return match e {
+            GateError::NotEnrolled => Some(ENROLL.into()),
+            GateError::TouchTimeout(_) => Some(TOUCH_AGAIN.into()),
+            _ => None,
+        };
+    }
+    if let Some(TouchError::NotEnrolled) = e.downcast_ref::<TouchError>() {
+        return Some(ENROLL.into());
+    }
+    if let Some(e) = e.downcast_ref::<VerifyError>() {
+        return match e {
+            VerifyError::CounterNotIncreased { .. } => Some(
+                "stop using this security key until you know why: a key whose counter goes \
+                 back may have been cloned; `auths audit list` shows its earlier touches"
+                    .into(),
+            ),
+            VerifyError::UnknownCredential => Some(
+                "this key holds no enrolled credential: plug in an enrolled key, or enroll \
+                 this one with `auths token enroll`"
+                    .into(),
+            ),
+            _ => None,
+        };
+    }
+    if let Some(SimError::InUse(_)) = e.downcast_ref::<SimError>() {
+        return Some("stop that virtual key, or pass another --socket".into());
+    }
+    None
+}
+
+const ENROLL: &str = "enroll a security key first: `auths token enroll`";
+const TOUCH_AGAIN: &str = "run the command again and touch the key when it blinks";
+
+fn ctap_hint(e: &CtapError) -> Option<String> {
+    Some(match e {
+        CtapError::NoDevice => no_device_hint().into(),
+        CtapError::NoDeviceChosen(_) => {
+            "touch the key you want to use when they blink, or pass --device usb:PATH \
+             (`auths token list` shows the enrolled ones)"
+                .into()
+        }
+        CtapError::Open { .. } if platform::LINUX => {
+            "check that you may open /dev/hidraw*: install the udev rule (udev/70-auths-fido.rules \
+             into /etc/udev/rules.d/, then `sudo udevadm control --reload && sudo udevadm \
+             trigger`) and re-plug the key"
+                .into()
+        }
+        CtapError::ReadTimeout(_) => "unplug the security key and plug it in again".into(),
+        CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout) => {
+            TOUCH_AGAIN.into()
+        }
+        CtapError::Hid(HidErrorCode::ChannelBusy) => {
+            "another program is using the security key (a browser waiting for a touch?): \
+             finish or cancel that, then try again"
+                .into()
+        }
+        CtapError::Status(StatusCode::NoCredentials) => {
+            "this key holds none of the enrolled credentials: plug in an enrolled key, or \
+             enroll this one with `auths token enroll`"
+                .into()
+        }
+        CtapError::WebAuthn { hint, .. } => hint.clone(),
+        _ => return None,
+    })
+}
+
+fn no_device_hint() -> &'static str {
+    if platform::WINDOWS {
+        "plug in a FIDO2 security key; on Windows keys are reached through webauthn.dll \
+         (--device windows)"
+    } else if platform::LINUX {
+        "plug in a FIDO2 security key; if one is plugged in, install the udev rule \
+         (udev/70-auths-fido.rules into /etc/udev/rules.d/, then `sudo udevadm control \
+         --reload && sudo udevadm trigger`) and re-plug it"
+    } else {
+        "plug in a FIDO2 security key"
+    }
+}
+
+fn fs_hint(e: &SecureFsError) -> Option<String> {
+    Some(match e {
+        SecureFsError::LoosePermissions { path, want, .. } => {
+            format!("chmod {want:o} {}", path.display())
+        }
+        SecureFsError::LooseAcl { fix, .. } => fix.clone(),
+        SecureFsError::Symlink(path) => format!(
+            "remove the link {} and let auths create a real directory",
+            path.display()
+        ),
+        SecureFsError::ForeignOwner { .. } => {
+            "use a directory of your own (set AUTHS_HOME, or pass --socket)".into()
+        }
+        _ => return None,
+    })
+}
+
+fn enrollment_hint(e: &EnrollmentError) -> Option<String> {
+    Some(match e {
+        EnrollmentError::Corrupt { .. } => {
+            "restore the file from a backup, or move it away and enroll again".into()
+        }
+        EnrollmentError::NewerSchema { .. } => "upgrade auths".into(),
+        EnrollmentError::NotFound(_) | EnrollmentError::Ambiguous(_) => {
+            "`auths token list` shows the ids and labels".into()
+        }
+        EnrollmentError::KeyAlreadyEnrolled | EnrollmentError::Duplicate(_) => {
+            "`auths token list` shows it".into()
+        }
+        EnrollmentError::NoTouch => TOUCH_AGAIN.into(),
+        EnrollmentError::LabelTaken(_) => {
+            "pick another --label, or remove the other key first (`auths token remove`)".into()
+        }
+        _ => return None,
+    })
+}
+
+fn agent_hint(e: &AgentError) -> Option<String> {
+    Some(match e {
+        AgentError::AlreadyRunning(_) => {
+            "stop it first (`auths agent stop`), or pass another --socket".into()
+        }
+        AgentError::NotASocket(_) => "remove it, or pass another --socket".into(),
+        AgentError::BadSocketPath(_) => "pass an absolute --socket path".into(),
+        AgentError::NoSuchKey => "add it with `auths agent add KEYFILE`".into(),
+        AgentError::Locked => "unlock it with `ssh-add -X`".into(),
+        AgentError::BadPassphrase => "try `ssh-add -X` again".into(),
+        _ => return None,
+    })
+}
+
+/// `s` with control characters (C0, DEL, C1) shown as `\u{…}` escapes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn walks_the_chain_and_adds_the_fix_of_the_deepest_known_error() {
+        let e = EnrollmentError::Fs(SecureFsError::LoosePermissions {
+            path: PathBuf::from("/home/u/.auths"),
+            mode: 0o755,
+            want: 0o700,
+        });
+        let lines = report(&e);
+        assert!(lines[0].starts_with("error: "), "{lines:?}");
+        assert_eq!(
+            lines.last().unwrap(),
+            "hint: chmod 700 /home/u/.auths",
+            "{lines:?}"
+        );
+        let gate = GateError::NotEnrolled;
+        assert_eq!(hint(&gate).as_deref(), Some(ENROLL));
+        let none = GateError::Cancelled;
+        assert_eq!(hint(&none), None);
+        assert!(!report(&none).iter().any(|l| l.starts_with("hint:")));
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let e = EnrollmentError::NotFound("\u{1b}[2Jfake prompt\r".into());
+        let text = report(&e).join("\n");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
+        assert!(text.contains("\\u{1b}[2Jfake prompt\\u{d}"), "{text}");
+    }
+}
