@@ -63,8 +63,13 @@ fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
             _ => None,
         };
     }
-    if let Some(TouchError::NotEnrolled) = e.downcast_ref::<TouchError>() {
-        return Some(ENROLL.into());
+    if let Some(e) = e.downcast_ref::<TouchError>() {
+        return match e {
+            TouchError::NotEnrolled => Some(ENROLL.into()),
+            TouchError::Enrollment(inner) => enrollment_hint(inner),
+            TouchError::Device(inner) => ctap_hint(inner),
+            _ => None,
+        };
     }
     if let Some(e) = e.downcast_ref::<VerifyError>() {
         return match e {
@@ -155,6 +160,9 @@ fn fs_hint(e: &SecureFsError) -> Option<String> {
 
 fn enrollment_hint(e: &EnrollmentError) -> Option<String> {
     Some(match e {
+        // Transparent wrappers: their source() skips the inner error, so look inside here.
+        EnrollmentError::Fs(inner) => return fs_hint(inner),
+        EnrollmentError::Device(inner) => return ctap_hint(inner),
         EnrollmentError::Corrupt { .. } => {
             "restore the file from a backup, or move it away and enroll again".into()
         }
@@ -228,7 +236,7 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_the_terminal() {
-        let e = EnrollmentError::NotFound("\u{1b}[2Jfake prompt\r".into());
+        let e = SecureFsError::NotADirectory(PathBuf::from("\u{1b}[2Jfake prompt\r"));
         let text = report(&e).join("\n");
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
         assert!(text.contains("\\u{1b}[2Jfake prompt\\u{d}"), "{text}");
