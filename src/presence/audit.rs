@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use super::challenge::{ClientData, GrantTerms};
 use super::enrollment::Enrollment;
-use super::policy::Scope;
+use super::policy::{PolicyError, Scope};
 use super::request::{ApprovalRequest, Requester};
 use super::touch::{self, Credentials, TouchEvidence};
 use crate::secure_fs::{self, SecureFsError};
@@ -380,7 +380,11 @@ fn verify_granted(
     if g.used >= g.terms.max_signatures {
         return Err("used a grant beyond its signature count".into());
     }
-    let scope: Scope = g.terms.scope.parse()?;
+    let scope: Scope = g
+        .terms
+        .scope
+        .parse()
+        .map_err(|e: PolicyError| e.to_string())?;
     match (scope.key(&g.peer), scope.key(&receipt.peer)) {
         (Some(a), Some(b)) if a == b => {}
         _ => return Err("used a grant from outside its scope".into()),

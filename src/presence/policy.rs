@@ -54,18 +54,41 @@ impl Scope {
 }
 
 impl FromStr for Scope {
-    type Err = String;
+    type Err = PolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "process" => Ok(Scope::Process),
             "parent" => Ok(Scope::Parent),
             "session" => Ok(Scope::Session),
             "user" => Ok(Scope::User),
-            other => Err(format!(
-                "unknown scope {other:?}: use process, parent, session or user"
-            )),
+            other => Err(PolicyError::UnknownScope(other.to_owned())),
         }
     }
+}
+
+/// Why a policy, scope or duration string does not parse. Each message names the accepted
+/// forms, since these strings are typed by people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not one of the policy forms.
+    #[error("unknown policy {0:?}: the forms are per-signature, batch:N:T[:scope] and per-peer:T[:scope] (e.g. batch:20:60s:parent)")]
+    UnknownPolicy(String),
+    /// A batch size that is not a whole number of at least 1.
+    #[error("batch size {0:?} must be a whole number of at least 1")]
+    BatchSize(String),
+    /// Not one of the scopes.
+    #[error("unknown scope {0:?}: the scopes are process, parent, session and user")]
+    UnknownScope(String),
+    /// A duration that does not parse.
+    #[error("cannot read duration {0:?}: the form is e.g. 30s, 15m, 4h or 1h30m")]
+    Duration(String),
+    /// A zero duration.
+    #[error("duration {0:?} must be more than zero")]
+    ZeroDuration(String),
+    /// A duration over [`MAX_DURATION`].
+    #[error("duration {0:?} is longer than the limit of 366 days")]
+    TooLong(String),
 }
 
 /// The identity a grant is bound to.
@@ -146,7 +169,7 @@ impl fmt::Display for Policy {
 }
 
 impl FromStr for Policy {
-    type Err = String;
+    type Err = PolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split(':').collect();
         match parts.as_slice() {
@@ -156,19 +179,25 @@ impl FromStr for Policy {
                     .parse()
                     .ok()
                     .filter(|n| *n >= 1)
-                    .ok_or_else(|| format!("batch size {n:?} must be a whole number of at least 1"))?;
+                    .ok_or_else(|| PolicyError::BatchSize((*n).to_owned()))?;
                 let ttl = parse_duration(t)?;
-                let scope = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(Scope::Parent);
+                let scope = rest
+                    .first()
+                    .map(|s| s.parse())
+                    .transpose()?
+                    .unwrap_or(Scope::Parent);
                 Ok(Policy::Batch { max, ttl, scope })
             }
             ["per-peer", t, rest @ ..] if rest.len() <= 1 => {
                 let ttl = parse_duration(t)?;
-                let scope = rest.first().map(|s| s.parse()).transpose()?.unwrap_or(Scope::Process);
+                let scope = rest
+                    .first()
+                    .map(|s| s.parse())
+                    .transpose()?
+                    .unwrap_or(Scope::Process);
                 Ok(Policy::PerPeer { ttl, scope })
             }
-            _ => Err(format!(
-                "unknown policy {s:?}: use per-signature, batch:N:T[:scope] or per-peer:T[:scope] (e.g. batch:20:60s:parent)"
-            )),
+            _ => Err(PolicyError::UnknownPolicy(s.to_owned())),
         }
     }
 }
@@ -180,8 +209,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
 
 /// Parse `90`, `90s`, `30m`, `4h`, `1h30m`, `2d`. Zero and more than [`MAX_DURATION`] are
 /// refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("cannot read duration {s:?}: use e.g. 30s, 15m, 4h or 1h30m");
+pub fn parse_duration(s: &str) -> Result<Duration, PolicyError> {
+    let bad = || PolicyError::Duration(s.to_owned());
     let mut total: u64 = 0;
     let mut num = String::new();
     for c in s.trim().chars() {
@@ -209,12 +238,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .ok_or_else(bad)?;
     }
     if total == 0 {
-        return Err(format!("duration {s:?} must be more than zero"));
+        return Err(PolicyError::ZeroDuration(s.to_owned()));
     }
     if total > MAX_DURATION.as_secs() {
-        return Err(format!(
-            "duration {s:?} is longer than the limit of 366 days"
-        ));
+        return Err(PolicyError::TooLong(s.to_owned()));
     }
     Ok(Duration::from_secs(total))
 }
@@ -394,7 +421,10 @@ mod tests {
         assert!(parse_duration("99999999999999999999d").is_err());
         // Found by fuzzing: a TTL this long overflowed `now + ttl` in the gate's worker.
         assert!(parse_duration("106751991167301d").is_err());
-        assert!("batch:2:106751991167301d".parse::<Policy>().is_err());
+        assert_eq!(
+            "batch:2:106751991167301d".parse::<Policy>(),
+            Err(PolicyError::TooLong("106751991167301d".into()))
+        );
         assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
         assert!(parse_duration("366d1s").is_err());
     }

@@ -20,7 +20,7 @@ use auths_presence::ctap::virtual_key::{TouchMode, VirtualKey, VirtualKeyConfig}
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
-use auths_presence::presence::policy::Policy;
+use auths_presence::presence::policy::{Policy, PolicyError};
 use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::touch::PresenceKey;
@@ -572,7 +572,9 @@ impl Demo {
     // Step 5.
     fn batch(&mut self) -> Fallible<()> {
         const N: usize = 3;
-        let policy: Policy = format!("batch:{N}:60s:parent").parse()?;
+        let policy: Policy = format!("batch:{N}:60s:parent")
+            .parse()
+            .map_err(|e: PolicyError| e.to_string())?;
         self.start_agent(policy, self.touch_timeout())?;
         self.key.set_touch_mode(TouchMode::Manual);
         say(&format!(
