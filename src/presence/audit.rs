@@ -338,7 +338,8 @@ fn verify_approved(
     // The counter rule runs against the previous receipt of this credential, not tokens.json.
     allowed.sign_count = counters.get(&evidence.credential_id).copied().unwrap_or(0);
     let creds = Credentials::new(enrolled.rp_id.clone(), vec![allowed]);
-    let verified = touch::verify_evidence(&creds, evidence, false).map_err(error_chain)?;
+    let verified =
+        touch::verify_evidence(&creds, evidence, false).map_err(|e| super::error_chain(&e))?;
     let request = receipt.request()?;
     let client_data = ClientData::parse(&evidence.client_data).map_err(|e| e.to_string())?;
     client_data
@@ -391,16 +392,4 @@ fn verify_granted(
     }
     g.used += 1;
     Ok(())
-}
-
-/// An error and its sources on one line, for a finding.
-fn error_chain(e: impl std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

@@ -12,3 +12,16 @@ pub mod prompt;
 pub mod request;
 pub mod touch;
 pub mod verify;
+
+/// An error and its causes on one line (`what: why: deeper why`), for receipts, prompts and
+/// audit findings, which keep no error values.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}

@@ -272,7 +272,7 @@ impl PresenceGate {
     }
 
     fn deny(inner: &Inner, request: &ApprovalRequest, id: &str, error: &GateError) {
-        let reason = error_text(error);
+        let reason = super::error_chain(error);
         let receipt = Receipt::new(id, request, Evidence::Denied, false, Some(reason.clone()));
         let _ = inner.audit.append(&receipt);
         inner.prompter.emit(PromptEvent::Denied {
@@ -280,18 +280,6 @@ impl PresenceGate {
             reason,
         });
     }
-}
-
-/// An error and its causes on one line, for receipts and prompts.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 impl Gate for PresenceGate {
