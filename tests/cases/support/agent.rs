@@ -23,6 +23,17 @@ pub const FAST_SEAL: SealParams = SealParams {
     p_cost: 1,
 };
 
+/// How long the rig's agents give a client to finish a message it started: three times
+/// [`DEADLINE`], the rig's own bound on every client it runs. OpenSSH writes a message's length
+/// and its body in two `write`s; on a loaded machine `ssh-add` can be descheduled between them
+/// for longer than the agent's 10 s default, and the agent then rightly drops it as a stalled
+/// client: `ssh-add` dies of SIGPIPE writing the body and the test fails for no fault of the
+/// code under test (reproduced by delaying ssh-add's second `write` by 11 s with strace's
+/// `-e inject=write:delay_enter=11000000:when=2`). With this bound a client too slow for the
+/// test fails in [`run_bounded`], saying so. The read timeout itself is tested with a short one
+/// of its own (`slow_loris_is_dropped_while_others_are_served`).
+pub const RIG_READ_TIMEOUT: Duration = Duration::from_secs(3 * DEADLINE.as_secs());
+
 pub struct Opts {
     pub policy: UnlockPolicy,
     pub read_timeout: Duration,
@@ -35,7 +46,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             policy: UnlockPolicy::default(),
-            read_timeout: Duration::from_secs(10),
+            read_timeout: RIG_READ_TIMEOUT,
             open_socket: false,
         }
     }
