@@ -17,6 +17,7 @@ use auths_presence::ctap::virtual_key::{HidTimings, TouchError, TouchMode, Virtu
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::gate::GateError;
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::touch::PresenceKey;
@@ -26,8 +27,8 @@ use ssh_agent_lib::proto::{Request, Response};
 use super::support::agent::{Agent, Opts};
 use super::support::gate::{self, wait_event, AUTO};
 use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
-use super::support::short_tempdir;
 use super::support::wire::{encode, request, send, sign_request};
+use super::support::{short_tempdir, DEADLINE};
 
 /// Shared between the rig and the gate's key opener, so a test can swap the key (restart it
 /// on an old state file) or wrap its answers.
@@ -50,20 +51,32 @@ struct Rig {
     enroll_touches: u64,
 }
 
-fn timings() -> HidTimings {
-    HidTimings {
-        touch_timeout: Duration::from_secs(2),
-        ..HidTimings::default()
+/// How long the key waits for a touch. Only a key that is never touched is waited out (that
+/// refusal is under test), so only it gets seconds. Otherwise a touch comes at once or the test
+/// cancels it, and a wait as long as the test's own bound costs nothing while keeping a loaded
+/// machine (a slow `ssh-add -l` while the hang-up test's touch is pending) from timing the
+/// touch out before the test acts.
+fn touch_wait(mode: &TouchMode) -> Duration {
+    match mode {
+        TouchMode::Never => Duration::from_secs(2),
+        _ => DEADLINE,
     }
 }
 
-fn start_key(state: &Path, mode: TouchMode) -> Arc<VirtualKey> {
-    gate::start_key(state, mode, timings())
+/// A key started with `AUTO` (enrollment needs a touch), waiting `touch_wait(mode)` for a touch.
+fn start_key(state: &Path, mode: &TouchMode) -> Arc<VirtualKey> {
+    let timings = HidTimings {
+        touch_timeout: touch_wait(mode),
+        ..HidTimings::default()
+    };
+    gate::start_key(state, AUTO, timings)
 }
 
-fn device_options() -> DeviceOptions {
+/// The channel and the gate wait a second longer than the key, so the key's own answer (a
+/// timeout, for `Never`) is what the gate sees.
+fn device_options(wait: Duration) -> DeviceOptions {
     DeviceOptions {
-        deadline: Duration::from_secs(3),
+        deadline: wait + Duration::from_secs(1),
         ..DeviceOptions::default()
     }
 }
@@ -110,9 +123,10 @@ impl Rig {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let state = dir.path().join("key.json");
-        let key = start_key(&state, AUTO);
+        let wait = touch_wait(&mode);
+        let key = start_key(&state, &mode);
         // Enroll through the real client, as `auths token enroll` does.
-        let enroll_touches = gate::enroll(&key, &home, device_options());
+        let enroll_touches = gate::enroll(&key, &home, device_options(wait));
         key.set_touch_mode(mode);
         let slot: KeySlot = Arc::new(Mutex::new(key));
         let replay = Arc::new(Mutex::new(None));
@@ -123,7 +137,7 @@ impl Rig {
             let recorded = recorded.clone();
             move || -> Result<Box<dyn PresenceKey>, CtapError> {
                 let key = slot.lock().unwrap().clone();
-                let inner = gate::open(&key, device_options())?;
+                let inner = gate::open(&key, device_options(wait))?;
                 Ok(Box::new(Recording {
                     inner,
                     replay: replay.clone(),
@@ -139,7 +153,7 @@ impl Rig {
             &home,
             opener,
             policy,
-            Duration::from_secs(3),
+            wait + Duration::from_secs(1),
             prompter.clone(),
             Some(Arc::new(move || base + *offset.lock().unwrap())),
         );
@@ -384,7 +398,8 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
     let PromptEvent::Denied { reason, .. } = denied else {
         unreachable!()
     };
-    assert!(reason.contains("cancelled"), "{reason}");
+    // Cancelled by the hang-up, not timed out (whose reason also ends "was cancelled").
+    assert_eq!(reason, GateError::Cancelled.to_string());
     assert!(
         matches!(rig.key().touch(), Err(TouchError::NothingWaiting)),
         "the key was cancelled"
@@ -439,7 +454,7 @@ fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .unwrap();
-        let clone = start_key(&clone_state, AUTO);
+        let clone = start_key(&clone_state, &AUTO);
         std::mem::replace(&mut *slot, clone)
     };
     drop(old);
