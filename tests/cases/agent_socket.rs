@@ -96,6 +96,14 @@ impl Gate for RefuseWhenReleased {
 // ---------------------------------------------------------------------------------------------
 // Socket hardening
 
+/// A directory `name` in `t` with `mode`, where a test will ask [`bind`] for a socket.
+fn dir_with_mode(t: &tempfile::TempDir, name: &str, mode: u32) -> std::path::PathBuf {
+    let dir = t.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
 #[test]
 fn socket_dir_is_created_0700_and_socket_is_0600() {
     let rt = runtime();
@@ -119,9 +127,7 @@ fn socket_dir_is_created_0700_and_socket_is_0600() {
 fn loose_socket_dir_is_refused() {
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("loose");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = dir_with_mode(&t, "loose", 0o755);
     let _enter = rt.enter();
     let err = bind(&dir.join("agent.sock")).unwrap_err();
     assert!(
@@ -142,9 +148,7 @@ fn loose_socket_dir_is_refused() {
 fn symlinked_socket_dir_is_refused() {
     let rt = runtime();
     let t = short_tempdir();
-    let real = t.path().join("real");
-    std::fs::create_dir(&real).unwrap();
-    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let real = dir_with_mode(&t, "real", 0o700);
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let _enter = rt.enter();
@@ -156,20 +160,29 @@ fn symlinked_socket_dir_is_refused() {
     assert!(!real.join("agent.sock").exists());
 }
 
+/// True when running as root; otherwise says that `test` skipped (it needs root to `what`).
+fn root_or_skipped(test: &str, what: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        skipped(
+            test,
+            &format!("needs root to {what}; run the tests as root to check it"),
+        );
+    }
+    root
+}
+
 #[test]
 fn foreign_owned_socket_dir_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        skipped(
-            "foreign_owned_socket_dir_is_refused",
-            "needs root to chown a directory to another user; run the tests as root to check it",
-        );
+    if !root_or_skipped(
+        "foreign_owned_socket_dir_is_refused",
+        "chown a directory to another user",
+    ) {
         return;
     }
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("theirs");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = dir_with_mode(&t, "theirs", 0o700);
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     let _enter = rt.enter();
     let err = bind(&dir.join("agent.sock")).unwrap_err();
@@ -201,9 +214,7 @@ fn live_agent_is_not_stolen() {
 fn stale_socket_is_replaced_but_other_files_are_not() {
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("s");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = dir_with_mode(&t, "s", 0o700);
     let path = dir.join("agent.sock");
     // A socket file with nobody listening: what a crashed agent leaves behind.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -588,11 +599,10 @@ fn connect_as_nobody(path: &Path) -> i32 {
 #[cfg(target_os = "linux")]
 #[test]
 fn other_users_are_refused_at_accept() {
-    if !nix::unistd::geteuid().is_root() {
-        skipped(
-            "other_users_are_refused_at_accept",
-            "needs root to connect as another uid; run the tests as root to check it",
-        );
+    if !root_or_skipped(
+        "other_users_are_refused_at_accept",
+        "connect as another uid",
+    ) {
         return;
     }
     // A socket anyone can reach, so the check under test is the agent's own uid check.
