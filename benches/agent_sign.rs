@@ -8,51 +8,32 @@
 //! Run: `cargo bench --bench agent_sign` (needs ssh-agent and ssh-keygen on PATH).
 
 #[cfg(unix)]
+#[path = "../tests/cases/support/mod.rs"]
+mod support;
+
+#[cfg(unix)]
 mod unix {
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use auths_presence::agent::client;
-    use auths_presence::agent::server::{serve, AgentConfig};
-    use auths_presence::ctap::command::Algorithm;
     use auths_presence::ctap::device::DeviceOptions;
-    use auths_presence::ctap::select::OpenedKey;
-    use auths_presence::ctap::virtual_key::{
-        StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
-    };
+    use auths_presence::ctap::virtual_key::{HidTimings, VirtualKey};
     use auths_presence::ctap::CtapError;
-    use auths_presence::presence::enrollment::{enroll_key, TokenStore};
     use auths_presence::presence::policy::Policy;
-    use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
     use auths_presence::presence::prompt::Prompter;
     use auths_presence::presence::touch::PresenceKey;
     use ssh_agent_lib::proto::{
         AddIdentity, PrivateCredential, PublicCredential, Request, Response, SignRequest,
     };
 
+    use super::support::agent::{Agent, Opts};
+    use super::support::gate::{self, AUTO};
+    use super::support::{wait_until, KillOnDrop};
+
     const N: usize = 300;
-
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn wait_for(path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(path).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{} never came up",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 
     fn add(socket: &Path, key: &ssh_key::PrivateKey) {
         let req = Request::AddIdentity(AddIdentity {
@@ -101,67 +82,26 @@ mod unix {
         );
     }
 
-    fn our_agent(
-        dir: &Path,
-        name: &str,
-        policy: Policy,
-        rt: &tokio::runtime::Runtime,
-    ) -> (PathBuf, Arc<VirtualKey>) {
+    /// Our agent on its own socket, gating with `policy` on an enrolled virtual key that
+    /// touches at once.
+    fn our_agent(dir: &Path, name: &str, policy: Policy) -> (Agent, Arc<VirtualKey>) {
         let home = dir.join(format!("{name}-home"));
-        let key = Arc::new(
-            VirtualKey::start(VirtualKeyConfig {
-                state: StateLocation::File(dir.join(format!("{name}-key.json"))),
-                touch_mode: TouchMode::Auto {
-                    delay: Duration::ZERO,
-                },
-                ..VirtualKeyConfig::default()
-            })
-            .unwrap(),
-        );
-        let store = TokenStore::open(&home).unwrap();
-        let mut opened = OpenedKey::from_transport(
-            Box::new(key.connect()),
-            "virtual".into(),
-            DeviceOptions::default(),
-            true,
-        )
-        .unwrap();
-        enroll_key(
-            &mut opened,
-            &store,
-            None,
-            "auths:presence",
-            &[Algorithm::Es256],
-            &mut || {},
-        )
-        .unwrap();
+        let state = dir.join(format!("{name}-key.json"));
+        let key = gate::start_key(&state, AUTO, HidTimings::default());
+        gate::enroll(&key, &home, DeviceOptions::default());
         let k = key.clone();
         let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
-            Ok(Box::new(OpenedKey::from_transport(
-                Box::new(k.connect()),
-                "virtual".into(),
-                DeviceOptions::default(),
-                true,
-            )?))
+            Ok(Box::new(gate::open(&k, DeviceOptions::default())?))
         };
-        let gate = PresenceGate::new(GateConfig {
-            home: home.clone(),
-            opener: Box::new(opener),
+        let gate = gate::presence_gate(
+            &home,
+            opener,
             policy,
-            touch_timeout: Duration::from_secs(10),
-            prompter: Prompter::new(false),
-            clock: None,
-        })
-        .unwrap();
-        let socket = dir.join(format!("{name}.sock"));
-        let config = AgentConfig::new(socket.clone());
-        rt.spawn(async move {
-            if let Err(e) = serve(config, Arc::new(gate), std::future::pending()).await {
-                eprintln!("agent failed: {e}");
-            }
-        });
-        wait_for(&socket);
-        (socket, key)
+            Duration::from_secs(10),
+            Prompter::new(false),
+            None,
+        );
+        (Agent::start(Arc::new(gate), Opts::default()), key)
     }
 
     pub fn main() {
@@ -186,26 +126,19 @@ mod unix {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map(Kill);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (batch_sock, _k1) = our_agent(
-            dir,
-            "batch",
-            "batch:1000000:1h:process".parse().unwrap(),
-            &rt,
-        );
-        let (gated_sock, k2) = our_agent(dir, "gated", Policy::PerSignature, &rt);
-        add(&batch_sock, &key);
-        add(&gated_sock, &key);
+            .map(KillOnDrop);
+        let (batch, _k1) = our_agent(dir, "batch", "batch:1000000:1h:process".parse().unwrap());
+        let (gated, k2) = our_agent(dir, "gated", Policy::PerSignature);
+        let (batch_sock, gated_sock) = (&batch.path, &gated.path);
+        add(batch_sock, &key);
+        add(gated_sock, &key);
 
         println!("sign latency through the agent socket, Ed25519 identity key, same client, {N} requests each");
         match openssh {
             Ok(_guard) => {
-                wait_for(&ssh_sock);
+                wait_until("OpenSSH ssh-agent listens", || {
+                    std::os::unix::net::UnixStream::connect(&ssh_sock).is_ok()
+                });
                 add(&ssh_sock, &key);
                 report(
                     "OpenSSH ssh-agent (no gate)",
@@ -216,12 +149,12 @@ mod unix {
         }
         report(
             "auths, inside a batch grant (no touch)",
-            &measure("batch", &batch_sock, &key),
+            &measure("batch", batch_sock, &key),
         );
         let before = k2.touch_count();
         report(
             "auths, gated per signature (virtual key)",
-            &measure("gated", &gated_sock, &key),
+            &measure("gated", gated_sock, &key),
         );
         println!(
             "virtual key touches during the gated run: {}",

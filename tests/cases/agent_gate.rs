@@ -10,25 +10,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auths_presence::agent::keys::UnlockPolicy;
-use auths_presence::ctap::command::{Algorithm, GetAssertionResponse};
+use auths_presence::ctap::command::GetAssertionResponse;
 use auths_presence::ctap::device::{CancelToken, DeviceOptions};
 use auths_presence::ctap::select::OpenedKey;
-use auths_presence::ctap::virtual_key::{
-    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
-};
+use auths_presence::ctap::virtual_key::{HidTimings, TouchError, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
-use auths_presence::presence::enrollment::{enroll_key, TokenStore};
+use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::gate::GateError;
 use auths_presence::presence::policy::Policy;
-use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::touch::PresenceKey;
 use sha2::Digest as _;
 use ssh_agent_lib::proto::{Request, Response};
 
-use super::agent_socket::{
-    keygen, request, run_bounded, s, Agent, KeyFiles, Opts, DEADLINE, SSH_KEYGEN,
-};
+use super::support::agent::{Agent, Opts};
+use super::support::gate::{self, wait_event, AUTO};
+use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
+use super::support::wire::{encode, request, send, sign_request};
+use super::support::{short_tempdir, DEADLINE};
 
 /// Shared between the rig and the gate's key opener, so a test can swap the key (restart it
 /// on an old state file) or wrap its answers.
@@ -51,27 +51,32 @@ struct Rig {
     enroll_touches: u64,
 }
 
-fn timings() -> HidTimings {
-    HidTimings {
-        touch_timeout: Duration::from_secs(2),
-        ..HidTimings::default()
+/// How long the key waits for a touch. Only a key that is never touched is waited out (that
+/// refusal is under test), so only it gets seconds. Otherwise a touch comes at once or the test
+/// cancels it, and a wait as long as the test's own bound costs nothing while keeping a loaded
+/// machine (a slow `ssh-add -l` while the hang-up test's touch is pending) from timing the
+/// touch out before the test acts.
+fn touch_wait(mode: &TouchMode) -> Duration {
+    match mode {
+        TouchMode::Never => Duration::from_secs(2),
+        _ => DEADLINE,
     }
 }
 
-fn start_key(state: &Path, mode: TouchMode) -> Arc<VirtualKey> {
-    Arc::new(
-        VirtualKey::start(VirtualKeyConfig {
-            state: StateLocation::File(state.to_path_buf()),
-            touch_mode: mode,
-            timings: timings(),
-        })
-        .unwrap(),
-    )
+/// A key started with `AUTO` (enrollment needs a touch), waiting `touch_wait(mode)` for a touch.
+fn start_key(state: &Path, mode: &TouchMode) -> Arc<VirtualKey> {
+    let timings = HidTimings {
+        touch_timeout: touch_wait(mode),
+        ..HidTimings::default()
+    };
+    gate::start_key(state, AUTO, timings)
 }
 
-fn device_options() -> DeviceOptions {
+/// The channel and the gate wait a second longer than the key, so the key's own answer (a
+/// timeout, for `Never`) is what the gate sees.
+fn device_options(wait: Duration) -> DeviceOptions {
     DeviceOptions {
-        deadline: Duration::from_secs(3),
+        deadline: wait + Duration::from_secs(1),
         ..DeviceOptions::default()
     }
 }
@@ -109,36 +114,19 @@ impl PresenceKey for Recording {
 }
 
 impl Rig {
+    /// A rig whose key touches at once, with the default unlock window.
+    fn touching(policy: Policy) -> Rig {
+        Rig::new(policy, AUTO, UnlockPolicy::default())
+    }
+
     fn new(policy: Policy, mode: TouchMode, agent_policy: UnlockPolicy) -> Rig {
-        let dir = super::agent_socket::short_tempdir();
+        let dir = short_tempdir();
         let home = dir.path().join("home");
         let state = dir.path().join("key.json");
-        let key = start_key(
-            &state,
-            TouchMode::Auto {
-                delay: Duration::ZERO,
-            },
-        );
+        let wait = touch_wait(&mode);
+        let key = start_key(&state, &mode);
         // Enroll through the real client, as `auths token enroll` does.
-        let store = TokenStore::open(&home).unwrap();
-        let mut opened = OpenedKey::from_transport(
-            Box::new(key.connect()),
-            "virtual".into(),
-            device_options(),
-            true,
-        )
-        .unwrap();
-        enroll_key(
-            &mut opened,
-            &store,
-            None,
-            "auths:presence",
-            &[Algorithm::Es256],
-            &mut || {},
-        )
-        .unwrap();
-        drop(opened);
-        let enroll_touches = key.touch_count();
+        let enroll_touches = gate::enroll(&key, &home, device_options(wait));
         key.set_touch_mode(mode);
         let slot: KeySlot = Arc::new(Mutex::new(key));
         let replay = Arc::new(Mutex::new(None));
@@ -149,12 +137,7 @@ impl Rig {
             let recorded = recorded.clone();
             move || -> Result<Box<dyn PresenceKey>, CtapError> {
                 let key = slot.lock().unwrap().clone();
-                let inner = OpenedKey::from_transport(
-                    Box::new(key.connect()),
-                    "virtual".into(),
-                    device_options(),
-                    true,
-                )?;
+                let inner = gate::open(&key, device_options(wait))?;
                 Ok(Box::new(Recording {
                     inner,
                     replay: replay.clone(),
@@ -166,15 +149,14 @@ impl Rig {
         let base = Instant::now();
         let offset = clock_offset.clone();
         let prompter = Prompter::new(false);
-        let gate = PresenceGate::new(GateConfig {
-            home: home.clone(),
-            opener: Box::new(opener),
+        let gate = gate::presence_gate(
+            &home,
+            opener,
             policy,
-            touch_timeout: Duration::from_secs(3),
-            prompter: prompter.clone(),
-            clock: Some(Arc::new(move || base + *offset.lock().unwrap())),
-        })
-        .unwrap();
+            wait + Duration::from_secs(1),
+            prompter.clone(),
+            Some(Arc::new(move || base + *offset.lock().unwrap())),
+        );
         let agent = Agent::start(
             Arc::new(gate),
             Opts {
@@ -205,10 +187,7 @@ impl Rig {
     /// Add both identity keys to the agent, then delete the private key files, so
     /// `ssh-keygen -Y sign` can only sign through the agent (it falls back to the file).
     fn add_keys(&self) {
-        let out = self
-            .agent
-            .ssh_add(&[s(&self.keys.ed25519), s(&self.keys.ecdsa)]);
-        assert!(out.status.success(), "ssh-add: {out:?}");
+        self.agent.add(&[&self.keys.ed25519, &self.keys.ecdsa]);
         std::fs::remove_file(&self.keys.ed25519).unwrap();
         std::fs::remove_file(&self.keys.ecdsa).unwrap();
     }
@@ -292,27 +271,6 @@ impl Rig {
     }
 }
 
-fn wait_event(
-    rx: &mut tokio::sync::broadcast::Receiver<PromptEvent>,
-    want: fn(&PromptEvent) -> bool,
-) -> PromptEvent {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no such prompt event within the deadline"
-        );
-        match rx.try_recv() {
-            Ok(e) if want(&e) => return e,
-            Ok(_) => continue,
-            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("prompt channel: {e}"),
-        }
-    }
-}
-
 #[test]
 fn no_touch_no_signature_and_a_touch_signs_what_ssh_keygen_verifies() {
     let rig = Rig::new(
@@ -328,9 +286,7 @@ fn no_touch_no_signature_and_a_touch_signs_what_ssh_keygen_verifies() {
     assert_eq!(rig.touches(), 0);
     assert_eq!(rig.outcomes(), vec![Outcome::Denied]);
 
-    rig.key().set_touch_mode(TouchMode::Auto {
-        delay: Duration::ZERO,
-    });
+    rig.key().set_touch_mode(AUTO);
     assert!(rig.sign(&rig.keys.ed25519, "b", false));
     assert!(
         rig.verify(&rig.keys.ed25519, "b"),
@@ -351,13 +307,7 @@ fn no_touch_no_signature_and_a_touch_signs_what_ssh_keygen_verifies() {
 
 #[test]
 fn batch_one_touch_for_n_children_of_one_parent_then_new_touches() {
-    let rig = Rig::new(
-        "batch:3:60s:parent".parse().unwrap(),
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
+    let rig = Rig::touching("batch:3:60s:parent".parse().unwrap());
     rig.add_keys();
     for i in 0..3 {
         assert!(rig.sign(&rig.keys.ed25519, &format!("b{i}"), false));
@@ -392,15 +342,8 @@ fn batch_one_touch_for_n_children_of_one_parent_then_new_touches() {
 
 #[test]
 fn wiping_the_keys_ends_every_grant() {
-    let rig = Rig::new(
-        "batch:10:60s:parent".parse().unwrap(),
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
-    let out = rig.agent.ssh_add(&[s(&rig.keys.ed25519)]);
-    assert!(out.status.success());
+    let rig = Rig::touching("batch:10:60s:parent".parse().unwrap());
+    rig.agent.add(&[&rig.keys.ed25519]);
     let pubkey = rig.keys.ed25519.with_extension("pub");
     let private = std::fs::read(&rig.keys.ed25519).unwrap();
     std::fs::remove_file(&rig.keys.ed25519).unwrap();
@@ -414,7 +357,7 @@ fn wiping_the_keys_ends_every_grant() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    assert!(rig.agent.ssh_add(&[s(&rig.keys.ed25519)]).status.success());
+    rig.agent.add(&[&rig.keys.ed25519]);
     std::fs::remove_file(&rig.keys.ed25519).unwrap();
     assert!(pubkey.exists());
     assert!(rig.sign(&rig.keys.ed25519, "w2", false));
@@ -434,16 +377,12 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
     );
     rig.add_keys();
     let mut events = rig.prompter.subscribe();
-    let public = super::agent_socket::public_key(&rig.keys.ed25519);
+    let public = public_key(&rig.keys.ed25519);
     let mut client = rig.agent.connect();
-    let req = Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-        credential: ssh_agent_lib::proto::PublicCredential::Key(public.key_data().clone()),
-        data: b"bytes to sign".to_vec(),
-        flags: 0,
-    });
-    let mut body = Vec::new();
-    ssh_encoding::Encode::encode(&req, &mut body).unwrap();
-    super::agent_socket::send(&mut client, &body);
+    send(
+        &mut client,
+        &encode(&sign_request(&public, b"bytes to sign")),
+    );
     let pending = wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }));
     let PromptEvent::Pending { message, .. } = pending else {
         unreachable!()
@@ -459,7 +398,8 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
     let PromptEvent::Denied { reason, .. } = denied else {
         unreachable!()
     };
-    assert!(reason.contains("cancelled"), "{reason}");
+    // Cancelled by the hang-up, not timed out (whose reason also ends "was cancelled").
+    assert_eq!(reason, GateError::Cancelled.to_string());
     assert!(
         matches!(rig.key().touch(), Err(TouchError::NothingWaiting)),
         "the key was cancelled"
@@ -470,13 +410,7 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
 
 #[test]
 fn replayed_assertion_is_refused_and_logged() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
+    let rig = Rig::touching(Policy::PerSignature);
     rig.add_keys();
     assert!(rig.sign(&rig.keys.ed25519, "a", false));
     let old = rig
@@ -505,13 +439,7 @@ fn replayed_assertion_is_refused_and_logged() {
 
 #[test]
 fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
+    let rig = Rig::touching(Policy::PerSignature);
     rig.add_keys();
     let saved = std::fs::read(&rig.state).unwrap();
     assert!(rig.sign(&rig.keys.ed25519, "a", false));
@@ -526,12 +454,7 @@ fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .unwrap();
-        let clone = start_key(
-            &clone_state,
-            TouchMode::Auto {
-                delay: Duration::ZERO,
-            },
-        );
+        let clone = start_key(&clone_state, &AUTO);
         std::mem::replace(&mut *slot, clone)
     };
     drop(old);
@@ -555,13 +478,7 @@ fn key_whose_counter_goes_back_is_refused_and_the_denial_logged() {
 
 #[test]
 fn receipt_for_one_request_does_not_verify_as_another() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
+    let rig = Rig::touching(Policy::PerSignature);
     rig.add_keys();
     assert!(rig.sign(&rig.keys.ed25519, "a", false));
     let log = AuditLog::new(&rig.home);
@@ -589,9 +506,7 @@ fn receipt_for_one_request_does_not_verify_as_another() {
 fn max_signatures_wipes_the_keys() {
     let rig = Rig::new(
         Policy::PerSignature,
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
+        AUTO,
         UnlockPolicy {
             max_signatures: Some(2),
             ..UnlockPolicy::default()
@@ -606,13 +521,7 @@ fn max_signatures_wipes_the_keys() {
 
 #[test]
 fn lock_wipes_keys_so_nothing_can_be_signed() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Auto {
-            delay: Duration::ZERO,
-        },
-        UnlockPolicy::default(),
-    );
+    let rig = Rig::touching(Policy::PerSignature);
     rig.add_keys();
     auths_presence::agent::client::wipe(&rig.agent.path).unwrap();
     assert!(rig.agent.listed().is_empty());

@@ -5,29 +5,32 @@
 //! An `Approval` can only be built by `presence`, so no test here makes a signature: the sign
 //! path is exercised up to the gate (which refuses, or never answers).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use auths_presence::agent::keys::{ManualClock, SealParams, UnlockPolicy};
-use auths_presence::agent::server::{bind, run, serve, AgentConfig, AgentState, UnixAgentListener};
+use auths_presence::agent::keys::UnlockPolicy;
+use auths_presence::agent::server::{bind, serve, AgentConfig};
 use auths_presence::agent::session::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::{ApproveFuture, Gate, GateError};
 use auths_presence::presence::request::ApprovalRequest;
 use auths_presence::secure_fs::SecureFsError;
 use sha2::Digest as _;
-use ssh_agent_lib::proto::{Extension, PublicCredential, Request, Response};
-use ssh_encoding::{Decode, Encode};
+use ssh_agent_lib::proto::{Extension, Request, Response};
+use ssh_encoding::Decode;
 
-pub(crate) const SSH_ADD: &str = "/usr/bin/ssh-add";
-pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
-/// Every wait in these tests is bounded by this.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+use super::support::agent::{runtime, Agent, Opts};
+use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
+use super::support::wire::{
+    closed, encode, recv, request, send, sign_request, FAILURE, LIST, NO_IDENTITIES,
+};
+use super::support::{short_tempdir, skipped, wait_until, DEADLINE};
+
 const MIN: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
@@ -91,266 +94,15 @@ impl Gate for RefuseWhenReleased {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A running agent
-
-pub(crate) const FAST_SEAL: SealParams = SealParams {
-    m_cost: 256,
-    t_cost: 1,
-    p_cost: 1,
-};
-
-pub(crate) struct Opts {
-    pub(crate) policy: UnlockPolicy,
-    pub(crate) read_timeout: Duration,
-    /// Bind in a world-reachable directory with a 0777 socket, bypassing `bind`'s hardening,
-    /// to test the per-connection uid check on its own.
-    pub(crate) open_socket: bool,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            policy: UnlockPolicy::default(),
-            read_timeout: Duration::from_secs(10),
-            open_socket: false,
-        }
-    }
-}
-
-pub(crate) struct Agent {
-    pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) dir: tempfile::TempDir,
-    pub(crate) path: PathBuf,
-    pub(crate) state: Arc<AgentState>,
-    pub(crate) clock: Arc<ManualClock>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), AgentError>>>,
-}
-
-pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-pub(crate) fn short_tempdir() -> tempfile::TempDir {
-    // Socket paths must stay under ~100 bytes: /tmp, not $TMPDIR.
-    tempfile::Builder::new()
-        .prefix("ap-")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
-impl Agent {
-    pub(crate) fn start(gate: Arc<dyn Gate>, opts: Opts) -> Agent {
-        let rt = runtime();
-        let dir = short_tempdir();
-        let sock_dir = dir.path().join("s");
-        let path = sock_dir.join("agent.sock");
-        let listener = {
-            let _enter = rt.enter();
-            if opts.open_socket {
-                std::fs::create_dir(&sock_dir).unwrap();
-                std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-                    .unwrap();
-                std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o777))
-                    .unwrap();
-                let l = tokio::net::UnixListener::bind(&path).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-                UnixAgentListener::from_tokio(l)
-            } else {
-                bind(&path).unwrap()
-            }
-        };
-        let clock = Arc::new(ManualClock::new());
-        let state = Arc::new(
-            AgentState::new(opts.policy, gate)
-                .with_clock(clock.clone())
-                .with_read_timeout(opts.read_timeout)
-                .with_seal_params(FAST_SEAL),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(run(listener, Arc::clone(&state), async move {
-            let _ = stopped.await;
-        }));
-        Agent {
-            rt,
-            dir,
-            path,
-            state,
-            clock,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub(crate) fn connect(&self) -> UnixStream {
-        let s = UnixStream::connect(&self.path).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s.set_write_timeout(Some(DEADLINE)).unwrap();
-        s
-    }
-
-    pub(crate) fn ssh_add(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(SSH_ADD);
-        cmd.args(args);
-        self.client_env(&mut cmd);
-        run_bounded(cmd)
-    }
-
-    pub(crate) fn client_env(&self, cmd: &mut Command) {
-        cmd.env("SSH_AUTH_SOCK", &self.path)
-            .env_remove("SSH_ASKPASS")
-            .env_remove("SSH_ASKPASS_REQUIRE")
-            .stdin(Stdio::null());
-    }
-
-    /// `ssh-add -l` lines (empty when the agent has no identities).
-    pub(crate) fn listed(&self) -> Vec<String> {
-        let out = self.ssh_add(&["-l"]);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if stdout.contains("no identities") {
-            return Vec::new();
-        }
-        assert!(out.status.success(), "ssh-add -l failed: {out:?}");
-        stdout.lines().map(str::to_string).collect()
-    }
-
-    /// Write an askpass script answering `pass`.
-    fn askpass(&self, name: &str, pass: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, format!("#!/bin/sh\necho '{pass}'\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        p
-    }
-
-    fn ssh_add_askpass(&self, args: &[&str], askpass: &Path) -> Output {
-        let mut cmd = Command::new(SSH_ADD);
-        cmd.args(args);
-        self.client_env(&mut cmd);
-        cmd.env("SSH_ASKPASS", askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0");
-        run_bounded(cmd)
-    }
-
-    pub(crate) fn stop(&mut self) -> Result<(), AgentError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => self
-                .rt
-                .block_on(async { tokio::time::timeout(DEADLINE, task).await })
-                .expect("the agent stops within the deadline")
-                .expect("the agent task does not panic"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-/// Run a command to completion, failing the test if it takes longer than the deadline.
-pub(crate) fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(cmd.output());
-    });
-    rx.recv_timeout(DEADLINE)
-        .expect("command finished within the deadline")
-        .expect("command could be run")
-}
-
-pub(crate) struct KeyFiles {
-    pub(crate) ed25519: PathBuf,
-    pub(crate) ecdsa: PathBuf,
-}
-
-pub(crate) fn keygen(dir: &Path) -> KeyFiles {
-    let gen = |name: &str, args: &[&str]| {
-        let path = dir.join(name);
-        let mut cmd = Command::new(SSH_KEYGEN);
-        cmd.args(["-q", "-N", "", "-C", name, "-f"])
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::null());
-        let out = run_bounded(cmd);
-        assert!(out.status.success(), "ssh-keygen: {out:?}");
-        path
-    };
-    KeyFiles {
-        ed25519: gen("id_ed25519", &["-t", "ed25519"]),
-        ecdsa: gen("id_ecdsa", &["-t", "ecdsa", "-b", "256"]),
-    }
-}
-
-pub(crate) fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw protocol helpers
-
-pub(crate) fn send(stream: &mut UnixStream, body: &[u8]) {
-    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(body);
-    stream.write_all(&msg).unwrap();
-}
-
-/// One response body, or `None` when the agent closed the connection.
-pub(crate) fn recv(stream: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut header = [0u8; 4];
-    match stream.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e)
-            if e.kind() == std::io::ErrorKind::UnexpectedEof
-                || e.kind() == std::io::ErrorKind::ConnectionReset =>
-        {
-            return None
-        }
-        Err(e) => panic!("reading from the agent: {e}"),
-    }
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-    stream.read_exact(&mut body).unwrap();
-    Some(body)
-}
-
-/// True when the agent closed the connection (EOF or reset), within the read timeout.
-fn closed(stream: &mut UnixStream) -> bool {
-    let mut b = [0u8; 1];
-    match stream.read(&mut b) {
-        Ok(0) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
-        Ok(_) => false,
-        Err(e) => panic!("waiting for the agent to close: {e}"),
-    }
-}
-
-pub(crate) fn request(stream: &mut UnixStream, req: &Request) -> Response {
-    let mut body = Vec::new();
-    req.encode(&mut body).unwrap();
-    send(stream, &body);
-    let answer = recv(stream).expect("an answer");
-    Response::decode(&mut &answer[..]).unwrap()
-}
-
-const FAILURE: &[u8] = &[5];
-const LIST: &[u8] = &[11];
-
-pub(crate) fn public_key(path: &Path) -> ssh_key::PublicKey {
-    ssh_key::PublicKey::read_openssh_file(&path.with_extension("pub")).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Socket hardening
+
+/// A directory `name` in `t` with `mode`, where a test will ask [`bind`] for a socket.
+fn dir_with_mode(t: &tempfile::TempDir, name: &str, mode: u32) -> std::path::PathBuf {
+    let dir = t.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
 
 #[test]
 fn socket_dir_is_created_0700_and_socket_is_0600() {
@@ -375,9 +127,7 @@ fn socket_dir_is_created_0700_and_socket_is_0600() {
 fn loose_socket_dir_is_refused() {
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("loose");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = dir_with_mode(&t, "loose", 0o755);
     let _enter = rt.enter();
     let err = bind(&dir.join("agent.sock")).unwrap_err();
     assert!(
@@ -399,9 +149,7 @@ fn loose_socket_dir_is_refused() {
 fn symlinked_socket_dir_is_refused() {
     let rt = runtime();
     let t = short_tempdir();
-    let real = t.path().join("real");
-    std::fs::create_dir(&real).unwrap();
-    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let real = dir_with_mode(&t, "real", 0o700);
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let _enter = rt.enter();
@@ -413,17 +161,29 @@ fn symlinked_socket_dir_is_refused() {
     assert!(!real.join("agent.sock").exists());
 }
 
+/// True when running as root; otherwise says that `test` skipped (it needs root to `what`).
+fn root_or_skipped(test: &str, what: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        skipped(
+            test,
+            &format!("needs root to {what}; run the tests as root to check it"),
+        );
+    }
+    root
+}
+
 #[test]
 fn foreign_owned_socket_dir_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("foreign_owned_socket_dir_is_refused: needs root to chown; not checked");
+    if !root_or_skipped(
+        "foreign_owned_socket_dir_is_refused",
+        "chown a directory to another user",
+    ) {
         return;
     }
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("theirs");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = dir_with_mode(&t, "theirs", 0o700);
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     let _enter = rt.enter();
     let err = bind(&dir.join("agent.sock")).unwrap_err();
@@ -448,16 +208,14 @@ fn live_agent_is_not_stolen() {
     // The first agent still serves.
     let mut c = agent.connect();
     send(&mut c, LIST);
-    assert_eq!(recv(&mut c).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
 }
 
 #[test]
 fn stale_socket_is_replaced_but_other_files_are_not() {
     let rt = runtime();
     let t = short_tempdir();
-    let dir = t.path().join("s");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = dir_with_mode(&t, "s", 0o700);
     let path = dir.join("agent.sock");
     // A socket file with nobody listening: what a crashed agent leaves behind.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -487,18 +245,11 @@ fn serve_removes_its_socket_and_closes_connections_on_shutdown() {
             let _ = stopped.await;
         },
     ));
-    // Poll (bounded) until the agent answers.
-    let start = Instant::now();
-    let mut c = loop {
-        if let Ok(c) = UnixStream::connect(&path) {
-            break c;
-        }
-        assert!(start.elapsed() < DEADLINE, "the agent never started");
-        std::thread::yield_now();
-    };
+    wait_until("the agent listens", || UnixStream::connect(&path).is_ok());
+    let mut c = UnixStream::connect(&path).unwrap();
     c.set_read_timeout(Some(DEADLINE)).unwrap();
     send(&mut c, LIST);
-    assert_eq!(recv(&mut c).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
     stop.send(()).unwrap();
     let result = rt
         .block_on(async { tokio::time::timeout(DEADLINE, task).await })
@@ -517,8 +268,7 @@ fn ssh_add_list_remove_and_lifetime() {
     let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
     let keys = keygen(agent.dir.path());
 
-    let out = agent.ssh_add(&[s(&keys.ed25519), s(&keys.ecdsa)]);
-    assert!(out.status.success(), "{out:?}");
+    agent.add(&[&keys.ed25519, &keys.ecdsa]);
     let listed = agent.listed();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(
@@ -568,10 +318,7 @@ fn ssh_add_list_remove_and_lifetime() {
 fn ssh_add_lock_seals_keys_and_unlock_needs_the_passphrase() {
     let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent
-        .ssh_add(&[s(&keys.ed25519), s(&keys.ecdsa)])
-        .status
-        .success());
+    agent.add(&[&keys.ed25519, &keys.ecdsa]);
     let good = agent.askpass("good", "correct horse battery");
     let bad = agent.askpass("bad", "wrong horse");
 
@@ -605,7 +352,7 @@ fn ssh_add_lock_seals_keys_and_unlock_needs_the_passphrase() {
 fn idle_timeout_wipes_keys() {
     let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
+    agent.add(&[&keys.ed25519]);
     agent.clock.advance(29 * MIN);
     assert_eq!(agent.listed().len(), 1, "listing is not activity");
     agent.clock.advance(MIN);
@@ -627,11 +374,11 @@ fn absolute_cap_wipes_keys_despite_activity() {
         },
     );
     let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
+    agent.add(&[&keys.ed25519]);
     for _ in 0..2 {
         agent.clock.advance(25 * MIN);
         // Adding a key is activity: the idle timer slides.
-        assert!(agent.ssh_add(&[s(&keys.ecdsa)]).status.success());
+        agent.add(&[&keys.ecdsa]);
     }
     assert_eq!(agent.listed().len(), 2);
     agent.clock.advance(10 * MIN);
@@ -642,7 +389,7 @@ fn absolute_cap_wipes_keys_despite_activity() {
 fn lock_extension_wipes_everything_and_query_lists_extensions() {
     let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
+    agent.add(&[&keys.ed25519]);
     let mut c = agent.connect();
 
     let query = Request::Extension(Extension {
@@ -687,7 +434,7 @@ fn oversized_message_gets_failure_and_close_others_keep_working() {
     assert!(closed(&mut c), "the oversized connection is closed");
 
     send(&mut other, LIST);
-    assert_eq!(recv(&mut other).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut other).unwrap(), NO_IDENTITIES);
     assert!(agent.listed().is_empty());
 }
 
@@ -699,7 +446,7 @@ fn largest_allowed_message_is_read_and_refused_without_closing() {
     send(&mut c, &body);
     assert_eq!(recv(&mut c).unwrap(), FAILURE);
     send(&mut c, LIST);
-    assert_eq!(recv(&mut c).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
 }
 
 #[test]
@@ -722,7 +469,7 @@ fn malformed_messages_get_failure_and_the_connection_stays_usable() {
         assert_eq!(recv(&mut c).unwrap(), FAILURE, "body {body:?}");
     }
     send(&mut c, LIST);
-    assert_eq!(recv(&mut c).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
     // Smartcard requests are decoded fine but unsupported.
     let sc = Request::RemoveSmartcardKey(ssh_agent_lib::proto::SmartcardKey {
         id: "pkcs11".into(),
@@ -753,7 +500,7 @@ fn slow_loris_is_dropped_while_others_are_served() {
     assert!(agent.listed().is_empty());
     let mut other = agent.connect();
     send(&mut other, LIST);
-    assert_eq!(recv(&mut other).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut other).unwrap(), NO_IDENTITIES);
 
     let started = Instant::now();
     assert!(closed(&mut in_body), "a stalled message is dropped");
@@ -762,7 +509,7 @@ fn slow_loris_is_dropped_while_others_are_served() {
 
     // Both stalls outlived the read timeout; the idle connection still works.
     send(&mut idle, LIST);
-    assert_eq!(recv(&mut idle).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut idle).unwrap(), NO_IDENTITIES);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,8 +600,10 @@ fn connect_as_nobody(path: &Path) -> i32 {
 #[cfg(target_os = "linux")]
 #[test]
 fn other_users_are_refused_at_accept() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("other_users_are_refused_at_accept: needs root to switch uid; not checked");
+    if !root_or_skipped(
+        "other_users_are_refused_at_accept",
+        "connect as another uid",
+    ) {
         return;
     }
     // A socket anyone can reach, so the check under test is the agent's own uid check.
@@ -873,7 +622,7 @@ fn other_users_are_refused_at_accept() {
     // The owner is still served.
     let mut c = agent.connect();
     send(&mut c, LIST);
-    assert_eq!(recv(&mut c).unwrap(), vec![12, 0, 0, 0, 0]);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
 
     // With the hardened socket, another user cannot even connect.
     let hardened = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
@@ -888,21 +637,16 @@ fn sign_without_touch_gets_failure_and_no_signature() {
     let gate = Arc::new(NeverTouched::default());
     let agent = Agent::start(gate.clone(), Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent
-        .ssh_add(&[s(&keys.ed25519), s(&keys.ecdsa)])
-        .status
-        .success());
+    agent.add(&[&keys.ed25519, &keys.ecdsa]);
 
     // A raw sign request for each key type.
     let mut c = agent.connect();
     for k in [&keys.ed25519, &keys.ecdsa] {
         let key = public_key(k);
-        let req = Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-            credential: PublicCredential::Key(key.key_data().clone()),
-            data: b"bytes to sign".to_vec(),
-            flags: 0,
-        });
-        assert_eq!(request(&mut c, &req), Response::Failure);
+        assert_eq!(
+            request(&mut c, &sign_request(&key, b"bytes to sign")),
+            Response::Failure
+        );
     }
     {
         let requests = gate.requests.lock().unwrap();
@@ -924,11 +668,7 @@ fn sign_without_touch_gets_failure_and_no_signature() {
     let mut foreign =
         ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
     foreign.set_comment("x");
-    let req = Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-        credential: PublicCredential::Key(foreign.public_key().key_data().clone()),
-        data: b"x".to_vec(),
-        flags: 0,
-    });
+    let req = sign_request(foreign.public_key(), b"x");
     assert_eq!(request(&mut c, &req), Response::Failure);
     assert_eq!(gate.requests.lock().unwrap().len(), 2);
 
@@ -960,31 +700,32 @@ fn sign_without_touch_gets_failure_and_no_signature() {
     // nothing was signed: the compiler proves what a counter used to check here.
 }
 
-#[test]
-fn hang_up_cancels_the_pending_touch_and_does_not_block_others() {
+/// An agent holding the Ed25519 key behind a [`PendingTouch`] gate, and a connection whose
+/// sign request waits for that touch (the gate reported "pending").
+fn signing_with_a_pending_touch() -> (Agent, KeyFiles, UnixStream, mpsc::Receiver<&'static str>) {
     let (tx, events) = mpsc::channel();
     let gate = Arc::new(PendingTouch {
         events: Mutex::new(tx),
     });
     let agent = Agent::start(gate, Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
-
+    agent.add(&[&keys.ed25519]);
     let mut c = agent.connect();
-    let mut body = Vec::new();
-    Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-        credential: PublicCredential::Key(public_key(&keys.ed25519).key_data().clone()),
-        data: b"pending".to_vec(),
-        flags: 0,
-    })
-    .encode(&mut body)
-    .unwrap();
-    send(&mut c, &body);
+    send(
+        &mut c,
+        &encode(&sign_request(&public_key(&keys.ed25519), b"pending")),
+    );
     assert_eq!(events.recv_timeout(DEADLINE).unwrap(), "pending");
+    (agent, keys, c, events)
+}
+
+#[test]
+fn hang_up_cancels_the_pending_touch_and_does_not_block_others() {
+    let (agent, keys, c, events) = signing_with_a_pending_touch();
 
     // While the touch is pending, requests that need none are answered.
     assert_eq!(agent.listed().len(), 1);
-    assert!(agent.ssh_add(&[s(&keys.ecdsa)]).status.success());
+    agent.add(&[&keys.ecdsa]);
     assert_eq!(agent.listed().len(), 2);
 
     // The client gives up: the gate's future is dropped (the touch is cancelled).
@@ -995,24 +736,7 @@ fn hang_up_cancels_the_pending_touch_and_does_not_block_others() {
 
 #[test]
 fn shutdown_cancels_a_pending_touch() {
-    let (tx, events) = mpsc::channel();
-    let gate = Arc::new(PendingTouch {
-        events: Mutex::new(tx),
-    });
-    let mut agent = Agent::start(gate, Opts::default());
-    let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
-    let mut c = agent.connect();
-    let mut body = Vec::new();
-    Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-        credential: PublicCredential::Key(public_key(&keys.ed25519).key_data().clone()),
-        data: b"pending".to_vec(),
-        flags: 0,
-    })
-    .encode(&mut body)
-    .unwrap();
-    send(&mut c, &body);
-    assert_eq!(events.recv_timeout(DEADLINE).unwrap(), "pending");
+    let (mut agent, _keys, mut c, events) = signing_with_a_pending_touch();
     agent.stop().unwrap();
     assert_eq!(events.recv_timeout(DEADLINE).unwrap(), "cancelled");
     assert!(closed(&mut c), "the client gets no signature, only a close");
@@ -1028,17 +752,10 @@ fn requests_pipelined_behind_a_pending_touch_are_answered_in_order() {
     });
     let agent = Agent::start(gate, Opts::default());
     let keys = keygen(agent.dir.path());
-    assert!(agent.ssh_add(&[s(&keys.ed25519)]).status.success());
+    agent.add(&[&keys.ed25519]);
 
     let mut c = agent.connect();
-    let mut sign = Vec::new();
-    Request::SignRequest(ssh_agent_lib::proto::SignRequest {
-        credential: PublicCredential::Key(public_key(&keys.ed25519).key_data().clone()),
-        data: b"pipelined".to_vec(),
-        flags: 0,
-    })
-    .encode(&mut sign)
-    .unwrap();
+    let sign = encode(&sign_request(&public_key(&keys.ed25519), b"pipelined"));
     // A sign request and a list request in one write: the agent reads the second while it
     // watches the socket during the touch, and must keep it for afterwards.
     let mut both = (sign.len() as u32).to_be_bytes().to_vec();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::cli_token::{Sim, User, AUTHS};
+use super::support::cli::{Sim, User, AUTHS};
 
 fn json(out: &std::process::Output) -> Value {
     assert!(out.status.success(), "{out:?}");

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn demo_runs_every_step_without_a_terminal_and_leaves_nothing_behind() {
-    let home = super::agent_socket::short_tempdir();
+    let home = super::support::short_tempdir();
     let out = Command::new(env!("CARGO_BIN_EXE_auths"))
         .arg("demo")
         // The demo must not touch the user's AUTHS_HOME.

@@ -12,20 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::agent_socket::{run_bounded, short_tempdir, DEADLINE};
+use super::support::cli::AUTHS;
+use super::support::openssh::run_bounded;
+use super::support::{short_tempdir, KillOnDrop as Guard, DEADLINE};
 
-const AUTHS: &str = env!("CARGO_BIN_EXE_auths");
 const EMAIL: &str = "ada@example.com";
-
-/// A child process killed (and reaped) when the test ends, pass or fail.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Wait (bounded) until something listens on `socket`; fail early if `child` died.
 fn wait_listening(socket: &Path, child: &mut Child, log: &Path) {

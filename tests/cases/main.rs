@@ -1,4 +1,5 @@
-//! Integration tests: one binary, one module per area.
+//! Integration tests: one binary, one module per area; `support` holds the rig they share
+//! (case files import from it, never from each other).
 
 #[cfg(unix)]
 mod agent_gate;
@@ -16,6 +17,8 @@ mod demo;
 mod git_signing;
 mod readme;
 mod real_key;
+#[cfg(unix)]
+mod support;
 mod vector_records;
 mod vectors_assertions;
 mod vectors_authdata;

@@ -1,7 +1,8 @@
 //! Against a real security key, only when `AUTHS_TEST_DEVICE` names one (e.g. `usb` or
-//! `usb:/dev/hidraw3`); without it these tests return at once. With `AUTHS_TEST_TOUCH=1`
-//! they also make a credential and an assertion, which needs two touches: the prompts go to
-//! stderr (`cargo test real_key -- --nocapture`).
+//! `usb:/dev/hidraw3`); without it these tests check nothing and say so on stderr ("skipped:
+//! …", shown with `-- --nocapture`). With `AUTHS_TEST_TOUCH=1` they also make a credential and
+//! an assertion, which needs two touches: the prompts go to stderr
+//! (`AUTHS_TEST_DEVICE=usb AUTHS_TEST_TOUCH=1 cargo test real_key -- --nocapture`).
 
 use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, MakeCredentialRequest, RelyingParty, UserEntity,
@@ -10,16 +11,25 @@ use auths_presence::ctap::device::{DeviceOptions, KeepaliveStatus};
 use auths_presence::ctap::select::{self, DeviceSelector};
 use auths_presence::presence::verify::{verify_assertion, AllowedCredential, Expected};
 
-fn device() -> Option<DeviceSelector> {
-    let d = std::env::var("AUTHS_TEST_DEVICE")
+/// The key `AUTHS_TEST_DEVICE` names; without one, `test` says it skipped.
+fn device(test: &str) -> Option<DeviceSelector> {
+    let Some(d) = std::env::var("AUTHS_TEST_DEVICE")
         .ok()
-        .filter(|d| !d.is_empty())?;
+        .filter(|d| !d.is_empty())
+    else {
+        eprintln!(
+            "{test}: skipped: set AUTHS_TEST_DEVICE=usb (or usb:PATH) to run against a real key"
+        );
+        return None;
+    };
     Some(d.parse().expect("AUTHS_TEST_DEVICE is a device selector"))
 }
 
 #[test]
 fn real_key_speaks_ctap2() {
-    let Some(sel) = device() else { return };
+    let Some(sel) = device("real_key_speaks_ctap2") else {
+        return;
+    };
     let mut key = select::open(&sel, DeviceOptions::default(), &mut |_| {}).expect("open the key");
     let info = key.device.get_info().expect("getInfo");
     assert!(
@@ -32,8 +42,12 @@ fn real_key_speaks_ctap2() {
 
 #[test]
 fn real_key_enrolls_and_asserts_with_touches() {
-    let Some(sel) = device() else { return };
+    const TEST: &str = "real_key_enrolls_and_asserts_with_touches";
+    let Some(sel) = device(TEST) else {
+        return;
+    };
     if std::env::var("AUTHS_TEST_TOUCH").as_deref() != Ok("1") {
+        eprintln!("{TEST}: skipped: set AUTHS_TEST_TOUCH=1 too (it needs two touches)");
         return;
     }
     let mut key = select::open(&sel, DeviceOptions::default(), &mut |_| {}).expect("open the key");

@@ -1,14 +1,14 @@
-//! Reader for the record files in `../shared/vectors` (see its README): records separated by
-//! blank lines, `key = value` lines, `#` comment lines, lowercase hex byte strings.
+//! Reader for the record files in `tests/vectors` (see its README, which names the source of
+//! every file): records separated by blank lines, `key = value` lines, `#` comment lines, lowercase hex byte strings.
 //! Malformed test data is a test failure, not something to skip.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
-/// The shared vectors directory (CI has `../shared` beside the checkout too).
+/// The vectors directory, inside the repository: a fresh clone needs nothing beside it.
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
 /// One record of a vectors file.
@@ -183,4 +183,42 @@ fn parser_handles_comments_blank_lines_and_empty_values() {
 #[should_panic(expected = "duplicate key")]
 fn parser_refuses_duplicate_keys() {
     parse("t", "name = a\nname = b\n");
+}
+
+#[test]
+fn every_vectors_file_names_its_source_here_and_in_the_readme() {
+    let readme = std::fs::read_to_string(dir().join("README.md")).expect("tests/vectors/README.md");
+    let sources = readme
+        .split_once("## Sources")
+        .expect("the README has a Sources section")
+        .1;
+    let mut files: Vec<String> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 16, "{files:?}");
+    for file in &files {
+        let row = sources
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{file}` |")))
+            .unwrap_or_else(|| panic!("README's Sources table has no row for {file}"));
+        let text = std::fs::read_to_string(dir().join(file)).unwrap();
+        let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+        match header.iter().find_map(|l| l.strip_prefix("# source: ")) {
+            Some(source) => {
+                let repo = source.split_whitespace().next().unwrap();
+                assert!(
+                    row.contains(repo),
+                    "{file}: README row does not name {repo}"
+                );
+            }
+            None => assert!(
+                header.first().is_some_and(|l| l.starts_with("# DERIVED"))
+                    && row.contains("DERIVED"),
+                "{file} names no source and is not marked DERIVED"
+            ),
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Raw CTAPHID reports from `../shared/vectors` (libfido2 captures and derived framing errors,
+//! Raw CTAPHID reports from `tests/vectors` (libfido2 captures and derived framing errors,
 //! webauthn-rs fragmentation vectors) through our framing layer (CTAP 2.1 §11.2.4):
 //! `Packet::parse` + `Reassembler` for every record, `fragment` for host-to-device records,
 //! and every `expect.*` field checked. Records are counted per file, and a field this file
