@@ -11,6 +11,7 @@ pub mod framing;
 pub mod hid;
 pub mod select;
 pub mod status;
+pub mod transaction;
 pub mod transport;
 pub mod virtual_key;
 pub mod winhello;

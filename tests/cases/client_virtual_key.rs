@@ -15,7 +15,8 @@ use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
     MakeCredentialResponse, RelyingParty, UserEntity,
 };
-use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions};
+use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::ctap::virtual_key::{
     HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
     VirtualTransport, VIRTUAL_AAGUID,
