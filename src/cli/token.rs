@@ -5,9 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
-use auths_presence::ctap::authdata::algorithm_name;
 use auths_presence::ctap::backend::SecurityKey;
 use auths_presence::ctap::command::Algorithm;
+use auths_presence::ctap::cose::algorithm_name;
 use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};
 use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};

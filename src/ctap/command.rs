@@ -11,8 +11,9 @@
 //!
 //! Pure functions: no I/O.
 
-use super::authdata::{AuthenticatorData, ALG_EDDSA, ALG_ES256};
+use super::authdata::AuthenticatorData;
 use super::cbor::{self, Value};
+use super::cose::{ALG_EDDSA, ALG_ES256};
 use super::error::CtapError;
 use super::status::StatusCode;
 

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cbor;
 pub mod client;
 pub mod command;
+pub mod cose;
 pub mod device;
 pub mod error;
 pub mod framing;

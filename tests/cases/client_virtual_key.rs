@@ -10,11 +10,11 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use auths_presence::ctap::authdata::{CoseKey, ALG_EDDSA, ALG_ES256};
 use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
     MakeCredentialResponse, RelyingParty, UserEntity,
 };
+use auths_presence::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
 use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions};
 use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::ctap::virtual_key::{
