@@ -11,17 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::framing::{cmd, CID_BROADCAST};
+use super::framing::{capability, cmd, CID_BROADCAST};
 use super::transaction::{Event, KeepaliveStatus, Timeouts, Transaction};
 use super::transport::Transport;
 use super::CtapError;
-
-/// CTAPHID_INIT capability: the key implements WINK.
-pub const CAPABILITY_WINK: u8 = 0x01;
-/// CTAPHID_INIT capability: the key implements CTAPHID_CBOR.
-pub const CAPABILITY_CBOR: u8 = 0x04;
-/// CTAPHID_INIT capability: the key does NOT implement CTAPHID_MSG.
-pub const CAPABILITY_NMSG: u8 = 0x08;
 
 /// Timeouts for one device.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +67,7 @@ pub struct InitInfo {
     pub protocol: u8,
     /// Device version: major, minor, build.
     pub version: (u8, u8, u8),
-    /// Capability flags (`CAPABILITY_*`).
+    /// Capability flags ([`capability`]).
     pub capabilities: u8,
 }
 
@@ -173,7 +166,7 @@ impl<T: Transport> Device<T> {
         on_keepalive: &mut dyn FnMut(KeepaliveStatus),
         cancel: Option<&CancelToken>,
     ) -> Result<Vec<u8>, CtapError> {
-        if self.info.capabilities & CAPABILITY_CBOR == 0 {
+        if self.info.capabilities & capability::CBOR == 0 {
             return Err(CtapError::InvalidResponse(
                 "this key does not speak CTAP2 (no CBOR capability): it is a U2F-only key".into(),
             ));

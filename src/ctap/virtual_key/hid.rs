@@ -28,22 +28,17 @@ use thiserror::Error;
 
 use super::authenticator::{Authenticator, Pending, Step};
 use crate::ctap::framing::{
-    cmd, err, fragment, keepalive, FramingError, Message, Packet, Progress, Reassembler, Report,
-    CID_BROADCAST,
+    capability, cmd, err, fragment, keepalive, FramingError, Message, Packet, Progress,
+    Reassembler, Report, CID_BROADCAST, PROTOCOL_VERSION,
 };
 use crate::ctap::status::StatusCode;
 
-/// CTAPHID protocol version in the INIT answer.
-pub const PROTOCOL_VERSION: u8 = 2;
 /// Device version bytes (major, minor, build) in the INIT answer; the build byte is `'V'`
 /// (virtual).
 pub const DEVICE_VERSION: [u8; 3] = [1, 0, b'V'];
-/// Capability flag: WINK.
-pub const CAPABILITY_WINK: u8 = 0x01;
-/// Capability flag: CBOR (CTAP2).
-pub const CAPABILITY_CBOR: u8 = 0x04;
-/// Capability flag: NMSG (no CTAP1 MSG).
-pub const CAPABILITY_NMSG: u8 = 0x08;
+/// The INIT capabilities: WINK and CBOR, and NMSG because CTAP1/U2F (CTAPHID_MSG) is not
+/// spoken; getInfo's versions agree (no `U2F_V2`).
+pub const CAPABILITIES: u8 = capability::WINK | capability::CBOR | capability::NMSG;
 
 /// How the virtual user answers requests for a touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +387,7 @@ impl HidDevice {
         payload.extend_from_slice(&new_cid.to_be_bytes());
         payload.push(PROTOCOL_VERSION);
         payload.extend_from_slice(&DEVICE_VERSION);
-        payload.push(CAPABILITY_WINK | CAPABILITY_CBOR | CAPABILITY_NMSG);
+        payload.push(CAPABILITIES);
         frame(cid, cmd::INIT, &payload)
     }
 
