@@ -518,7 +518,12 @@ fn id_aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 }
 
 /// The authenticatorGetInfo response (CTAP 2.1 §6.4), shaped like a YubiKey 5's but marked as
-/// virtual by its AAGUID and firmwareVersion.
+/// virtual by its AAGUID and firmwareVersion, and advertising only what the key does:
+/// - versions FIDO_2_0 and FIDO_2_1, not U2F_V2: there is no CTAP1/U2F (CTAPHID_MSG gets
+///   ERR_INVALID_CMD, and the INIT capabilities carry NMSG);
+/// - option `rk` false: resident keys are refused (CTAP2_ERR_UNSUPPORTED_OPTION);
+/// - no `clientPin` option and no pinUvAuthProtocols: authenticatorClientPIN (0x06) is not
+///   implemented (`clientPin: false` would claim a PIN could be set).
 pub fn get_info() -> Value {
     let alg = |a: i64| {
         Value::Map(vec![
@@ -529,11 +534,7 @@ pub fn get_info() -> Value {
     Value::Map(vec![
         (
             Value::int(0x01),
-            Value::Array(vec![
-                Value::text("U2F_V2"),
-                Value::text("FIDO_2_0"),
-                Value::text("FIDO_2_1"),
-            ]),
+            Value::Array(vec![Value::text("FIDO_2_0"), Value::text("FIDO_2_1")]),
         ),
         // No extension is implemented; unknown extensions in requests are ignored.
         (Value::int(0x02), Value::Array(vec![])),
@@ -541,17 +542,12 @@ pub fn get_info() -> Value {
         (
             Value::int(0x04),
             Value::Map(vec![
-                (Value::text("rk"), Value::Bool(true)),
+                (Value::text("rk"), Value::Bool(false)),
                 (Value::text("up"), Value::Bool(true)),
                 (Value::text("plat"), Value::Bool(false)),
-                (Value::text("clientPin"), Value::Bool(false)),
             ]),
         ),
         (Value::int(0x05), Value::int(MAX_MSG_SIZE as i64)),
-        (
-            Value::int(0x06),
-            Value::Array(vec![Value::int(2), Value::int(1)]),
-        ),
         (
             Value::int(0x07),
             Value::int(MAX_CREDENTIAL_COUNT_IN_LIST as i64),
@@ -830,6 +826,39 @@ mod tests {
             Some(VIRTUAL_FIRMWARE_VERSION)
         );
         assert_eq!(run(&mut a, &[CMD_GET_INFO, 0xa0]), vec![0x03]);
+    }
+
+    #[test]
+    fn get_info_advertises_only_what_is_supported() {
+        let mut a = auth();
+        let v = ok_value(&run(&mut a, &[CMD_GET_INFO]));
+        let versions: Vec<&str> = v
+            .get_int(1)
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_text)
+            .collect();
+        assert_eq!(versions, ["FIDO_2_0", "FIDO_2_1"], "no U2F_V2: no CTAP1");
+        let opts = v.get_int(4).unwrap();
+        assert_eq!(opts.get_text("rk").and_then(Value::as_bool), Some(false));
+        assert_eq!(opts.get_text("clientPin"), None);
+        assert_eq!(
+            v.get_int(6),
+            None,
+            "no pinUvAuthProtocols without clientPIN"
+        );
+        // What it does not advertise, it refuses.
+        let rk = Value::Map(vec![(Value::text("rk"), Value::Bool(true))]);
+        let req = make_cred_req("rp", &[ALG_ES256], vec![(Value::int(7), rk)]);
+        assert_eq!(
+            run(&mut a, &req),
+            vec![StatusCode::UnsupportedOption.byte()]
+        );
+        assert_eq!(
+            run(&mut a, &[0x06, 0xa0]),
+            vec![StatusCode::InvalidCommand.byte()]
+        );
     }
 
     #[test]
