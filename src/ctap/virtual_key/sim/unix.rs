@@ -160,16 +160,13 @@ fn accept_loop(
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
             return;
         }
-        match listener.accept() {
-            // BSDs hand out accepted sockets with the listener's O_NONBLOCK.
-            Ok((conn, _)) => {
-                if conn.set_nonblocking(false).is_ok() {
-                    on_conn(conn);
-                }
+        // An error is WouldBlock (a spurious wake-up), Interrupted, or a connection aborted
+        // before we took it: keep serving. BSDs hand out accepted sockets with the listener's
+        // O_NONBLOCK, hence the reset.
+        if let Ok((conn, _)) = listener.accept() {
+            if conn.set_nonblocking(false).is_ok() {
+                on_conn(conn);
             }
-            // WouldBlock (another wake-up took it), Interrupted, or a connection that was
-            // aborted before we took it: keep serving.
-            Err(_) => {}
         }
     }
 }
