@@ -4,9 +4,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
 
-use auths_presence::ctap::authdata::algorithm_name;
 use auths_presence::ctap::backend::SecurityKey;
 use auths_presence::ctap::command::Algorithm;
+use auths_presence::ctap::cose::algorithm_name;
 use auths_presence::ctap::device::CancelToken;
 use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};

@@ -12,8 +12,9 @@ use super::command::{
     Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
     MakeCredentialResponse, RelyingParty, UserEntity,
 };
-use super::device::{CancelToken, KeepaliveStatus};
+use super::device::CancelToken;
 use super::select::OpenedKey;
+use super::transaction::KeepaliveStatus;
 use super::CtapError;
 
 /// What authenticatorMakeCredential needs, with the client data as bytes.

@@ -376,19 +376,29 @@ impl Decoder<'_> {
                 Ok(Value::Text(s.to_owned()))
             }
             4 => {
-                // Every item takes at least one byte: a count beyond the input is a lie.
+                // Every item takes at least one byte: a count beyond the input is a lie. Even a
+                // count within it is only a claim: the vector grows as items arrive instead of
+                // reserving what the count declares (nested declared counts would otherwise
+                // reserve far more memory than the input is long).
                 let n = self.len(n, start)?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::new();
                 for _ in 0..n {
                     items.push(self.item(depth + 1)?);
                 }
                 Ok(Value::Array(items))
             }
             5 => {
+                // A pair takes at least two bytes. As for arrays, nothing is reserved up front.
+                if n.saturating_mul(2) > (self.buf.len() - self.pos) as u64 {
+                    return Err(CborError::LengthTooLarge {
+                        len: n,
+                        offset: start,
+                    });
+                }
                 let n = self.len(n, start)?;
-                let mut pairs: Vec<(Value, Value)> = Vec::with_capacity(n);
+                let mut pairs: Vec<(Value, Value)> = Vec::new();
                 let mut prev_key: Option<&[u8]> = None;
-                let mut key_spans = Vec::with_capacity(n);
+                let mut key_spans = Vec::new();
                 for _ in 0..n {
                     let key_start = self.pos;
                     let k = self.item(depth + 1)?;
@@ -513,6 +523,86 @@ mod tests {
         let mut deep = vec![0x81u8; MAX_DEPTH + 2];
         deep.push(0);
         assert_eq!(decode(&deep), Err(CborError::TooDeep));
+    }
+
+    /// The largest single allocation this thread asked for since the last reset: the
+    /// regression test below needs to see what the decoder reserves, not just its result.
+    mod alloc_probe {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Probe;
+
+        thread_local! {
+            static LARGEST: Cell<usize> = const { Cell::new(0) };
+        }
+
+        // SAFETY: every call forwards to `System` unchanged; the probe only records sizes.
+        unsafe impl GlobalAlloc for Probe {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+                // SAFETY: same contract as the caller's.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: `ptr` came from `System.alloc` with this layout.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+                let _ = LARGEST.try_with(|l| l.set(l.get().max(new)));
+                // SAFETY: same contract as the caller's.
+                unsafe { System.realloc(ptr, layout, new) }
+            }
+        }
+
+        #[global_allocator]
+        static PROBE: Probe = Probe;
+
+        pub fn reset() {
+            LARGEST.with(|l| l.set(0));
+        }
+
+        pub fn largest() -> usize {
+            LARGEST.with(|l| l.get())
+        }
+    }
+
+    #[test]
+    fn declared_counts_reserve_nothing() {
+        // A huge declared count fails at once with a typed error.
+        let huge = [0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode(&huge),
+            Err(CborError::LengthTooLarge { .. })
+        ));
+        let huge_map = [0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            decode(&huge_map),
+            Err(CborError::LengthTooLarge { .. })
+        ));
+        // A map of n pairs needs 2n bytes: n within the input but 2n beyond it is a lie too.
+        assert!(matches!(
+            decode(&h("a3000000")),
+            Err(CborError::LengthTooLarge { len: 3, .. })
+        ));
+
+        // Nested arrays and maps, each declaring 4000 elements (within the input, which is
+        // padded to make the counts plausible), nested past MAX_DEPTH. The old decoder
+        // reserved 4000 elements at every level before failing: over a MiB for 12 KiB.
+        let mut input = Vec::new();
+        for level in 0..=MAX_DEPTH + 1 {
+            if level % 2 == 0 {
+                input.extend_from_slice(&[0x99, 0x0f, 0xa0]); // array(4000)
+            } else {
+                input.extend_from_slice(&[0xb9, 0x0f, 0xa0, 0x00]); // map(4000), key 0
+            }
+        }
+        input.resize(input.len() + 12_000, 0);
+        alloc_probe::reset();
+        let result = decode(&input);
+        let largest = alloc_probe::largest();
+        assert_eq!(result, Err(CborError::TooDeep));
+        assert!(largest < 1024, "decoder reserved {largest} bytes at once");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use super::command::{
     self, GetAssertionRequest, GetAssertionResponse, GetInfoResponse, MakeCredentialRequest,
     MakeCredentialResponse,
 };
-use super::device::{CancelToken, Device, KeepaliveStatus};
+use super::device::{CancelToken, Device};
+use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
 use super::CtapError;
 

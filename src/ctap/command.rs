@@ -1,7 +1,9 @@
 //! CTAP2 requests and responses (CTAP 2.1 §6 "Authenticator API").
 //!
 //! - authenticatorMakeCredential 0x01 (§6.1), authenticatorGetAssertion 0x02 (§6.2),
-//!   authenticatorGetInfo 0x04 (§6.4), authenticatorSelection 0x0B (§6.9).
+//!   authenticatorGetInfo 0x04 (§6.4), authenticatorReset 0x07 (§6.6, only the virtual key
+//!   answers it), authenticatorSelection 0x0B (§6.9). The command bytes are defined here once,
+//!   for the client and the virtual key alike.
 //! - Requests are the full CTAPHID_CBOR payload: the command byte, then the parameters map in
 //!   CTAP2 canonical CBOR (§8 "Message Encoding").
 //! - Responses: [`split_status`] takes the status byte (§8.2); the decoders take the CBOR after
@@ -11,8 +13,9 @@
 //!
 //! Pure functions: no I/O.
 
-use super::authdata::{AuthenticatorData, ALG_EDDSA, ALG_ES256};
+use super::authdata::AuthenticatorData;
 use super::cbor::{self, Value};
+use super::cose::{ALG_EDDSA, ALG_ES256};
 use super::error::CtapError;
 use super::status::StatusCode;
 
@@ -22,6 +25,8 @@ pub const CMD_MAKE_CREDENTIAL: u8 = 0x01;
 pub const CMD_GET_ASSERTION: u8 = 0x02;
 /// authenticatorGetInfo.
 pub const CMD_GET_INFO: u8 = 0x04;
+/// authenticatorReset (§6.6).
+pub const CMD_RESET: u8 = 0x07;
 /// authenticatorSelection.
 pub const CMD_SELECTION: u8 = 0x0b;
 
@@ -43,6 +48,15 @@ impl Algorithm {
         match self {
             Algorithm::Es256 => ALG_ES256,
             Algorithm::EdDsa => ALG_EDDSA,
+        }
+    }
+
+    /// The algorithm of a COSE id, if it is one of ours.
+    pub fn from_cose_id(alg: i64) -> Option<Algorithm> {
+        match alg {
+            ALG_ES256 => Some(Algorithm::Es256),
+            ALG_EDDSA => Some(Algorithm::EdDsa),
+            _ => None,
         }
     }
 }

@@ -1,26 +1,20 @@
-//! One CTAPHID channel on one key (CTAP 2.1 §11.2): the INIT handshake with a checked nonce,
-//! request/response transactions with KEEPALIVE handling, CANCEL, a per-read timeout and an
-//! overall deadline.
+//! One CTAPHID channel on one key (CTAP 2.1 §11.2): the INIT handshake with a checked nonce
+//! (§11.2.9.1.3), and request/response transactions with KEEPALIVE handling, CANCEL, a
+//! per-read timeout and an overall deadline.
 //!
-//! Every reply is checked before it is used (rustls' habit): reports for other channels are
-//! skipped (other programs may share the key, as on hidraw); for ours the command, SEQ order,
-//! BCNT and length are checked by [`framing`](super::framing). Generic over [`Transport`], so
-//! the same code talks to a YubiKey, the virtual key and `sim:` sockets.
+//! The protocol lives in [`transaction`](super::transaction), a state machine with no I/O;
+//! this module only drives it: reports out and in over a [`Transport`], the clock, and the
+//! cancel token. Generic over [`Transport`], so the same code talks to a YubiKey, the virtual
+//! key and `sim:` sockets.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::framing::{self, cmd, Packet, Progress, Reassembler, CID_BROADCAST};
+use super::framing::{capability, cmd, CID_BROADCAST};
+use super::transaction::{Event, KeepaliveStatus, Timeouts, Transaction};
 use super::transport::Transport;
-use super::{CtapError, HidErrorCode};
-
-/// CTAPHID_INIT capability: the key implements WINK.
-pub const CAPABILITY_WINK: u8 = 0x01;
-/// CTAPHID_INIT capability: the key implements CTAPHID_CBOR.
-pub const CAPABILITY_CBOR: u8 = 0x04;
-/// CTAPHID_INIT capability: the key does NOT implement CTAPHID_MSG.
-pub const CAPABILITY_NMSG: u8 = 0x08;
+use super::CtapError;
 
 /// Timeouts for one device.
 #[derive(Debug, Clone, Copy)]
@@ -42,17 +36,6 @@ impl Default for DeviceOptions {
             poll_interval: Duration::from_millis(25),
         }
     }
-}
-
-/// What a KEEPALIVE said (CTAP 2.1 §11.2.9.2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeepaliveStatus {
-    /// The key is working on the request.
-    Processing,
-    /// The key waits for a touch: show the prompt now.
-    UpNeeded,
-    /// A status byte the spec does not define.
-    Other(u8),
 }
 
 /// Cancels a running transaction from another thread: the transaction sends CTAPHID_CANCEL
@@ -84,7 +67,7 @@ pub struct InitInfo {
     pub protocol: u8,
     /// Device version: major, minor, build.
     pub version: (u8, u8, u8),
-    /// Capability flags (`CAPABILITY_*`).
+    /// Capability flags ([`capability`]).
     pub capabilities: u8,
 }
 
@@ -121,7 +104,7 @@ impl<T: Transport> Device<T> {
             opts,
         };
         let nonce: [u8; 8] = rand::random();
-        let reply = dev.transact_inner(cmd::INIT, &nonce, &mut |_| {}, None, Some(&nonce))?;
+        let reply = dev.transact_inner(cmd::INIT, &nonce, &mut |_| {}, None, Some(nonce))?;
         if reply.len() < 17 {
             return Err(CtapError::InvalidResponse(format!(
                 "INIT reply of {} bytes, expected 17",
@@ -183,7 +166,7 @@ impl<T: Transport> Device<T> {
         on_keepalive: &mut dyn FnMut(KeepaliveStatus),
         cancel: Option<&CancelToken>,
     ) -> Result<Vec<u8>, CtapError> {
-        if self.info.capabilities & CAPABILITY_CBOR == 0 {
+        if self.info.capabilities & capability::CBOR == 0 {
             return Err(CtapError::InvalidResponse(
                 "this key does not speak CTAP2 (no CBOR capability): it is a U2F-only key".into(),
             ));
@@ -202,123 +185,57 @@ impl<T: Transport> Device<T> {
         self.transact_inner(command, payload, on_keepalive, cancel, None)
     }
 
-    fn send(&mut self, command: u8, payload: &[u8]) -> Result<(), CtapError> {
-        for report in framing::fragment(self.cid, command, payload)? {
-            self.transport.write_report(&report)?;
-        }
-        Ok(())
-    }
-
+    /// Drive one [`Transaction`] over the transport: write its reports, read with at most
+    /// `poll_interval` per read (so the cancel token is looked at), feed every report to it,
+    /// and run its clocks. All protocol decisions are the transaction's.
     fn transact_inner(
         &mut self,
         command: u8,
         payload: &[u8],
         on_keepalive: &mut dyn FnMut(KeepaliveStatus),
         cancel: Option<&CancelToken>,
-        init_nonce: Option<&[u8; 8]>,
+        init_nonce: Option<[u8; 8]>,
     ) -> Result<Vec<u8>, CtapError> {
-        self.send(command, payload)?;
-        let start = Instant::now();
-        let mut last_heard = Instant::now();
-        let mut cancel_sent = false;
-        let mut last_status = None;
-        let mut partial: Option<Reassembler> = None;
-        let mut foreign_init = false;
+        let timeouts = Timeouts {
+            read_timeout: self.opts.read_timeout,
+            deadline: self.opts.deadline,
+        };
+        let (mut tx, reports) = Transaction::start(
+            self.cid,
+            command,
+            payload,
+            init_nonce,
+            timeouts,
+            Instant::now(),
+        )?;
+        for report in &reports {
+            self.transport.write_report(report)?;
+        }
         loop {
-            if let Some(token) = cancel {
-                if token.is_cancelled() && !cancel_sent {
-                    self.send(cmd::CANCEL, &[])?;
-                    cancel_sent = true;
-                    last_heard = Instant::now();
+            if cancel.is_some_and(CancelToken::is_cancelled) {
+                if let Some(report) = tx.cancel(Instant::now()) {
+                    self.transport.write_report(&report)?;
                 }
             }
-            let elapsed = start.elapsed();
-            if elapsed >= self.opts.deadline {
-                if !cancel_sent && self.cid != CID_BROADCAST {
+            let now = Instant::now();
+            if let Some(expired) = tx.expire(now) {
+                if let Some(report) = expired.cancel {
                     // Leave the key idle for whoever comes next; best effort.
-                    let _ = self.send(cmd::CANCEL, &[]);
+                    let _ = self.transport.write_report(&report);
                 }
-                return Err(CtapError::Deadline(self.opts.deadline));
-            }
-            let silence = last_heard.elapsed();
-            if silence >= self.opts.read_timeout {
-                if cancel_sent {
-                    return Err(CtapError::Cancelled);
-                }
-                if foreign_init {
-                    return Err(CtapError::InitNonceMismatch);
-                }
-                return Err(CtapError::ReadTimeout(self.opts.read_timeout));
+                return Err(expired.error);
             }
             let wait = self
                 .opts
                 .poll_interval
-                .min(self.opts.deadline - elapsed)
-                .min(self.opts.read_timeout - silence);
+                .min(tx.next_deadline().saturating_duration_since(now));
             let Some(report) = self.transport.read_report(wait)? else {
                 continue;
             };
-            let packet = Packet::parse(&report);
-            if packet.cid() != self.cid {
-                continue; // another program's channel
-            }
-            if let Some(r) = partial.as_mut() {
-                last_heard = Instant::now();
-                match r.push(&packet)? {
-                    Progress::NeedMore => continue,
-                    Progress::Done(m) => return Ok(m.payload),
-                }
-            }
-            let (rest, progress) = match &packet {
-                Packet::Cont { seq, .. } => {
-                    return Err(framing::FramingError::UnexpectedCont(*seq).into());
-                }
-                Packet::Init { cmd: c, data, .. } if *c == cmd::KEEPALIVE => {
-                    last_heard = Instant::now();
-                    let status = match data[0] {
-                        framing::keepalive::PROCESSING => KeepaliveStatus::Processing,
-                        framing::keepalive::UPNEEDED => KeepaliveStatus::UpNeeded,
-                        other => KeepaliveStatus::Other(other),
-                    };
-                    if last_status != Some(status) {
-                        last_status = Some(status);
-                        on_keepalive(status);
-                    }
-                    continue;
-                }
-                Packet::Init { cmd: c, .. } if *c == cmd::ERROR => {
-                    let (_, p) = Reassembler::start(&packet)?;
-                    let code = match p {
-                        Progress::Done(m) if !m.payload.is_empty() => m.payload[0],
-                        _ => {
-                            return Err(CtapError::InvalidResponse(
-                                "CTAPHID_ERROR without an error code".into(),
-                            ))
-                        }
-                    };
-                    return Err(CtapError::Hid(HidErrorCode::from_byte(code)));
-                }
-                Packet::Init { cmd: c, .. } if *c != command => {
-                    return Err(CtapError::UnexpectedCommand {
-                        expected: command,
-                        got: *c,
-                    });
-                }
-                Packet::Init { data, .. } => {
-                    if let Some(nonce) = init_nonce {
-                        if &data[..8] != nonce {
-                            // Another program's INIT on the broadcast channel.
-                            foreign_init = true;
-                            continue;
-                        }
-                    }
-                    Reassembler::start(&packet)?
-                }
-            };
-            last_heard = Instant::now();
-            match progress {
-                Progress::Done(m) => return Ok(m.payload),
-                Progress::NeedMore => partial = rest,
+            match tx.handle_report(&report, Instant::now())? {
+                Event::NeedMore => {}
+                Event::Keepalive(status) => on_keepalive(status),
+                Event::Done(payload) => return Ok(payload),
             }
         }
     }

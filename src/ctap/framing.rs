@@ -41,6 +41,19 @@ pub mod cmd {
     pub const ERROR: u8 = 0x3f;
 }
 
+/// CTAPHID protocol version an INIT reply carries (CTAP 2.1 §11.2.9.1.3).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// Capability flags of the INIT reply (CTAP 2.1 §11.2.9.1.3).
+pub mod capability {
+    /// CAPABILITY_WINK: the key implements CTAPHID_WINK.
+    pub const WINK: u8 = 0x01;
+    /// CAPABILITY_CBOR: the key implements CTAPHID_CBOR (CTAP2).
+    pub const CBOR: u8 = 0x04;
+    /// CAPABILITY_NMSG: the key does NOT implement CTAPHID_MSG (no CTAP1/U2F).
+    pub const NMSG: u8 = 0x08;
+}
+
 /// CTAPHID_ERROR codes (CTAP 2.1 §11.2.9.1.6).
 pub mod err {
     /// The command in the request is invalid.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::backend::SecurityKey;
-use super::device::{Device, DeviceOptions, KeepaliveStatus};
+use super::device::{Device, DeviceOptions};
+use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
 use super::virtual_key::authenticator::VIRTUAL_AAGUID;
 use super::CtapError;

@@ -351,8 +351,9 @@ pub use unsupported::open;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctap::authdata::{build, AttestedCredentialData, CoseKey};
+    use crate::ctap::authdata::{build, AttestedCredentialData};
     use crate::ctap::command::{Algorithm, RelyingParty, UserEntity};
+    use crate::ctap::cose::CoseKey;
 
     #[test]
     fn client_data_is_passed_unchanged_with_sha256() {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::verify::AllowedCredential;
-use crate::ctap::authdata::CoseKey;
+use crate::ctap::cose::CoseKey;
 use crate::secure_fs::{self, SecureFsError};
 
 /// Version of the file format written by this program.

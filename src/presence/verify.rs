@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
-use crate::ctap::authdata::{AuthDataError, CoseKey, Flags, SignatureError};
+use crate::ctap::authdata::{AuthDataError, Flags};
 use crate::ctap::command::{GetAssertionResponse, PUBLIC_KEY};
+use crate::ctap::cose::{CoseKey, SignatureError};
 
 /// An enrolled credential the assertion may come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

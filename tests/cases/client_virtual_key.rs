@@ -10,12 +10,13 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use auths_presence::ctap::authdata::{CoseKey, ALG_EDDSA, ALG_ES256};
 use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
     MakeCredentialResponse, RelyingParty, UserEntity,
 };
-use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
+use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions};
+use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::ctap::virtual_key::{
     HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
     VirtualTransport, VIRTUAL_AAGUID,
@@ -272,6 +273,60 @@ fn get_info_reports_both_algorithms_and_the_virtual_aaguid() {
     assert!(info.supports_algorithm(ALG_ES256));
     assert!(info.supports_algorithm(ALG_EDDSA));
     assert_eq!(dev.info().protocol, 2);
+}
+
+#[test]
+fn get_info_and_init_advertise_only_what_the_key_does() {
+    use auths_presence::ctap::cbor::{self, Value};
+    use auths_presence::ctap::framing::{capability, cmd};
+    let key = start(AUTO, Duration::from_secs(5));
+    let mut dev = open(&key);
+    let info = dev.get_info().unwrap();
+    assert!(
+        !info.versions.iter().any(|v| v == "U2F_V2"),
+        "{:?}",
+        info.versions
+    );
+    assert_ne!(info.option("rk"), Some(true));
+    assert_eq!(info.option("clientPin"), None);
+    assert!(info.pin_uv_auth_protocols.is_empty());
+    // No CTAP1: INIT says NMSG, and CTAPHID_MSG is an invalid command.
+    let caps = dev.info().capabilities;
+    assert_eq!(caps & capability::NMSG, capability::NMSG);
+    assert_eq!(caps & capability::CBOR, capability::CBOR);
+    let err = dev
+        .transact(cmd::MSG, &[0; 7], &mut |_| {}, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, CtapError::Hid(HidErrorCode::InvalidCmd)),
+        "{err:?}"
+    );
+    // No resident keys: a makeCredential asking for one is refused.
+    let user_id = [1u8; 16];
+    let req = MakeCredentialRequest {
+        client_data_hash: fresh_cdh(),
+        rp: RelyingParty { id: RP, name: None },
+        user: UserEntity {
+            id: &user_id,
+            name: None,
+            display_name: None,
+        },
+        algorithms: &[Algorithm::Es256],
+        exclude_list: &[],
+    };
+    let payload = req.to_payload();
+    let Value::Map(mut params) = cbor::decode(&payload[1..]).unwrap() else {
+        panic!("parameters are a map")
+    };
+    params.retain(|(k, _)| *k != Value::int(7));
+    params.push((
+        Value::int(7),
+        Value::Map(vec![(Value::text("rk"), Value::Bool(true))]),
+    ));
+    let mut rk_payload = vec![payload[0]];
+    rk_payload.extend(cbor::encode(&Value::Map(params)));
+    let resp = dev.cbor(&rk_payload, &mut |_| {}, None).unwrap();
+    assert_eq!(resp, vec![StatusCode::UnsupportedOption.byte()]);
 }
 
 fn enroll_assert_verify(alg: Algorithm) {

@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions};
 use auths_presence::ctap::framing::{self, cmd, Packet, Report, REPORT_LEN};
+use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::ctap::{CtapError, HidErrorCode, Transport, TransportError};
 
 const CID: u32 = 0x0102_0304;

@@ -7,8 +7,9 @@
 use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, MakeCredentialRequest, RelyingParty, UserEntity,
 };
-use auths_presence::ctap::device::{DeviceOptions, KeepaliveStatus};
+use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::{self, DeviceSelector};
+use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::presence::verify::{verify_assertion, AllowedCredential, Expected};
 
 /// The key `AUTHS_TEST_DEVICE` names; without one, `test` says it skipped.

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use auths_presence::ctap::authdata::{
-    AuthenticatorData, CoseKey, CoseKeyError, CoseKeyFromBytesError, SignatureError,
-};
+use auths_presence::ctap::authdata::AuthenticatorData;
 use auths_presence::ctap::cbor::{self, Value};
 use auths_presence::ctap::command::GetAssertionResponse;
+use auths_presence::ctap::cose::{CoseKey, CoseKeyError, CoseKeyFromBytesError, SignatureError};
 use auths_presence::presence::verify::{
     verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
 };

@@ -614,3 +614,75 @@ fn sim_socket_serves_reports_and_touch() {
         Err(TransportError::Disconnected)
     ));
 }
+
+/// `auths sim serve` exits on SIGTERM even when its socket files were removed first (as a
+/// test's clean-up does): shutdown must not depend on connecting to those paths.
+#[cfg(unix)]
+#[test]
+fn sim_serve_exits_on_sigterm_after_its_sockets_were_removed() {
+    use auths_presence::ctap::virtual_key::control_path;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::process::{Command, Stdio};
+
+    /// Kills and reaps the child if the test fails midway.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    // Short path: Unix socket paths are limited to about 100 bytes.
+    let dir = tempfile::Builder::new()
+        .prefix("auths-vk")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sock = dir.path().join("vk.sock");
+    let ctl = control_path(&sock);
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_auths"))
+            .args(["sim", "serve", "--socket"])
+            .arg(&sock)
+            .arg("--state")
+            .arg(dir.path().join("vk.state"))
+            .env_remove("AUTHS_DEVICE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn auths sim serve"),
+    );
+    // Ready once both sockets exist (the control socket is bound second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(sock.exists() && ctl.exists()) {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "auths sim serve exited early"
+        );
+        assert!(Instant::now() < deadline, "sockets not created in time");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The server answers: it is past start-up and blocked in its accept loops.
+    let mut h = Host {
+        t: auths_presence::ctap::virtual_key::SimTransport::connect(&sock).unwrap(),
+    };
+    h.init();
+
+    std::fs::remove_file(&sock).unwrap();
+    std::fs::remove_file(&ctl).unwrap();
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "auths sim serve still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+}

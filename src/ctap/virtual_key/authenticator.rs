@@ -47,7 +47,13 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::state::KeyState;
+use crate::ctap::authdata::{self, flag, AttestedCredentialData};
 use crate::ctap::cbor::{self, Value};
+use crate::ctap::command::{
+    Algorithm, CMD_GET_ASSERTION, CMD_GET_INFO, CMD_MAKE_CREDENTIAL, CMD_RESET, CMD_SELECTION,
+    PUBLIC_KEY,
+};
+use crate::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
 use crate::ctap::status::StatusCode;
 
 /// getInfo's maxCredentialCountInList: longer allowLists get CTAP2_ERR_LIMIT_EXCEEDED.
@@ -61,27 +67,6 @@ pub const VIRTUAL_AAGUID: [u8; 16] = *b"auths-virtualkey";
 /// getInfo firmwareVersion of the virtual key: the ASCII bytes `"VIRT"` (0x56495254).
 pub const VIRTUAL_FIRMWARE_VERSION: u64 = 0x5649_5254;
 
-/// authenticatorMakeCredential.
-pub const CMD_MAKE_CREDENTIAL: u8 = 0x01;
-/// authenticatorGetAssertion.
-pub const CMD_GET_ASSERTION: u8 = 0x02;
-/// authenticatorGetInfo.
-pub const CMD_GET_INFO: u8 = 0x04;
-/// authenticatorReset.
-pub const CMD_RESET: u8 = 0x07;
-/// authenticatorSelection.
-pub const CMD_SELECTION: u8 = 0x0b;
-
-/// COSE algorithm ES256 (ECDSA P-256 with SHA-256).
-pub const ALG_ES256: i64 = -7;
-/// COSE algorithm EdDSA (Ed25519).
-pub const ALG_EDDSA: i64 = -8;
-
-/// authData flag: user present.
-pub const FLAG_UP: u8 = 0x01;
-/// authData flag: attested credential data included.
-pub const FLAG_AT: u8 = 0x40;
-
 /// Length of a credential id made by this key.
 pub const CREDENTIAL_ID_LEN: usize = 1 + 12 + 1 + 32 + 16;
 
@@ -93,45 +78,19 @@ const MAX_USER_ID_LEN: usize = 64;
 /// getInfo maxMsgSize: longer requests get CTAP2_ERR_REQUEST_TOO_LARGE.
 pub const MAX_MSG_SIZE: usize = 1200;
 
-/// The two signature algorithms the key supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// ECDSA P-256 / SHA-256, COSE -7.
-    Es256,
-    /// Ed25519, COSE -8.
-    EdDsa,
+/// The algorithm byte inside a credential id (see the module docs): 1 = ES256, 2 = EdDSA.
+fn id_byte(alg: Algorithm) -> u8 {
+    match alg {
+        Algorithm::Es256 => 1,
+        Algorithm::EdDsa => 2,
+    }
 }
 
-impl Algorithm {
-    /// The COSE algorithm identifier.
-    pub fn cose(self) -> i64 {
-        match self {
-            Algorithm::Es256 => ALG_ES256,
-            Algorithm::EdDsa => ALG_EDDSA,
-        }
-    }
-
-    fn from_cose(alg: i64) -> Option<Algorithm> {
-        match alg {
-            ALG_ES256 => Some(Algorithm::Es256),
-            ALG_EDDSA => Some(Algorithm::EdDsa),
-            _ => None,
-        }
-    }
-
-    fn id_byte(self) -> u8 {
-        match self {
-            Algorithm::Es256 => 1,
-            Algorithm::EdDsa => 2,
-        }
-    }
-
-    fn from_id_byte(b: u8) -> Option<Algorithm> {
-        match b {
-            1 => Some(Algorithm::Es256),
-            2 => Some(Algorithm::EdDsa),
-            _ => None,
-        }
+fn alg_from_id_byte(b: u8) -> Option<Algorithm> {
+    match b {
+        1 => Some(Algorithm::Es256),
+        2 => Some(Algorithm::EdDsa),
+        _ => None,
     }
 }
 
@@ -153,32 +112,15 @@ impl CredentialKey {
         }
     }
 
-    /// The COSE_Key of the public key, as canonical CBOR.
-    fn cose_public_key(&self) -> Option<Vec<u8>> {
-        let map = match self.alg {
-            Algorithm::Es256 => {
-                let sk = es256_key(&self.seed)?;
-                let point = sk.verifying_key().to_encoded_point(false);
-                let (x, y) = (point.x()?, point.y()?);
-                vec![
-                    (Value::int(1), Value::int(2)),
-                    (Value::int(3), Value::int(ALG_ES256)),
-                    (Value::int(-1), Value::int(1)),
-                    (Value::int(-2), Value::bytes(x)),
-                    (Value::int(-3), Value::bytes(y)),
-                ]
-            }
+    /// The public key, for the client's own COSE_Key encoder.
+    fn public_key(&self) -> Option<CoseKey> {
+        let key = match self.alg {
+            Algorithm::Es256 => CoseKey::Es256(*es256_key(&self.seed)?.verifying_key()),
             Algorithm::EdDsa => {
-                let sk = ed25519_dalek::SigningKey::from_bytes(&self.seed);
-                vec![
-                    (Value::int(1), Value::int(1)),
-                    (Value::int(3), Value::int(ALG_EDDSA)),
-                    (Value::int(-1), Value::int(6)),
-                    (Value::int(-2), Value::bytes(sk.verifying_key().as_bytes())),
-                ]
+                CoseKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&self.seed).verifying_key())
             }
         };
-        Some(cbor::encode(&Value::Map(map)))
+        Some(key)
     }
 
     /// ES256: DER-encoded ECDSA signature (SHA-256 inside); EdDSA: the raw 64 bytes.
@@ -342,21 +284,21 @@ impl Authenticator {
             } => {
                 let key = CredentialKey::generate(alg);
                 let id = self.wrap(&rp_id_hash, &key)?;
-                let cose = key.cose_public_key().ok_or(StatusCode::Other)?;
+                let public_key = key.public_key().ok_or(StatusCode::Other)?;
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
-                let mut auth_data = Vec::with_capacity(37 + 18 + id.len() + cose.len());
-                auth_data.extend_from_slice(&rp_id_hash);
-                auth_data.push(FLAG_UP | FLAG_AT);
-                auth_data.extend_from_slice(&counter.to_be_bytes());
-                auth_data.extend_from_slice(&VIRTUAL_AAGUID);
-                auth_data.extend_from_slice(&(id.len() as u16).to_be_bytes());
-                auth_data.extend_from_slice(&id);
-                auth_data.extend_from_slice(&cose);
+                // `build` sets AT itself, as the attested credential data is present.
+                let attested = AttestedCredentialData {
+                    aaguid: VIRTUAL_AAGUID,
+                    credential_id: id,
+                    public_key_cose: public_key.to_cbor(),
+                };
+                let auth_data =
+                    authdata::build(&rp_id_hash, flag::UP, counter, Some(&attested), None);
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
                 let att_stmt = Value::Map(vec![
-                    (Value::text("alg"), Value::int(alg.cose())),
+                    (Value::text("alg"), Value::int(alg.cose_id())),
                     (Value::text("sig"), Value::Bytes(sig)),
                 ]);
                 Ok(ok_with(&Value::Map(vec![
@@ -372,10 +314,8 @@ impl Authenticator {
                 key,
             } => {
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
-                let mut auth_data = Vec::with_capacity(37);
-                auth_data.extend_from_slice(&rp_id_hash);
-                auth_data.push(if up { FLAG_UP } else { 0 });
-                auth_data.extend_from_slice(&counter.to_be_bytes());
+                let flags = if up { flag::UP } else { 0 };
+                let auth_data = authdata::build(&rp_id_hash, flags, counter, None, None);
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
@@ -384,7 +324,7 @@ impl Authenticator {
                         Value::int(1),
                         Value::Map(vec![
                             (Value::text("id"), Value::Bytes(credential_id)),
-                            (Value::text("type"), Value::text("public-key")),
+                            (Value::text("type"), Value::text(PUBLIC_KEY)),
                         ]),
                     ),
                     (Value::int(2), Value::Bytes(auth_data)),
@@ -406,7 +346,7 @@ impl Authenticator {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut plaintext = Zeroizing::new([0u8; 33]);
-        plaintext[0] = key.alg.id_byte();
+        plaintext[0] = id_byte(key.alg);
         plaintext[1..].copy_from_slice(key.seed.as_ref());
         let aad = id_aad(rp_id_hash);
         let sealed = self
@@ -444,7 +384,7 @@ impl Authenticator {
                 .ok()?,
         );
         let (&alg, seed) = plaintext.split_first()?;
-        let alg = Algorithm::from_id_byte(alg)?;
+        let alg = alg_from_id_byte(alg)?;
         let mut s = Zeroizing::new([0u8; 32]);
         s.copy_from_slice(seed.get(..32)?);
         Some(CredentialKey { alg, seed: s })
@@ -452,7 +392,7 @@ impl Authenticator {
 
     fn make_credential(&mut self, params: &[u8]) -> CtapResult<Step> {
         let req = decode_request(params)?;
-        let client_data_hash = client_data_hash(req_field(&req, 1)?)?;
+        let client_data_hash = client_data_hash_param(req_field(&req, 1)?)?;
         let rp = as_map(req_field(&req, 2)?)?;
         let rp_id = as_text(map_field(rp, "id")?)?;
         opt_text(rp, "name")?;
@@ -469,8 +409,8 @@ impl Authenticator {
             let p = as_map(p)?;
             let alg = as_int(map_field(p, "alg")?)?;
             let ty = as_text(map_field(p, "type")?)?;
-            if chosen.is_none() && ty == "public-key" {
-                chosen = Algorithm::from_cose(alg);
+            if chosen.is_none() && ty == PUBLIC_KEY {
+                chosen = Algorithm::from_cose_id(alg);
             }
         }
         let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
@@ -521,7 +461,7 @@ impl Authenticator {
     fn get_assertion(&mut self, params: &[u8]) -> CtapResult<Step> {
         let req = decode_request(params)?;
         let rp_id = as_text(req_field(&req, 1)?)?;
-        let client_data_hash = client_data_hash(req_field(&req, 2)?)?;
+        let client_data_hash = client_data_hash_param(req_field(&req, 2)?)?;
         let allow = opt_int_field(&req, 3).map(as_array).transpose()?;
         if allow.is_some_and(|a| a.len() > MAX_CREDENTIAL_COUNT_IN_LIST) {
             // More than getInfo's maxCredentialCountInList: hosts must split the list.
@@ -578,22 +518,23 @@ fn id_aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 }
 
 /// The authenticatorGetInfo response (CTAP 2.1 §6.4), shaped like a YubiKey 5's but marked as
-/// virtual by its AAGUID and firmwareVersion.
+/// virtual by its AAGUID and firmwareVersion, and advertising only what the key does:
+/// - versions FIDO_2_0 and FIDO_2_1, not U2F_V2: there is no CTAP1/U2F (CTAPHID_MSG gets
+///   ERR_INVALID_CMD, and the INIT capabilities carry NMSG);
+/// - option `rk` false: resident keys are refused (CTAP2_ERR_UNSUPPORTED_OPTION);
+/// - no `clientPin` option and no pinUvAuthProtocols: authenticatorClientPIN (0x06) is not
+///   implemented (`clientPin: false` would claim a PIN could be set).
 pub fn get_info() -> Value {
     let alg = |a: i64| {
         Value::Map(vec![
             (Value::text("alg"), Value::int(a)),
-            (Value::text("type"), Value::text("public-key")),
+            (Value::text("type"), Value::text(PUBLIC_KEY)),
         ])
     };
     Value::Map(vec![
         (
             Value::int(0x01),
-            Value::Array(vec![
-                Value::text("U2F_V2"),
-                Value::text("FIDO_2_0"),
-                Value::text("FIDO_2_1"),
-            ]),
+            Value::Array(vec![Value::text("FIDO_2_0"), Value::text("FIDO_2_1")]),
         ),
         // No extension is implemented; unknown extensions in requests are ignored.
         (Value::int(0x02), Value::Array(vec![])),
@@ -601,17 +542,12 @@ pub fn get_info() -> Value {
         (
             Value::int(0x04),
             Value::Map(vec![
-                (Value::text("rk"), Value::Bool(true)),
+                (Value::text("rk"), Value::Bool(false)),
                 (Value::text("up"), Value::Bool(true)),
                 (Value::text("plat"), Value::Bool(false)),
-                (Value::text("clientPin"), Value::Bool(false)),
             ]),
         ),
         (Value::int(0x05), Value::int(MAX_MSG_SIZE as i64)),
-        (
-            Value::int(0x06),
-            Value::Array(vec![Value::int(2), Value::int(1)]),
-        ),
         (
             Value::int(0x07),
             Value::int(MAX_CREDENTIAL_COUNT_IN_LIST as i64),
@@ -699,7 +635,7 @@ fn as_int(v: &Value) -> CtapResult<i64> {
     }
 }
 
-fn client_data_hash(v: &Value) -> CtapResult<&[u8]> {
+fn client_data_hash_param(v: &Value) -> CtapResult<&[u8]> {
     let h = as_bytes(v)?;
     if h.len() != 32 {
         return Err(StatusCode::InvalidLength);
@@ -716,7 +652,7 @@ fn descriptor_id(v: &Value) -> CtapResult<Option<&[u8]>> {
     if let Some((_, t)) = d.iter().find(|(k, _)| k.as_text() == Some("transports")) {
         as_array(t)?;
     }
-    Ok((ty == "public-key").then_some(id))
+    Ok((ty == PUBLIC_KEY).then_some(id))
 }
 
 #[derive(Default)]
@@ -772,7 +708,7 @@ mod tests {
                         .map(|a| {
                             Value::Map(vec![
                                 (Value::text("alg"), Value::int(*a)),
-                                (Value::text("type"), Value::text("public-key")),
+                                (Value::text("type"), Value::text(PUBLIC_KEY)),
                             ])
                         })
                         .collect(),
@@ -796,7 +732,7 @@ mod tests {
                         .map(|id| {
                             Value::Map(vec![
                                 (Value::text("id"), Value::bytes(id)),
-                                (Value::text("type"), Value::text("public-key")),
+                                (Value::text("type"), Value::text(PUBLIC_KEY)),
                             ])
                         })
                         .collect(),
@@ -827,7 +763,7 @@ mod tests {
         assert_eq!(v.get_int(1).unwrap().as_text(), Some("packed"));
         let ad = v.get_int(2).unwrap().as_bytes().unwrap().to_vec();
         assert_eq!(&ad[..32], Sha256::digest(rp.as_bytes()).as_slice());
-        assert_eq!(ad[32], FLAG_UP | FLAG_AT);
+        assert_eq!(ad[32], flag::UP | flag::AT);
         assert_eq!(&ad[37..53], &VIRTUAL_AAGUID);
         let len = usize::from(u16::from_be_bytes([ad[53], ad[54]]));
         assert_eq!(len, CREDENTIAL_ID_LEN);
@@ -893,6 +829,39 @@ mod tests {
     }
 
     #[test]
+    fn get_info_advertises_only_what_is_supported() {
+        let mut a = auth();
+        let v = ok_value(&run(&mut a, &[CMD_GET_INFO]));
+        let versions: Vec<&str> = v
+            .get_int(1)
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_text)
+            .collect();
+        assert_eq!(versions, ["FIDO_2_0", "FIDO_2_1"], "no U2F_V2: no CTAP1");
+        let opts = v.get_int(4).unwrap();
+        assert_eq!(opts.get_text("rk").and_then(Value::as_bool), Some(false));
+        assert_eq!(opts.get_text("clientPin"), None);
+        assert_eq!(
+            v.get_int(6),
+            None,
+            "no pinUvAuthProtocols without clientPIN"
+        );
+        // What it does not advertise, it refuses.
+        let rk = Value::Map(vec![(Value::text("rk"), Value::Bool(true))]);
+        let req = make_cred_req("rp", &[ALG_ES256], vec![(Value::int(7), rk)]);
+        assert_eq!(
+            run(&mut a, &req),
+            vec![StatusCode::UnsupportedOption.byte()]
+        );
+        assert_eq!(
+            run(&mut a, &[0x06, 0xa0]),
+            vec![StatusCode::InvalidCommand.byte()]
+        );
+    }
+
+    #[test]
     fn make_credential_and_assert_both_algorithms() {
         for alg in [ALG_ES256, ALG_EDDSA] {
             let mut a = auth();
@@ -908,7 +877,7 @@ mod tests {
                 assert_eq!(cred.get_text("id").unwrap().as_bytes(), Some(&id[..]));
                 let ad = v.get_int(2).unwrap().as_bytes().unwrap();
                 assert_eq!(ad.len(), 37);
-                assert_eq!(ad[32], FLAG_UP);
+                assert_eq!(ad[32], flag::UP);
                 assert_eq!(
                     u32::from_be_bytes([ad[33], ad[34], ad[35], ad[36]]),
                     expect_counter
@@ -974,7 +943,7 @@ mod tests {
         let (id, _, _) = enroll(&mut a, "rp", &[ALG_ES256]);
         let excl = Value::Array(vec![Value::Map(vec![
             (Value::text("id"), Value::bytes(&id)),
-            (Value::text("type"), Value::text("public-key")),
+            (Value::text("type"), Value::text(PUBLIC_KEY)),
         ])]);
         let req = make_cred_req("rp", &[ALG_ES256], vec![(Value::int(5), excl)]);
         match a.begin(&req) {
@@ -1088,7 +1057,7 @@ mod tests {
         if let Value::Map(m) = &mut v {
             m[3].1 = Value::Array(vec![Value::Map(vec![(
                 Value::text("type"),
-                Value::text("public-key"),
+                Value::text(PUBLIC_KEY),
             )])]);
         }
         assert_eq!(

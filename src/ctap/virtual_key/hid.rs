@@ -28,22 +28,17 @@ use thiserror::Error;
 
 use super::authenticator::{Authenticator, Pending, Step};
 use crate::ctap::framing::{
-    cmd, err, fragment, keepalive, FramingError, Message, Packet, Progress, Reassembler, Report,
-    CID_BROADCAST,
+    capability, cmd, err, fragment, keepalive, FramingError, Message, Packet, Progress,
+    Reassembler, Report, CID_BROADCAST, PROTOCOL_VERSION,
 };
 use crate::ctap::status::StatusCode;
 
-/// CTAPHID protocol version in the INIT answer.
-pub const PROTOCOL_VERSION: u8 = 2;
 /// Device version bytes (major, minor, build) in the INIT answer; the build byte is `'V'`
 /// (virtual).
 pub const DEVICE_VERSION: [u8; 3] = [1, 0, b'V'];
-/// Capability flag: WINK.
-pub const CAPABILITY_WINK: u8 = 0x01;
-/// Capability flag: CBOR (CTAP2).
-pub const CAPABILITY_CBOR: u8 = 0x04;
-/// Capability flag: NMSG (no CTAP1 MSG).
-pub const CAPABILITY_NMSG: u8 = 0x08;
+/// The INIT capabilities: WINK and CBOR, and NMSG because CTAP1/U2F (CTAPHID_MSG) is not
+/// spoken; getInfo's versions agree (no `U2F_V2`).
+pub const CAPABILITIES: u8 = capability::WINK | capability::CBOR | capability::NMSG;
 
 /// How the virtual user answers requests for a touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +61,14 @@ pub struct HidTimings {
     pub touch_timeout: Duration,
     /// How long the device waits for the next continuation packet before ERR_MSG_TIMEOUT.
     pub msg_timeout: Duration,
-    /// Interval of KEEPALIVE UPNEEDED while waiting for a touch.
+    /// Interval of KEEPALIVE UPNEEDED while waiting for a touch. Values below
+    /// [`MIN_KEEPALIVE_INTERVAL`] (zero included) are raised to it by [`HidDevice::new`].
     pub keepalive_interval: Duration,
 }
+
+/// Shortest KEEPALIVE interval the device uses: a zero interval would never move the next
+/// KEEPALIVE past `now`, and a tiny one would flood the host.
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Default for HidTimings {
     fn default() -> Self {
@@ -142,6 +142,10 @@ fn frame(cid: u32, command: u8, payload: &[u8]) -> Vec<Report> {
 impl HidDevice {
     /// A device in front of `authenticator`.
     pub fn new(authenticator: Authenticator, mode: TouchMode, timings: HidTimings) -> HidDevice {
+        let timings = HidTimings {
+            keepalive_interval: timings.keepalive_interval.max(MIN_KEEPALIVE_INTERVAL),
+            ..timings
+        };
         HidDevice {
             authenticator,
             timings,
@@ -227,9 +231,13 @@ impl HidDevice {
             } else {
                 if now >= w.next_keepalive {
                     out.extend(frame(w.cid, cmd::KEEPALIVE, &[keepalive::UPNEEDED]));
-                    while w.next_keepalive <= now {
-                        w.next_keepalive += self.timings.keepalive_interval;
-                    }
+                    // Skip the KEEPALIVEs that a late poll missed in one step; the interval is
+                    // never zero (see `new`), so the next one is always after `now`.
+                    let interval = self.timings.keepalive_interval;
+                    let missed = now.duration_since(w.next_keepalive).as_nanos()
+                        / interval.as_nanos().max(1);
+                    let steps = u32::try_from(missed + 1).unwrap_or(u32::MAX);
+                    w.next_keepalive += interval.saturating_mul(steps);
                 }
                 self.waiting = Some(w);
             }
@@ -379,7 +387,7 @@ impl HidDevice {
         payload.extend_from_slice(&new_cid.to_be_bytes());
         payload.push(PROTOCOL_VERSION);
         payload.extend_from_slice(&DEVICE_VERSION);
-        payload.push(CAPABILITY_WINK | CAPABILITY_CBOR | CAPABILITY_NMSG);
+        payload.push(CAPABILITIES);
         frame(cid, cmd::INIT, &payload)
     }
 
@@ -491,6 +499,27 @@ mod tests {
         assert!(!d.is_waiting());
         assert_eq!(d.touch(), Err(TouchError::NothingWaiting));
         assert_eq!(d.touch_count(), 0);
+    }
+
+    #[test]
+    fn zero_keepalive_interval_is_raised_and_polls_end() {
+        let mut d = HidDevice::new(
+            Authenticator::new(KeyState::in_memory()),
+            TouchMode::Never,
+            HidTimings {
+                keepalive_interval: Duration::ZERO,
+                ..HidTimings::default()
+            },
+        );
+        let t0 = Instant::now();
+        let cid = init(&mut d, t0);
+        let out = d.handle_report(&fragment(cid, cmd::CBOR, &[0x0b]).unwrap()[0], t0);
+        assert_eq!(out.len(), 1, "one keepalive at once");
+        assert_eq!(d.next_deadline(), Some(t0 + MIN_KEEPALIVE_INTERVAL));
+        // A late poll sends one KEEPALIVE and schedules the next one after `now`.
+        let late = t0 + Duration::from_millis(1005);
+        assert_eq!(d.poll(late).len(), 1);
+        assert_eq!(d.next_deadline(), Some(t0 + Duration::from_millis(1010)));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use authenticator::{Authenticator, Pending, Step, VIRTUAL_AAGUID};
 pub use hid::{HidDevice, HidTimings, TouchError, TouchMode};
+pub use sim::control::{ControlCommand, ControlError, ControlReply};
 pub use sim::{
     control_path, serve_unix, sim_touch, SimError, SimServer, SimTransport,
     AVAILABLE as SIM_AVAILABLE,

@@ -7,6 +7,9 @@
 //!   request and answers one line:
 //!   `touch` -> `ok` or `error nothing is waiting for a touch`;
 //!   `count` -> the decimal touch count; anything else -> `error unknown command`.
+//!   The protocol itself is [`control`], pure and on every platform.
+//! - Shutdown does not depend on the socket paths (they may be gone, e.g. removed by a test's
+//!   clean-up): the accept loops poll their listener together with a wake-up socket pair.
 //!
 //! Both sockets are created with mode 0600; a missing parent directory is created with mode
 //! 0700. A stale socket (nobody listening) is replaced; a live one is an error.
@@ -21,6 +24,7 @@ use thiserror::Error;
 
 use crate::secure_fs::SecureFsError;
 
+pub mod control;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]

@@ -1,6 +1,7 @@
 //! Unix: the sim sockets are Unix sockets.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::super::{Event, Handle, TouchError, VirtualKey};
+use super::control::{ControlCommand, ControlReply, MAX_CONTROL_LINE};
 use super::{control_path, SimError};
 use crate::ctap::framing::{Report, REPORT_LEN};
 use crate::ctap::transport::{Transport, TransportError};
@@ -53,6 +55,8 @@ pub struct SimServer {
     path: PathBuf,
     ctl_path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Our end of the wake-up pair: dropping it makes the accept loops' end readable (EOF).
+    wake: Option<UnixStream>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -68,16 +72,34 @@ pub fn serve_unix(socket_path: &Path, key: &VirtualKey) -> Result<SimServer, Sim
             return Err(e);
         }
     };
+    let cleanup = |e: std::io::Error| {
+        let _ = std::fs::remove_file(socket_path);
+        let _ = std::fs::remove_file(&ctl_path);
+        io(socket_path)(e)
+    };
+    let (wake, woken) = UnixStream::pair().map_err(cleanup)?;
+    let woken2 = woken.try_clone().map_err(cleanup)?;
+    for l in [&data, &ctl] {
+        l.set_nonblocking(true).map_err(cleanup)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let (h, s) = (key.handle.clone(), stop.clone());
-    threads.push(std::thread::spawn(move || accept_data(data, h, s)));
+    threads.push(std::thread::spawn(move || {
+        accept_loop(&data, &woken, &s, |conn| serve_data(conn, &h))
+    }));
     let (h, s) = (key.handle.clone(), stop.clone());
-    threads.push(std::thread::spawn(move || accept_control(ctl, h, s)));
+    threads.push(std::thread::spawn(move || {
+        accept_loop(&ctl, &woken2, &s, |conn| {
+            let key = h.clone();
+            std::thread::spawn(move || control_session(conn, &key));
+        })
+    }));
     Ok(SimServer {
         path: socket_path.to_path_buf(),
         ctl_path,
         stop,
+        wake: Some(wake),
         threads,
     })
 }
@@ -97,9 +119,8 @@ impl SimServer {
         if self.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Wake the accept loops.
-        let _ = UnixStream::connect(&self.path);
-        let _ = UnixStream::connect(&self.ctl_path);
+        // Wake the accept loops through the pair, not the paths: those may be gone.
+        drop(self.wake.take());
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -114,58 +135,78 @@ impl Drop for SimServer {
     }
 }
 
-fn accept_data(listener: UnixListener, key: Handle, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
+/// Accept connections on a non-blocking `listener` until `stop` is set and `woken` becomes
+/// readable (its peer was dropped). Accepted connections are blocking again.
+fn accept_loop(
+    listener: &UnixListener,
+    woken: &UnixStream,
+    stop: &AtomicBool,
+    mut on_conn: impl FnMut(UnixStream),
+) {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = conn else { continue };
-        let Ok(write_half) = conn.try_clone() else {
-            continue;
-        };
-        let transport = key.connect();
-        let closed = Arc::new(AtomicBool::new(false));
-        let (events, reports) = (transport.events, transport.reports);
-        let c = closed.clone();
-        std::thread::spawn(move || {
-            let mut conn = conn;
-            let mut buf = [0u8; REPORT_LEN];
-            while conn.read_exact(&mut buf).is_ok() {
-                if events.send(Event::Report(buf)).is_err() {
-                    break;
-                }
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            return;
+        }
+        // An error is WouldBlock (a spurious wake-up), Interrupted, or a connection aborted
+        // before we took it: keep serving. BSDs hand out accepted sockets with the listener's
+        // O_NONBLOCK, hence the reset.
+        if let Ok((conn, _)) = listener.accept() {
+            if conn.set_nonblocking(false).is_ok() {
+                on_conn(conn);
             }
-            c.store(true, Ordering::SeqCst);
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        });
-        std::thread::spawn(move || {
-            let mut conn = write_half;
-            while !closed.load(Ordering::SeqCst) {
-                match reports.recv_timeout(Duration::from_millis(200)) {
-                    Ok(r) => {
-                        if conn.write_all(&r).is_err() {
-                            break;
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            // Key gone or client gone: close both directions.
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        });
+        }
     }
 }
 
-fn accept_control(listener: UnixListener, key: Handle, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
+/// One data connection: a reader thread feeds the key, a writer thread sends its reports.
+fn serve_data(conn: UnixStream, key: &Handle) {
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
+    let transport = key.connect();
+    let closed = Arc::new(AtomicBool::new(false));
+    let (events, reports) = (transport.events, transport.reports);
+    let c = closed.clone();
+    std::thread::spawn(move || {
+        let mut conn = conn;
+        let mut buf = [0u8; REPORT_LEN];
+        while conn.read_exact(&mut buf).is_ok() {
+            if events.send(Event::Report(buf)).is_err() {
+                break;
+            }
         }
-        let Ok(conn) = conn else { continue };
-        let key = key.clone();
-        std::thread::spawn(move || control_session(conn, &key));
-    }
+        c.store(true, Ordering::SeqCst);
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    });
+    std::thread::spawn(move || {
+        let mut conn = write_half;
+        while !closed.load(Ordering::SeqCst) {
+            match reports.recv_timeout(Duration::from_millis(200)) {
+                Ok(r) => {
+                    if conn.write_all(&r).is_err() {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Key gone or client gone: close both directions.
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    });
 }
 
 fn control_session(conn: UnixStream, key: &Handle) {
@@ -173,20 +214,19 @@ fn control_session(conn: UnixStream, key: &Handle) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(conn.take(4096));
+    let mut reader = BufReader::new(conn.take(MAX_CONTROL_LINE as u64));
     let mut line = String::new();
     while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-        let reply = match line.trim() {
-            "touch" => match key.touch() {
-                Ok(()) => "ok".to_owned(),
-                Err(TouchError::NothingWaiting) => {
-                    "error nothing is waiting for a touch".to_owned()
-                }
+        let reply = match ControlCommand::parse(&line) {
+            Ok(ControlCommand::Touch) => match key.touch() {
+                Ok(()) => ControlReply::Ok,
+                Err(TouchError::NothingWaiting) => ControlReply::NothingWaiting,
             },
-            "count" => key.touches.load(Ordering::SeqCst).to_string(),
-            _ => "error unknown command".to_owned(),
+            Ok(ControlCommand::Count) => ControlReply::Count(key.touches.load(Ordering::SeqCst)),
+            // Unknown or over-long lines get the same answer as before the parser existed.
+            Err(_) => ControlReply::UnknownCommand,
         };
-        if writeln!(out, "{reply}").is_err() {
+        if writeln!(out, "{}", reply.to_line()).is_err() {
             return;
         }
         line.clear();
@@ -199,14 +239,14 @@ pub fn sim_touch(socket_path: &Path) -> Result<(), SimError> {
     let mut conn = UnixStream::connect(&ctl).map_err(io(&ctl))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io(&ctl))?;
-    conn.write_all(b"touch\n").map_err(io(&ctl))?;
+    writeln!(conn, "{}", ControlCommand::Touch.as_line()).map_err(io(&ctl))?;
     let mut line = String::new();
     BufReader::new((&conn).take(256))
         .read_line(&mut line)
         .map_err(io(&ctl))?;
-    match line.trim() {
-        "ok" => Ok(()),
-        "error nothing is waiting for a touch" => Err(SimError::NothingWaiting),
+    match ControlReply::parse(&line) {
+        Ok(ControlReply::Ok) => Ok(()),
+        Ok(ControlReply::NothingWaiting) => Err(SimError::NothingWaiting),
         _ => Err(SimError::UnexpectedReply(ctl)),
     }
 }
