@@ -6,6 +6,7 @@
 use std::error::Error;
 
 use auths_presence::agent::AgentError;
+use auths_presence::ctap::error::WebAuthnFailure;
 use auths_presence::ctap::virtual_key::SimError;
 use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode};
 use auths_presence::platform;
@@ -123,7 +124,22 @@ fn ctap_hint(e: &CtapError) -> Option<String> {
              enroll this one with `auths token enroll`"
                 .into()
         }
-        CtapError::WebAuthn { hint, .. } => hint.clone(),
+        CtapError::WebAuthn { kind, .. } => match kind {
+            WebAuthnFailure::Cancelled => {
+                "run the command again and touch the key when the Windows dialog asks"
+            }
+            WebAuthnFailure::NotSupported => {
+                "this key cannot make ES256 or EdDSA credentials; try another key"
+            }
+            WebAuthnFailure::BadRequest => {
+                "this is a bug in auths: please report it with your Windows version"
+            }
+            _ => {
+                "check that the security key is plugged in and that Windows can use it \
+                 (Settings > Accounts > Sign-in options > Security Key)"
+            }
+        }
+        .into(),
         _ => return None,
     })
 }

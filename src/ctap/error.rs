@@ -73,15 +73,33 @@ impl HidErrorCode {
     }
 }
 
+/// What a failed webauthn.dll call means (the CLI says what to do about each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum WebAuthnFailure {
+    /// The dialog was cancelled or timed out.
+    #[error("the dialog was cancelled or timed out")]
+    Cancelled,
+    /// The key does not support what was asked (ES256 or EdDSA credentials).
+    #[error("the security key does not support what was asked")]
+    NotSupported,
+    /// webauthn.dll refused our request as malformed: a bug on our side.
+    #[error("webauthn.dll refused the request as malformed")]
+    BadRequest,
+    /// Anything else.
+    #[error("Windows could not use the security key")]
+    Other,
+}
+
 /// Everything that can go wrong talking CTAP2 to a key.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum CtapError {
     /// No FIDO2 key is plugged in (or none we may open).
-    #[error("no FIDO2 security key found: plug one in; on Linux install udev/70-auths-fido.rules (see README)")]
+    #[error("no FIDO2 security key found")]
     NoDevice,
     /// Several keys are plugged in and none was chosen.
-    #[error("{0} FIDO2 keys are plugged in and none was touched to choose one; touch the one to use, or pass --device usb:PATH")]
+    #[error("{0} FIDO2 keys are plugged in and none was touched to choose one")]
     NoDeviceChosen(usize),
     /// The device selector could not be understood.
     #[error("unknown device selector {0:?}: use usb, usb:PATH, sim:SOCKET or windows")]
@@ -101,7 +119,7 @@ pub enum CtapError {
     #[error("the security key broke CTAPHID framing: {0}")]
     Framing(#[from] FramingError),
     /// The key said nothing for longer than the per-read timeout.
-    #[error("the security key did not answer within {0:?}; unplug and re-plug it")]
+    #[error("the security key did not answer within {0:?}")]
     ReadTimeout(Duration),
     /// The whole transaction took longer than its deadline.
     #[error("the security key did not finish within {0:?}")]
@@ -139,14 +157,14 @@ pub enum CtapError {
     #[error("{0}")]
     Unsupported(String),
     /// webauthn.dll (Windows) failed with an HRESULT.
-    #[error("the Windows security key dialog failed: {name} (HRESULT 0x{hresult:08x}); {hint}")]
+    #[error("the Windows security key dialog failed: {name} (HRESULT 0x{hresult:08x}): {kind}")]
     WebAuthn {
         /// The HRESULT.
         hresult: u32,
         /// What `WebAuthNGetErrorName` calls it.
         name: String,
-        /// What to do.
-        hint: String,
+        /// What the HRESULT means for us.
+        kind: WebAuthnFailure,
     },
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]

@@ -25,6 +25,7 @@ use super::cbor;
 use super::command::{
     AssertionUser, CredentialDescriptor, GetAssertionResponse, MakeCredentialResponse, PUBLIC_KEY,
 };
+use super::error::WebAuthnFailure;
 use super::status::StatusCode;
 use super::CtapError;
 
@@ -241,20 +242,14 @@ pub fn error_from_hresult(hresult: i32, name: Option<&str>, cancelled_by_us: boo
         return CtapError::Cancelled;
     }
     let name = name.unwrap_or("").trim().to_owned();
-    let hint = match code {
+    let kind = match code {
         consts::NTE_EXISTS => return CtapError::Status(StatusCode::CredentialExcluded),
         consts::NTE_NOT_FOUND => return CtapError::Status(StatusCode::NoCredentials),
         consts::HRESULT_TIMEOUT => return CtapError::Status(StatusCode::UserActionTimeout),
-        consts::NTE_USER_CANCELLED | consts::HRESULT_CANCELLED => {
-            "the Windows security key dialog was cancelled or timed out; run the command again and touch the key when the dialog asks"
-        }
-        consts::NTE_NOT_SUPPORTED => {
-            "the security key does not support what was asked (ES256 or EdDSA credentials); try another key"
-        }
-        consts::NTE_INVALID_PARAMETER | consts::E_INVALIDARG => {
-            "webauthn.dll refused our request; this is a bug in auths, please report it with your Windows version"
-        }
-        _ => "check that the security key is plugged in and that Windows can use it (Settings > Accounts > Sign-in options > Security Key)",
+        consts::NTE_USER_CANCELLED | consts::HRESULT_CANCELLED => WebAuthnFailure::Cancelled,
+        consts::NTE_NOT_SUPPORTED => WebAuthnFailure::NotSupported,
+        consts::NTE_INVALID_PARAMETER | consts::E_INVALIDARG => WebAuthnFailure::BadRequest,
+        _ => WebAuthnFailure::Other,
     };
     CtapError::WebAuthn {
         hresult: code,
@@ -263,7 +258,7 @@ pub fn error_from_hresult(hresult: i32, name: Option<&str>, cancelled_by_us: boo
         } else {
             name
         },
-        hint: hint.into(),
+        kind,
     }
 }
 
@@ -425,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn hresults_map_to_errors_that_say_what_to_do() {
+    fn hresults_map_to_typed_errors() {
         assert!(matches!(
             error_from_hresult(consts::NTE_EXISTS as i32, None, false),
             CtapError::Status(StatusCode::CredentialExcluded)
@@ -454,9 +449,33 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("NotAllowedError"), "{msg}");
         assert!(msg.contains("0x80090036"), "{msg}");
-        assert!(msg.contains("run the command again"), "{msg}");
+        assert!(matches!(
+            e,
+            CtapError::WebAuthn {
+                kind: WebAuthnFailure::Cancelled,
+                ..
+            }
+        ));
+        for (code, kind) in [
+            (consts::NTE_NOT_SUPPORTED, WebAuthnFailure::NotSupported),
+            (consts::E_INVALIDARG, WebAuthnFailure::BadRequest),
+            (consts::NTE_INVALID_PARAMETER, WebAuthnFailure::BadRequest),
+        ] {
+            let e = error_from_hresult(code as i32, None, false);
+            assert!(
+                matches!(e, CtapError::WebAuthn { kind: k, .. } if k == kind),
+                "{e}"
+            );
+        }
         let e = error_from_hresult(0x8000_4005u32 as i32, None, false);
         assert!(e.to_string().contains("unknown error"));
+        assert!(matches!(
+            e,
+            CtapError::WebAuthn {
+                kind: WebAuthnFailure::Other,
+                ..
+            }
+        ));
     }
 
     fn sample_auth_data(with_credential: bool) -> (Vec<u8>, CoseKey) {

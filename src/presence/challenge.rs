@@ -8,7 +8,6 @@
 //! JSON bytes are kept in the receipt so `auths audit verify` can recompute the hash offline.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::request::{ApprovalRequest, Requester};
 
@@ -135,14 +134,10 @@ pub fn self_test_client_data(now_unix: u64) -> String {
     .to_string()
 }
 
-/// SHA-256 of the client data bytes: the `clientDataHash` sent to the key.
-pub fn client_data_hash(json: &str) -> [u8; 32] {
-    Sha256::digest(json.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctap::backend::client_data_hash;
 
     fn req(digest: u8) -> ApprovalRequest {
         ApprovalRequest {
@@ -164,8 +159,8 @@ mod tests {
         let b = ClientData::new(&req(1), None, 10);
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(
-            client_data_hash(&a.to_json()),
-            client_data_hash(&b.to_json())
+            client_data_hash(a.to_json().as_bytes()),
+            client_data_hash(b.to_json().as_bytes())
         );
         assert_eq!(a.check_binds(&req(1)), Ok(()));
         assert_eq!(a.check_binds(&req(2)), Err(BindingError::OtherBytes));

@@ -69,13 +69,9 @@ impl Enrollment {
         })
     }
 
-    /// Human name for an algorithm number.
+    /// Human name for the credential's COSE algorithm.
     pub fn algorithm_name(&self) -> &'static str {
-        match self.algorithm {
-            -7 => "ES256",
-            -8 => "EdDSA",
-            _ => "unknown",
-        }
+        crate::ctap::cose::algorithm_name(self.algorithm)
     }
 }
 

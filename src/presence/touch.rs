@@ -10,13 +10,12 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::challenge::client_data_hash;
 use super::enrollment::{Enrollment, EnrollmentError};
 use super::verify::{
     verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
 };
 use crate::ctap::authdata::AuthenticatorData;
-use crate::ctap::backend::SecurityKey;
+use crate::ctap::backend::{client_data_hash, SecurityKey};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
 use crate::ctap::device::CancelToken;
 use crate::ctap::CtapError;
@@ -226,7 +225,7 @@ fn verify_response(
     let assertion = verify_assertion(
         &Expected {
             rp_id: &creds.rp_id,
-            client_data_hash: client_data_hash(client_data),
+            client_data_hash: client_data_hash(client_data.as_bytes()),
             allowed: &creds.allowed,
             require_uv,
         },

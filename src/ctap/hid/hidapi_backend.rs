@@ -54,11 +54,7 @@ impl HidTransport {
         };
         let api = hidapi::HidApi::new().map_err(|e| open_err(e.to_string()))?;
         let cpath = CString::new(path).map_err(|_| open_err("path contains a NUL byte".into()))?;
-        let device = api.open_path(&cpath).map_err(|e| {
-            open_err(format!(
-                "{e}; on Linux install udev/70-auths-fido.rules (see README) and re-plug the key"
-            ))
-        })?;
+        let device = api.open_path(&cpath).map_err(|e| open_err(e.to_string()))?;
         Ok(HidTransport {
             device,
             path: path.to_owned(),

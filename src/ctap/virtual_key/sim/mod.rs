@@ -41,7 +41,7 @@ pub use imp::{serve_unix, sim_touch, SimServer, SimTransport, AVAILABLE};
 #[non_exhaustive]
 pub enum SimError {
     /// Another `auths sim serve` already listens there.
-    #[error("{0} is in use by a running virtual key; stop it or choose another --socket")]
+    #[error("{0} is in use by a running virtual key")]
     InUse(PathBuf),
     /// The path exists and is not a socket.
     #[error("{0} exists and is not a socket; refusing to replace it")]
