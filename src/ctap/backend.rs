@@ -32,6 +32,35 @@ pub struct MakeCredentialArgs<'a> {
     pub exclude_list: &'a [&'a [u8]],
 }
 
+/// What authenticatorGetAssertion needs, with the client data as bytes (`up: true`, no user
+/// verification).
+#[derive(Debug, Clone, Copy)]
+pub struct GetAssertionArgs<'a> {
+    /// The relying party id the credentials were made for.
+    pub rp_id: &'a str,
+    /// The client data; CTAP keys get its SHA-256, webauthn.dll hashes it itself.
+    pub client_data: &'a [u8],
+    /// The credentials the key may answer with.
+    pub allow_list: &'a [&'a [u8]],
+}
+
+/// How an operation that waits for a touch reports and stops: `on_up_needed` runs when the
+/// key starts to wait (blinks), `cancel` aborts the operation from another thread.
+pub struct Waiting<'a> {
+    /// Called when the key waits for a touch.
+    pub on_up_needed: &'a mut dyn FnMut(),
+    /// Cancels the operation (CTAPHID_CANCEL, or webauthn.dll's cancellation id).
+    pub cancel: Option<&'a CancelToken>,
+}
+
+impl std::fmt::Debug for Waiting<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("cancellable", &self.cancel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A security key, reached through whichever backend the platform has.
 pub trait SecurityKey: Send {
     /// For people: product name and path, the sim socket, or "Windows security key dialog".
@@ -44,22 +73,18 @@ pub trait SecurityKey: Send {
     /// cannot tell before a credential exists (webauthn.dll picks from our list itself).
     fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError>;
 
-    /// authenticatorMakeCredential with a touch; `on_up_needed` runs when the key waits for it.
+    /// authenticatorMakeCredential with a touch.
     fn make_credential(
         &mut self,
         args: &MakeCredentialArgs<'_>,
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError>;
 
-    /// authenticatorGetAssertion with `up: true` and no user verification.
+    /// authenticatorGetAssertion with a touch.
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError>;
 }
 
@@ -90,8 +115,7 @@ impl SecurityKey for OpenedKey {
     fn make_credential(
         &mut self,
         args: &MakeCredentialArgs<'_>,
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError> {
         let request = MakeCredentialRequest {
             client_data_hash: client_data_hash(args.client_data),
@@ -100,36 +124,34 @@ impl SecurityKey for OpenedKey {
             algorithms: args.algorithms,
             exclude_list: args.exclude_list,
         };
-        let mut on_keepalive = |s| {
-            if s == KeepaliveStatus::UpNeeded {
-                on_up_needed();
-            }
-        };
+        let cancel = wait.cancel;
         self.device
-            .make_credential(&request, &mut on_keepalive, cancel)
+            .make_credential(&request, &mut up_needed(wait), cancel)
     }
 
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
         let request = GetAssertionRequest {
-            rp_id,
-            client_data_hash: client_data_hash(client_data),
-            allow_list,
+            rp_id: args.rp_id,
+            client_data_hash: client_data_hash(args.client_data),
+            allow_list: args.allow_list,
             user_verification: false,
         };
-        let mut on_keepalive = |s| {
-            if s == KeepaliveStatus::UpNeeded {
-                on_up_needed();
-            }
-        };
+        let cancel = wait.cancel;
         self.device
-            .get_assertion(&request, &mut on_keepalive, cancel)
+            .get_assertion(&request, &mut up_needed(wait), cancel)
+    }
+}
+
+/// A KEEPALIVE callback that tells `wait` when the key starts to wait for a touch.
+fn up_needed(wait: Waiting<'_>) -> impl FnMut(KeepaliveStatus) + '_ {
+    move |s| {
+        if s == KeepaliveStatus::UpNeeded {
+            (wait.on_up_needed)();
+        }
     }
 }
 
@@ -150,21 +172,16 @@ impl SecurityKey for Box<dyn SecurityKey> {
     fn make_credential(
         &mut self,
         args: &MakeCredentialArgs<'_>,
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError> {
-        self.as_mut().make_credential(args, on_up_needed, cancel)
+        self.as_mut().make_credential(args, wait)
     }
 
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
-        self.as_mut()
-            .get_assertion(rp_id, client_data, allow_list, on_up_needed, cancel)
+        self.as_mut().get_assertion(args, wait)
     }
 }

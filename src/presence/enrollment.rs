@@ -345,7 +345,11 @@ pub fn enroll_key(
         algorithms: &algorithms,
         exclude_list: &exclude,
     };
-    let resp = match key.make_credential(&args, on_up_needed, None) {
+    let wait = crate::ctap::backend::Waiting {
+        on_up_needed,
+        cancel: None,
+    };
+    let resp = match key.make_credential(&args, wait) {
         Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
             return Err(EnrollmentError::KeyAlreadyEnrolled)
         }

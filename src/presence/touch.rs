@@ -15,47 +15,33 @@ use super::verify::{
     verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
 };
 use crate::ctap::authdata::AuthenticatorData;
-use crate::ctap::backend::{client_data_hash, SecurityKey};
+use crate::ctap::backend::{client_data_hash, GetAssertionArgs, SecurityKey, Waiting};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
 use crate::ctap::device::CancelToken;
 use crate::ctap::CtapError;
 
-/// presence's one interface to a security key: an assertion with a touch.
+/// presence's one interface to a security key: an assertion with a touch (the gate's keys
+/// need nothing else; every [`SecurityKey`] is one).
 pub trait PresenceKey: Send {
-    /// authenticatorGetAssertion with `up: true` over `client_data` (the exact client data
-    /// bytes: CTAP keys get its SHA-256, webauthn.dll takes the bytes and hashes them itself);
-    /// `on_up_needed` runs when the key starts blinking; `cancel` aborts it (CTAPHID_CANCEL).
+    /// authenticatorGetAssertion with `up: true` over the client data bytes (CTAP keys get its
+    /// SHA-256, webauthn.dll hashes it itself).
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError>;
 
     /// True for the virtual key.
     fn is_virtual(&self) -> bool;
 }
 
-/// Any backend (CTAPHID or webauthn.dll) as presence's key.
 impl<K: SecurityKey + ?Sized> PresenceKey for K {
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
-        SecurityKey::get_assertion(
-            self,
-            rp_id,
-            client_data,
-            allow_list,
-            on_up_needed,
-            Some(cancel),
-        )
+        SecurityKey::get_assertion(self, args, wait)
     }
 
     fn is_virtual(&self) -> bool {
@@ -179,13 +165,16 @@ pub fn touch(
     cancel: &CancelToken,
 ) -> Result<VerifiedTouch, TouchError> {
     let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
-    let response = key.get_assertion(
-        &creds.rp_id,
-        client_data.as_bytes(),
-        &ids,
+    let args = GetAssertionArgs {
+        rp_id: &creds.rp_id,
+        client_data: client_data.as_bytes(),
+        allow_list: &ids,
+    };
+    let wait = Waiting {
         on_up_needed,
-        cancel,
-    )?;
+        cancel: Some(cancel),
+    };
+    let response = key.get_assertion(&args, wait)?;
     let mut verified = verify_response(creds, client_data, &response, require_uv)?;
     verified.virtual_key = key.is_virtual();
     Ok(verified)

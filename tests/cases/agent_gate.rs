@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auths_presence::agent::keys::UnlockPolicy;
+use auths_presence::ctap::backend::{GetAssertionArgs, SecurityKey, Waiting};
 use auths_presence::ctap::command::GetAssertionResponse;
-use auths_presence::ctap::device::{CancelToken, DeviceOptions};
+use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::OpenedKey;
 use auths_presence::ctap::virtual_key::{HidTimings, TouchError, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
@@ -92,18 +93,13 @@ struct Recording {
 impl PresenceKey for Recording {
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: &CancelToken,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
         if let Some(old) = self.replay.lock().unwrap().clone() {
             return Ok(old);
         }
-        let r = self
-            .inner
-            .get_assertion(rp_id, client_data, allow_list, on_up_needed, cancel)?;
+        let r = SecurityKey::get_assertion(&mut self.inner, args, wait)?;
         *self.recorded.lock().unwrap() = Some(r.clone());
         Ok(r)
     }

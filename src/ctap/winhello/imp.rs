@@ -12,7 +12,7 @@ use windows_sys::Win32::UI::WindowsAndMessaging::GetForegroundWindow;
 use super::{
     assertion_fields, consts, credential_from_parts, error_from_hresult, make_credential_fields,
 };
-use crate::ctap::backend::{MakeCredentialArgs, SecurityKey};
+use crate::ctap::backend::{GetAssertionArgs, MakeCredentialArgs, SecurityKey, Waiting};
 use crate::ctap::command::{GetAssertionResponse, MakeCredentialResponse};
 use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::CtapError;
@@ -199,9 +199,12 @@ impl SecurityKey for WinHelloKey {
     fn make_credential(
         &mut self,
         args: &MakeCredentialArgs<'_>,
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError> {
+        let Waiting {
+            on_up_needed,
+            cancel,
+        } = wait;
         let mut f = make_credential_fields(args, self.timeout)?;
         let rp = wa::WEBAUTHN_RP_ENTITY_INFORMATION {
             dwVersion: consts::RP_ENTITY_VERSION,
@@ -297,12 +300,18 @@ impl SecurityKey for WinHelloKey {
 
     fn get_assertion(
         &mut self,
-        rp_id: &str,
-        client_data: &[u8],
-        allow_list: &[&[u8]],
-        on_up_needed: &mut dyn FnMut(),
-        cancel: Option<&CancelToken>,
+        args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
+        let GetAssertionArgs {
+            rp_id,
+            client_data,
+            allow_list,
+        } = *args;
+        let Waiting {
+            on_up_needed,
+            cancel,
+        } = wait;
         let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
         let client = wa::WEBAUTHN_CLIENT_DATA {
             dwVersion: f.client_data.version,
