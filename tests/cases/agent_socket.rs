@@ -13,9 +13,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use auths_presence::agent::codec::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::keys::{ManualClock, SealParams, UnlockPolicy};
 use auths_presence::agent::server::{bind, run, serve, AgentConfig, AgentState, UnixAgentListener};
-use auths_presence::agent::session::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::{ApproveFuture, Gate, GateError};
 use auths_presence::presence::request::ApprovalRequest;
