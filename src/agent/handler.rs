@@ -280,3 +280,441 @@ impl<'a> Handler<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use ssh_agent_lib::proto::{Identity, Unparsed};
+    use ssh_key::private::KeypairData;
+    use ssh_key::public::KeyData;
+    use ssh_key::{Algorithm, PrivateKey};
+
+    use super::*;
+    use crate::agent::keys::{ManualClock, SealParams, UnlockPolicy};
+    use crate::agent::log::EventLog;
+    use crate::presence::gate::{ApproveFuture, Gate, GateError};
+
+    /// A gate that refuses every approval (as tests/cases/agent_socket.rs's `NeverTouched`
+    /// does), or keeps it pending forever, and counts what the agent tells it.
+    #[derive(Default)]
+    struct TestGate {
+        pending: bool,
+        asked: Mutex<Vec<ApprovalRequest>>,
+        wiped: AtomicUsize,
+        cancelled: Arc<AtomicUsize>,
+    }
+
+    struct OnDrop(Arc<AtomicUsize>);
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Gate for TestGate {
+        fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_> {
+            self.asked.lock().unwrap().push(request);
+            if self.pending {
+                let guard = OnDrop(Arc::clone(&self.cancelled));
+                return Box::pin(async move {
+                    let _guard = guard;
+                    std::future::pending().await
+                });
+            }
+            Box::pin(async { Err(GateError::TouchTimeout(Duration::from_secs(30))) })
+        }
+
+        fn keys_wiped(&self) {
+            self.wiped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl EventLog for Lines {
+        fn record(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_owned());
+        }
+    }
+
+    struct Rig {
+        state: Arc<AgentState>,
+        gate: Arc<TestGate>,
+        log: Arc<Lines>,
+        clock: Arc<ManualClock>,
+        peer: Requester,
+    }
+
+    impl Rig {
+        fn new(gate: TestGate, policy: UnlockPolicy) -> Rig {
+            let gate = Arc::new(gate);
+            let log = Arc::new(Lines::default());
+            let clock = Arc::new(ManualClock::new());
+            let state = AgentState::new(policy, Arc::clone(&gate) as Arc<dyn Gate>)
+                .with_clock(Arc::clone(&clock) as _)
+                .with_log(Arc::clone(&log) as _)
+                .with_seal_params(SealParams {
+                    m_cost: 64,
+                    t_cost: 1,
+                    p_cost: 1,
+                });
+            Rig {
+                state: Arc::new(state),
+                gate,
+                log,
+                clock,
+                peer: Requester {
+                    uid: 1000,
+                    pid: Some(7),
+                    exe: Some("/usr/bin/ssh-add".into()),
+                    ..Requester::default()
+                },
+            }
+        }
+
+        fn handler(&self) -> Handler<'_> {
+            Handler::new(&self.state, &self.peer)
+        }
+
+        fn wiped(&self) -> usize {
+            self.gate.wiped.load(Ordering::SeqCst)
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.log.0.lock().unwrap().clone()
+        }
+
+        /// Add a fresh Ed25519 key; its public half.
+        fn add_key(&self, comment: &str) -> KeyData {
+            let k = ed25519();
+            let public = KeyData::try_from(&k).unwrap();
+            let add = AddIdentity {
+                credential: PrivateCredential::Key {
+                    privkey: k,
+                    comment: comment.into(),
+                },
+            };
+            assert!(matches!(
+                self.handler().add(add),
+                Ok(Outcome::Reply(Response::Success))
+            ));
+            public
+        }
+
+        /// Dispatch `request` as bytes over a connection whose client stays connected.
+        fn dispatch(&self, request: &Request) -> Response {
+            use ssh_encoding::Encode;
+            let mut body = Vec::new();
+            request.encode(&mut body).unwrap();
+            self.dispatch_bytes(&body)
+        }
+
+        fn dispatch_bytes(&self, body: &[u8]) -> Response {
+            rt().block_on(async {
+                let (a, _b) = tokio::io::duplex(1024);
+                let mut conn = Connection::new(a, Duration::from_secs(5));
+                let (_tx, mut shutdown) = watch::channel(false);
+                match self
+                    .handler()
+                    .dispatch(body, &mut conn, &mut shutdown)
+                    .await
+                {
+                    Outcome::Reply(r) => r,
+                    Outcome::HungUp => panic!("hung up"),
+                    Outcome::Shutdown => panic!("shut down"),
+                }
+            })
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    fn ed25519() -> KeypairData {
+        PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)
+            .unwrap()
+            .key_data()
+            .clone()
+    }
+
+    fn sign_request(key: &KeyData, data: &[u8]) -> SignRequest {
+        SignRequest {
+            credential: PublicCredential::Key(key.clone()),
+            data: data.to_vec(),
+            flags: 0,
+        }
+    }
+
+    fn ext(name: &str) -> Extension {
+        Extension {
+            name: name.into(),
+            details: Unparsed::from(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn identities_lists_what_was_added() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("laptop");
+        let Ok(Outcome::Reply(Response::IdentitiesAnswer(ids))) = rig.handler().identities() else {
+            panic!("no identities answer");
+        };
+        assert_eq!(
+            ids,
+            vec![Identity {
+                credential: PublicCredential::Key(key),
+                comment: "laptop".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn add_refuses_certificates_and_constraint_extensions_and_honours_lifetime() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let constrained = |constraints| AddIdentityConstrained {
+            identity: AddIdentity {
+                credential: PrivateCredential::Key {
+                    privkey: ed25519(),
+                    comment: String::new(),
+                },
+            },
+            constraints,
+        };
+        let ext_constraint = KeyConstraint::Extension(ext("x@example.com"));
+        assert!(matches!(
+            rig.handler()
+                .add_constrained(constrained(vec![ext_constraint])),
+            Err(AgentError::Unsupported(_))
+        ));
+        assert!(matches!(
+            rig.handler().add_constrained(constrained(vec![
+                KeyConstraint::Lifetime(5),
+                KeyConstraint::Confirm,
+            ])),
+            Ok(Outcome::Reply(Response::Success))
+        ));
+        assert_eq!(rig.state.keys().len(), 1);
+        rig.clock.advance(Duration::from_secs(5));
+        assert!(matches!(
+            rig.handler().identities(),
+            Ok(Outcome::Reply(Response::IdentitiesAnswer(ids))) if ids.is_empty()
+        ));
+    }
+
+    #[test]
+    fn sign_of_an_unknown_key_fails_before_the_gate_is_asked() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let unknown = KeyData::try_from(&ed25519()).unwrap();
+        let response = rig.dispatch(&Request::SignRequest(sign_request(&unknown, b"x")));
+        assert!(matches!(response, Response::Failure));
+        assert!(rig.gate.asked.lock().unwrap().is_empty());
+        let lines = rig.lines();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            lines[0],
+            "auths agent: sign request from ssh-add (pid 7) failed: the agent does not hold this key"
+        );
+    }
+
+    #[test]
+    fn sign_asks_the_gate_for_exactly_this_request_and_a_refusal_signs_nothing() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let mut blob = b"SSHSIG".to_vec();
+        blob.extend_from_slice(&3u32.to_be_bytes());
+        blob.extend_from_slice(b"git");
+        let response = rig.dispatch(&Request::SignRequest(sign_request(&key, &blob)));
+        assert!(matches!(response, Response::Failure));
+        let asked = rig.gate.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1);
+        assert_eq!(
+            asked[0].key_fingerprint,
+            crate::agent::keys::fingerprint(&key)
+        );
+        assert_eq!(
+            asked[0].data_digest,
+            <[u8; 32]>::from(Sha256::digest(&blob))
+        );
+        assert_eq!(asked[0].namespace.as_deref(), Some("git"));
+        assert_eq!(asked[0].requester, rig.peer);
+        let lines = rig.lines();
+        assert!(
+            lines[0].ends_with("failed: the signature was not approved: no touch within 30s: the request was cancelled"),
+            "{lines:?}"
+        );
+        // The key is still there for the next request.
+        assert_eq!(rig.state.keys().len(), 1);
+    }
+
+    #[test]
+    fn hang_up_during_approval_drops_the_gate_future() {
+        let gate = TestGate {
+            pending: true,
+            ..TestGate::default()
+        };
+        let rig = Rig::new(gate, UnlockPolicy::default());
+        let key = rig.add_key("");
+        let outcome = rt().block_on(async {
+            let (a, b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            drop(b);
+            rig.handler()
+                .sign(sign_request(&key, b"x"), &mut conn, &mut shutdown)
+                .await
+        });
+        assert!(matches!(outcome, Ok(Outcome::HungUp)));
+        assert_eq!(rig.gate.cancelled.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn remove_then_remove_again_fails() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let rm = || RemoveIdentity {
+            credential: PublicCredential::Key(key.clone()),
+        };
+        assert!(matches!(
+            rig.handler().remove(rm()),
+            Ok(Outcome::Reply(Response::Success))
+        ));
+        assert!(matches!(
+            rig.handler().remove(rm()),
+            Err(AgentError::NoSuchKey)
+        ));
+        assert_eq!(rig.wiped(), 0, "removing one key ends no grant");
+    }
+
+    #[test]
+    fn remove_all_wipes_and_ends_grants() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        rig.add_key("a");
+        rig.add_key("b");
+        assert!(matches!(
+            rig.dispatch(&Request::RemoveAllIdentities),
+            Response::Success
+        ));
+        assert!(rig.state.keys().is_empty());
+        assert_eq!(rig.wiped(), 1);
+    }
+
+    #[test]
+    fn lock_seals_ends_grants_and_unlock_needs_the_passphrase() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        assert!(matches!(
+            rig.dispatch(&Request::Lock("pw".into())),
+            Response::Success
+        ));
+        assert!(rig.state.keys().is_locked());
+        assert_eq!(rig.wiped(), 1);
+        // Locked: a second lock and a signature fail, and nothing asks the gate.
+        assert!(matches!(
+            rig.dispatch(&Request::Lock("pw".into())),
+            Response::Failure
+        ));
+        assert!(matches!(
+            rig.dispatch(&Request::SignRequest(sign_request(&key, b"x"))),
+            Response::Failure
+        ));
+        assert!(rig.gate.asked.lock().unwrap().is_empty());
+        assert!(matches!(
+            rig.dispatch(&Request::Unlock("wrong".into())),
+            Response::Failure
+        ));
+        assert!(rig.state.keys().is_locked());
+        assert!(matches!(
+            rig.dispatch(&Request::Unlock("pw".into())),
+            Response::Success
+        ));
+        assert_eq!(rig.state.keys().len(), 1);
+        let lines = rig.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("auths agent: lock request"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("auths agent: sign request"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].contains("unlock request")
+                && lines[2].ends_with("wrong passphrase; the agent stays locked"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn extensions_query_wipe_and_unknown() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        rig.add_key("");
+        let Response::ExtensionResponse(answer) = rig.dispatch(&Request::Extension(ext("query")))
+        else {
+            panic!("no extension response");
+        };
+        let list: QueryResponse = answer.parse_message().unwrap().unwrap();
+        assert_eq!(list.extensions, SUPPORTED_EXTENSIONS);
+        assert!(matches!(
+            rig.dispatch(&Request::Extension(ext(WIPE_EXTENSION))),
+            Response::Success
+        ));
+        assert!(rig.state.keys().is_empty());
+        assert_eq!(rig.wiped(), 1);
+        assert!(matches!(
+            rig.dispatch(&Request::Extension(ext("evil\x1b[2J@example.com"))),
+            Response::Failure
+        ));
+        let lines = rig.lines();
+        assert_eq!(
+            lines,
+            vec![
+                "auths agent: extension evil\\u{1b}[2J@example.com request from ssh-add (pid 7) \
+                  failed: unsupported request: unknown extension"
+                    .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn undecodable_bodies_get_failure_and_are_logged() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        assert!(matches!(rig.dispatch_bytes(&[11, 0]), Response::Failure));
+        assert!(matches!(rig.dispatch_bytes(&[200]), Response::Failure));
+        let lines = rig.lines();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("auths agent: undecodable request from ssh-add (pid 7) failed: ")
+                && lines[0].ends_with("1 bytes after the end of the request"),
+            "{lines:?}"
+        );
+        // And the agent still answers.
+        assert!(matches!(
+            rig.dispatch(&Request::RequestIdentities),
+            Response::IdentitiesAnswer(_)
+        ));
+    }
+
+    #[test]
+    fn a_window_closing_ends_the_grants() {
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        rig.add_key("");
+        rig.clock.advance(UnlockPolicy::default().idle_timeout);
+        // The first request after the window closed notices, and the gate hears of it.
+        assert!(matches!(
+            rig.dispatch(&Request::RequestIdentities),
+            Response::IdentitiesAnswer(ids) if ids.is_empty()
+        ));
+        assert_eq!(rig.wiped(), 1);
+        assert_eq!(rig.state.expire(rig.state.now()), None);
+        assert_eq!(rig.wiped(), 1);
+    }
+}

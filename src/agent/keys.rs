@@ -654,6 +654,35 @@ mod tests {
     }
 
     #[test]
+    fn every_wipe_is_reported_once_with_its_reason() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy {
+            max_signatures: Some(1),
+            ..UnlockPolicy::default()
+        });
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, String::new(), None, t0).unwrap();
+        assert_eq!(s.take_wiped(), None);
+        s.sign_approved(&pa, b"one", t0).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::MaxSignatures));
+        assert_eq!(s.take_wiped(), None, "reported once");
+
+        s.add(ed25519(), String::new(), None, t0).unwrap();
+        // A window that closes inside another call is reported too.
+        assert!(s.identities(t0 + Duration::from_secs(31 * 60)).is_empty());
+        assert_eq!(s.take_wiped(), Some(WipeReason::Idle));
+
+        let t1 = t0 + Duration::from_secs(31 * 60);
+        s.add(ed25519(), String::new(), None, t1).unwrap();
+        s.lock(&Zeroizing::new("p".to_string()), t1).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::Locked));
+        s.unlock(&Zeroizing::new("p".to_string()), t1).unwrap();
+        s.remove_all(t1).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::Explicit));
+    }
+
+    #[test]
     fn idle_timeout_slides_and_wipes() {
         let t0 = Instant::now();
         let min = Duration::from_secs(60);
