@@ -717,4 +717,215 @@ mod tests {
         assert_eq!(rig.state.expire(rig.state.now()), None);
         assert_eq!(rig.wiped(), 1);
     }
+
+    /// The signature cap, through the real gate and a virtual key: the wipe it causes ends
+    /// the batch grant the touch opened, so the same key added again needs a new touch.
+    #[cfg(unix)]
+    mod through_the_presence_gate {
+        use super::*;
+        use crate::ctap::command::Algorithm as CoseAlgorithm;
+        use crate::ctap::device::DeviceOptions;
+        use crate::ctap::select::OpenedKey;
+        use crate::ctap::virtual_key::{StateLocation, TouchMode, VirtualKey, VirtualKeyConfig};
+        use crate::ctap::CtapError;
+        use crate::presence::enrollment::{enroll_key, TokenStore};
+        use crate::presence::policy::{Policy, Scope};
+        use crate::presence::presence_gate::{GateConfig, PresenceGate};
+        use crate::presence::prompt::Prompter;
+        use crate::presence::touch::PresenceKey;
+
+        /// The presence gate, counting the wipes the agent reports before passing them on.
+        struct Counting {
+            inner: PresenceGate,
+            wiped: AtomicUsize,
+        }
+
+        impl Gate for Counting {
+            fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_> {
+                self.inner.approve(request)
+            }
+
+            fn keys_wiped(&self) {
+                self.wiped.fetch_add(1, Ordering::SeqCst);
+                self.inner.keys_wiped();
+            }
+        }
+
+        fn open(key: &VirtualKey) -> Result<OpenedKey, CtapError> {
+            OpenedKey::from_transport(
+                Box::new(key.connect()),
+                "virtual".into(),
+                DeviceOptions {
+                    deadline: Duration::from_secs(10),
+                    ..DeviceOptions::default()
+                },
+                true,
+            )
+        }
+
+        struct Setup {
+            _dir: tempfile::TempDir,
+            key: Arc<VirtualKey>,
+            enrolled: u64,
+            gate: Arc<Counting>,
+            state: Arc<AgentState>,
+            peer: Requester,
+            identity: KeypairData,
+        }
+
+        impl Setup {
+            fn add(&self) {
+                let add = AddIdentity {
+                    credential: PrivateCredential::Key {
+                        privkey: self.identity.clone(),
+                        comment: String::new(),
+                    },
+                };
+                let handler = Handler::new(&self.state, &self.peer);
+                assert!(matches!(
+                    handler.add(add),
+                    Ok(Outcome::Reply(Response::Success))
+                ));
+            }
+
+            /// Sign `data`; true when a signature came back.
+            fn sign(&self, data: &[u8]) -> bool {
+                let public = KeyData::try_from(&self.identity).unwrap();
+                let handler = Handler::new(&self.state, &self.peer);
+                let outcome = rt().block_on(async {
+                    let (a, _b) = tokio::io::duplex(1024);
+                    let mut conn = Connection::new(a, Duration::from_secs(5));
+                    let (_tx, mut shutdown) = watch::channel(false);
+                    handler
+                        .sign(sign_request(&public, data), &mut conn, &mut shutdown)
+                        .await
+                });
+                matches!(outcome, Ok(Outcome::Reply(Response::SignResponse(_))))
+            }
+
+            fn touches(&self) -> u64 {
+                self.key.touch_count() - self.enrolled
+            }
+
+            fn wiped(&self) -> usize {
+                self.gate.wiped.load(Ordering::SeqCst)
+            }
+        }
+
+        /// An agent with `max_signatures` over the presence gate (batch grants of 10) and an
+        /// enrolled virtual key that touches itself.
+        fn setup(max_signatures: u64) -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            let home = dir.path().join("home");
+            std::fs::create_dir(&home).unwrap();
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+            }
+            let key = Arc::new(
+                VirtualKey::start(VirtualKeyConfig {
+                    state: StateLocation::InMemory,
+                    touch_mode: TouchMode::Auto {
+                        delay: Duration::ZERO,
+                    },
+                    ..VirtualKeyConfig::default()
+                })
+                .unwrap(),
+            );
+            let store = TokenStore::open(&home).unwrap();
+            let mut opened = open(&key).unwrap();
+            enroll_key(
+                &mut opened,
+                &store,
+                None,
+                "auths:presence",
+                &[CoseAlgorithm::Es256],
+                &mut || {},
+            )
+            .unwrap();
+            drop(opened);
+            let enrolled = key.touch_count();
+            let opener = {
+                let key = Arc::clone(&key);
+                move || -> Result<Box<dyn PresenceKey>, CtapError> { Ok(Box::new(open(&key)?)) }
+            };
+            let inner = PresenceGate::new(GateConfig {
+                home: home.clone(),
+                opener: Box::new(opener),
+                policy: Policy::Batch {
+                    max: 10,
+                    ttl: Duration::from_secs(600),
+                    scope: Scope::User,
+                },
+                touch_timeout: Duration::from_secs(10),
+                prompter: Prompter::new(false),
+                clock: None,
+            })
+            .unwrap();
+            let gate = Arc::new(Counting {
+                inner,
+                wiped: AtomicUsize::new(0),
+            });
+            let policy = UnlockPolicy {
+                max_signatures: Some(max_signatures),
+                ..UnlockPolicy::default()
+            };
+            let state = Arc::new(AgentState::new(policy, Arc::clone(&gate) as Arc<dyn Gate>));
+            let peer = Requester {
+                uid: 1000,
+                pid: Some(7),
+                exe: Some("/usr/bin/ssh-keygen".into()),
+                ..Requester::default()
+            };
+            Setup {
+                _dir: dir,
+                key,
+                enrolled,
+                gate,
+                state,
+                peer,
+                identity: ed25519(),
+            }
+        }
+
+        #[test]
+        fn the_cap_reached_under_a_grant_ends_it() {
+            let s = setup(2);
+            s.add();
+            assert!(s.sign(b"one"));
+            assert_eq!(s.touches(), 1);
+            // The grant the touch opened signs the second without a touch; that reaches the
+            // cap, which wipes the keys and must end the grant.
+            assert!(s.sign(b"two"));
+            assert_eq!(s.touches(), 1);
+            assert!(s.state.keys().is_empty());
+            assert_eq!(s.wiped(), 1);
+            s.add();
+            assert!(s.sign(b"three"));
+            assert_eq!(
+                s.touches(),
+                2,
+                "the wipe ended the grant: a new touch was needed"
+            );
+        }
+
+        #[test]
+        fn the_cap_reached_by_a_touch_ends_the_grant_that_touch_opens() {
+            let s = setup(1);
+            s.add();
+            assert!(s.sign(b"one"));
+            assert_eq!(s.touches(), 1);
+            assert!(s.state.keys().is_empty());
+            assert_eq!(s.wiped(), 1);
+            // The grant opens when the touch's receipt is settled; the wipe is reported after
+            // that, so it ends this grant too.
+            s.add();
+            assert!(s.sign(b"two"));
+            assert_eq!(
+                s.touches(),
+                2,
+                "the wipe ended the grant: a new touch was needed"
+            );
+        }
+    }
 }
