@@ -1,5 +1,5 @@
 //! Agent messages as bytes: pure decode and encode, no I/O (rustls' `msgs/`, ssh-agent-lib's
-//! `proto/`). [`super::connection`] moves the bytes; this module only says what they mean.
+//! `proto/`). `connection` moves the bytes; this module only says what they mean.
 //!
 //! - Framing (draft-miller-ssh-agent "Protocol Messages": `uint32 length || byte type ||
 //!   contents`): ssh-agent-lib's codec accepts any length, so the cap is ours:

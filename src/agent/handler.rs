@@ -1,11 +1,11 @@
 //! One method per request type (draft-miller-ssh-agent; section titles are cited because the
 //! numbering moves between drafts):
-//! "Requesting a list of keys" ([`Handler::identities`]), "Private key operations"
-//! ([`Handler::sign`]: the gate approves first), "Adding keys to the agent" ([`Handler::add`],
-//! [`Handler::add_constrained`]: the lifetime constraint is honoured, the confirm constraint is
-//! implied by the gate), "Removing keys from the agent" ([`Handler::remove`],
-//! [`Handler::remove_all`]), "Locking and unlocking an agent" ([`Handler::lock`],
-//! [`Handler::unlock`]), "Extension mechanism" ([`Handler::extension`]: `query`,
+//! "Requesting a list of keys" (`Handler::identities`), "Private key operations"
+//! (`Handler::sign`: the gate approves first), "Adding keys to the agent" (`Handler::add`,
+//! `Handler::add_constrained`: the lifetime constraint is honoured, the confirm constraint is
+//! implied by the gate), "Removing keys from the agent" (`Handler::remove`,
+//! `Handler::remove_all`), "Locking and unlocking an agent" (`Handler::lock`,
+//! `Handler::unlock`), "Extension mechanism" (`Handler::extension`: `query`,
 //! draft-14 §3.8.1, and [`WIPE_EXTENSION`]). Anything else gets `SSH_AGENT_FAILURE`.
 //!
 //! Every failure answered with `SSH_AGENT_FAILURE` is logged by [`failure`]; the connection

@@ -191,7 +191,8 @@ impl AgentState {
     }
 
     /// The keys were wiped (or sealed) for `reason`: every open grant ends, so the next
-    /// signature needs a touch even if the same key comes back. The one place grants end.
+    /// signature needs a touch even if the same key comes back. The one place grants end
+    /// (the gate's interface takes no reason: every wipe ends every grant).
     pub fn keys_wiped(&self, _reason: WipeReason) {
         self.gate.keys_wiped();
     }

@@ -1,6 +1,6 @@
 //! One agent connection: the uid check, then read a frame, dispatch it, write the answer,
 //! until the connection ends (draft-miller-ssh-agent "Protocol Messages"). Frame I/O is
-//! [`super::connection`]'s, the requests are [`super::handler`]'s.
+//! `connection`'s, the requests are [`super::handler`]'s.
 //!
 //! A length over [`MAX_MESSAGE_LEN`](super::codec::MAX_MESSAGE_LEN) gets `SSH_AGENT_FAILURE`
 //! and the connection is closed; a client that stalls inside a message is dropped; a body
