@@ -24,7 +24,7 @@ use ssh_key::public::KeyData;
 use ssh_key::{EcdsaCurve, HashAlg, PrivateKey, Signature};
 use zeroize::Zeroizing;
 
-use super::AgentError;
+use super::{AgentError, SealError};
 use crate::presence::gate::Approval;
 
 /// Where the agent reads the time. Injected so tests move time instead of sleeping.
@@ -109,8 +109,10 @@ pub enum WipeReason {
     MaxUnlock,
     /// The maximum number of signatures was reached.
     MaxSignatures,
-    /// An explicit wipe (`auths agent lock`, shutdown).
+    /// An explicit wipe (`auths agent lock`, `ssh-add -D`, shutdown).
     Explicit,
+    /// The protocol lock sealed the keys: no plaintext key is left.
+    Locked,
 }
 
 /// Argon2id cost for the protocol lock's key derivation.
@@ -155,6 +157,9 @@ pub struct Signing {
     pub approval: Approval,
     /// The signature, or why it was not made.
     pub result: Result<Signature, AgentError>,
+    /// Set when the store wiped its keys on the way (the signature cap was reached, or the
+    /// window had closed): the caller ends the gate's grants once the approval is settled.
+    pub wiped: Option<WipeReason>,
 }
 
 struct Entry {
@@ -187,6 +192,8 @@ pub struct KeyStore {
     entries: Vec<Entry>,
     window: Option<Window>,
     sealed: Option<Sealed>,
+    /// Why the keys were last wiped (or sealed), until [`KeyStore::take_wiped`] reports it.
+    wiped: Option<WipeReason>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -226,6 +233,7 @@ impl KeyStore {
             entries: Vec::new(),
             window: None,
             sealed: None,
+            wiped: None,
         }
     }
 
@@ -272,7 +280,7 @@ impl KeyStore {
             }
         });
         if let Some(r) = reason {
-            self.wipe_all();
+            self.wipe_all(r);
             return Some(r);
         }
         if self.entries.is_empty() && self.sealed.is_none() {
@@ -283,16 +291,24 @@ impl KeyStore {
 
     /// Wipe every key, plaintext and sealed, and close the window (`auths agent lock`).
     pub fn wipe(&mut self) -> WipeReason {
-        self.wipe_all();
+        self.wipe_all(WipeReason::Explicit);
         WipeReason::Explicit
     }
 
-    fn wipe_all(&mut self) {
+    /// Why the keys were wiped (or sealed) since the last call, if they were. Every wipe is
+    /// recorded here, including those inside other methods (a window that closed when a
+    /// request arrived, the signature cap), so the caller can end the gate's grants.
+    pub fn take_wiped(&mut self) -> Option<WipeReason> {
+        self.wiped.take()
+    }
+
+    fn wipe_all(&mut self, reason: WipeReason) {
         // Dropping PrivateKey zeroizes its secret parts.
         self.entries.clear();
         self.entries.shrink_to_fit();
         self.sealed = None;
         self.window = None;
+        self.wiped = Some(reason);
     }
 
     fn touch_window(&mut self, now: Instant) {
@@ -334,8 +350,7 @@ impl KeyStore {
             return Err(AgentError::Locked);
         }
         check_supported(&keypair)?;
-        let key =
-            PrivateKey::new(keypair, comment).map_err(|e| AgentError::Crypto(e.to_string()))?;
+        let key = PrivateKey::new(keypair, comment).map_err(AgentError::Key)?;
         let fingerprint = fingerprint(key.public_key().key_data());
         let expires = lifetime.map(|l| now + l);
         self.entries.retain(|e| e.fingerprint != fingerprint);
@@ -372,7 +387,7 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        self.wipe_all();
+        self.wipe_all(WipeReason::Explicit);
         Ok(())
     }
 
@@ -390,7 +405,8 @@ impl KeyStore {
     }
 
     /// Sign `data` with `key`, under `approval`, which must cover this key's fingerprint and
-    /// SHA-256 of `data`. Counts towards the window's signature cap.
+    /// SHA-256 of `data`. Counts towards the window's signature cap; when that (or a window
+    /// that closed meanwhile) wipes the keys, [`Signing::wiped`] says so.
     pub fn sign(
         &mut self,
         key: &KeyData,
@@ -404,7 +420,11 @@ impl KeyStore {
         } else {
             Err(AgentError::ApprovalMismatch)
         };
-        Signing { approval, result }
+        Signing {
+            approval,
+            result,
+            wiped: self.take_wiped(),
+        }
     }
 
     /// The signing step after the approval was checked. Private: only [`KeyStore::sign`] (and
@@ -424,10 +444,7 @@ impl KeyStore {
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
             .ok_or(AgentError::NoSuchKey)?;
-        let signature = entry
-            .key
-            .try_sign(data)
-            .map_err(|e| AgentError::Crypto(e.to_string()))?;
+        let signature = entry.key.try_sign(data).map_err(AgentError::Sign)?;
         self.touch_window(now);
         let cap_reached = match (&mut self.window, self.policy.max_signatures) {
             (Some(w), Some(max)) => {
@@ -441,7 +458,7 @@ impl KeyStore {
             _ => false,
         };
         if cap_reached {
-            self.wipe_all();
+            self.wipe_all(WipeReason::MaxSignatures);
         }
         Ok(signature)
     }
@@ -454,12 +471,8 @@ impl KeyStore {
         }
         let mut plaintext = Zeroizing::new(Vec::new());
         for e in &self.entries {
-            let bytes = e
-                .key
-                .to_bytes()
-                .map_err(|err| AgentError::Crypto(err.to_string()))?;
-            let len = u32::try_from(bytes.len())
-                .map_err(|_| AgentError::Crypto("key too large to seal".into()))?;
+            let bytes = e.key.to_bytes().map_err(AgentError::Key)?;
+            let len = u32::try_from(bytes.len()).map_err(|_| SealError::KeyTooLarge)?;
             plaintext.extend_from_slice(&len.to_be_bytes());
             plaintext.extend_from_slice(&bytes);
         }
@@ -469,7 +482,7 @@ impl KeyStore {
         let cipher = ChaCha20Poly1305::new(key.as_ref().into());
         let ciphertext = cipher
             .encrypt(&nonce.into(), plaintext.as_slice())
-            .map_err(|_| AgentError::Crypto("sealing the keys failed".into()))?;
+            .map_err(|_| SealError::Encrypt)?;
         let expires = self.entries.iter().map(|e| e.expires).collect();
         self.entries.clear();
         self.entries.shrink_to_fit();
@@ -479,6 +492,7 @@ impl KeyStore {
             ciphertext,
             expires,
         });
+        self.wiped = Some(WipeReason::Locked);
         Ok(())
     }
 
@@ -501,17 +515,14 @@ impl KeyStore {
         let mut restored = Vec::with_capacity(sealed.expires.len());
         let mut rest: &[u8] = &plaintext;
         for expires in &sealed.expires {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or_else(|| AgentError::Crypto("sealed keys are corrupt".into()))?;
+            let (len, tail) = rest.split_first_chunk::<4>().ok_or(SealError::Corrupt)?;
             let len = u32::from_be_bytes(*len) as usize;
             if tail.len() < len {
-                return Err(AgentError::Crypto("sealed keys are corrupt".into()));
+                return Err(SealError::Corrupt.into());
             }
             let (bytes, tail) = tail.split_at(len);
             rest = tail;
-            let key =
-                PrivateKey::from_bytes(bytes).map_err(|e| AgentError::Crypto(e.to_string()))?;
+            let key = PrivateKey::from_bytes(bytes).map_err(AgentError::Key)?;
             if expires.is_some_and(|d| now >= d) {
                 continue;
             }
@@ -534,12 +545,12 @@ fn derive_key(
     params: SealParams,
 ) -> Result<Zeroizing<[u8; 32]>, AgentError> {
     let params = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
-        .map_err(|e| AgentError::Crypto(format!("argon2 parameters: {e}")))?;
+        .map_err(SealError::Argon2)?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
     argon
         .hash_password_into(passphrase, salt, out.as_mut())
-        .map_err(|e| AgentError::Crypto(format!("argon2: {e}")))?;
+        .map_err(SealError::Argon2)?;
     Ok(out)
 }
 
@@ -640,6 +651,35 @@ mod tests {
             s.sign_approved(&pa, b"three", t0),
             Err(AgentError::NoSuchKey)
         ));
+    }
+
+    #[test]
+    fn every_wipe_is_reported_once_with_its_reason() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy {
+            max_signatures: Some(1),
+            ..UnlockPolicy::default()
+        });
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, String::new(), None, t0).unwrap();
+        assert_eq!(s.take_wiped(), None);
+        s.sign_approved(&pa, b"one", t0).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::MaxSignatures));
+        assert_eq!(s.take_wiped(), None, "reported once");
+
+        s.add(ed25519(), String::new(), None, t0).unwrap();
+        // A window that closes inside another call is reported too.
+        assert!(s.identities(t0 + Duration::from_secs(31 * 60)).is_empty());
+        assert_eq!(s.take_wiped(), Some(WipeReason::Idle));
+
+        let t1 = t0 + Duration::from_secs(31 * 60);
+        s.add(ed25519(), String::new(), None, t1).unwrap();
+        s.lock(&Zeroizing::new("p".to_string()), t1).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::Locked));
+        s.unlock(&Zeroizing::new("p".to_string()), t1).unwrap();
+        s.remove_all(t1).unwrap();
+        assert_eq!(s.take_wiped(), Some(WipeReason::Explicit));
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! - [`peer`]: who is on the other end of a connection (uid, pid, start time, executable,
 //!   parent), read once when the connection is accepted.
 //! - [`keys`]: identity keys in zeroizing memory, the unlock window, the sealed protocol lock.
-//! - [`session`]: one connection: uid check, framing, request dispatch, the gate before every
-//!   signature.
+//! - [`codec`]: agent messages as bytes (length cap, strict decode, SSHSIG), no I/O.
+//! - `connection`: frame I/O with timeouts, and the hang-up watch while the gate waits.
+//! - [`handler`]: one method per request type; the gate before every signature.
+//! - [`session`]: one connection: the uid check and the read-dispatch-write loop.
+//! - [`log`]: one line per failed request and per abnormal connection end, escaped.
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
 //!   loop, connection cap and graceful shutdown.
 //!
@@ -15,18 +18,24 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::presence::gate::GateError;
 use crate::secure_fs::SecureFsError;
 
 pub mod client;
+pub mod codec;
+mod connection;
+pub mod handler;
 mod harden;
 pub mod keys;
 pub mod listener;
+pub mod log;
 pub mod peer;
 pub mod server;
 pub mod session;
 pub mod watch;
 
-/// What went wrong in the agent layer. Each message says what to do next.
+/// What went wrong in the agent layer. Messages say what happened; what to do next is the
+/// CLI's business.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum AgentError {
@@ -34,16 +43,16 @@ pub enum AgentError {
     #[error("unsafe agent socket location: {0}")]
     SecureFs(#[from] SecureFsError),
     /// Another agent answers on the socket path: we do not steal it.
-    #[error("an agent is already listening on {0}; stop it first (`auths agent stop`) or pass another --socket")]
+    #[error("an agent is already listening on {0}")]
     AlreadyRunning(PathBuf),
     /// Something that is not a socket sits at the socket path.
-    #[error("{0} exists and is not a socket; remove it or pass another --socket")]
+    #[error("{0} exists and is not a socket")]
     NotASocket(PathBuf),
     /// The socket path has no usable parent directory.
-    #[error("socket path {0} has no parent directory; pass an absolute --socket path")]
+    #[error("socket path {0} has no parent directory")]
     BadSocketPath(PathBuf),
     /// Binding or preparing the socket failed.
-    #[error("cannot listen on {path}: {source}; check the directory exists and is yours")]
+    #[error("cannot listen on {path}: {source}")]
     Bind {
         /// The socket path.
         path: PathBuf,
@@ -55,36 +64,89 @@ pub enum AgentError {
     #[error("cannot read the credentials of a connecting process: {0}")]
     PeerCredentials(#[source] std::io::Error),
     /// A key type the agent does not hold.
-    #[error("unsupported key type {0}: only ssh-ed25519 and ecdsa-sha2-nistp256 identity keys can be added")]
+    #[error("unsupported key type {0}: the agent holds only ssh-ed25519 and ecdsa-sha2-nistp256 identity keys")]
     UnsupportedKey(String),
-    /// A certificate or an unknown constraint was offered.
+    /// A certificate, an unknown constraint or an unsupported request was offered.
     #[error("unsupported request: {0}")]
     Unsupported(&'static str),
+    /// A message body that is not a request the agent accepts.
+    #[error("the message is not a request the agent accepts")]
+    Undecodable(#[from] codec::DecodeError),
+    /// An answer could not be encoded.
+    #[error("the answer could not be encoded")]
+    Encode(#[source] ssh_agent_lib::proto::ProtoError),
     /// The agent holds no such identity.
-    #[error("the agent does not hold this key; add it with `auths agent add KEYFILE`")]
+    #[error("the agent does not hold this key")]
     NoSuchKey,
     /// The agent is locked with `ssh-add -x`.
-    #[error("the agent is locked; unlock it with `ssh-add -X`")]
+    #[error("the agent is locked")]
     Locked,
     /// The agent is not locked (an unlock without a lock).
     #[error("the agent is not locked")]
     NotLocked,
     /// `ssh-add -X` with the wrong passphrase.
-    #[error("wrong passphrase; the agent stays locked (try `ssh-add -X` again)")]
+    #[error("wrong passphrase; the agent stays locked")]
     BadPassphrase,
+    /// The gate did not approve the signature; nothing was signed.
+    #[error("the signature was not approved")]
+    NotApproved(#[source] GateError),
+    /// The signature was made but its receipt could not be written, so it was not handed out.
+    #[error("the receipt could not be written; the signature was withheld")]
+    Receipt(#[source] GateError),
     /// The approval handed to the signer is for another key or other bytes.
     #[error("the approval does not cover this key and data; nothing was signed")]
     ApprovalMismatch,
-    /// The key could not sign, or sealing the keys failed.
-    #[error("key operation failed: {0}")]
-    Crypto(String),
+    /// An identity key could not be built, serialised or restored.
+    #[error("the identity key could not be used")]
+    Key(#[source] ssh_key::Error),
+    /// The identity key could not sign.
+    #[error("the identity key could not sign")]
+    Sign(#[source] p256::ecdsa::signature::Error),
+    /// Sealing or opening the keys of the protocol lock failed.
+    #[error("the locked keys could not be sealed or opened")]
+    Seal(#[from] SealError),
+    /// A blocking key operation (Argon2id for lock/unlock) stopped without an answer.
+    #[error("the key worker stopped unexpectedly")]
+    KeyWorker(#[source] tokio::task::JoinError),
     /// Making the process non-dumpable or disabling core dumps failed.
-    #[error("cannot harden the agent process ({0}); refusing to hold keys in a dumpable process")]
-    Hardening(String),
+    #[error("cannot harden the agent process ({call} failed); refusing to hold keys in a dumpable process")]
+    Hardening {
+        /// The call that failed, e.g. `prctl(PR_SET_DUMPABLE, 0)`.
+        call: &'static str,
+        /// The error it returned.
+        #[source]
+        source: HardeningSource,
+    },
     /// A CLI request to a running agent failed.
-    #[error("{0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
     /// Any other I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The error behind [`AgentError::Hardening`]: errno from `nix` on Unix.
+#[cfg(unix)]
+pub type HardeningSource = nix::Error;
+/// The error behind [`AgentError::Hardening`] (never built on this platform).
+#[cfg(not(unix))]
+pub type HardeningSource = std::io::Error;
+
+/// Why the protocol lock's seal could not be made or opened (the passphrase was right).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// A serialised key does not fit the seal's length prefix.
+    #[error("a key is too large to seal")]
+    KeyTooLarge,
+    /// ChaCha20-Poly1305 refused to encrypt (its error is opaque and carries nothing).
+    #[error("encrypting the keys failed")]
+    Encrypt,
+    /// The opened seal does not hold the keys it was made from.
+    #[error("the sealed keys are corrupt")]
+    Corrupt,
+    /// Argon2id refused its parameters or input (argon2 is built without `std`, so this
+    /// error carries no source chain, only its message).
+    #[error("argon2id key derivation failed: {0}")]
+    Argon2(argon2::Error),
 }

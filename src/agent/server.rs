@@ -26,9 +26,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use super::harden::harden_process;
-use super::keys::{Clock, KeyStore, SealParams, SystemClock, UnlockPolicy};
-use super::listener::BoundEndpoint;
-pub use super::listener::*;
+use super::keys::{Clock, KeyStore, SealParams, SystemClock, UnlockPolicy, WipeReason};
+#[cfg(unix)]
+pub use super::listener::UnixAgentListener;
+pub use super::listener::{bind, default_pipe_name, is_pipe_name, Listener, PIPE_PREFIX};
+use super::listener::{current_uid, BoundEndpoint};
+use super::log::{EventLog, Stderr};
 use super::session;
 use super::AgentError;
 use crate::presence::gate::Gate;
@@ -89,6 +92,8 @@ pub struct AgentState {
     max_connections: usize,
     /// Serialises `ssh-add -X` attempts and counts consecutive wrong passphrases.
     unlock_failures: tokio::sync::Mutex<u32>,
+    /// Where failed requests and abnormal connection ends are logged.
+    log: Arc<dyn EventLog>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -112,6 +117,7 @@ impl AgentState {
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             unlock_failures: tokio::sync::Mutex::new(0),
+            log: Arc::new(Stderr),
         }
     }
 
@@ -125,6 +131,12 @@ impl AgentState {
     /// Read time from `clock` (tests move a [`super::keys::ManualClock`]).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Log failed requests and abnormal connection ends to `log` instead of stderr.
+    pub fn with_log(mut self, log: Arc<dyn EventLog>) -> Self {
+        self.log = log;
         self
     }
 
@@ -153,7 +165,40 @@ impl AgentState {
         }
     }
 
-    /// The key store. Never hold the guard across an await.
+    /// Run `f` on the key store, then, if it wiped (or sealed) the keys, end the gate's
+    /// grants ([`AgentState::keys_wiped`]). Request handlers reach the store this way.
+    pub fn with_keys<T>(&self, f: impl FnOnce(&mut KeyStore) -> T) -> T {
+        let (out, wiped) = {
+            let mut keys = self.keys();
+            let out = f(&mut keys);
+            (out, keys.take_wiped())
+        };
+        if let Some(reason) = wiped {
+            self.keys_wiped(reason);
+        }
+        out
+    }
+
+    /// Wipe every key, plaintext and sealed, and end every grant (`auths agent lock`,
+    /// shutdown).
+    pub fn wipe_keys(&self) {
+        self.with_keys(|k| k.wipe());
+    }
+
+    /// Apply the unlock window at `now`; when it closed, the grants end too.
+    pub fn expire(&self, now: Instant) -> Option<WipeReason> {
+        self.with_keys(|k| k.expire(now))
+    }
+
+    /// The keys were wiped (or sealed) for `reason`: every open grant ends, so the next
+    /// signature needs a touch even if the same key comes back. The one place grants end
+    /// (the gate's interface takes no reason: every wipe ends every grant).
+    pub fn keys_wiped(&self, _reason: WipeReason) {
+        self.gate.keys_wiped();
+    }
+
+    /// The key store. Never hold the guard across an await; a wipe made through it is not
+    /// reported to the gate (use [`AgentState::with_keys`]).
     pub fn keys(&self) -> MutexGuard<'_, KeyStore> {
         // A panic while holding the lock leaves a consistent store (every method finishes its
         // mutation before it can fail), so a poisoned lock is still usable.
@@ -182,6 +227,11 @@ impl AgentState {
 
     pub(crate) fn unlock_failures(&self) -> &tokio::sync::Mutex<u32> {
         &self.unlock_failures
+    }
+
+    /// Where failures are logged.
+    pub fn log(&self) -> &dyn EventLog {
+        &*self.log
     }
 }
 
@@ -243,11 +293,7 @@ async fn sweep(state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = state.now();
-                let wiped = state.keys().expire(now);
-                if wiped.is_some() {
-                    state.gate().keys_wiped();
-                }
+                state.expire(state.now());
             }
             _ = shutdown.changed() => return,
         }
@@ -265,7 +311,7 @@ pub async fn serve(
     let ours = BoundEndpoint::of(&config.socket_path);
     let state = Arc::new(AgentState::from_config(&config, gate));
     let result = run(listener, Arc::clone(&state), shutdown).await;
-    state.keys().wipe();
+    state.wipe_keys();
     ours.remove_if_ours(&config.socket_path);
     result
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 
 use auths_presence::agent::server::AgentConfig;
+use auths_presence::agent::AgentError;
 use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
@@ -234,6 +235,11 @@ fn start(args: StartArgs) -> CliResult {
 }
 
 fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
+    // An agent already answering there would make the wait below succeed at once, for a child
+    // that then fails: refuse here, with the reason.
+    if client::is_listening(socket) {
+        return Err(AgentError::AlreadyRunning(socket.to_path_buf()).into());
+    }
     let exe = std::env::current_exe()?;
     let log_path = home.join("agent.log");
     let log = auths_presence::secure_fs::open_private_append(&log_path)?;

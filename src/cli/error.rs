@@ -5,6 +5,7 @@
 
 use std::error::Error;
 
+use auths_presence::agent::client::ClientError;
 use auths_presence::agent::AgentError;
 use auths_presence::ctap::error::WebAuthnFailure;
 use auths_presence::ctap::virtual_key::SimError;
@@ -56,6 +57,11 @@ fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
     }
     if let Some(e) = e.downcast_ref::<AgentError>() {
         return agent_hint(e);
+    }
+    if let Some(ClientError::Connect { .. }) = e.downcast_ref::<ClientError>() {
+        return Some(
+            "start one with `auths agent start` (and check SSH_AUTH_SOCK or --socket)".into(),
+        );
     }
     if let Some(e) = e.downcast_ref::<GateError>() {
         return match e {
@@ -197,8 +203,19 @@ fn enrollment_hint(e: &EnrollmentError) -> Option<String> {
     })
 }
 
+fn client_hint(e: &ClientError) -> Option<String> {
+    match e {
+        ClientError::Connect { .. } => {
+            Some("start one with `auths agent start` (and check SSH_AUTH_SOCK or --socket)".into())
+        }
+        _ => None,
+    }
+}
+
 fn agent_hint(e: &AgentError) -> Option<String> {
     Some(match e {
+        // Transparent: its source() skips the inner error, so look inside here.
+        AgentError::Client(inner) => return client_hint(inner),
         AgentError::AlreadyRunning(_) => {
             "stop it first (`auths agent stop`), or pass another --socket".into()
         }
@@ -207,6 +224,7 @@ fn agent_hint(e: &AgentError) -> Option<String> {
         AgentError::NoSuchKey => "add it with `auths agent add KEYFILE`".into(),
         AgentError::Locked => "unlock it with `ssh-add -X`".into(),
         AgentError::BadPassphrase => "try `ssh-add -X` again".into(),
+        AgentError::Bind { .. } => "check that the directory exists and is yours".into(),
         _ => return None,
     })
 }

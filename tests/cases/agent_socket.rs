@@ -13,9 +13,9 @@ use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use auths_presence::agent::codec::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::keys::UnlockPolicy;
 use auths_presence::agent::server::{bind, serve, AgentConfig};
-use auths_presence::agent::session::{MAX_MESSAGE_LEN, WIPE_EXTENSION};
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::{ApproveFuture, Gate, GateError};
 use auths_presence::presence::request::ApprovalRequest;
@@ -204,7 +204,11 @@ fn live_agent_is_not_stolen() {
         bind(&agent.path).unwrap_err()
     };
     assert!(matches!(err, AgentError::AlreadyRunning(_)), "{err}");
-    assert!(err.to_string().contains("auths agent stop"), "{err}");
+    // What happened, and where; what to do is the CLI's (`cli_agent` checks it).
+    assert!(
+        err.to_string().contains(&agent.path.display().to_string()),
+        "{err}"
+    );
     // The first agent still serves.
     let mut c = agent.connect();
     send(&mut c, LIST);

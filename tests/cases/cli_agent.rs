@@ -53,6 +53,16 @@ fn agent_start_add_watch_sign_lock_stop() {
     }
     let _stop = Stop(&user, sock_s);
 
+    // A second agent on the same socket is refused; the user is told what to do.
+    let again = user.auths(&["agent", "start", "--socket", sock_s, "--device", &dev]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already listening"), "{err}");
+    assert!(
+        err.contains("hint: stop it first (`auths agent stop`)"),
+        "{err}"
+    );
+
     // A socket in a directory others can read is refused, and the reason reaches the user.
     std::fs::set_permissions(
         &user.dir,

@@ -1,0 +1,155 @@
+//! Agent messages as bytes: pure decode and encode, no I/O (rustls' `msgs/`, ssh-agent-lib's
+//! `proto/`). `connection` moves the bytes; this module only says what they mean.
+//!
+//! - Framing (draft-miller-ssh-agent "Protocol Messages": `uint32 length || byte type ||
+//!   contents`): ssh-agent-lib's codec accepts any length, so the cap is ours:
+//!   [`frame_len`] refuses a length over [`MAX_MESSAGE_LEN`] (OpenSSH's `AGENT_MAX_LEN`).
+//! - Requests: [`decode_request`] is strict: an unknown type, a malformed body or trailing
+//!   bytes are refused.
+//! - Responses: [`encode_response`] frames one.
+//! - SSHSIG (OpenSSH `PROTOCOL.sshsig`): [`sshsig_namespace`] reads the namespace of the
+//!   signed-data blob `ssh-keygen -Y sign` sends, for the prompt and the grant scope.
+
+use ssh_agent_lib::proto::{ProtoError, Request, Response};
+use ssh_encoding::{Decode, Encode, Reader};
+use thiserror::Error;
+
+/// Largest message body accepted (OpenSSH's `AGENT_MAX_LEN`, 256 KiB).
+pub const MAX_MESSAGE_LEN: u32 = 256 * 1024;
+
+/// Extension that wipes every key, plaintext and sealed (`auths agent lock`).
+pub const WIPE_EXTENSION: &str = "wipe@auths-presence";
+
+/// Message extensions this agent supports, answered to `query` (draft-miller-ssh-agent-14
+/// §3.8.1).
+pub const SUPPORTED_EXTENSIONS: &[&str] = &["query", WIPE_EXTENSION];
+
+/// Why a message body is not a request we accept.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The body is not a well-formed request of a known type.
+    #[error("malformed or unknown request")]
+    Malformed(#[source] ProtoError),
+    /// A well-formed request followed by bytes that belong to nothing.
+    #[error("{0} bytes after the end of the request")]
+    TrailingBytes(usize),
+}
+
+/// A frame header announced a body longer than [`MAX_MESSAGE_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("a {0}-byte message was announced; at most {MAX_MESSAGE_LEN} bytes are accepted")]
+pub struct TooLarge(pub u32);
+
+/// The body length a frame header announces, if it is within [`MAX_MESSAGE_LEN`].
+pub fn frame_len(header: [u8; 4]) -> Result<usize, TooLarge> {
+    let len = u32::from_be_bytes(header);
+    if len > MAX_MESSAGE_LEN {
+        return Err(TooLarge(len));
+    }
+    usize::try_from(len).map_err(|_| TooLarge(len))
+}
+
+/// Decode one message body: malformed, unknown, or with trailing bytes is an error.
+pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
+    let mut reader = body;
+    let request = Request::decode(&mut reader).map_err(DecodeError::Malformed)?;
+    if !reader.is_finished() {
+        return Err(DecodeError::TrailingBytes(reader.remaining_len()));
+    }
+    Ok(request)
+}
+
+/// Frame a response: `uint32 length || body`.
+pub fn encode_response(response: &Response) -> Result<Vec<u8>, ssh_encoding::Error> {
+    let len = response.encoded_len()?;
+    let mut out = Vec::with_capacity(4 + len);
+    u32::try_from(len)
+        .map_err(|_| ssh_encoding::Error::Length)?
+        .encode(&mut out)?;
+    response.encode(&mut out)?;
+    Ok(out)
+}
+
+/// The namespace of an SSHSIG signed-data blob (OpenSSH `PROTOCOL.sshsig`): the magic
+/// `"SSHSIG"` (no length prefix) then `string namespace`. `None` for other data.
+pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
+    let rest = data.strip_prefix(b"SSHSIG")?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    let ns = rest.get(..len)?;
+    String::from_utf8(ns.to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sshsig_namespace_parses() {
+        let mut blob = b"SSHSIG".to_vec();
+        blob.extend_from_slice(&3u32.to_be_bytes());
+        blob.extend_from_slice(b"git");
+        blob.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(sshsig_namespace(&blob).as_deref(), Some("git"));
+        assert_eq!(sshsig_namespace(b"SSHSIG\0\0\0\x09git"), None);
+        assert_eq!(sshsig_namespace(b"SSHSI"), None);
+        assert_eq!(sshsig_namespace(b"\0\0\0\x20session-id..."), None);
+        assert_eq!(sshsig_namespace(b"SSHSIG\0\0\0\x01\xff"), None);
+    }
+
+    #[test]
+    fn decode_refuses_garbage_and_trailing_bytes() {
+        assert!(matches!(
+            decode_request(&[11]),
+            Ok(Request::RequestIdentities)
+        ));
+        assert!(matches!(
+            decode_request(&[11, 0]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+        assert!(matches!(
+            decode_request(&[]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request(&[200]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(decode_request(&[13, 0, 0, 0, 50, 1]).is_err());
+    }
+
+    #[test]
+    fn frame_header_is_capped_at_openssh_limit() {
+        assert_eq!(frame_len([0, 0, 0, 1]), Ok(1));
+        assert_eq!(
+            frame_len(MAX_MESSAGE_LEN.to_be_bytes()),
+            Ok(MAX_MESSAGE_LEN as usize)
+        );
+        assert_eq!(
+            frame_len((MAX_MESSAGE_LEN + 1).to_be_bytes()),
+            Err(TooLarge(MAX_MESSAGE_LEN + 1))
+        );
+        assert_eq!(frame_len([0xff; 4]), Err(TooLarge(u32::MAX)));
+    }
+
+    #[test]
+    fn failure_frame() {
+        assert_eq!(
+            encode_response(&Response::Failure).unwrap(),
+            vec![0, 0, 0, 1, 5]
+        );
+    }
+
+    #[test]
+    fn encoded_response_decodes_back() {
+        let bytes = encode_response(&Response::Success).unwrap();
+        let len = frame_len(bytes[..4].try_into().unwrap()).unwrap();
+        let mut body = &bytes[4..];
+        assert_eq!(body.len(), len);
+        assert!(matches!(
+            Response::decode(&mut body).unwrap(),
+            Response::Success
+        ));
+    }
+}

@@ -1,0 +1,201 @@
+//! What the agent tells its operator: one line for every request it answers with
+//! `SSH_AGENT_FAILURE` (the client sees only that one byte) and one for every connection that
+//! ends abnormally. Lines go to an [`EventLog`] ([`Stderr`] by default; tests collect them).
+//!
+//! Peer-controlled text (executable names, extension names, comments inside errors) reaches a
+//! terminal here, so every line passes through [`escape_control`] first.
+
+use std::error::Error;
+use std::fmt;
+
+use super::session::SessionEnd;
+use crate::presence::prompt::describe_peer;
+use crate::presence::request::Requester;
+
+/// Where the agent's log lines go.
+pub trait EventLog: Send + Sync {
+    /// Record one line (no trailing newline, control characters already escaped).
+    fn record(&self, line: &str);
+}
+
+/// The default log: one line per event on stderr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl EventLog for Stderr {
+    fn record(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// The request a failure answered, as the log names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// `SSH_AGENTC_REQUEST_IDENTITIES`.
+    Identities,
+    /// `SSH_AGENTC_SIGN_REQUEST`.
+    Sign,
+    /// `SSH_AGENTC_ADD_IDENTITY` or `SSH_AGENTC_ADD_ID_CONSTRAINED`.
+    Add,
+    /// `SSH_AGENTC_REMOVE_IDENTITY` or `SSH_AGENTC_REMOVE_ALL_IDENTITIES`.
+    Remove,
+    /// `SSH_AGENTC_LOCK`.
+    Lock,
+    /// `SSH_AGENTC_UNLOCK`.
+    Unlock,
+    /// `SSH_AGENTC_EXTENSION` with this (peer-chosen) name.
+    Extension(String),
+    /// A request type this agent does not serve (smartcard keys).
+    Unsupported,
+    /// A body that is not a request.
+    Undecodable,
+}
+
+impl fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestKind::Identities => f.write_str("identities"),
+            RequestKind::Sign => f.write_str("sign"),
+            RequestKind::Add => f.write_str("add"),
+            RequestKind::Remove => f.write_str("remove"),
+            RequestKind::Lock => f.write_str("lock"),
+            RequestKind::Unlock => f.write_str("unlock"),
+            RequestKind::Extension(name) => write!(f, "extension {name}"),
+            RequestKind::Unsupported => f.write_str("unsupported request"),
+            RequestKind::Undecodable => f.write_str("undecodable"),
+        }
+    }
+}
+
+/// `text` with control characters (C0, DEL, C1) and bidirectional overrides escaped as
+/// `\u{..}` (or `\n`, `\t`…), so a peer cannot move the cursor, recolour or reorder a log line.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `error` followed by each of its sources, joined by `": "`.
+pub fn with_sources(error: &dyn Error) -> String {
+    let mut s = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+/// The line for a request answered with `SSH_AGENT_FAILURE`.
+pub fn failure_line(kind: &RequestKind, peer: &Requester, error: &dyn Error) -> String {
+    escape_control(&format!(
+        "auths agent: {kind} request from {} failed: {}",
+        describe_peer(peer),
+        with_sources(error)
+    ))
+}
+
+/// The line for a connection that ended abnormally; `None` for a normal end (the client
+/// closed, the agent shut down). `cause` is the error behind the end, when there is one
+/// (the I/O error, the oversized header).
+pub fn session_end_line(
+    end: SessionEnd,
+    peer: &Requester,
+    cause: Option<&dyn Error>,
+) -> Option<String> {
+    let what = match end {
+        SessionEnd::Closed | SessionEnd::Shutdown => return None,
+        SessionEnd::ForeignUid => {
+            format!("closed without an answer: it runs as uid {}", peer.uid)
+        }
+        SessionEnd::HungUpDuringApproval => {
+            "hung up while its signature waited for a touch; nothing was signed".to_owned()
+        }
+        SessionEnd::Oversized => "dropped: it sent an oversized message".to_owned(),
+        SessionEnd::Stalled => "dropped: it stalled in the middle of a message".to_owned(),
+        SessionEnd::IoError => "dropped: a read or write failed".to_owned(),
+    };
+    let what = match cause {
+        Some(e) => format!("{what}: {}", with_sources(e)),
+        None => what,
+    };
+    Some(escape_control(&format!(
+        "auths agent: connection from {} {what}",
+        describe_peer(peer)
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Requester {
+        Requester {
+            uid: 1000,
+            pid: Some(42),
+            exe: Some("/usr/bin/ssh-\x1b[31madd".into()),
+            ..Requester::default()
+        }
+    }
+
+    #[test]
+    fn ansi_escape_sequences_are_escaped() {
+        assert_eq!(escape_control("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_control("x\ny\r\t"), "x\\ny\\r\\t");
+        assert_eq!(escape_control("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(
+            escape_control("evil\u{202e}gpj.exe"),
+            "evil\\u{202e}gpj.exe"
+        );
+        assert_eq!(escape_control("ssh-keygen ← git"), "ssh-keygen ← git");
+    }
+
+    #[test]
+    fn failure_line_names_request_peer_and_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        let kind = RequestKind::Extension("x\x1b]0;pwned\x07".into());
+        assert_eq!(
+            failure_line(&kind, &peer(), &e),
+            "auths agent: extension x\\u{1b}]0;pwned\\u{7} request from \
+             ssh-\\u{1b}[31madd (pid 42) failed: outer: inner"
+        );
+    }
+
+    #[test]
+    fn only_abnormal_ends_are_logged() {
+        let p = peer();
+        assert_eq!(session_end_line(SessionEnd::Closed, &p, None), None);
+        assert_eq!(session_end_line(SessionEnd::Shutdown, &p, None), None);
+        let line = session_end_line(SessionEnd::ForeignUid, &p, None).unwrap();
+        assert!(line.contains("uid 1000"), "{line}");
+        assert!(!line.contains('\x1b'), "{line}");
+        let io = std::io::Error::other("broken pipe");
+        let line = session_end_line(SessionEnd::IoError, &p, Some(&io)).unwrap();
+        assert!(
+            line.ends_with("a read or write failed: broken pipe"),
+            "{line}"
+        );
+        let big = crate::agent::codec::TooLarge(300_000);
+        let line = session_end_line(SessionEnd::Oversized, &p, Some(&big)).unwrap();
+        assert!(line.contains("a 300000-byte message"), "{line}");
+        for end in [
+            SessionEnd::Oversized,
+            SessionEnd::Stalled,
+            SessionEnd::HungUpDuringApproval,
+        ] {
+            assert!(session_end_line(end, &p, None).is_some());
+        }
+    }
+}
