@@ -13,6 +13,7 @@ use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode};
 use auths_presence::platform;
 use auths_presence::presence::enrollment::EnrollmentError;
 use auths_presence::presence::gate::GateError;
+use auths_presence::presence::prompt::escape_control;
 use auths_presence::presence::touch::TouchError;
 use auths_presence::presence::verify::VerifyError;
 use auths_presence::secure_fs::SecureFsError;
@@ -229,17 +230,13 @@ fn agent_hint(e: &AgentError) -> Option<String> {
     })
 }
 
-/// `s` with control characters (C0, DEL, C1) shown as `\u{…}` escapes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && c != '\n' {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// `s` with control characters escaped, line by line (CLI messages may hold line breaks of
+/// their own).
+fn escape(s: &str) -> String {
+    s.split('\n')
+        .map(escape_control)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -273,6 +270,6 @@ mod tests {
         let e = SecureFsError::NotADirectory(PathBuf::from("\u{1b}[2Jfake prompt\r"));
         let text = report(&e).join("\n");
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
-        assert!(text.contains("\\u{1b}[2Jfake prompt\\u{d}"), "{text}");
+        assert!(text.contains("\\u{1b}[2Jfake prompt\\r"), "{text}");
     }
 }

@@ -86,11 +86,28 @@ impl Prompter {
     }
 }
 
-/// "ssh-keygen (pid 4242) ← git (pid 4240)".
+/// `text` with control characters (C0, DEL, C1) and bidirectional overrides escaped as
+/// `\u{..}` (or `\n`, `\t`…), so text a peer controls (an executable name, an SSHSIG
+/// namespace, an extension name) cannot move the cursor, recolour, erase or reorder what a
+/// terminal or a log shows.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// "ssh-keygen (pid 4242) ← git (pid 4240)", with control characters escaped.
 pub fn describe_peer(r: &Requester) -> String {
     let name = |exe: &Option<String>| {
         exe.as_deref()
-            .map(|e| e.rsplit('/').next().unwrap_or(e).to_owned())
+            .map(|e| escape_control(e.rsplit('/').next().unwrap_or(e)))
             .unwrap_or_else(|| "unknown process".to_owned())
     };
     let mut s = match r.pid {
@@ -111,7 +128,7 @@ pub fn touch_message(req: &ApprovalRequest, virtual_key: bool) -> String {
         req.key_fingerprint
     );
     if let Some(ns) = &req.namespace {
-        s.push_str(&format!(", namespace {ns}"));
+        s.push_str(&format!(", namespace {}", escape_control(ns)));
     }
     if virtual_key {
         s.push_str(" [VIRTUAL KEY: not hardware]");
@@ -122,6 +139,32 @@ pub fn touch_message(req: &ApprovalRequest, virtual_key: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_control("x\ny\r\t"), "x\\ny\\r\\t");
+        assert_eq!(escape_control("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(
+            escape_control("evil\u{202e}gpj.exe"),
+            "evil\\u{202e}gpj.exe"
+        );
+        assert_eq!(escape_control("ssh-keygen ← git"), "ssh-keygen ← git");
+        // A namespace or an executable name cannot erase the prompt and print another.
+        let req = ApprovalRequest {
+            key_fingerprint: "SHA256:xyz".into(),
+            data_digest: [0; 32],
+            namespace: Some("git\x1b[2K\rTouch your security key for ssh-keygen".into()),
+            requester: Requester {
+                uid: 1,
+                pid: Some(1),
+                exe: Some("/tmp/\x1b[1Aevil".into()),
+                ..Requester::default()
+            },
+        };
+        let m = touch_message(&req, false);
+        assert!(!m.chars().any(char::is_control), "{m}");
+    }
 
     #[test]
     fn prompt_names_requester_and_parent() {

@@ -14,6 +14,8 @@ mod ctaphid_host;
 #[cfg(unix)]
 mod demo;
 #[cfg(unix)]
+mod gate_receipts;
+#[cfg(unix)]
 mod git_signing;
 mod readme;
 mod real_key;

@@ -1,0 +1,160 @@
+//! The gate's proof tokens and receipts, through the real presence gate over the virtual key:
+//! a receipt says "signed" only after the signature; a panic in the key worker denies without
+//! poisoning the policy; an unsettled approval records that nothing was signed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use auths_presence::ctap::device::DeviceOptions;
+use auths_presence::ctap::virtual_key::HidTimings;
+use auths_presence::ctap::CtapError;
+use auths_presence::presence::audit::{verify_log, AuditLog, Outcome, Receipt, VerifyReport};
+use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::gate::{Gate, GateError};
+use auths_presence::presence::policy::Policy;
+use auths_presence::presence::presence_gate::PresenceGate;
+use auths_presence::presence::prompt::Prompter;
+use auths_presence::presence::request::{ApprovalRequest, Requester};
+use auths_presence::presence::touch::PresenceKey;
+
+use crate::support::gate::{enroll, open, presence_gate, start_key, AUTO};
+use crate::support::DEADLINE;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    gate: PresenceGate,
+    home: PathBuf,
+    panic_next: Arc<AtomicBool>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn options() -> DeviceOptions {
+    DeviceOptions {
+        deadline: DEADLINE,
+        ..DeviceOptions::default()
+    }
+}
+
+/// A gate over an enrolled virtual key that touches at once; its opener panics once when
+/// `panic_next` is set (a bug in a key backend).
+fn setup(policy: Policy) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let key = start_key(&dir.path().join("key.json"), AUTO, HidTimings::default());
+    enroll(&key, &home, options());
+    let panic_next = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&panic_next);
+    let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
+        if flag.swap(false, Ordering::SeqCst) {
+            panic!("a key backend bug");
+        }
+        Ok(Box::new(open(&key, options())?))
+    };
+    let gate = presence_gate(&home, opener, policy, DEADLINE, Prompter::new(false), None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    Setup {
+        _dir: dir,
+        gate,
+        home,
+        panic_next,
+        rt,
+    }
+}
+
+fn request(digest: u8) -> ApprovalRequest {
+    ApprovalRequest {
+        key_fingerprint: "SHA256:identity".into(),
+        data_digest: [digest; 32],
+        namespace: Some("git".into()),
+        requester: Requester {
+            uid: 1000,
+            pid: Some(42),
+            start_time: Some(7),
+            ..Requester::default()
+        },
+    }
+}
+
+fn receipts(home: &Path) -> Vec<Receipt> {
+    AuditLog::new(home)
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.unwrap())
+        .collect()
+}
+
+fn report(home: &Path) -> VerifyReport {
+    let lines = AuditLog::new(home).read().unwrap();
+    verify_log(&lines, &TokenStore::open(home).unwrap().list().unwrap())
+}
+
+#[test]
+fn a_panicking_key_worker_denies_and_the_policy_holds_afterwards() {
+    let s = setup("batch:3:60s:process".parse().unwrap());
+    s.panic_next.store(true, Ordering::SeqCst);
+    let first = s.rt.block_on(s.gate.approve(request(1)));
+    assert!(matches!(first, Err(GateError::WorkerStopped)), "{first:?}");
+    let r = receipts(&s.home);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome(), Outcome::Denied);
+    assert!(!r[0].signed, "a panic leaves no false receipt");
+
+    // The grants lock is not poisoned and the batch policy still holds: one touch, then a
+    // grant use.
+    let touched = s.rt.block_on(s.gate.approve(request(2))).unwrap();
+    assert_eq!(touched.grant_remaining(), None, "a touch");
+    touched.signed().unwrap();
+    let granted = s.rt.block_on(s.gate.approve(request(3))).unwrap();
+    assert_eq!(
+        granted.grant_remaining(),
+        Some(1),
+        "a grant use, not a touch"
+    );
+    granted.signed().unwrap();
+    let rep = report(&s.home);
+    assert!(rep.ok(), "{:?}", rep.problems);
+    assert_eq!((rep.denied, rep.approved, rep.granted), (1, 1, 1));
+}
+
+#[test]
+fn a_receipt_says_signed_only_after_the_signature() {
+    let s = setup("batch:3:60s:process".parse().unwrap());
+    let approval = s.rt.block_on(s.gate.approve(request(1))).unwrap();
+    assert!(
+        receipts(&s.home).is_empty(),
+        "nothing is written before the outcome"
+    );
+    approval.not_signed("the signer failed").unwrap();
+    let r = receipts(&s.home);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome(), Outcome::Approved);
+    assert!(!r[0].signed);
+    assert_eq!(r[0].reason.as_deref(), Some("the signer failed"));
+    // An unsigned touch opens no grant: the next request needs its own touch.
+    let next = s.rt.block_on(s.gate.approve(request(2))).unwrap();
+    assert_eq!(next.grant_remaining(), None);
+    // Dropped unsettled (a panic in the agent, a client gone): recorded as not signed.
+    drop(next);
+    let r = receipts(&s.home);
+    assert_eq!(r.len(), 2);
+    assert!(!r[1].signed);
+    let rep = report(&s.home);
+    assert!(rep.ok(), "{:?}", rep.problems);
+    assert_eq!((rep.approved, rep.unsigned), (0, 2));
+}
+
+#[test]
+fn an_approval_covers_only_its_own_key_and_bytes() {
+    let s = setup(Policy::PerSignature);
+    let approval = s.rt.block_on(s.gate.approve(request(1))).unwrap();
+    assert!(approval.covers("SHA256:identity", &[1; 32]));
+    assert!(!approval.covers("SHA256:identity", &[2; 32]));
+    assert!(!approval.covers("SHA256:other", &[1; 32]));
+    approval.signed().unwrap();
+}
