@@ -656,13 +656,13 @@ mod tests {
     #[test]
     fn every_wipe_is_reported_once_with_its_reason() {
         let t0 = Instant::now();
-        let mut s = store(UnlockPolicy {
-            max_signatures: Some(1),
-            ..UnlockPolicy::default()
-        });
-        let a = ed25519();
-        let pa = public(&a);
-        s.add(a, String::new(), None, t0).unwrap();
+        let (mut s, pa) = one_key(
+            UnlockPolicy {
+                max_signatures: Some(1),
+                ..UnlockPolicy::default()
+            },
+            t0,
+        );
         assert_eq!(s.take_wiped(), None);
         s.sign_approved(&pa, b"one", t0).unwrap();
         assert_eq!(s.take_wiped(), Some(WipeReason::MaxSignatures));
@@ -682,14 +682,20 @@ mod tests {
         assert_eq!(s.take_wiped(), Some(WipeReason::Explicit));
     }
 
+    /// A store under `policy` holding one Ed25519 key, added at `t0`, and its public key.
+    fn one_key(policy: UnlockPolicy, t0: Instant) -> (KeyStore, KeyData) {
+        let mut s = store(policy);
+        let a = ed25519();
+        let pa = public(&a);
+        s.add(a, String::new(), None, t0).unwrap();
+        (s, pa)
+    }
+
     #[test]
     fn idle_timeout_slides_and_wipes() {
         let t0 = Instant::now();
         let min = Duration::from_secs(60);
-        let mut s = store(UnlockPolicy::default());
-        let a = ed25519();
-        let pa = public(&a);
-        s.add(a, String::new(), None, t0).unwrap();
+        let (mut s, pa) = one_key(UnlockPolicy::default(), t0);
         // Activity at 29 min slides the window.
         s.sign_approved(&pa, b"x", t0 + 29 * min).unwrap();
         assert_eq!(s.expire(t0 + 58 * min), None);
@@ -702,10 +708,7 @@ mod tests {
     fn absolute_cap_wipes_despite_activity() {
         let t0 = Instant::now();
         let min = Duration::from_secs(60);
-        let mut s = store(UnlockPolicy::default());
-        let a = ed25519();
-        let pa = public(&a);
-        s.add(a, String::new(), None, t0).unwrap();
+        let (mut s, pa) = one_key(UnlockPolicy::default(), t0);
         let mut t = t0;
         while t < t0 + 239 * min {
             t += 20 * min;

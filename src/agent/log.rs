@@ -113,12 +113,7 @@ mod tests {
     use super::*;
 
     fn peer() -> Requester {
-        Requester {
-            uid: 1000,
-            pid: Some(42),
-            exe: Some("/usr/bin/ssh-\x1b[31madd".into()),
-            ..Requester::default()
-        }
+        Requester::process(1000, 42, "/usr/bin/ssh-\x1b[31madd")
     }
 
     #[test]

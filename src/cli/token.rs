@@ -90,6 +90,18 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// The prompt shown once, when the key starts to blink: "Touch your security key to WHY: KEY".
+fn touch_prompt(why: &'static str, key: &str) -> impl FnMut() {
+    let key = key.to_owned();
+    let mut shown = false;
+    move || {
+        if !shown {
+            shown = true;
+            eprintln!("Touch your security key to {why}: {key}");
+        }
+    }
+}
+
 fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::error::Error>> {
     let selector = device.selector()?;
     let key = select::open_key(&selector, device.options(), &mut |n| {
@@ -111,14 +123,7 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         AlgArg::Es256 => [Algorithm::Es256, Algorithm::EdDsa],
         AlgArg::Eddsa => [Algorithm::EdDsa, Algorithm::Es256],
     };
-    let what = key.description().to_owned();
-    let mut shown = false;
-    let mut prompt = || {
-        if !shown {
-            shown = true;
-            eprintln!("Touch your security key to enroll it: {what}");
-        }
-    };
+    let mut prompt = touch_prompt("enroll it", key.description());
     let enrollment = enroll_key(
         key.as_mut(),
         &store,
@@ -183,14 +188,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     let mut key = open_key(device)?;
     // A self-test client data: it names no identity key and no bytes, so it approves nothing.
     let client_data = self_test_client_data(now_unix());
-    let what = key.description().to_owned();
-    let mut shown = false;
-    let mut prompt = || {
-        if !shown {
-            shown = true;
-            eprintln!("Touch your security key to test it: {what}");
-        }
-    };
+    let mut prompt = touch_prompt("test it", key.description());
     let touched = touch(
         &mut key,
         &creds,

@@ -144,12 +144,7 @@ mod tests {
             key_fingerprint: "SHA256:abc".into(),
             data_digest: [digest; 32],
             namespace: Some("git".into()),
-            requester: Requester {
-                uid: 1000,
-                pid: Some(4242),
-                exe: Some("/usr/bin/ssh-keygen".into()),
-                ..Requester::default()
-            },
+            requester: Requester::process(1000, 4242, "/usr/bin/ssh-keygen"),
         }
     }
 

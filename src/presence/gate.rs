@@ -70,9 +70,9 @@ impl From<TouchError> for GateError {
     }
 }
 
-/// What an approval rests on.
+/// What an approval rests on: the two proofs, one of which an [`Approval`] must hold.
 #[derive(Debug)]
-enum Basis {
+pub(in crate::presence) enum Basis {
     /// A verified touch over client data that binds the request.
     Touch(VerifiedTouch),
     /// One signature of a grant an earlier touch opened.
@@ -112,36 +112,27 @@ impl std::fmt::Debug for Approval {
 }
 
 impl Approval {
-    /// An approval from a verified touch, if its client data binds `request` exactly.
-    pub(in crate::presence) fn from_touch(
-        touch: VerifiedTouch,
+    /// An approval resting on `basis`, if it approves `request` exactly: a touch's client data
+    /// must bind the request; a grant must be for the request's identity key.
+    pub(in crate::presence) fn new(
+        basis: Basis,
         request: ApprovalRequest,
         receipt_id: String,
         settle: Box<dyn Settle>,
     ) -> Result<Approval, BindingError> {
-        ClientData::parse(touch.client_data())?.check_binds(&request)?;
-        Ok(Approval {
-            request,
-            receipt_id,
-            basis: Basis::Touch(touch),
-            settle: Some(settle),
-        })
-    }
-
-    /// An approval from one signature of an open grant for this request's identity key.
-    pub(in crate::presence) fn from_grant(
-        grant: GrantUse,
-        request: ApprovalRequest,
-        receipt_id: String,
-        settle: Box<dyn Settle>,
-    ) -> Result<Approval, BindingError> {
-        if grant.key_fingerprint() != request.key_fingerprint {
-            return Err(BindingError::OtherBytes);
+        match &basis {
+            Basis::Touch(touch) => {
+                ClientData::parse(touch.client_data())?.check_binds(&request)?;
+            }
+            Basis::Grant(grant) if grant.key_fingerprint() != request.key_fingerprint => {
+                return Err(BindingError::OtherBytes);
+            }
+            Basis::Grant(_) => {}
         }
         Ok(Approval {
             request,
             receipt_id,
-            basis: Basis::Grant(grant),
+            basis,
             settle: Some(settle),
         })
     }

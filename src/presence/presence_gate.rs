@@ -16,7 +16,7 @@ use crate::ctap::{CtapError, StatusCode};
 use super::audit::{AuditLog, Evidence, Receipt};
 use super::challenge::ClientData;
 use super::enrollment::TokenStore;
-use super::gate::{Approval, ApproveFuture, Gate, GateError, Settle};
+use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
 use super::policy::{Grants, Policy};
 use super::prompt::{touch_message, PromptEvent, Prompter};
 use super::request::ApprovalRequest;
@@ -204,7 +204,8 @@ impl PresenceGate {
             inner: Arc::clone(inner),
             _turn: None,
         });
-        let approval = Approval::from_grant(grant, request.clone(), id.clone(), settle).ok()?;
+        let approval =
+            Approval::new(Basis::Grant(grant), request.clone(), id.clone(), settle).ok()?;
         inner.prompter.emit(PromptEvent::Granted {
             id,
             grant_of,
@@ -311,12 +312,8 @@ impl Gate for PresenceGate {
                         inner: Arc::clone(&worker),
                         _turn: Some(turn),
                     });
-                    Ok(Approval::from_touch(
-                        touch,
-                        request.clone(),
-                        id.clone(),
-                        settle,
-                    )?)
+                    let basis = Basis::Touch(touch);
+                    Ok(Approval::new(basis, request.clone(), id.clone(), settle)?)
                 });
                 match &result {
                     Ok(_) => worker

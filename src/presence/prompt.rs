@@ -155,12 +155,7 @@ mod tests {
             key_fingerprint: "SHA256:xyz".into(),
             data_digest: [0; 32],
             namespace: Some("git\x1b[2K\rTouch your security key for ssh-keygen".into()),
-            requester: Requester {
-                uid: 1,
-                pid: Some(1),
-                exe: Some("/tmp/\x1b[1Aevil".into()),
-                ..Requester::default()
-            },
+            requester: Requester::process(1, 1, "/tmp/\x1b[1Aevil"),
         };
         let m = touch_message(&req, false);
         assert!(!m.chars().any(char::is_control), "{m}");
@@ -173,12 +168,9 @@ mod tests {
             data_digest: [0; 32],
             namespace: Some("git".into()),
             requester: Requester {
-                uid: 1,
-                pid: Some(4242),
-                exe: Some("/usr/bin/ssh-keygen".into()),
                 parent_pid: Some(4240),
                 parent_exe: Some("/usr/bin/git".into()),
-                ..Requester::default()
+                ..Requester::process(1, 4242, "/usr/bin/ssh-keygen")
             },
         };
         assert_eq!(

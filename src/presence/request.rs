@@ -37,3 +37,16 @@ pub struct ApprovalRequest {
     /// The requesting process.
     pub requester: Requester,
 }
+
+impl Requester {
+    /// A requester known by uid, pid and executable only (tests, and platforms that tell no
+    /// more).
+    pub fn process(uid: u32, pid: u32, exe: &str) -> Requester {
+        Requester {
+            uid,
+            pid: Some(pid),
+            exe: Some(exe.to_owned()),
+            ..Requester::default()
+        }
+    }
+}

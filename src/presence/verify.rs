@@ -309,16 +309,16 @@ mod tests {
         uv: bool,
         c: Case,
     ) -> Result<VerifiedAssertion, VerifyError> {
-        let r = response(signer, c);
-        verify_assertion(
-            &Expected {
-                rp_id: RP,
-                client_data_hash: CDH,
-                allowed: allow,
-                require_uv: uv,
-            },
-            &r,
-        )
+        verify_assertion(&expected(allow, uv), &response(signer, c))
+    }
+
+    fn expected(allowed: &[AllowedCredential], require_uv: bool) -> Expected<'_> {
+        Expected {
+            rp_id: RP,
+            client_data_hash: CDH,
+            allowed,
+            require_uv,
+        }
     }
 
     #[test]
@@ -342,38 +342,53 @@ mod tests {
     }
 
     #[test]
-    fn unknown_credential() {
-        let s = p256();
-        let c = Case {
-            cred: Some(vec![3; 16]),
-            ..Case::default()
-        };
-        assert_eq!(
-            check(&s, &allowed(&s, 0), false, c),
-            Err(VerifyError::UnknownCredential)
-        );
-        // A prefix of an allowed id is not that id.
-        let c = Case {
-            cred: Some(vec![1; 15]),
-            ..Case::default()
-        };
-        assert_eq!(
-            check(&s, &allowed(&s, 0), false, c),
-            Err(VerifyError::UnknownCredential)
-        );
-    }
-
-    #[test]
-    fn wrong_credential_type() {
-        let s = p256();
-        let c = Case {
-            cred_type: "password",
-            ..Case::default()
-        };
-        assert_eq!(
-            check(&s, &allowed(&s, 0), false, c),
-            Err(VerifyError::WrongCredentialType("password".into()))
-        );
+    fn each_failed_check_has_its_own_error() {
+        let cases: Vec<(Signer, Case, VerifyError)> = vec![
+            (
+                p256(),
+                Case {
+                    cred: Some(vec![3; 16]),
+                    ..Case::default()
+                },
+                VerifyError::UnknownCredential,
+            ),
+            // A prefix of an allowed id is not that id.
+            (
+                p256(),
+                Case {
+                    cred: Some(vec![1; 15]),
+                    ..Case::default()
+                },
+                VerifyError::UnknownCredential,
+            ),
+            (
+                p256(),
+                Case {
+                    cred_type: "password",
+                    ..Case::default()
+                },
+                VerifyError::WrongCredentialType("password".into()),
+            ),
+            (
+                ed(),
+                Case {
+                    rp: "evil.example".into(),
+                    ..Case::default()
+                },
+                VerifyError::RpIdHashMismatch,
+            ),
+            (
+                p256(),
+                Case {
+                    flags: flag::UV,
+                    ..Case::default()
+                },
+                VerifyError::UserNotPresent,
+            ),
+        ];
+        for (signer, case, want) in cases {
+            assert_eq!(check(&signer, &allowed(&signer, 0), false, case), Err(want));
+        }
     }
 
     #[test]
@@ -389,32 +404,6 @@ mod tests {
         );
         let one = &allowed(&s, 0)[1..];
         assert!(check(&s, one, false, c()).is_ok());
-    }
-
-    #[test]
-    fn wrong_rp() {
-        let s = ed();
-        let c = Case {
-            rp: "evil.example".into(),
-            ..Case::default()
-        };
-        assert_eq!(
-            check(&s, &allowed(&s, 0), false, c),
-            Err(VerifyError::RpIdHashMismatch)
-        );
-    }
-
-    #[test]
-    fn up_clear() {
-        let s = p256();
-        let c = Case {
-            flags: flag::UV,
-            ..Case::default()
-        };
-        assert_eq!(
-            check(&s, &allowed(&s, 0), false, c),
-            Err(VerifyError::UserNotPresent)
-        );
     }
 
     #[test]
@@ -447,12 +436,7 @@ mod tests {
             let mut r = response(&s, Case::default());
             r.auth_data_raw[36] ^= 1;
             let allow = allowed(&s, 0);
-            let e = Expected {
-                rp_id: RP,
-                client_data_hash: CDH,
-                allowed: &allow,
-                require_uv: false,
-            };
+            let e = expected(&allow, false);
             assert_eq!(
                 verify_assertion(&e, &r),
                 Err(VerifyError::Signature(SignatureError::Invalid))
@@ -471,12 +455,7 @@ mod tests {
         let s = p256();
         let r = response(&other, Case::default());
         let allow = allowed(&s, 0);
-        let e = Expected {
-            rp_id: RP,
-            client_data_hash: CDH,
-            allowed: &allow,
-            require_uv: false,
-        };
+        let e = expected(&allow, false);
         assert_eq!(
             verify_assertion(&e, &r),
             Err(VerifyError::Signature(SignatureError::Invalid))

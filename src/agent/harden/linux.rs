@@ -2,14 +2,9 @@
 
 use crate::agent::AgentError;
 
-/// `RLIMIT_CORE` 0 and `PR_SET_DUMPABLE` 0.
+/// `RLIMIT_CORE` 0 (as every Unix) and `PR_SET_DUMPABLE` 0.
 pub fn harden_process() -> Result<(), AgentError> {
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0).map_err(
-        |source| AgentError::Hardening {
-            call: "setrlimit(RLIMIT_CORE, 0)",
-            source,
-        },
-    )?;
+    super::unix::harden_process()?;
     nix::sys::prctl::set_dumpable(false).map_err(|source| AgentError::Hardening {
         call: "prctl(PR_SET_DUMPABLE, 0)",
         source,

@@ -8,7 +8,8 @@ use linux as imp;
 mod other;
 #[cfg(not(unix))]
 use other as imp;
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+// Every Unix disables core dumps the same way; Linux adds PR_SET_DUMPABLE on top.
+#[cfg(unix)]
 mod unix;
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 use unix as imp;

@@ -9,6 +9,5 @@ pub fn harden_process() -> Result<(), AgentError> {
             call: "setrlimit(RLIMIT_CORE, 0)",
             source,
         },
-    )?;
-    Ok(())
+    )
 }

@@ -27,3 +27,22 @@ use windows as imp;
 pub use imp::{
     detach, read_passphrase, stop, uid, wait_for_stop_signal, StopSignals, ASKS_AGENT_FOR_KEY,
 };
+
+/// Wait for Ctrl-C or the next event of either of this platform's two stop signal streams. A
+/// stream that could not be set up (`None`) never ends the wait.
+async fn ctrl_c_or<A: std::future::Future, B: std::future::Future>(a: Option<A>, b: Option<B>) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = signal_or_never(a) => {}
+        _ = signal_or_never(b) => {}
+    }
+}
+
+async fn signal_or_never<F: std::future::Future>(next: Option<F>) {
+    match next {
+        Some(f) => {
+            f.await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -18,11 +18,11 @@ pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut hup = signal(SignalKind::hangup()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
+    super::ctrl_c_or(
+        term.as_mut().map(|s| s.recv()),
+        hup.as_mut().map(|s| s.recv()),
+    )
+    .await;
 }
 
 /// Unix: SIGTERM; the agent wipes its keys, removes its socket and exits.

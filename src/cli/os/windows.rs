@@ -20,11 +20,11 @@ pub fn detach(cmd: &mut std::process::Command) {
 pub async fn wait_for_stop_signal() {
     let mut brk = tokio::signal::windows::ctrl_break().ok();
     let mut close = tokio::signal::windows::ctrl_close().ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match brk.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        _ = async { match close.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-    }
+    super::ctrl_c_or(
+        brk.as_mut().map(|s| s.recv()),
+        close.as_mut().map(|s| s.recv()),
+    )
+    .await;
 }
 
 /// Windows: a detached process has no console to receive Ctrl-Break, so the keys are wiped
