@@ -428,10 +428,7 @@ impl Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(s: &str) -> Vec<u8> {
-        hex::decode(s).unwrap()
-    }
+    use crate::ctap::test_support::h;
 
     #[test]
     fn encodes_canonically() {

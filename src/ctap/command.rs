@@ -656,10 +656,7 @@ mod tests {
     use super::*;
     use crate::ctap::authdata::{build, flag};
     use crate::ctap::cbor::CborError;
-
-    fn h(s: &str) -> Vec<u8> {
-        hex::decode(s).unwrap()
-    }
+    use crate::ctap::test_support::h;
 
     #[test]
     fn fixed_requests() {
