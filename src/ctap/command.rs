@@ -98,14 +98,24 @@ pub struct MakeCredentialRequest<'a> {
     pub exclude_list: &'a [&'a [u8]],
 }
 
-fn descriptor(id: &[u8]) -> Value {
+/// A PublicKeyCredentialDescriptor (WebAuthn §5.8.3) for the credential `id`.
+pub(crate) fn descriptor(id: &[u8]) -> Value {
     Value::Map(vec![
         (Value::text("id"), Value::bytes(id)),
         (Value::text("type"), Value::text(PUBLIC_KEY)),
     ])
 }
 
-fn payload(cmd: u8, params: Value) -> Vec<u8> {
+/// A PublicKeyCredentialParameters entry (WebAuthn §5.3) for the COSE algorithm `alg`.
+pub(crate) fn credential_parameters(alg: i64) -> Value {
+    Value::Map(vec![
+        (Value::text("alg"), Value::int(alg)),
+        (Value::text("type"), Value::text(PUBLIC_KEY)),
+    ])
+}
+
+/// A CTAPHID_CBOR payload: the command byte, then the canonical CBOR parameters.
+pub(crate) fn payload(cmd: u8, params: Value) -> Vec<u8> {
     let mut out = vec![cmd];
     out.extend_from_slice(&cbor::encode(&params));
     out
@@ -138,12 +148,7 @@ impl MakeCredentialRequest<'_> {
         }
         let params = algs
             .iter()
-            .map(|a| {
-                Value::Map(vec![
-                    (Value::text("alg"), Value::int(a.cose_id())),
-                    (Value::text("type"), Value::text(PUBLIC_KEY)),
-                ])
-            })
+            .map(|a| credential_parameters(a.cose_id()))
             .collect();
         let mut map = vec![
             (Value::int(1), Value::bytes(&self.client_data_hash)),
