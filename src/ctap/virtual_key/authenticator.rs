@@ -408,19 +408,7 @@ impl Authenticator {
             }
         }
         let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
-        if let Some(ext) = opt_int_field(&req, 6) {
-            // Extensions are optional; none is implemented, so requests for them are ignored
-            // (CTAP 2.1 §6.1.2, WebAuthn §9).
-            as_map(ext)?;
-        }
-        let opts = parse_options(opt_int_field(&req, 7))?;
-        if opt_int_field(&req, 8).is_some() {
-            // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
-            return Err(StatusCode::PinNotSet);
-        }
-        if let Some(p) = opt_int_field(&req, 9) {
-            as_int(p)?;
-        }
+        let opts = extensions_options_and_pin(&req, 6)?;
         let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
         if opts.rk == Some(true) {
             return Err(StatusCode::UnsupportedOption);
@@ -461,16 +449,7 @@ impl Authenticator {
             // More than getInfo's maxCredentialCountInList: hosts must split the list.
             return Err(StatusCode::LimitExceeded);
         }
-        if let Some(ext) = opt_int_field(&req, 4) {
-            as_map(ext)?;
-        }
-        let opts = parse_options(opt_int_field(&req, 5))?;
-        if opt_int_field(&req, 6).is_some() {
-            return Err(StatusCode::PinNotSet);
-        }
-        if let Some(p) = opt_int_field(&req, 7) {
-            as_int(p)?;
-        }
+        let opts = extensions_options_and_pin(&req, 4)?;
         if opts.uv == Some(true) {
             return Err(StatusCode::InvalidOption);
         }
@@ -651,6 +630,26 @@ struct Options {
     rk: Option<bool>,
     up: Option<bool>,
     uv: Option<bool>,
+}
+
+/// The four parameters makeCredential and getAssertion both end with, at consecutive keys
+/// from `extensions_key` (CTAP 2.1 §6.1.2: 6 to 9; §6.2.2: 4 to 7): extensions, options,
+/// pinUvAuthParam, pinUvAuthProtocol. Returns the options.
+fn extensions_options_and_pin(req: &[(Value, Value)], extensions_key: u64) -> CtapResult<Options> {
+    if let Some(ext) = opt_int_field(req, extensions_key) {
+        // Extensions are optional; none is implemented, so requests for them are ignored
+        // (WebAuthn §9).
+        as_map(ext)?;
+    }
+    let opts = parse_options(opt_int_field(req, extensions_key + 1))?;
+    if opt_int_field(req, extensions_key + 2).is_some() {
+        // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
+        return Err(StatusCode::PinNotSet);
+    }
+    if let Some(p) = opt_int_field(req, extensions_key + 3) {
+        as_int(p)?;
+    }
+    Ok(opts)
 }
 
 fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
