@@ -179,7 +179,7 @@ fn cancellation_id_ptr(id: &mut Option<GUID>) -> *mut GUID {
 }
 
 /// The `WEBAUTHN_CLIENT_DATA` over `c`; it points into `c.json`, which must outlive its use.
-fn client_data(c: &mut ClientDataFields) -> wa::WEBAUTHN_CLIENT_DATA {
+fn client_data_struct(c: &mut ClientDataFields) -> wa::WEBAUTHN_CLIENT_DATA {
     wa::WEBAUTHN_CLIENT_DATA {
         dwVersion: c.version,
         // Lengths were checked to fit u32 by the pure builders.
@@ -289,7 +289,7 @@ impl SecurityKey for WinHelloKey {
             cCredentialParameters: params.len() as u32,
             pCredentialParameters: params.as_mut_ptr(),
         };
-        let client = client_data(&mut f.client_data);
+        let client = client_data_struct(&mut f.client_data);
         let mut exclude = credentials(&mut f.exclude_list);
         let mut cancel_id = cancellation_id();
         let opts = wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS {
@@ -347,7 +347,7 @@ impl SecurityKey for WinHelloKey {
         cancel: Option<&CancelToken>,
     ) -> Result<GetAssertionResponse, CtapError> {
         let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
-        let client = client_data(&mut f.client_data);
+        let client = client_data_struct(&mut f.client_data);
         let mut allow = credentials(&mut f.allow_list);
         let mut cancel_id = cancellation_id();
         let opts = wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS {
