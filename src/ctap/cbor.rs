@@ -487,7 +487,8 @@ mod tests {
             assert_eq!(decode(&h(input)), Err(want), "{input}");
         }
         // Refused for the right reason; the details (what, lengths) are not pinned here.
-        let refused: [(&str, fn(&CborError) -> bool); 7] = [
+        type IsExpected = fn(&CborError) -> bool;
+        let refused: [(&str, IsExpected); 7] = [
             ("c24101", |e| matches!(e, CborError::Unsupported { .. })),
             ("f93c00", |e| matches!(e, CborError::Unsupported { .. })),
             ("f7", |e| matches!(e, CborError::Unsupported { .. })),
