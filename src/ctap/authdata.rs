@@ -284,12 +284,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::ctap::cose::ALG_ES256;
-
-    fn es256_key() -> (p256::ecdsa::SigningKey, CoseKey) {
-        let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let pk = CoseKey::Es256(*sk.verifying_key());
-        (sk, pk)
-    }
+    use crate::ctap::test_support::es256_key;
 
     fn sample(with_at: bool, with_ed: bool) -> AuthenticatorData {
         let (_, pk) = es256_key();

@@ -98,14 +98,24 @@ pub struct MakeCredentialRequest<'a> {
     pub exclude_list: &'a [&'a [u8]],
 }
 
-fn descriptor(id: &[u8]) -> Value {
+/// A PublicKeyCredentialDescriptor (WebAuthn §5.8.3) for the credential `id`.
+pub(crate) fn descriptor(id: &[u8]) -> Value {
     Value::Map(vec![
         (Value::text("id"), Value::bytes(id)),
         (Value::text("type"), Value::text(PUBLIC_KEY)),
     ])
 }
 
-fn payload(cmd: u8, params: Value) -> Vec<u8> {
+/// A PublicKeyCredentialParameters entry (WebAuthn §5.3) for the COSE algorithm `alg`.
+pub(crate) fn credential_parameters(alg: i64) -> Value {
+    Value::Map(vec![
+        (Value::text("alg"), Value::int(alg)),
+        (Value::text("type"), Value::text(PUBLIC_KEY)),
+    ])
+}
+
+/// A CTAPHID_CBOR payload: the command byte, then the canonical CBOR parameters.
+pub(crate) fn payload(cmd: u8, params: Value) -> Vec<u8> {
     let mut out = vec![cmd];
     out.extend_from_slice(&cbor::encode(&params));
     out
@@ -138,12 +148,7 @@ impl MakeCredentialRequest<'_> {
         }
         let params = algs
             .iter()
-            .map(|a| {
-                Value::Map(vec![
-                    (Value::text("alg"), Value::int(a.cose_id())),
-                    (Value::text("type"), Value::text(PUBLIC_KEY)),
-                ])
-            })
+            .map(|a| credential_parameters(a.cose_id()))
             .collect();
         let mut map = vec![
             (Value::int(1), Value::bytes(&self.client_data_hash)),
@@ -240,12 +245,24 @@ fn response_map<'a>(v: &'a Value, what: &str) -> Result<&'a [(Value, Value)], Ct
     Ok(map)
 }
 
+/// The fields of one response map, with errors that name the response (`what`) and the field.
 struct Fields<'a> {
     what: &'static str,
     map: &'a Value,
+    /// The map's entries, all with integer keys.
+    entries: &'a [(Value, Value)],
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of `v`, the decoded `what` response: a map with integer keys.
+    fn new(v: &'a Value, what: &'static str) -> Result<Fields<'a>, CtapError> {
+        Ok(Fields {
+            what,
+            map: v,
+            entries: response_map(v, what)?,
+        })
+    }
+
     fn opt(&self, key: i64) -> Option<&'a Value> {
         self.map.get_int(key)
     }
@@ -285,6 +302,24 @@ impl<'a> Fields<'a> {
         v.as_array().ok_or_else(|| self.wrong(name, "an array"))
     }
 
+    fn req_bytes(&self, key: i64, name: &str) -> Result<&'a [u8], CtapError> {
+        self.bytes(self.req(key, name)?, name)
+    }
+
+    /// The required member `key` of `m`, the map in the field `name`.
+    fn member(&self, m: &'a Value, name: &str, key: &str) -> Result<&'a Value, CtapError> {
+        m.get_text(key)
+            .ok_or_else(|| invalid(format!("{} {name} has no {key}", self.what)))
+    }
+
+    /// The map at `key`, if present.
+    fn opt_map(&self, key: i64, name: &str) -> Result<Option<&'a Value>, CtapError> {
+        match self.opt(key) {
+            Some(v) if v.as_map().is_none() => Err(self.wrong(name, "a map")),
+            v => Ok(v),
+        }
+    }
+
     fn opt_uint(&self, key: i64, name: &str) -> Result<Option<u64>, CtapError> {
         self.opt(key).map(|v| self.uint(v, name)).transpose()
     }
@@ -299,26 +334,44 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
-    fn text_list(&self, key: i64, name: &str) -> Result<Vec<String>, CtapError> {
+    /// The array at `key`, each element decoded by `item`; empty when the key is absent.
+    fn list<T>(
+        &self,
+        key: i64,
+        name: &str,
+        item: impl Fn(&'a Value) -> Result<T, CtapError>,
+    ) -> Result<Vec<T>, CtapError> {
         match self.opt(key) {
             None => Ok(Vec::new()),
-            Some(v) => self
-                .array(v, name)?
-                .iter()
-                .map(|s| self.text(s, name).map(str::to_owned))
-                .collect(),
+            Some(v) => self.array(v, name)?.iter().map(item).collect(),
         }
     }
 
+    fn text_list(&self, key: i64, name: &str) -> Result<Vec<String>, CtapError> {
+        self.list(key, name, |s| self.text(s, name).map(str::to_owned))
+    }
+
     fn uint_list(&self, key: i64, name: &str) -> Result<Vec<u64>, CtapError> {
-        match self.opt(key) {
-            None => Ok(Vec::new()),
-            Some(v) => self
-                .array(v, name)?
-                .iter()
-                .map(|s| self.uint(s, name))
-                .collect(),
-        }
+        self.list(key, name, |s| self.uint(s, name))
+    }
+
+    /// The map from text to values at `key`, each value decoded by `value` (which gets the
+    /// name to use in its error), in the key's order; empty when the key is absent.
+    fn text_map<T>(
+        &self,
+        key: i64,
+        name: &str,
+        value: impl Fn(&'a Value, &str) -> Result<T, CtapError>,
+    ) -> Result<Vec<(String, T)>, CtapError> {
+        let Some(m) = self.opt(key) else {
+            return Ok(Vec::new());
+        };
+        let (key_name, value_name) = (format!("{name} key"), format!("{name} value"));
+        m.as_map()
+            .ok_or_else(|| self.wrong(name, "a map"))?
+            .iter()
+            .map(|(k, v)| Ok((self.text(k, &key_name)?.to_owned(), value(v, &value_name)?)))
+            .collect()
     }
 }
 
@@ -384,63 +437,26 @@ impl GetInfoResponse {
     /// Decode the CBOR after the status byte.
     pub fn decode(body: &[u8]) -> Result<GetInfoResponse, CtapError> {
         let v = cbor::decode(body)?;
-        let map = response_map(&v, "getInfo")?;
-        let f = Fields {
-            what: "getInfo",
-            map: &v,
-        };
-        let aaguid_bytes = f.bytes(f.req(3, "aaguid")?, "aaguid")?;
+        let f = Fields::new(&v, "getInfo")?;
+        let aaguid_bytes = f.req_bytes(3, "aaguid")?;
         let aaguid = <[u8; 16]>::try_from(aaguid_bytes)
             .map_err(|_| invalid(format!("getInfo aaguid is {} bytes", aaguid_bytes.len())))?;
         let versions = f.text_list(1, "versions")?;
         if f.opt(1).is_none() {
             return Err(invalid("getInfo response has no versions (key 0x01)"));
         }
-        let options = match f.opt(4) {
-            None => Vec::new(),
-            Some(o) => o
-                .as_map()
-                .ok_or_else(|| f.wrong("options", "a map"))?
-                .iter()
-                .map(|(k, v)| {
-                    Ok((
-                        f.text(k, "options key")?.to_owned(),
-                        f.boolean(v, "options value")?,
-                    ))
-                })
-                .collect::<Result<_, CtapError>>()?,
-        };
-        let algorithms = match f.opt(0x0a) {
-            None => Vec::new(),
-            Some(a) => f
-                .array(a, "algorithms")?
-                .iter()
-                .map(|p| {
-                    let alg = p
-                        .get_text("alg")
-                        .and_then(Value::as_i64)
-                        .ok_or_else(|| f.wrong("algorithms entry alg", "an integer"))?;
-                    p.get_text("type")
-                        .and_then(Value::as_text)
-                        .ok_or_else(|| f.wrong("algorithms entry type", "a text string"))?;
-                    Ok(alg)
-                })
-                .collect::<Result<_, CtapError>>()?,
-        };
-        let certifications = match f.opt(0x13) {
-            None => Vec::new(),
-            Some(c) => c
-                .as_map()
-                .ok_or_else(|| f.wrong("certifications", "a map"))?
-                .iter()
-                .map(|(k, v)| {
-                    Ok((
-                        f.text(k, "certifications key")?.to_owned(),
-                        f.uint(v, "certifications value")?,
-                    ))
-                })
-                .collect::<Result<_, CtapError>>()?,
-        };
+        let options = f.text_map(4, "options", |v, name| f.boolean(v, name))?;
+        let algorithms = f.list(0x0a, "algorithms", |p| {
+            let alg = p
+                .get_text("alg")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| f.wrong("algorithms entry alg", "an integer"))?;
+            p.get_text("type")
+                .and_then(Value::as_text)
+                .ok_or_else(|| f.wrong("algorithms entry type", "a text string"))?;
+            Ok(alg)
+        })?;
+        let certifications = f.text_map(0x13, "certifications", |v, name| f.uint(v, name))?;
         Ok(GetInfoResponse {
             versions,
             extensions: f.text_list(2, "extensions")?,
@@ -464,7 +480,8 @@ impl GetInfoResponse {
             remaining_discoverable_credentials: f
                 .opt_uint(0x14, "remainingDiscoverableCredentials")?,
             vendor_prototype_config_commands: f.uint_list(0x15, "vendorPrototypeConfigCommands")?,
-            unknown_keys: map
+            unknown_keys: f
+                .entries
                 .iter()
                 .filter_map(|(k, _)| k.as_u64())
                 .filter(|k| *k > GET_INFO_LAST_KNOWN_KEY || *k == 0)
@@ -515,13 +532,9 @@ impl MakeCredentialResponse {
     /// Decode the CBOR after the status byte.
     pub fn decode(body: &[u8]) -> Result<MakeCredentialResponse, CtapError> {
         let v = cbor::decode(body)?;
-        response_map(&v, "makeCredential")?;
-        let f = Fields {
-            what: "makeCredential",
-            map: &v,
-        };
+        let f = Fields::new(&v, "makeCredential")?;
         let fmt = f.text(f.req(1, "fmt")?, "fmt")?.to_owned();
-        let auth_data_raw = f.bytes(f.req(2, "authData")?, "authData")?.to_vec();
+        let auth_data_raw = f.req_bytes(2, "authData")?.to_vec();
         let auth_data = parse_auth_data(&auth_data_raw)?;
         if auth_data.attested_credential_data.is_none() {
             return Err(invalid(
@@ -591,41 +604,25 @@ impl GetAssertionResponse {
     /// Decode the CBOR after the status byte.
     pub fn decode(body: &[u8]) -> Result<GetAssertionResponse, CtapError> {
         let v = cbor::decode(body)?;
-        response_map(&v, "getAssertion")?;
-        let f = Fields {
-            what: "getAssertion",
-            map: &v,
-        };
-        let credential = match f.opt(1) {
+        let f = Fields::new(&v, "getAssertion")?;
+        let credential = match f.opt_map(1, "credential")? {
             None => None,
             Some(c) => {
-                if c.as_map().is_none() {
-                    return Err(f.wrong("credential", "a map"));
-                }
-                let id = c
-                    .get_text("id")
-                    .ok_or_else(|| invalid("getAssertion credential has no id"))?;
-                let t = c
-                    .get_text("type")
-                    .ok_or_else(|| invalid("getAssertion credential has no type"))?;
+                let id = f.member(c, "credential", "id")?;
+                let t = f.member(c, "credential", "type")?;
                 Some(CredentialDescriptor {
                     cred_type: f.text(t, "credential type")?.to_owned(),
                     id: f.bytes(id, "credential id")?.to_vec(),
                 })
             }
         };
-        let auth_data_raw = f.bytes(f.req(2, "authData")?, "authData")?.to_vec();
+        let auth_data_raw = f.req_bytes(2, "authData")?.to_vec();
         let auth_data = parse_auth_data(&auth_data_raw)?;
-        let signature = f.bytes(f.req(3, "signature")?, "signature")?.to_vec();
-        let user = match f.opt(4) {
+        let signature = f.req_bytes(3, "signature")?.to_vec();
+        let user = match f.opt_map(4, "user")? {
             None => None,
             Some(u) => {
-                if u.as_map().is_none() {
-                    return Err(f.wrong("user", "a map"));
-                }
-                let id = u
-                    .get_text("id")
-                    .ok_or_else(|| invalid("getAssertion user has no id"))?;
+                let id = f.member(u, "user", "id")?;
                 let text = |k: &str| {
                     u.get_text(k)
                         .map(|t| f.text(t, k).map(str::to_owned))
@@ -664,10 +661,7 @@ mod tests {
     use super::*;
     use crate::ctap::authdata::{build, flag};
     use crate::ctap::cbor::CborError;
-
-    fn h(s: &str) -> Vec<u8> {
-        hex::decode(s).unwrap()
-    }
+    use crate::ctap::test_support::h;
 
     #[test]
     fn fixed_requests() {

@@ -307,13 +307,8 @@ pub enum CoseKeyFromBytesError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctap::test_support::es256_key;
     use p256::ecdsa::signature::Signer;
-
-    fn es256_key() -> (p256::ecdsa::SigningKey, CoseKey) {
-        let sk = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let pk = CoseKey::Es256(*sk.verifying_key());
-        (sk, pk)
-    }
 
     fn ed_key() -> (ed25519_dalek::SigningKey, CoseKey) {
         let sk = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);

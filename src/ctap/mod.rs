@@ -12,6 +12,8 @@ pub mod framing;
 pub mod hid;
 pub mod select;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod transaction;
 pub mod transport;
 pub mod virtual_key;

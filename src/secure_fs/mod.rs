@@ -30,8 +30,8 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::{check_private, lock_exclusive, open_private_append, open_private_new, FileLock};
-use imp::{create_private_dir, sync_dir};
+use imp::{check_owner_and_access, create_dir_private, private_open_options, sync_dir};
+pub use imp::{lock_exclusive, FileLock};
 
 /// A private path that cannot be used safely.
 #[derive(Debug, Error)]
@@ -89,6 +89,54 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SecureFsError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Create the directory `dir` (its parent exists) private from the start; one that already
+/// exists is left for [`check_private`] to judge.
+fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
+    match create_dir_private(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Verify that `path` is ours and private. Symlinks are refused everywhere, and so is a
+/// non-directory when `want_dir`; then the platform checks owner and access: on Unix no
+/// group/other bits at all (0700 directories, 0600 files or stricter), on Windows an owner and
+/// DACL that admit the current user only, elsewhere nothing more.
+pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
+    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    if md.file_type().is_symlink() {
+        return Err(SecureFsError::Symlink(path.to_path_buf()));
+    }
+    if want_dir && !md.is_dir() {
+        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
+    }
+    check_owner_and_access(path, &md, want_dir)
+}
+
+/// Create a new file (fails if it exists), private from the start: mode 0600 and no symlink
+/// followed on Unix; on Windows it inherits the private directory's owner-only ACL (see
+/// [`ensure_private_dir`]).
+pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
+    private_open_options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+/// Open `path` for appending, creating it as [`open_private_new`] does; an existing file must
+/// be private.
+pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> {
+    let f = private_open_options()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    check_private(path, false)?;
+    Ok(f)
 }
 
 /// Create `dir` with mode 0700 if missing (parents too), or verify an existing one: a real

@@ -3,27 +3,11 @@
 
 use std::path::Path;
 
-use super::{check_private, io_err, SecureFsError};
+use super::SecureFsError;
 
-/// Create a new file (fails if it exists). On Windows it inherits the private directory's
-/// ACL (owner-only, see [`super::ensure_private_dir`]).
-pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
+/// No mode bits or open flags to add.
+pub(crate) fn private_open_options() -> std::fs::OpenOptions {
     std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err(path))
-}
-
-/// Open `path` for appending, creating it.
-pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> {
-    let f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    check_private(path, false)?;
-    Ok(f)
 }
 
 pub(crate) fn sync_dir(_dir: &Path) -> Result<(), SecureFsError> {

@@ -5,26 +5,19 @@ use std::path::Path;
 
 use super::{io_err, SecureFsError};
 
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
+pub(crate) fn create_dir_private(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(dir)(e)),
-    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)
 }
 
-/// Verify that `path` is ours and private: for a directory no group/other bits at all, for a
-/// file no group/other bits either (0600 or stricter). Symlinks are refused.
-pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
+/// Owned by our effective uid, and no group/other bits: 0700 for a directory, 0600 or
+/// stricter for a file.
+pub(crate) fn check_owner_and_access(
+    path: &Path,
+    md: &std::fs::Metadata,
+    want_dir: bool,
+) -> Result<(), SecureFsError> {
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
-    if md.file_type().is_symlink() {
-        return Err(SecureFsError::Symlink(path.to_path_buf()));
-    }
-    if want_dir && !md.is_dir() {
-        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
-    }
     let me = nix::unistd::geteuid().as_raw();
     if md.uid() != me {
         return Err(SecureFsError::ForeignOwner {
@@ -44,30 +37,12 @@ pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
     Ok(())
 }
 
-/// Create a new file with mode 0600 (fails if it exists).
-pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
+/// Files are created with mode 0600 and a symlink in the last component is not followed.
+pub(crate) fn private_open_options() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io_err(path))
-}
-
-/// Open `path` for appending, creating it with mode 0600; an existing file must be private.
-pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io_err(path))?;
-    check_private(path, false)?;
-    Ok(f)
+    let mut opts = std::fs::OpenOptions::new();
+    opts.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+    opts
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SecureFsError> {

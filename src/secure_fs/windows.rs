@@ -5,30 +5,22 @@ use std::path::Path;
 
 use super::{io_err, SecureFsError};
 
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), SecureFsError> {
-    let made = crate::platform::windows::current_user_sid()
+pub(crate) fn create_dir_private(dir: &Path) -> std::io::Result<()> {
+    crate::platform::windows::current_user_sid()
         .and_then(|sid| {
             crate::platform::sddl::private_dir_sddl(&sid)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })
-        .and_then(|sddl| crate::platform::windows::create_dir_with_sddl(dir, &sddl));
-    match made {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(dir)(e)),
-    }
+        .and_then(|sddl| crate::platform::windows::create_dir_with_sddl(dir, &sddl))
 }
 
-/// Windows: refuse symlinks (reparse points), then check owner and DACL: the owner must be
-/// the current user and the DACL must admit nobody else (fail closed on anything unreadable).
-pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
-    let md = std::fs::symlink_metadata(path).map_err(io_err(path))?;
-    if md.file_type().is_symlink() {
-        return Err(SecureFsError::Symlink(path.to_path_buf()));
-    }
-    if want_dir && !md.is_dir() {
-        return Err(SecureFsError::NotADirectory(path.to_path_buf()));
-    }
+/// Windows (symlinks, that is reparse points, already refused): the owner must be the current
+/// user and the DACL must admit nobody else (fail closed on anything unreadable).
+pub(crate) fn check_owner_and_access(
+    path: &Path,
+    md: &std::fs::Metadata,
+    _want_dir: bool,
+) -> Result<(), SecureFsError> {
     let me = crate::platform::windows::current_user_sid().map_err(io_err(path))?;
     let (owner, dacl) = crate::platform::windows::owner_and_dacl(path).map_err(io_err(path))?;
     crate::platform::sddl::check_acl(&owner, &me, dacl.as_deref()).map_err(|problem| {
@@ -40,8 +32,7 @@ pub fn check_private(path: &Path, want_dir: bool) -> Result<(), SecureFsError> {
     })
 }
 
-pub(crate) use super::plain::sync_dir;
-pub use super::plain::{open_private_append, open_private_new};
+pub(crate) use super::plain::{private_open_options, sync_dir};
 
 /// A file held under an exclusive `LockFileEx` lock; closing the handle releases it.
 #[derive(Debug)]

@@ -117,6 +117,18 @@ fn enroll<T: auths_presence::ctap::Transport>(dev: &mut Device<T>, alg: Algorith
     }
 }
 
+/// A virtual key that touches itself, a channel to it, and one credential of `alg` enrolled
+/// through that channel.
+fn enrolled_key(
+    touch_timeout: Duration,
+    alg: Algorithm,
+) -> (VirtualKey, Device<VirtualTransport>, Enrolled) {
+    let key = start(AUTO, touch_timeout);
+    let mut dev = open(&key);
+    let cred = enroll(&mut dev, alg);
+    (key, dev, cred)
+}
+
 fn assertion_request<'a>(
     rp_id: &'a str,
     cdh: [u8; 32],
@@ -130,16 +142,35 @@ fn assertion_request<'a>(
     }
 }
 
+/// One getAssertion for `cred` on `rp_id` with a fresh clientDataHash, returned with the
+/// result.
+fn request_assertion<T: auths_presence::ctap::Transport>(
+    dev: &mut Device<T>,
+    rp_id: &str,
+    cred: &Enrolled,
+    on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+) -> ([u8; 32], Result<GetAssertionResponse, CtapError>) {
+    let cdh = fresh_cdh();
+    let allow = [cred.id.as_slice()];
+    let r = dev.get_assertion(&assertion_request(rp_id, cdh, &allow), on_keepalive, None);
+    (cdh, r)
+}
+
+/// A getAssertion for `cred` on [`RP`] that must succeed.
 fn assert_once<T: auths_presence::ctap::Transport>(
     dev: &mut Device<T>,
     cred: &Enrolled,
 ) -> ([u8; 32], GetAssertionResponse) {
-    let cdh = fresh_cdh();
-    let allow = [cred.id.as_slice()];
-    let resp = dev
-        .get_assertion(&assertion_request(RP, cdh, &allow), &mut |_| {}, None)
-        .unwrap();
-    (cdh, resp)
+    let (cdh, r) = request_assertion(dev, RP, cred, &mut |_| {});
+    (cdh, r.unwrap())
+}
+
+/// `r` failed with the CTAP status `want`.
+fn assert_status<T: std::fmt::Debug>(r: &Result<T, CtapError>, want: StatusCode) {
+    assert!(
+        matches!(r, Err(CtapError::Status(s)) if *s == want),
+        "want {want:?}, got {r:?}"
+    );
 }
 
 fn verify(
@@ -253,6 +284,18 @@ fn make_credential_in_thread(
 }
 
 /// Block (bounded) until the key has said it waits for a touch.
+/// Start a request (given its cancel token), cancel it once the key waits for a touch, and
+/// return what the request ended with.
+fn cancelled_while_up_needed<R: Send + 'static>(
+    start: impl FnOnce(Option<CancelToken>) -> (Receiver<KeepaliveStatus>, Bounded<R>),
+) -> R {
+    let cancel = CancelToken::new();
+    let (ka, job) = start(Some(cancel.clone()));
+    wait_up_needed(&ka);
+    cancel.cancel();
+    job.wait()
+}
+
 fn wait_up_needed(rx: &Receiver<KeepaliveStatus>) {
     loop {
         match rx.recv_timeout(BOUND) {
@@ -330,9 +373,7 @@ fn get_info_and_init_advertise_only_what_the_key_does() {
 }
 
 fn enroll_assert_verify(alg: Algorithm) {
-    let key = start(AUTO, Duration::from_secs(5));
-    let mut dev = open(&key);
-    let cred = enroll(&mut dev, alg);
+    let (key, mut dev, cred) = enrolled_key(Duration::from_secs(5), alg);
 
     let (cdh1, r1) = assert_once(&mut dev, &cred);
     let v1 = verify(&cred, cred.sign_count, cdh1, &r1).unwrap();
@@ -408,19 +449,9 @@ fn both_credentials_on_one_key_are_told_apart() {
 
 #[test]
 fn wrong_rp_id_gives_no_credentials() {
-    let key = start(AUTO, Duration::from_secs(5));
-    let mut dev = open(&key);
-    let cred = enroll(&mut dev, Algorithm::Es256);
-    let allow = [cred.id.as_slice()];
-    let r = dev.get_assertion(
-        &assertion_request("example.org", fresh_cdh(), &allow),
-        &mut |_| {},
-        None,
-    );
-    assert!(
-        matches!(r, Err(CtapError::Status(StatusCode::NoCredentials))),
-        "{r:?}"
-    );
+    let (_key, mut dev, cred) = enrolled_key(Duration::from_secs(5), Algorithm::Es256);
+    let (_, r) = request_assertion(&mut dev, "example.org", &cred, &mut |_| {});
+    assert_status(&r, StatusCode::NoCredentials);
     // The channel is still usable.
     let (cdh, resp) = assert_once(&mut dev, &cred);
     verify(&cred, cred.sign_count, cdh, &resp).unwrap();
@@ -428,22 +459,12 @@ fn wrong_rp_id_gives_no_credentials() {
 
 #[test]
 fn touch_never_gives_user_action_timeout() {
-    let key = start(AUTO, Duration::from_millis(300));
-    let mut dev = open(&key);
-    let cred = enroll(&mut dev, Algorithm::Es256);
+    let (key, mut dev, cred) = enrolled_key(Duration::from_millis(300), Algorithm::Es256);
     key.set_touch_mode(TouchMode::Never);
     let mut seen = Vec::new();
-    let allow = [cred.id.as_slice()];
     let started = Instant::now();
-    let r = dev.get_assertion(
-        &assertion_request(RP, fresh_cdh(), &allow),
-        &mut |s| seen.push(s),
-        None,
-    );
-    assert!(
-        matches!(r, Err(CtapError::Status(StatusCode::UserActionTimeout))),
-        "{r:?}"
-    );
+    let (_, r) = request_assertion(&mut dev, RP, &cred, &mut |s| seen.push(s));
+    assert_status(&r, StatusCode::UserActionTimeout);
     assert!(started.elapsed() < opts().deadline);
     assert_eq!(seen, vec![KeepaliveStatus::UpNeeded]);
     assert_eq!(key.touch_count(), 1, "only the enrollment was touched");
@@ -452,15 +473,8 @@ fn touch_never_gives_user_action_timeout() {
 #[test]
 fn cancel_during_up_needed_gives_keepalive_cancel_and_no_touch() {
     let key = start(TouchMode::Manual, Duration::from_secs(5));
-    let cancel = CancelToken::new();
-    let (ka, job) = make_credential_in_thread(open(&key), Some(cancel.clone()));
-    wait_up_needed(&ka);
-    cancel.cancel();
-    let r = job.wait();
-    assert!(
-        matches!(r, Err(CtapError::Status(StatusCode::KeepaliveCancel))),
-        "{r:?}"
-    );
+    let r = cancelled_while_up_needed(|cancel| make_credential_in_thread(open(&key), cancel));
+    assert_status(&r, StatusCode::KeepaliveCancel);
     assert_eq!(key.touch_count(), 0);
     // The cancelled request no longer waits: a touch now finds nothing to approve.
     assert_eq!(key.touch(), Err(TouchError::NothingWaiting));
@@ -469,19 +483,11 @@ fn cancel_during_up_needed_gives_keepalive_cancel_and_no_touch() {
 
 #[test]
 fn cancelled_assertion_is_not_signed_and_the_channel_stays_usable() {
-    let key = start(AUTO, Duration::from_secs(5));
-    let mut dev = open(&key);
-    let cred = enroll(&mut dev, Algorithm::Es256);
+    let (key, dev, cred) = enrolled_key(Duration::from_secs(5), Algorithm::Es256);
     key.set_touch_mode(TouchMode::Manual);
-    let cancel = CancelToken::new();
-    let (ka, job) = assertion_in_thread(dev, cred.id.clone(), Some(cancel.clone()));
-    wait_up_needed(&ka);
-    cancel.cancel();
-    let (r, _) = job.wait();
-    assert!(
-        matches!(r, Err(CtapError::Status(StatusCode::KeepaliveCancel))),
-        "{r:?}"
-    );
+    let (r, _) =
+        cancelled_while_up_needed(|cancel| assertion_in_thread(dev, cred.id.clone(), cancel));
+    assert_status(&r, StatusCode::KeepaliveCancel);
     assert_eq!(key.touch_count(), 1, "only the enrollment was touched");
 
     // A new request after the cancel is answered normally.
@@ -493,9 +499,7 @@ fn cancelled_assertion_is_not_signed_and_the_channel_stays_usable() {
 
 #[test]
 fn second_channel_gets_channel_busy_while_first_waits_for_touch() {
-    let key = start(AUTO, Duration::from_secs(5));
-    let mut first = open(&key);
-    let cred = enroll(&mut first, Algorithm::EdDsa);
+    let (key, first, cred) = enrolled_key(Duration::from_secs(5), Algorithm::EdDsa);
     key.set_touch_mode(TouchMode::Manual);
 
     let (ka, job) = assertion_in_thread(first, cred.id.clone(), None);
@@ -509,12 +513,7 @@ fn second_channel_gets_channel_busy_while_first_waits_for_touch() {
         matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
         "{busy:?}"
     );
-    let allow = [cred.id.as_slice()];
-    let busy = second.get_assertion(
-        &assertion_request(RP, fresh_cdh(), &allow),
-        &mut |_| {},
-        None,
-    );
+    let (_, busy) = request_assertion(&mut second, RP, &cred, &mut |_| {});
     assert!(
         matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
         "{busy:?}"

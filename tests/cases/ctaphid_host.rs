@@ -187,6 +187,14 @@ fn keepalives_reach_the_callback_once_per_change() {
     );
 }
 
+/// The framing error `r` failed with.
+fn framing_error<T: std::fmt::Debug>(r: Result<T, CtapError>) -> framing::FramingError {
+    match r {
+        Err(CtapError::Framing(e)) => e,
+        other => panic!("want a framing error, got {other:?}"),
+    }
+}
+
 #[test]
 fn wrong_seq_is_a_framing_error() {
     let mut dev = open(Box::new(|m| {
@@ -194,16 +202,12 @@ fn wrong_seq_is_a_framing_error() {
         r[2][4] = 5; // second continuation claims SEQ 5
         r.into_iter().map(Event::Report).collect()
     }));
-    let err = dev.ping(&[7u8; 200]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CtapError::Framing(framing::FramingError::BadSeq {
-                expected: 1,
-                got: 5
-            })
-        ),
-        "{err:?}"
+    assert_eq!(
+        framing_error(dev.ping(&[7u8; 200])),
+        framing::FramingError::BadSeq {
+            expected: 1,
+            got: 5
+        }
     );
 }
 
@@ -216,13 +220,9 @@ fn bcnt_over_maximum_is_refused() {
         r[5..7].copy_from_slice(&7610u16.to_be_bytes());
         vec![Event::Report(r)]
     }));
-    let err = dev.ping(b"x").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CtapError::Framing(framing::FramingError::TooLong(7610))
-        ),
-        "{err:?}"
+    assert_eq!(
+        framing_error(dev.ping(b"x")),
+        framing::FramingError::TooLong(7610)
     );
 }
 
@@ -318,13 +318,9 @@ fn continuation_without_init_is_refused() {
         let r = framing::fragment(CID, m.cmd, &[1u8; 300]).unwrap();
         vec![Event::Report(r[1])]
     }));
-    let err = dev.ping(&[1u8; 300]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CtapError::Framing(framing::FramingError::UnexpectedCont(0))
-        ),
-        "{err:?}"
+    assert_eq!(
+        framing_error(dev.ping(&[1u8; 300])),
+        framing::FramingError::UnexpectedCont(0)
     );
 }
 

@@ -155,6 +155,19 @@ pub fn load(file: &str) -> Vec<Record> {
     records
 }
 
+/// Every record of `files`, file by file, each loaded as [`load`] does.
+pub fn load_all(files: &[&str]) -> Vec<Record> {
+    files.iter().flat_map(|file| load(file)).collect()
+}
+
+/// The records of `files` whose `key` is `value` (every record must have `key`).
+pub fn load_where(files: &[&str], key: &str, value: &str) -> Vec<Record> {
+    load_all(files)
+        .into_iter()
+        .filter(|r| r.req(key) == value)
+        .collect()
+}
+
 /// Find a record by `file#name` (the form of `derived_from`).
 pub fn lookup(reference: &str) -> Record {
     let (file, name) = reference

@@ -3,7 +3,7 @@
 use auths_presence::ctap::authdata::{AuthDataError, AuthenticatorData};
 use auths_presence::ctap::cbor::{self, CborError};
 
-use crate::vector_records::{load, Record};
+use crate::vector_records::{load_all, load_where, Record};
 
 const FILES: &[&str] = &[
     "libfido2_authdata_parse.txt",
@@ -97,25 +97,23 @@ fn check_ok(r: &Record, ad: &AuthenticatorData, raw: &[u8]) -> usize {
 #[test]
 fn authdata_parse_vectors() {
     let (mut ok, mut err, mut expects) = (0, 0, 0);
-    for file in FILES {
-        for r in load(file) {
-            let raw = r.hex("auth_data");
-            let parsed = AuthenticatorData::parse(&raw);
-            match (r.req("expected"), parsed) {
-                ("parse_ok", Ok(ad)) => {
-                    expects += check_ok(&r, &ad, &raw);
-                    ok += 1;
-                }
-                ("parse_error", Err(e)) => {
-                    assert!(
-                        expected_error(&r.name(), &e),
-                        "{}: wrong error {e:?}",
-                        r.name()
-                    );
-                    err += 1;
-                }
-                (want, got) => panic!("{file} {}: expected {want}, got {got:?}", r.name()),
+    for r in load_all(FILES) {
+        let raw = r.hex("auth_data");
+        let parsed = AuthenticatorData::parse(&raw);
+        match (r.req("expected"), parsed) {
+            ("parse_ok", Ok(ad)) => {
+                expects += check_ok(&r, &ad, &raw);
+                ok += 1;
             }
+            ("parse_error", Err(e)) => {
+                assert!(
+                    expected_error(&r.name(), &e),
+                    "{}: wrong error {e:?}",
+                    r.name()
+                );
+                err += 1;
+            }
+            (want, got) => panic!("{} {}: expected {want}, got {got:?}", r.file, r.name()),
         }
     }
     // README: 9 records, 3 of them malformed COSE keys.
@@ -125,19 +123,14 @@ fn authdata_parse_vectors() {
 
 #[test]
 fn truncations_of_vectors_fail_cleanly() {
-    for file in FILES {
-        for r in load(file) {
-            if r.req("expected") != "parse_ok" {
-                continue;
-            }
-            let raw = r.hex("auth_data");
-            for n in 0..raw.len() {
-                assert!(
-                    AuthenticatorData::parse(&raw[..n]).is_err(),
-                    "{} truncated to {n} parsed",
-                    r.name()
-                );
-            }
+    for r in load_where(FILES, "expected", "parse_ok") {
+        let raw = r.hex("auth_data");
+        for n in 0..raw.len() {
+            assert!(
+                AuthenticatorData::parse(&raw[..n]).is_err(),
+                "{} truncated to {n} parsed",
+                r.name()
+            );
         }
     }
 }

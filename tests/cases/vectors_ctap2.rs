@@ -9,7 +9,7 @@ use auths_presence::ctap::command::{
 };
 use auths_presence::ctap::CtapError;
 
-use crate::vector_records::{load, Record};
+use crate::vector_records::{load_all, load_where, Record};
 
 const FILES: &[&str] = &[
     "libfido2_ctap2_responses.txt",
@@ -20,6 +20,14 @@ const FILES: &[&str] = &[
 
 fn list<T: ToString>(v: &[T]) -> String {
     v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `k:v` pairs joined by commas, as the vectors write a map.
+fn pairs<T: std::fmt::Display>(v: &[(String, T)]) -> String {
+    v.iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -51,12 +59,7 @@ fn check_get_info(r: &Record, body: &[u8]) -> usize {
             "versions" => list(&info.versions),
             "extensions" => list(&info.extensions),
             "aaguid" => hex::encode(info.aaguid),
-            "options" => info
-                .options
-                .iter()
-                .map(|(k, v)| format!("{k}:{v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            "options" => pairs(&info.options),
             "max_msg_size" => opt(info.max_msg_size),
             "pin_uv_auth_protocols" => list(&info.pin_uv_auth_protocols),
             "max_cred_count_in_list" => opt(info.max_credential_count_in_list),
@@ -71,12 +74,7 @@ fn check_get_info(r: &Record, body: &[u8]) -> usize {
             "max_rpids_for_set_min_pin_length" => opt(info.max_rpids_for_set_min_pin_length),
             "preferred_platform_uv_attempts" => opt(info.preferred_platform_uv_attempts),
             "uv_modality" => opt(info.uv_modality),
-            "certifications" => info
-                .certifications
-                .iter()
-                .map(|(k, v)| format!("{k}:{v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            "certifications" => pairs(&info.certifications),
             "remaining_discoverable_credentials" => opt(info.remaining_discoverable_credentials),
             "unknown_keys" => list(&info.unknown_keys),
             other => panic!("{name}: unhandled expect.{other}"),
@@ -210,47 +208,45 @@ fn fix_nonminimal_len(bytes: &[u8]) -> Option<Vec<u8>> {
 fn ctap2_response_vectors() {
     let (mut records, mut noncanonical, mut expects) = (0, 0, 0);
     let mut per_command = [0usize; 3];
-    for file in FILES {
-        for r in load(file) {
-            let name = r.name();
-            let mut body = r.hex("response_cbor");
-            // With the status byte in front, split_status hands back exactly the CBOR.
-            if let Some(status) = r.get("status") {
-                assert_eq!(status, "00", "{name}");
-                let mut full = vec![0u8];
-                full.extend_from_slice(&body);
-                assert_eq!(split_status(&full).unwrap(), &body[..]);
-            }
-            let command = r.req("command");
-            match r.req("canonical_ctap2") {
-                "yes" => {}
-                "no" => {
-                    let e = decode_any(command, &body).expect_err(&name);
-                    assert!(matches!(e, CtapError::Cbor(_)), "{name}: {e:?}");
-                    body = fix_nonminimal_len(&body)
-                        .unwrap_or_else(|| panic!("{name}: no non-minimal length found"));
-                    noncanonical += 1;
-                }
-                other => panic!("{name}: canonical_ctap2 = {other}"),
-            }
-            assert_eq!(r.req("expected"), "parse_ok", "{name}");
-            expects += match command {
-                "authenticatorGetInfo" => {
-                    per_command[0] += 1;
-                    check_get_info(&r, &body)
-                }
-                "authenticatorMakeCredential" => {
-                    per_command[1] += 1;
-                    check_make_credential(&r, &body)
-                }
-                "authenticatorGetAssertion" => {
-                    per_command[2] += 1;
-                    check_get_assertion(&r, &body)
-                }
-                other => panic!("{name}: unknown command {other}"),
-            };
-            records += 1;
+    for r in load_all(FILES) {
+        let name = r.name();
+        let mut body = r.hex("response_cbor");
+        // With the status byte in front, split_status hands back exactly the CBOR.
+        if let Some(status) = r.get("status") {
+            assert_eq!(status, "00", "{name}");
+            let mut full = vec![0u8];
+            full.extend_from_slice(&body);
+            assert_eq!(split_status(&full).unwrap(), &body[..]);
         }
+        let command = r.req("command");
+        match r.req("canonical_ctap2") {
+            "yes" => {}
+            "no" => {
+                let e = decode_any(command, &body).expect_err(&name);
+                assert!(matches!(e, CtapError::Cbor(_)), "{name}: {e:?}");
+                body = fix_nonminimal_len(&body)
+                    .unwrap_or_else(|| panic!("{name}: no non-minimal length found"));
+                noncanonical += 1;
+            }
+            other => panic!("{name}: canonical_ctap2 = {other}"),
+        }
+        assert_eq!(r.req("expected"), "parse_ok", "{name}");
+        expects += match command {
+            "authenticatorGetInfo" => {
+                per_command[0] += 1;
+                check_get_info(&r, &body)
+            }
+            "authenticatorMakeCredential" => {
+                per_command[1] += 1;
+                check_make_credential(&r, &body)
+            }
+            "authenticatorGetAssertion" => {
+                per_command[2] += 1;
+                check_get_assertion(&r, &body)
+            }
+            other => panic!("{name}: unknown command {other}"),
+        };
+        records += 1;
     }
     assert_eq!(records, 16, "README lists 16 CTAP2 responses");
     assert_eq!(per_command, [6, 7, 3]);
@@ -260,27 +256,22 @@ fn ctap2_response_vectors() {
 
 #[test]
 fn truncated_and_trailing_responses_fail() {
-    for file in FILES {
-        for r in load(file) {
-            if r.req("canonical_ctap2") != "yes" {
-                continue;
-            }
-            let body = r.hex("response_cbor");
-            let command = r.req("command");
-            for n in [0, 1, body.len() / 2, body.len() - 1] {
-                assert!(
-                    matches!(decode_any(command, &body[..n]), Err(CtapError::Cbor(_))),
-                    "{} truncated to {n}",
-                    r.name()
-                );
-            }
-            let mut long = body.clone();
-            long.push(0);
-            assert!(matches!(
-                decode_any(command, &long),
-                Err(CtapError::Cbor(_))
-            ));
+    for r in load_where(FILES, "canonical_ctap2", "yes") {
+        let body = r.hex("response_cbor");
+        let command = r.req("command");
+        for n in [0, 1, body.len() / 2, body.len() - 1] {
+            assert!(
+                matches!(decode_any(command, &body[..n]), Err(CtapError::Cbor(_))),
+                "{} truncated to {n}",
+                r.name()
+            );
         }
+        let mut long = body.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_any(command, &long),
+            Err(CtapError::Cbor(_))
+        ));
     }
 }
 
@@ -288,17 +279,15 @@ fn truncated_and_trailing_responses_fail() {
 fn corrupted_responses_never_panic() {
     // Every single-byte corruption of every response: an error or a value, never a panic.
     let mut decoded = 0usize;
-    for file in FILES {
-        for r in load(file) {
-            let body = r.hex("response_cbor");
-            let command = r.req("command");
-            for i in 0..body.len() {
-                for x in [0x01u8, 0x80, 0xff] {
-                    let mut b = body.clone();
-                    b[i] ^= x;
-                    if decode_any(command, &b).is_ok() {
-                        decoded += 1;
-                    }
+    for r in load_all(FILES) {
+        let body = r.hex("response_cbor");
+        let command = r.req("command");
+        for i in 0..body.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut b = body.clone();
+                b[i] ^= x;
+                if decode_any(command, &b).is_ok() {
+                    decoded += 1;
                 }
             }
         }

@@ -52,6 +52,15 @@ impl<T: Transport> Host<T> {
         self.t.write_report(r).unwrap();
     }
 
+    /// The next message on `cid` is KEEPALIVE with status UPNEEDED.
+    fn expect_up_needed(&mut self, cid: u32) {
+        let ka = self.recv(cid);
+        assert_eq!(
+            (ka.cmd, ka.payload[0]),
+            (cmd::KEEPALIVE, keepalive::UPNEEDED)
+        );
+    }
+
     /// The next complete message on `cid`; reports for other channels are skipped.
     fn recv(&mut self, cid: u32) -> Message {
         let deadline = Instant::now() + READ_TIMEOUT;
@@ -138,6 +147,13 @@ fn host(key: &VirtualKey) -> Host<impl Transport> {
     Host { t: key.connect() }
 }
 
+/// A host connected to `key`, with a channel allocated by CTAPHID_INIT.
+fn channel(key: &VirtualKey) -> (Host<impl Transport>, u32) {
+    let mut h = host(key);
+    let cid = h.init();
+    (h, cid)
+}
+
 fn hid_error(m: &Message) -> u8 {
     assert_eq!(m.cmd, cmd::ERROR, "expected CTAPHID_ERROR, got {m:?}");
     m.payload[0]
@@ -185,6 +201,15 @@ fn get_assertion_req(rp: &str, id: &[u8]) -> Value {
             ])]),
         ),
     ])
+}
+
+/// A virtual key that touches itself, a host channel to it, and the id of one credential of
+/// `alg` enrolled on that channel.
+fn enrolled_key(alg: i64) -> (VirtualKey, Host<impl Transport>, u32, Vec<u8>) {
+    let key = start(AUTO);
+    let (mut h, cid) = channel(&key);
+    let (id, _, _) = enroll(&mut h, cid, alg);
+    (key, h, cid, id)
 }
 
 /// makeCredential over CTAPHID; returns (credential id, COSE key, counter).
@@ -289,8 +314,7 @@ fn every_open_handle_sees_every_report() {
 #[test]
 fn ping_multi_packet_round_trip() {
     let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     let payload: Vec<u8> = (0..1000u32).map(|i| (i * 31) as u8).collect();
     h.send(cid, cmd::PING, &payload);
     let m = h.recv(cid);
@@ -301,15 +325,10 @@ fn ping_multi_packet_round_trip() {
 #[test]
 fn channel_busy_for_second_channel_during_pending_touch() {
     let key = start(TouchMode::Manual);
-    let mut h = host(&key);
-    let a = h.init();
+    let (mut h, a) = channel(&key);
     let b = h.init();
     h.send(a, cmd::CBOR, &[0x0b]);
-    let ka = h.recv(a);
-    assert_eq!(
-        (ka.cmd, ka.payload[0]),
-        (cmd::KEEPALIVE, keepalive::UPNEEDED)
-    );
+    h.expect_up_needed(a);
     h.send(b, cmd::PING, b"x");
     assert_eq!(hid_error(&h.recv(b)), err::CHANNEL_BUSY);
     key.touch().unwrap();
@@ -323,19 +342,12 @@ fn channel_busy_for_second_channel_during_pending_touch() {
 
 #[test]
 fn cancel_during_upneeded_gives_keepalive_cancel() {
-    let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
-    let (id, _, _) = enroll(&mut h, cid, -7);
+    let (key, mut h, cid, id) = enrolled_key(-7);
     key.set_touch_mode(TouchMode::Manual);
     let mut req = vec![0x02];
     req.extend(cbor::encode(&get_assertion_req(RP, &id)));
     h.send(cid, cmd::CBOR, &req);
-    let ka = h.recv(cid);
-    assert_eq!(
-        (ka.cmd, ka.payload[0]),
-        (cmd::KEEPALIVE, keepalive::UPNEEDED)
-    );
+    h.expect_up_needed(cid);
     h.send(cid, cmd::CANCEL, &[]);
     let (m, _) = h.recv_final(cid);
     assert_eq!((m.cmd, m.payload.as_slice()), (cmd::CBOR, &[0x2du8][..]));
@@ -351,8 +363,7 @@ fn keepalive_upneeded_repeats_until_auto_touch() {
     let key = start(TouchMode::Auto {
         delay: Duration::from_millis(350),
     });
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     h.send(cid, cmd::CBOR, &[0x0b]);
     let (m, ka) = h.recv_final(cid);
     assert_eq!(m.payload, [0]);
@@ -366,8 +377,7 @@ fn touch_never_times_out_with_user_action_timeout() {
     let mut cfg = config(TouchMode::Never);
     cfg.timings.touch_timeout = Duration::from_millis(250);
     let key = VirtualKey::start(cfg).unwrap();
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     let (status, _) = h.cbor(cid, 0x0b, None);
     assert_eq!(status, 0x2f);
     assert_eq!(key.touch_count(), 0);
@@ -376,8 +386,7 @@ fn touch_never_times_out_with_user_action_timeout() {
 #[test]
 fn ctaphid_errors_for_malformed_input() {
     let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
 
     // Unknown command, and CTAP1 MSG on an NMSG key.
     h.send(cid, 0x33, &[]);
@@ -432,8 +441,7 @@ fn ctaphid_errors_for_malformed_input() {
 #[test]
 fn ctap2_errors_through_ctaphid() {
     let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     // Unknown CTAP2 command, non-canonical CBOR, wrong type, missing field.
     h.send(cid, cmd::CBOR, &[0x55]);
     assert_eq!(h.recv_final(cid).0.payload, [0x01]);
@@ -454,8 +462,7 @@ fn ctap2_errors_through_ctaphid() {
 #[test]
 fn make_credential_then_get_assertion_es256_and_eddsa() {
     let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     let mut last = 0u32;
     for alg in [-7i64, -8] {
         let (id, cose, counter) = enroll(&mut h, cid, alg);
@@ -485,10 +492,7 @@ fn make_credential_then_get_assertion_es256_and_eddsa() {
 
 #[test]
 fn tampered_or_foreign_credential_gives_no_credentials() {
-    let key = start(AUTO);
-    let mut h = host(&key);
-    let cid = h.init();
-    let (id, _, _) = enroll(&mut h, cid, -8);
+    let (_key, mut h, cid, id) = enrolled_key(-8);
     let mut tampered = id.clone();
     tampered[30] ^= 0x80;
     let (s, _) = h.cbor(cid, 0x02, Some(get_assertion_req(RP, &tampered)));
@@ -496,8 +500,7 @@ fn tampered_or_foreign_credential_gives_no_credentials() {
     let (s, _) = h.cbor(cid, 0x02, Some(get_assertion_req("other-rp", &id)));
     assert_eq!(s, 0x2e);
     let other = start(AUTO);
-    let mut h2 = host(&other);
-    let cid2 = h2.init();
+    let (mut h2, cid2) = channel(&other);
     let (s, _) = h2.cbor(cid2, 0x02, Some(get_assertion_req(RP, &id)));
     assert_eq!(s, 0x2e, "another key's master secret");
 }
@@ -507,8 +510,7 @@ fn touch_with_nothing_waiting_errors_and_count_counts() {
     let key = start(TouchMode::Manual);
     assert_eq!(key.touch(), Err(TouchError::NothingWaiting));
     assert_eq!(key.touch_count(), 0);
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     for n in 1..=2u64 {
         h.send(cid, cmd::CBOR, &[0x0b]);
         assert_eq!(h.recv(cid).cmd, cmd::KEEPALIVE);
@@ -531,16 +533,14 @@ fn state_file_private_survives_restart_and_corrupt_is_an_error() {
     cfg.state = StateLocation::File(path.clone());
 
     let key = VirtualKey::start(cfg.clone()).unwrap();
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     let (id, cose, c1) = enroll(&mut h, cid, -7);
     key.shutdown();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
     let key = VirtualKey::start(cfg.clone()).unwrap();
-    let mut h = host(&key);
-    let cid = h.init();
+    let (mut h, cid) = channel(&key);
     let (status, body) = h.cbor(cid, 0x02, Some(get_assertion_req(RP, &id)));
     assert_eq!(status, 0, "the credential survives a restart");
     let body = body.unwrap();

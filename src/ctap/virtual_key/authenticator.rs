@@ -50,8 +50,8 @@ use super::state::KeyState;
 use crate::ctap::authdata::{self, flag, AttestedCredentialData};
 use crate::ctap::cbor::{self, Value};
 use crate::ctap::command::{
-    Algorithm, CMD_GET_ASSERTION, CMD_GET_INFO, CMD_MAKE_CREDENTIAL, CMD_RESET, CMD_SELECTION,
-    PUBLIC_KEY,
+    credential_parameters, descriptor, Algorithm, CMD_GET_ASSERTION, CMD_GET_INFO,
+    CMD_MAKE_CREDENTIAL, CMD_RESET, CMD_SELECTION, PUBLIC_KEY,
 };
 use crate::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
 use crate::ctap::status::StatusCode;
@@ -320,13 +320,7 @@ impl Authenticator {
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
                 Ok(ok_with(&Value::Map(vec![
-                    (
-                        Value::int(1),
-                        Value::Map(vec![
-                            (Value::text("id"), Value::Bytes(credential_id)),
-                            (Value::text("type"), Value::text(PUBLIC_KEY)),
-                        ]),
-                    ),
+                    (Value::int(1), descriptor(&credential_id)),
                     (Value::int(2), Value::Bytes(auth_data)),
                     (Value::int(3), Value::Bytes(sig)),
                 ])))
@@ -414,19 +408,7 @@ impl Authenticator {
             }
         }
         let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
-        if let Some(ext) = opt_int_field(&req, 6) {
-            // Extensions are optional; none is implemented, so requests for them are ignored
-            // (CTAP 2.1 §6.1.2, WebAuthn §9).
-            as_map(ext)?;
-        }
-        let opts = parse_options(opt_int_field(&req, 7))?;
-        if opt_int_field(&req, 8).is_some() {
-            // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
-            return Err(StatusCode::PinNotSet);
-        }
-        if let Some(p) = opt_int_field(&req, 9) {
-            as_int(p)?;
-        }
+        let opts = extensions_options_and_pin(&req, 6)?;
         let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
         if opts.rk == Some(true) {
             return Err(StatusCode::UnsupportedOption);
@@ -467,16 +449,7 @@ impl Authenticator {
             // More than getInfo's maxCredentialCountInList: hosts must split the list.
             return Err(StatusCode::LimitExceeded);
         }
-        if let Some(ext) = opt_int_field(&req, 4) {
-            as_map(ext)?;
-        }
-        let opts = parse_options(opt_int_field(&req, 5))?;
-        if opt_int_field(&req, 6).is_some() {
-            return Err(StatusCode::PinNotSet);
-        }
-        if let Some(p) = opt_int_field(&req, 7) {
-            as_int(p)?;
-        }
+        let opts = extensions_options_and_pin(&req, 4)?;
         if opts.uv == Some(true) {
             return Err(StatusCode::InvalidOption);
         }
@@ -525,12 +498,6 @@ fn id_aad(rp_id_hash: &[u8; 32]) -> [u8; 33] {
 /// - no `clientPin` option and no pinUvAuthProtocols: authenticatorClientPIN (0x06) is not
 ///   implemented (`clientPin: false` would claim a PIN could be set).
 pub fn get_info() -> Value {
-    let alg = |a: i64| {
-        Value::Map(vec![
-            (Value::text("alg"), Value::int(a)),
-            (Value::text("type"), Value::text(PUBLIC_KEY)),
-        ])
-    };
     Value::Map(vec![
         (
             Value::int(0x01),
@@ -556,7 +523,10 @@ pub fn get_info() -> Value {
         (Value::int(0x09), Value::Array(vec![Value::text("usb")])),
         (
             Value::int(0x0a),
-            Value::Array(vec![alg(ALG_ES256), alg(ALG_EDDSA)]),
+            Value::Array(vec![
+                credential_parameters(ALG_ES256),
+                credential_parameters(ALG_EDDSA),
+            ]),
         ),
         (Value::int(0x0e), Value::Unsigned(VIRTUAL_FIRMWARE_VERSION)),
     ])
@@ -662,6 +632,26 @@ struct Options {
     uv: Option<bool>,
 }
 
+/// The four parameters makeCredential and getAssertion both end with, at consecutive keys
+/// from `extensions_key` (CTAP 2.1 §6.1.2: 6 to 9; §6.2.2: 4 to 7): extensions, options,
+/// pinUvAuthParam, pinUvAuthProtocol. Returns the options.
+fn extensions_options_and_pin(req: &[(Value, Value)], extensions_key: u64) -> CtapResult<Options> {
+    if let Some(ext) = opt_int_field(req, extensions_key) {
+        // Extensions are optional; none is implemented, so requests for them are ignored
+        // (WebAuthn §9).
+        as_map(ext)?;
+    }
+    let opts = parse_options(opt_int_field(req, extensions_key + 1))?;
+    if opt_int_field(req, extensions_key + 2).is_some() {
+        // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
+        return Err(StatusCode::PinNotSet);
+    }
+    if let Some(p) = opt_int_field(req, extensions_key + 3) {
+        as_int(p)?;
+    }
+    Ok(opts)
+}
+
 fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
     let mut o = Options::default();
     let Some(v) = v else { return Ok(o) };
@@ -681,7 +671,7 @@ fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p256::ecdsa::signature::Verifier;
+    use crate::ctap::command::payload;
 
     fn auth() -> Authenticator {
         Authenticator::new(KeyState::in_memory())
@@ -703,22 +693,11 @@ mod tests {
             ),
             (
                 Value::int(4),
-                Value::Array(
-                    algs.iter()
-                        .map(|a| {
-                            Value::Map(vec![
-                                (Value::text("alg"), Value::int(*a)),
-                                (Value::text("type"), Value::text(PUBLIC_KEY)),
-                            ])
-                        })
-                        .collect(),
-                ),
+                Value::Array(algs.iter().map(|&a| credential_parameters(a)).collect()),
             ),
         ];
         m.extend(extra);
-        let mut out = vec![CMD_MAKE_CREDENTIAL];
-        out.extend(cbor::encode(&Value::Map(m)));
-        out
+        payload(CMD_MAKE_CREDENTIAL, Value::Map(m))
     }
 
     fn get_assertion_req(rp: &str, ids: &[&[u8]], extra: Vec<(Value, Value)>) -> Vec<u8> {
@@ -727,22 +706,11 @@ mod tests {
             (Value::int(2), Value::bytes(&[9u8; 32])),
             (
                 Value::int(3),
-                Value::Array(
-                    ids.iter()
-                        .map(|id| {
-                            Value::Map(vec![
-                                (Value::text("id"), Value::bytes(id)),
-                                (Value::text("type"), Value::text(PUBLIC_KEY)),
-                            ])
-                        })
-                        .collect(),
-                ),
+                Value::Array(ids.iter().map(|id| descriptor(id)).collect()),
             ),
         ];
         m.extend(extra);
-        let mut out = vec![CMD_GET_ASSERTION];
-        out.extend(cbor::encode(&Value::Map(m)));
-        out
+        payload(CMD_GET_ASSERTION, Value::Map(m))
     }
 
     fn run(a: &mut Authenticator, req: &[u8]) -> Vec<u8> {
@@ -785,32 +753,10 @@ mod tests {
         (id, cose_bytes, ad)
     }
 
+    /// Verify with the client's own COSE verifier (itself checked against p256 and
+    /// ed25519-dalek in `cose`'s tests).
     fn verify(cose: &Value, msg: &[u8], sig: &[u8]) {
-        match cose.get_int(3).unwrap().as_i64().unwrap() {
-            ALG_ES256 => {
-                let x = cose.get_int(-2).unwrap().as_bytes().unwrap();
-                let y = cose.get_int(-3).unwrap().as_bytes().unwrap();
-                let mut sec1 = vec![4u8];
-                sec1.extend_from_slice(x);
-                sec1.extend_from_slice(y);
-                let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
-                let sig = p256::ecdsa::Signature::from_der(sig).unwrap();
-                vk.verify(msg, &sig).unwrap();
-            }
-            ALG_EDDSA => {
-                let x: [u8; 32] = cose
-                    .get_int(-2)
-                    .unwrap()
-                    .as_bytes()
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                let vk = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
-                let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
-                vk.verify_strict(msg, &sig).unwrap();
-            }
-            other => panic!("alg {other}"),
-        }
+        CoseKey::from_cbor(cose).unwrap().verify(msg, sig).unwrap();
     }
 
     #[test]
@@ -941,10 +887,7 @@ mod tests {
     fn exclude_list_after_touch() {
         let mut a = auth();
         let (id, _, _) = enroll(&mut a, "rp", &[ALG_ES256]);
-        let excl = Value::Array(vec![Value::Map(vec![
-            (Value::text("id"), Value::bytes(&id)),
-            (Value::text("type"), Value::text(PUBLIC_KEY)),
-        ])]);
+        let excl = Value::Array(vec![descriptor(&id)]);
         let req = make_cred_req("rp", &[ALG_ES256], vec![(Value::int(5), excl)]);
         match a.begin(&req) {
             Step::NeedsTouch(p) => assert_eq!(a.complete(p, true), vec![0x19]),

@@ -11,6 +11,7 @@ use windows_sys::Win32::UI::WindowsAndMessaging::GetForegroundWindow;
 
 use super::{
     assertion_fields, consts, credential_from_parts, error_from_hresult, make_credential_fields,
+    ClientDataFields,
 };
 use crate::ctap::backend::{GetAssertionArgs, MakeCredentialArgs, SecurityKey, Waiting};
 use crate::ctap::command::{GetAssertionResponse, MakeCredentialResponse};
@@ -171,6 +172,64 @@ fn cancellation_id() -> Option<GUID> {
     (hr == 0).then_some(id)
 }
 
+/// Where the options' `pCancellationId` points: at `id`, or null when there is none.
+fn cancellation_id_ptr(id: &mut Option<GUID>) -> *mut GUID {
+    id.as_mut()
+        .map_or(std::ptr::null_mut(), |id| id as *mut GUID)
+}
+
+/// The `WEBAUTHN_CLIENT_DATA` over `c`; it points into `c.json`, which must outlive its use.
+fn client_data_struct(c: &mut ClientDataFields) -> wa::WEBAUTHN_CLIENT_DATA {
+    wa::WEBAUTHN_CLIENT_DATA {
+        dwVersion: c.version,
+        // Lengths were checked to fit u32 by the pure builders.
+        cbClientDataJSON: c.json.len() as u32,
+        pbClientDataJSON: c.json.as_mut_ptr(),
+        pwszHashAlgId: wa::WEBAUTHN_HASH_ALGORITHM_SHA_256,
+    }
+}
+
+/// The `WEBAUTHN_CREDENTIALS` over `list`, which must outlive its use.
+fn credential_list(list: &mut [wa::WEBAUTHN_CREDENTIAL]) -> wa::WEBAUTHN_CREDENTIALS {
+    wa::WEBAUTHN_CREDENTIALS {
+        cCredentials: list.len() as u32,
+        pCredentials: list.as_mut_ptr(),
+    }
+}
+
+/// One blocking webauthn.dll call behind the Windows dialog, from start to freed result: tell
+/// the caller a touch is needed, watch `cancel` while `call` blocks, turn a failing HRESULT, or
+/// a success that left the out pointer null, into an error; else `read` copies what we need out
+/// of the result and `free` releases it, once. `call` gets the out pointer to fill; `what`
+/// names the result in the error.
+fn run_dialog<T, R>(
+    cancel_id: Option<GUID>,
+    on_up_needed: &mut dyn FnMut(),
+    cancel: Option<&CancelToken>,
+    what: &str,
+    call: impl FnOnce(&mut *mut T) -> i32,
+    read: impl FnOnce(&T) -> R,
+    free: impl FnOnce(*mut T),
+) -> Result<R, CtapError> {
+    on_up_needed();
+    let watcher = CancelWatcher::start(cancel, cancel_id);
+    let mut out: *mut T = std::ptr::null_mut();
+    let hr = call(&mut out);
+    let cancelled = watcher.stop(cancel);
+    if hr != 0 {
+        return Err(error_from_hresult(hr, error_name(hr).as_deref(), cancelled));
+    }
+    if out.is_null() {
+        return Err(CtapError::InvalidResponse(format!(
+            "webauthn.dll reported success but returned no {what}"
+        )));
+    }
+    // SAFETY: on success `out` points to the call's result, valid until `free` below.
+    let result = read(unsafe { &*out });
+    free(out);
+    Ok(result)
+}
+
 fn credentials(ids: &mut [Vec<u8>]) -> Vec<wa::WEBAUTHN_CREDENTIAL> {
     ids.iter_mut()
         .map(|id| wa::WEBAUTHN_CREDENTIAL {
@@ -233,68 +292,52 @@ impl SecurityKey for WinHelloKey {
             cCredentialParameters: params.len() as u32,
             pCredentialParameters: params.as_mut_ptr(),
         };
-        let client = wa::WEBAUTHN_CLIENT_DATA {
-            dwVersion: f.client_data.version,
-            cbClientDataJSON: f.client_data.json.len() as u32,
-            pbClientDataJSON: f.client_data.json.as_mut_ptr(),
-            pwszHashAlgId: wa::WEBAUTHN_HASH_ALGORITHM_SHA_256,
-        };
+        let client = client_data_struct(&mut f.client_data);
         let mut exclude = credentials(&mut f.exclude_list);
         let mut cancel_id = cancellation_id();
-        let mut opts = wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS {
+        let opts = wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS {
             dwVersion: f.options_version,
             dwTimeoutMilliseconds: f.timeout_ms,
-            CredentialList: wa::WEBAUTHN_CREDENTIALS {
-                cCredentials: exclude.len() as u32,
-                pCredentials: exclude.as_mut_ptr(),
-            },
+            CredentialList: credential_list(&mut exclude),
             dwAuthenticatorAttachment: f.attachment,
             bRequireResidentKey: i32::from(f.require_resident_key),
             dwUserVerificationRequirement: f.user_verification,
             dwAttestationConveyancePreference: f.attestation,
+            pCancellationId: cancellation_id_ptr(&mut cancel_id),
             ..Default::default()
         };
-        if let Some(id) = cancel_id.as_mut() {
-            opts.pCancellationId = id;
-        }
-        on_up_needed();
-        let watcher = CancelWatcher::start(cancel, cancel_id);
-        let mut out: *mut wa::WEBAUTHN_CREDENTIAL_ATTESTATION = std::ptr::null_mut();
-        // SAFETY: every pointer in `rp`, `user`, `cose`, `client` and `opts` points into
-        // buffers owned by `f`, `params` and `exclude`, which outlive the call; `out` is a
-        // valid out pointer. The window handle may be null.
-        let hr = unsafe {
-            wa::WebAuthNAuthenticatorMakeCredential(
-                GetForegroundWindow(),
-                &rp,
-                &user,
-                &cose,
-                &client,
-                &opts,
-                &mut out,
-            )
-        };
-        let cancelled = watcher.stop(cancel);
-        if hr != 0 {
-            return Err(error_from_hresult(hr, error_name(hr).as_deref(), cancelled));
-        }
-        if out.is_null() {
-            return Err(CtapError::InvalidResponse(
-                "webauthn.dll reported success but returned no credential".into(),
-            ));
-        }
-        // SAFETY: on success `out` points to a WEBAUTHN_CREDENTIAL_ATTESTATION that stays
-        // valid until WebAuthNFreeCredentialAttestation below; its buffers have the given sizes.
-        let (fmt, auth_data, att_stmt) = unsafe {
-            let a = &*out;
-            (
-                from_wide(a.pwszFormatType).unwrap_or_default(),
-                copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
-                copy_bytes(a.pbAttestation, a.cbAttestation),
-            )
-        };
-        // SAFETY: `out` came from WebAuthNAuthenticatorMakeCredential and is freed once.
-        unsafe { wa::WebAuthNFreeCredentialAttestation(out) };
+        let (fmt, auth_data, att_stmt) = run_dialog(
+            cancel_id,
+            on_up_needed,
+            cancel,
+            "credential",
+            |out| {
+                // SAFETY: every pointer in `rp`, `user`, `cose`, `client` and `opts` points
+                // into buffers owned by `f`, `params`, `exclude` and `cancel_id`, which outlive
+                // the call; `out` is a valid out pointer. The window handle may be null.
+                unsafe {
+                    wa::WebAuthNAuthenticatorMakeCredential(
+                        GetForegroundWindow(),
+                        &rp,
+                        &user,
+                        &cose,
+                        &client,
+                        &opts,
+                        out,
+                    )
+                }
+            },
+            // SAFETY: a WEBAUTHN_CREDENTIAL_ATTESTATION's buffers have the given sizes.
+            |a| unsafe {
+                (
+                    from_wide(a.pwszFormatType).unwrap_or_default(),
+                    copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
+                    copy_bytes(a.pbAttestation, a.cbAttestation),
+                )
+            },
+            // SAFETY: `out` came from WebAuthNAuthenticatorMakeCredential; freed once.
+            |out| unsafe { wa::WebAuthNFreeCredentialAttestation(out) },
+        )?;
         credential_from_parts(&fmt, &auth_data, &att_stmt)
     }
 
@@ -313,64 +356,49 @@ impl SecurityKey for WinHelloKey {
             cancel,
         } = wait;
         let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
-        let client = wa::WEBAUTHN_CLIENT_DATA {
-            dwVersion: f.client_data.version,
-            cbClientDataJSON: f.client_data.json.len() as u32,
-            pbClientDataJSON: f.client_data.json.as_mut_ptr(),
-            pwszHashAlgId: wa::WEBAUTHN_HASH_ALGORITHM_SHA_256,
-        };
+        let client = client_data_struct(&mut f.client_data);
         let mut allow = credentials(&mut f.allow_list);
         let mut cancel_id = cancellation_id();
-        let mut opts = wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS {
+        let opts = wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS {
             dwVersion: f.options_version,
             dwTimeoutMilliseconds: f.timeout_ms,
-            CredentialList: wa::WEBAUTHN_CREDENTIALS {
-                cCredentials: allow.len() as u32,
-                pCredentials: allow.as_mut_ptr(),
-            },
+            CredentialList: credential_list(&mut allow),
             dwAuthenticatorAttachment: f.attachment,
             dwUserVerificationRequirement: f.user_verification,
+            pCancellationId: cancellation_id_ptr(&mut cancel_id),
             ..Default::default()
         };
-        if let Some(id) = cancel_id.as_mut() {
-            opts.pCancellationId = id;
-        }
-        on_up_needed();
-        let watcher = CancelWatcher::start(cancel, cancel_id);
-        let mut out: *mut wa::WEBAUTHN_ASSERTION = std::ptr::null_mut();
-        // SAFETY: `f.rp_id` is NUL-terminated UTF-16; `client` and `opts` point into `f` and
-        // `allow`, which outlive the call; `out` is a valid out pointer.
-        let hr = unsafe {
-            wa::WebAuthNAuthenticatorGetAssertion(
-                GetForegroundWindow(),
-                f.rp_id.as_ptr(),
-                &client,
-                &opts,
-                &mut out,
-            )
-        };
-        let cancelled = watcher.stop(cancel);
-        if hr != 0 {
-            return Err(error_from_hresult(hr, error_name(hr).as_deref(), cancelled));
-        }
-        if out.is_null() {
-            return Err(CtapError::InvalidResponse(
-                "webauthn.dll reported success but returned no assertion".into(),
-            ));
-        }
-        // SAFETY: on success `out` points to a WEBAUTHN_ASSERTION that stays valid until
-        // WebAuthNFreeAssertion below; its buffers have the given sizes.
-        let (auth_data, signature, credential_id, user_id) = unsafe {
-            let a = &*out;
-            (
-                copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
-                copy_bytes(a.pbSignature, a.cbSignature),
-                copy_bytes(a.Credential.pbId, a.Credential.cbId),
-                copy_bytes(a.pbUserId, a.cbUserId),
-            )
-        };
-        // SAFETY: `out` came from WebAuthNAuthenticatorGetAssertion and is freed once.
-        unsafe { wa::WebAuthNFreeAssertion(out) };
+        let (auth_data, signature, credential_id, user_id) = run_dialog(
+            cancel_id,
+            on_up_needed,
+            cancel,
+            "assertion",
+            |out| {
+                // SAFETY: `f.rp_id` is NUL-terminated UTF-16; `client` and `opts` point into
+                // `f`, `allow` and `cancel_id`, which outlive the call; `out` is a valid out
+                // pointer. The window handle may be null.
+                unsafe {
+                    wa::WebAuthNAuthenticatorGetAssertion(
+                        GetForegroundWindow(),
+                        f.rp_id.as_ptr(),
+                        &client,
+                        &opts,
+                        out,
+                    )
+                }
+            },
+            // SAFETY: a WEBAUTHN_ASSERTION's buffers have the given sizes.
+            |a| unsafe {
+                (
+                    copy_bytes(a.pbAuthenticatorData, a.cbAuthenticatorData),
+                    copy_bytes(a.pbSignature, a.cbSignature),
+                    copy_bytes(a.Credential.pbId, a.Credential.cbId),
+                    copy_bytes(a.pbUserId, a.cbUserId),
+                )
+            },
+            // SAFETY: `out` came from WebAuthNAuthenticatorGetAssertion; freed once.
+            |out| unsafe { wa::WebAuthNFreeAssertion(out) },
+        )?;
         super::assertion_from_parts(&auth_data, &signature, &credential_id, &user_id)
     }
 }
