@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -523,7 +522,7 @@ fn slow_loris_is_dropped_while_others_are_served() {
 /// reports: 0 closed without an answer, 1 got an answer, 2 could not connect, 3 setuid failed.
 /// Only async-signal-safe calls after fork.
 #[cfg(target_os = "linux")]
-fn connect_as_nobody(path: &Path) -> i32 {
+fn connect_as_nobody(path: &std::path::Path) -> i32 {
     use nix::libc;
     use std::os::unix::ffi::OsStrExt;
 
