@@ -766,8 +766,7 @@ mod tests {
     #[test]
     fn window_closing_while_locked_wipes_the_seal() {
         let t0 = Instant::now();
-        let mut s = store(UnlockPolicy::default());
-        s.add(ed25519(), String::new(), None, t0).unwrap();
+        let (mut s, _) = one_key(UnlockPolicy::default(), t0);
         let pass = Zeroizing::new("p".to_string());
         s.lock(&pass, t0).unwrap();
         assert_eq!(
@@ -781,8 +780,7 @@ mod tests {
     #[test]
     fn explicit_wipe() {
         let t0 = Instant::now();
-        let mut s = store(UnlockPolicy::default());
-        s.add(ed25519(), String::new(), None, t0).unwrap();
+        let (mut s, _) = one_key(UnlockPolicy::default(), t0);
         assert_eq!(s.wipe(), WipeReason::Explicit);
         assert!(s.is_empty());
     }

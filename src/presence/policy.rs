@@ -181,25 +181,22 @@ impl FromStr for Policy {
                     .filter(|n| *n >= 1)
                     .ok_or_else(|| PolicyError::BatchSize((*n).to_owned()))?;
                 let ttl = parse_duration(t)?;
-                let scope = rest
-                    .first()
-                    .map(|s| s.parse())
-                    .transpose()?
-                    .unwrap_or(Scope::Parent);
+                let scope = scope_or(rest, Scope::Parent)?;
                 Ok(Policy::Batch { max, ttl, scope })
             }
             ["per-peer", t, rest @ ..] if rest.len() <= 1 => {
                 let ttl = parse_duration(t)?;
-                let scope = rest
-                    .first()
-                    .map(|s| s.parse())
-                    .transpose()?
-                    .unwrap_or(Scope::Process);
+                let scope = scope_or(rest, Scope::Process)?;
                 Ok(Policy::PerPeer { ttl, scope })
             }
             _ => Err(PolicyError::UnknownPolicy(s.to_owned())),
         }
     }
+}
+
+/// The scope named in `rest` (the optional last part of a policy string), or `default`.
+fn scope_or(rest: &[&str], default: Scope) -> Result<Scope, PolicyError> {
+    rest.first().map_or(Ok(default), |s| s.parse())
 }
 
 /// The longest duration any option takes (a year and a day): grant lifetimes, unlock caps and

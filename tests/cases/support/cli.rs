@@ -28,14 +28,12 @@ impl Sim {
     pub fn start(dir: &Path, name: &str, extra: &[&str]) -> Sim {
         let socket = dir.join(format!("{name}.sock"));
         let state = dir.join(format!("{name}.state"));
-        let child = Command::new(AUTHS)
+        let child = auths_command()
             .args(["sim", "serve", "--socket"])
             .arg(&socket)
             .arg("--state")
             .arg(&state)
             .args(extra)
-            .env_remove("AUTHS_DEVICE")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,11 +113,9 @@ impl User {
 
     /// Run `auths ARGS`, bounded by [`COMMAND_BOUND`].
     pub fn auths(&self, args: &[&str]) -> Output {
-        let child = Command::new(AUTHS)
+        let child = auths_command()
             .args(args)
             .env("AUTHS_HOME", &self.home)
-            .env_remove("AUTHS_DEVICE")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -172,4 +168,11 @@ impl User {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `auths` binary with no stdin and no `AUTHS_DEVICE` from the caller's environment.
+fn auths_command() -> Command {
+    let mut c = Command::new(AUTHS);
+    c.env_remove("AUTHS_DEVICE").stdin(Stdio::null());
+    c
 }
