@@ -118,6 +118,9 @@ def main():
                 ad = unhex(r.get(key, ""))
                 if ad:
                     out.put("authenticator_data", name, ad)
+            sig = unhex(r.get("signature", ""))
+            if sig:
+                out.put("authenticator_data", name + "-sig", sig)
             ck = unhex(r.get("cose_key", "")) or unhex(r.get("expect.cose_key", ""))
             if ck:
                 out.put("authenticator_data", name + "-cose", ck)
