@@ -6,6 +6,8 @@
 //!   hidapi transport and the virtual key.
 //! - [`presence`]: enrollment, the binding client data, verification, policy, the gate, audit.
 //! - [`agent`]: the ssh-agent server; it talks to the gate through [`presence::gate::Gate`].
+//! - [`text`]: what the CLI writes for shells, systemd, launchd and git, and the OpenSSH key
+//!   files it reads (pure, so tests and fuzz targets reach it).
 //! - [`platform`] and [`secure_fs`]: operating-system specifics (Windows ACLs and process
 //!   identity, private files), behind small interfaces.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -16,3 +18,4 @@ pub mod ctap;
 pub mod platform;
 pub mod presence;
 pub mod secure_fs;
+pub mod text;

@@ -14,6 +14,7 @@ use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::policy::{parse_duration, Policy};
 use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, SelectorOpener};
 use auths_presence::presence::prompt::Prompter;
+use auths_presence::text::{env_line, pid_line};
 
 use super::{home, os, CliResult, DeviceArgs};
 
@@ -176,38 +177,6 @@ fn print_env(socket: &Path) {
     );
     if auths_presence::platform::WINDOWS {
         eprintln!("(cmd.exe: set SSH_AUTH_SOCK={})", socket.display());
-    }
-}
-
-/// The line that points ssh/git at the agent: POSIX shells (`eval "$(auths agent env)"`) or,
-/// on Windows, PowerShell (`auths agent env | Invoke-Expression`).
-fn env_line(socket: &str, powershell: bool) -> String {
-    if powershell {
-        format!("$env:SSH_AUTH_SOCK = '{}'", socket.replace('\'', "''"))
-    } else {
-        format!(
-            "SSH_AUTH_SOCK={}; export SSH_AUTH_SOCK;",
-            shell_quote(socket)
-        )
-    }
-}
-
-/// The line that reports the agent's pid, in the same shell as [`env_line`].
-fn pid_line(pid: u32, powershell: bool) -> String {
-    if powershell {
-        format!("Write-Host 'Agent pid {pid}'")
-    } else {
-        format!("echo Agent pid {pid};")
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -431,7 +400,7 @@ fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
         std::fs::read_to_string(keyfile)
             .map_err(|e| format!("cannot read {}: {e}", keyfile.display()))?,
     );
-    let mut key = ssh_key::PrivateKey::from_openssh(text.as_bytes())
+    let mut key = auths_presence::text::private_key_from_openssh(&text)
         .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
     if key.is_encrypted() {
         let pass = os::read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
@@ -502,28 +471,6 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_line_for_posix_shells_and_powershell() {
-        assert_eq!(
-            env_line("/home/a/.auths/agent.sock", false),
-            "SSH_AUTH_SOCK=/home/a/.auths/agent.sock; export SSH_AUTH_SOCK;"
-        );
-        assert_eq!(
-            env_line("/tmp/a b", false),
-            "SSH_AUTH_SOCK='/tmp/a b'; export SSH_AUTH_SOCK;"
-        );
-        assert_eq!(
-            env_line(r"\\.\pipe\auths-agent-alice", true),
-            r"$env:SSH_AUTH_SOCK = '\\.\pipe\auths-agent-alice'"
-        );
-        assert_eq!(
-            env_line(r"\\.\pipe\o'brien", true),
-            r"$env:SSH_AUTH_SOCK = '\\.\pipe\o''brien'"
-        );
-        assert_eq!(pid_line(42, false), "echo Agent pid 42;");
-        assert_eq!(pid_line(42, true), "Write-Host 'Agent pid 42'");
-    }
 
     #[test]
     fn pid_file_of_a_pipe_lives_in_auths_home() {

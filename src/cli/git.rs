@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use auths_presence::text::{allowed_signers_line, key_without_comment, shell_quote};
 use clap::Subcommand;
 
 use super::{home, CliResult};
@@ -77,17 +78,6 @@ impl Scope {
             s.push_str(&shell_quote(&a));
         }
         s
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -197,18 +187,6 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// `type base64` of an OpenSSH public key line (the comment dropped).
-fn key_without_comment(line: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let key = ssh_key::PublicKey::from_openssh(line.trim())
-        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
-    Ok(ssh_key::PublicKey::new(key.key_data().clone(), "").to_openssh()?)
-}
-
-/// The allowed-signers line for `email` and `key`.
-pub fn allowed_signers_line(email: &str, key: &str) -> String {
-    format!("{email} namespaces=\"git\" {key}")
-}
-
 fn setup(
     repo: Option<PathBuf>,
     global: bool,
@@ -269,7 +247,7 @@ fn setup(
         "git has no user.email, which names you in the allowed-signers file; set it first:\n  git config --global user.email you@example.com",
     )?;
     let signers = home.join("allowed_signers");
-    let entry = allowed_signers_line(&email, &key_line);
+    let entry = allowed_signers_line(&email, &key_line)?;
     let existing = std::fs::read_to_string(&signers).unwrap_or_default();
     let added_signer = !existing.lines().any(|l| l.trim() == entry);
     if added_signer {
@@ -343,20 +321,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn undo_lines_quote_what_the_shell_would_split() {
-        assert_eq!(shell_quote("/home/a/.auths/x.pub"), "/home/a/.auths/x.pub");
-        assert_eq!(shell_quote("my key.pub"), "'my key.pub'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    fn undo_lines_quote_a_repository_path_with_a_space() {
         let s = Scope::Repo(PathBuf::from("/tmp/my repo"));
         assert_eq!(s.shell(), "git -C '/tmp/my repo' config --local");
         assert_eq!(Scope::Global.shell(), "git config --global");
-    }
-
-    #[test]
-    fn allowed_signers_line_limits_the_key_to_git() {
-        assert_eq!(
-            allowed_signers_line("a@b.c", "ssh-ed25519 AAAA"),
-            "a@b.c namespaces=\"git\" ssh-ed25519 AAAA"
-        );
     }
 }

@@ -9,6 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use auths_presence::text::{
+    shell_line, systemd_env_assignment, systemd_exec_word, xml_escape, TextError,
+};
+
 use super::CliResult;
 
 /// systemd unit name.
@@ -37,29 +41,18 @@ impl ServiceSpec {
     }
 }
 
-/// systemd's quoting for a word of `ExecStart=` or a value of `Environment=`.
-fn systemd_quote(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
-    {
-        s.to_owned()
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
 /// The systemd user unit.
 pub fn systemd_unit(spec: &ServiceSpec) -> String {
-    let exe = systemd_quote(&spec.exe.display().to_string());
-    let socket = systemd_quote(&spec.socket().display().to_string());
-    let home = systemd_quote(&format!("AUTHS_HOME={}", spec.home.display()));
+    let exe = systemd_exec_word(&spec.exe.display().to_string());
+    let socket = systemd_exec_word(&spec.socket().display().to_string());
+    let home = systemd_env_assignment(&format!("AUTHS_HOME={}", spec.home.display()));
     // `append:` takes the path literally (no quoting); a space in it would break it, which
     // `install` refuses before writing the unit.
     let log = spec.log().display().to_string();
     let extra: String = spec
         .extra_args
         .iter()
-        .flat_map(|a| [" ".to_owned(), systemd_quote(a)])
+        .flat_map(|a| [" ".to_owned(), systemd_exec_word(a)])
         .collect();
     format!(
         "# Written by `auths agent install-service`; remove with `auths agent uninstall-service`.
@@ -82,17 +75,16 @@ WantedBy=default.target
     )
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The launchd agent plist.
-pub fn launchd_plist(spec: &ServiceSpec) -> String {
+/// The launchd agent plist; refused when a path or argument holds a character XML cannot.
+pub fn launchd_plist(spec: &ServiceSpec) -> Result<String, TextError> {
     let x = |p: &Path| xml_escape(&p.display().to_string());
-    format!(
+    let mut extra = String::new();
+    for a in &spec.extra_args {
+        extra.push_str("\n    <string>");
+        extra.push_str(&xml_escape(a)?);
+        extra.push_str("</string>");
+    }
+    Ok(format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <!-- Written by `auths agent install-service`; remove with `auths agent uninstall-service`. -->
@@ -128,20 +120,11 @@ pub fn launchd_plist(spec: &ServiceSpec) -> String {
 </dict>
 </plist>
 "#,
-        exe = x(&spec.exe),
-        socket = x(&spec.socket()),
-        home = x(&spec.home),
-        log = x(&spec.log()),
-        extra = spec
-            .extra_args
-            .iter()
-            .flat_map(|a| [
-                "\n    <string>".to_owned(),
-                xml_escape(a),
-                "</string>".to_owned()
-            ])
-            .collect::<String>(),
-    )
+        exe = x(&spec.exe)?,
+        socket = x(&spec.socket())?,
+        home = x(&spec.home)?,
+        log = x(&spec.log())?,
+    ))
 }
 
 fn user_home() -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -210,7 +193,7 @@ fn launchd_plan(spec: &ServiceSpec, uid: u32) -> Result<Plan, Box<dyn std::error
         .join(format!("{LAUNCHD_LABEL}.plist"));
     let domain = format!("gui/{uid}");
     Ok(Plan {
-        text: launchd_plist(spec),
+        text: launchd_plist(spec)?,
         enable: vec![vec![
             "launchctl".into(),
             "bootstrap".into(),
@@ -224,21 +207,6 @@ fn launchd_plan(spec: &ServiceSpec, uid: u32) -> Result<Plan, Box<dyn std::error
         ]],
         path,
     })
-}
-
-fn shell_line(cmd: &[String]) -> String {
-    cmd.iter()
-        .map(|w| {
-            if w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=".contains(c))
-            {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Run each command; the first failure, described.
@@ -398,7 +366,7 @@ mod tests {
         };
         assert!(systemd_unit(&spec)
             .contains("/home/ada/.auths/agent.sock --policy batch:20:60s:parent --device usb\n"));
-        assert!(launchd_plist(&spec).contains(
+        assert!(launchd_plist(&spec).unwrap().contains(
             "<string>--policy</string>\n    <string>batch:20:60s:parent</string>\n    <string>--device</string>\n    <string>usb</string>\n  </array>"
         ));
     }
@@ -427,7 +395,7 @@ mod tests {
 
     #[test]
     fn launchd_plist_names_the_label_program_and_log() {
-        let plist = launchd_plist(&spec());
+        let plist = launchd_plist(&spec()).unwrap();
         assert!(plist.contains("<key>Label</key>\n  <string>dev.auths.agent</string>"));
         assert!(plist.contains(
             "<string>/usr/local/bin/auths</string>\n    <string>agent</string>\n    <string>start</string>\n    <string>--foreground</string>\n    <string>--socket</string>\n    <string>/home/ada/.auths/agent.sock</string>"
@@ -453,7 +421,8 @@ mod tests {
         let plist = launchd_plist(&ServiceSpec {
             exe: PathBuf::from("/Users/a&b/<auths>"),
             ..spec()
-        });
+        })
+        .unwrap();
         assert!(plist.contains("<string>/Users/a&amp;b/&lt;auths&gt;</string>"));
     }
 
@@ -491,7 +460,7 @@ mod tests {
                 super::super::os::uid()
             )
         );
-        assert_eq!(p.text, launchd_plist(&spec()));
+        assert_eq!(p.text, launchd_plist(&spec()).unwrap());
     }
 
     #[test]

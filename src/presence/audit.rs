@@ -216,13 +216,18 @@ impl AuditLog {
             }
         };
         secure_fs::check_private(&self.path, false)?;
-        Ok(text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| (i + 1, serde_json::from_str(l).map_err(|e| e.to_string())))
-            .collect())
+        Ok(parse_lines(&text))
     }
+}
+
+/// Parse the text of a log: one receipt per non-blank line, numbered from 1; a line that does
+/// not parse is kept as its error text. What [`AuditLog::read`] does after reading the file.
+pub fn parse_lines(text: &str) -> Vec<LogLine> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, serde_json::from_str(l).map_err(|e| e.to_string())))
+        .collect()
 }
 
 /// The result of re-verifying one receipt offline.

@@ -214,25 +214,7 @@ impl TokenStore {
             Err(source) => return Err(SecureFsError::Io { path, source }.into()),
         };
         secure_fs::check_private(&path, false)?;
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
-        }
-        let v: Versioned =
-            serde_json::from_slice(&bytes).map_err(|e| EnrollmentError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        if v.version > SCHEMA_VERSION {
-            return Err(EnrollmentError::NewerSchema {
-                path,
-                found: v.version,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| EnrollmentError::Corrupt {
-            path,
-            reason: e.to_string(),
-        })
+        parse_tokens_file(&bytes, &path)
     }
 
     fn update(
@@ -257,6 +239,35 @@ impl TokenStore {
         let file = secure_fs::open_private_append(&path)?;
         secure_fs::lock_exclusive(file).map_err(|source| EnrollmentError::Lock { path, source })
     }
+}
+
+/// Parse the bytes of a tokens file (`path` only names it in errors): the schema version is
+/// checked first, so a newer file is reported as such rather than as corrupt.
+fn parse_tokens_file(bytes: &[u8], path: &Path) -> Result<TokensFile, EnrollmentError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let v: Versioned = serde_json::from_slice(bytes).map_err(|e| EnrollmentError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if v.version > SCHEMA_VERSION {
+        return Err(EnrollmentError::NewerSchema {
+            path: path.to_path_buf(),
+            found: v.version,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| EnrollmentError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The enrollments in the bytes of a tokens file, parsed as [`TokenStore`] reads them (no
+/// file access; `path` only names the file in errors).
+pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<Enrollment>, EnrollmentError> {
+    Ok(parse_tokens_file(bytes, path)?.tokens)
 }
 
 /// Find the single enrollment matching an id, unique id prefix (4+ chars) or label.
