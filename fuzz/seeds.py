@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turn the shared test vectors into seed corpora for the fuzz targets.
+"""Turn the test vectors (tests/vectors) into seed corpora for the fuzz targets.
 
 Usage: fuzz/seeds.py VECTORS_DIR [OUT_DIR]   (OUT_DIR defaults to fuzz/seeds)
 

@@ -1,7 +1,7 @@
 //! An ssh-agent message body from a peer on the socket (draft-miller-ssh-agent §3): the
 //! request decoder, and the SSHSIG namespace read from the data of a sign request.
 #![no_main]
-use auths_presence::agent::session::{decode_request, sshsig_namespace};
+use auths_presence::agent::codec::{decode_request, sshsig_namespace};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

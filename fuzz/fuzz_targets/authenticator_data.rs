@@ -3,7 +3,8 @@
 //! the same value. The input is also checked as a signature (strict DER for ES256, 64 bytes
 //! for EdDSA) under fixed keys: the P-256 and Ed25519 base points.
 #![no_main]
-use auths_presence::ctap::authdata::{AuthenticatorData, CoseKey};
+use auths_presence::ctap::authdata::AuthenticatorData;
+use auths_presence::ctap::cose::CoseKey;
 use libfuzzer_sys::fuzz_target;
 
 fn hex32(s: &str) -> [u8; 32] {

@@ -74,6 +74,9 @@ pub enum AgentCmd {
         /// Only print the service file and the commands that would enable it.
         #[arg(long)]
         print: bool,
+        /// Print the file for this service manager instead of this platform's (with --print).
+        #[arg(long, value_enum, value_name = "M")]
+        manager: Option<super::service::ServiceManager>,
         /// The service agent's policy (see `auths agent start --policy`).
         #[arg(long, value_name = "POLICY")]
         policy: Option<String>,
@@ -160,9 +163,10 @@ pub fn run(cmd: AgentCmd) -> CliResult {
         AgentCmd::Watch { socket, json } => watch_cmd(&socket_or_default(socket), json),
         AgentCmd::InstallService {
             print,
+            manager,
             policy,
             device,
-        } => super::service::install(print, policy, device),
+        } => super::service::install(print, manager, policy, device),
         AgentCmd::UninstallService => super::service::uninstall(),
     }
 }

@@ -147,9 +147,9 @@ fn words(s: &[&str]) -> Vec<String> {
 }
 
 /// The service managers we can install into; this platform's is [`super::os::SERVICE_MANAGER`].
-// Each platform constructs only its own variant (the other one only in tests).
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `install-service --print --manager M` prints another platform's file (e.g. a launchd plist
+/// written on Linux for a Mac).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceManager {
     /// Linux: a systemd user unit.
     Systemd,
@@ -263,9 +263,17 @@ fn spec(
 }
 
 /// `auths agent install-service [--print] [--policy P] [--device D]`.
-pub fn install(print_only: bool, policy: Option<String>, device: Option<String>) -> CliResult {
+pub fn install(
+    print_only: bool,
+    manager: Option<ServiceManager>,
+    policy: Option<String>,
+    device: Option<String>,
+) -> CliResult {
+    if manager.is_some_and(|m| Some(m) != super::os::SERVICE_MANAGER) && !print_only {
+        return Err("--manager names another platform's service manager: it goes with --print (the file is for another machine)".into());
+    }
     let spec = spec(policy, device)?;
-    let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
+    let plan = plan(&spec, manager.or(super::os::SERVICE_MANAGER))?;
     if print_only {
         println!("# {}", plan.path.display());
         print!("{}", plan.text);

@@ -186,3 +186,43 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
     let out = user.auths(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn install_service_prints_the_file_for_either_service_manager() {
+    let user = User::new();
+    let launchd = user.auths(&[
+        "agent",
+        "install-service",
+        "--print",
+        "--manager",
+        "launchd",
+    ]);
+    assert!(launchd.status.success(), "{launchd:?}");
+    let text = String::from_utf8_lossy(&launchd.stdout);
+    assert!(
+        text.contains("<plist") && text.contains("launchctl bootstrap"),
+        "{text}"
+    );
+    let systemd = user.auths(&[
+        "agent",
+        "install-service",
+        "--print",
+        "--manager",
+        "systemd",
+    ]);
+    assert!(systemd.status.success(), "{systemd:?}");
+    let text = String::from_utf8_lossy(&systemd.stdout);
+    assert!(
+        text.contains("[Service]") && text.contains("systemctl --user"),
+        "{text}"
+    );
+    // Installing another platform's file here makes no sense: refused, nothing written.
+    let other = if cfg!(target_os = "macos") {
+        "systemd"
+    } else {
+        "launchd"
+    };
+    let refused = user.auths(&["agent", "install-service", "--manager", other]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--print"));
+}
