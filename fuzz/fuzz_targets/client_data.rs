@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
             data_digest: [0u8; 32],
             namespace: cd.namespace.clone(),
             requester: cd.peer.clone(),
+            kind: cd.payload,
+            confirm_each: false,
         });
     }
 });

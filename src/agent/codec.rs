@@ -14,6 +14,8 @@ use ssh_agent_lib::proto::{ProtoError, Request, Response};
 use ssh_encoding::{Decode, Encode, Reader};
 use thiserror::Error;
 
+use crate::presence::request::PayloadKind;
+
 /// Largest message body accepted (OpenSSH's `AGENT_MAX_LEN`, 256 KiB).
 pub const MAX_MESSAGE_LEN: u32 = 256 * 1024;
 
@@ -81,9 +83,107 @@ pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
     String::from_utf8(ns.to_vec()).ok()
 }
 
+/// What kind of bytes a sign request carries: an SSHSIG blob, an ssh user authentication
+/// request, or anything else.
+///
+/// User authentication is the signed data of RFC 4252 §7: `string session identifier`, `byte
+/// SSH_MSG_USERAUTH_REQUEST` (50), `string user name`, `string service name`, `string
+/// "publickey"`, `boolean TRUE`, then the algorithm and key. The session identifier is an
+/// exchange hash (at most 64 bytes for SHA-512); the strings must be UTF-8.
+pub fn payload_kind(data: &[u8]) -> PayloadKind {
+    if sshsig_namespace(data).is_some() {
+        return PayloadKind::Sshsig;
+    }
+    if is_userauth(data).is_some() {
+        return PayloadKind::Userauth;
+    }
+    PayloadKind::Other
+}
+
+fn is_userauth(data: &[u8]) -> Option<()> {
+    let mut rest = data;
+    let session = take_string(&mut rest)?;
+    if session.is_empty() || session.len() > 64 {
+        return None;
+    }
+    let (&msg, tail) = rest.split_first()?;
+    rest = tail;
+    if msg != SSH_MSG_USERAUTH_REQUEST {
+        return None;
+    }
+    std::str::from_utf8(take_string(&mut rest)?).ok()?;
+    std::str::from_utf8(take_string(&mut rest)?).ok()?;
+    if take_string(&mut rest)? != b"publickey" {
+        return None;
+    }
+    (rest.first() == Some(&1)).then_some(())
+}
+
+/// `SSH_MSG_USERAUTH_REQUEST` (RFC 4250 §4.1.2).
+const SSH_MSG_USERAUTH_REQUEST: u8 = 50;
+
+/// One `string` (RFC 4251 §5: `uint32` length, then the bytes) from the front of `rest`.
+fn take_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    let s = tail.get(..len)?;
+    *rest = &tail[len..];
+    Some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    fn userauth(session_len: usize, msg: u8, method: &[u8]) -> Vec<u8> {
+        let mut d = Vec::new();
+        ssh_string(&mut d, &vec![7; session_len]);
+        d.push(msg);
+        ssh_string(&mut d, b"git");
+        ssh_string(&mut d, b"ssh-connection");
+        ssh_string(&mut d, method);
+        d.push(1);
+        ssh_string(&mut d, b"ssh-ed25519");
+        d
+    }
+
+    #[test]
+    fn payload_kinds() {
+        let mut sshsig = b"SSHSIG".to_vec();
+        ssh_string(&mut sshsig, b"git");
+        assert_eq!(payload_kind(&sshsig), PayloadKind::Sshsig);
+        assert_eq!(
+            payload_kind(&userauth(32, 50, b"publickey")),
+            PayloadKind::Userauth
+        );
+        assert_eq!(
+            payload_kind(&userauth(64, 50, b"publickey")),
+            PayloadKind::Userauth
+        );
+        assert_eq!(
+            payload_kind(&userauth(65, 50, b"publickey")),
+            PayloadKind::Other
+        );
+        assert_eq!(
+            payload_kind(&userauth(0, 50, b"publickey")),
+            PayloadKind::Other
+        );
+        assert_eq!(
+            payload_kind(&userauth(32, 51, b"publickey")),
+            PayloadKind::Other
+        );
+        assert_eq!(
+            payload_kind(&userauth(32, 50, b"password")),
+            PayloadKind::Other
+        );
+        assert_eq!(payload_kind(b"a git object, forged"), PayloadKind::Other);
+        assert_eq!(payload_kind(&[0xff; 3]), PayloadKind::Other);
+    }
 
     #[test]
     fn sshsig_namespace_parses() {

@@ -27,7 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use super::codec::{decode_request, sshsig_namespace, SUPPORTED_EXTENSIONS, WIPE_EXTENSION};
+use super::codec::{
+    decode_request, payload_kind, sshsig_namespace, SUPPORTED_EXTENSIONS, WIPE_EXTENSION,
+};
 use super::connection::{Connection, Watched};
 use super::log::{failure_line, RequestKind};
 use super::server::AgentState;
@@ -128,12 +130,14 @@ impl<'a> Handler<'a> {
             return Err(AgentError::Unsupported("signing by certificate"));
         };
         let now = state.now();
-        let fingerprint = state.with_keys(|k| k.lookup(&key, now))?;
+        let held = state.with_keys(|k| k.lookup(&key, now))?;
         let request = ApprovalRequest {
-            key_fingerprint: fingerprint,
+            key_fingerprint: held.fingerprint,
             data_digest: Sha256::digest(&req.data).into(),
             namespace: sshsig_namespace(&req.data),
             requester: self.peer.clone(),
+            kind: payload_kind(&req.data),
+            confirm_each: held.confirm,
         };
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
@@ -185,19 +189,25 @@ impl<'a> Handler<'a> {
             return Err(AgentError::Unsupported("certificates cannot be added"));
         };
         let mut lifetime = None;
+        let mut confirm = false;
         for c in constraints {
             match c {
                 KeyConstraint::Lifetime(secs) => lifetime = Some(Duration::from_secs(secs.into())),
-                // Every signature needs a touch: the gate is a stronger confirmation.
-                KeyConstraint::Confirm => {}
+                // Confirm each use: every signature needs its own touch, no grant covers it.
+                KeyConstraint::Confirm => confirm = true,
                 KeyConstraint::Extension(_) => {
                     return Err(AgentError::Unsupported("key constraint extensions"))
                 }
             }
         }
         let now = self.state.now();
-        self.state
-            .with_keys(|k| k.add(privkey, comment, lifetime, now))?;
+        self.state.with_keys(|k| {
+            let fingerprint = k.add(privkey, comment, lifetime, now)?;
+            if confirm {
+                k.set_confirm(&fingerprint);
+            }
+            Ok::<_, AgentError>(())
+        })?;
         Ok(Outcome::Reply(Response::Success))
     }
 

@@ -165,8 +165,25 @@ pub struct Signing {
 struct Entry {
     key: PrivateKey,
     fingerprint: String,
+    meta: KeyMeta,
+}
+
+/// What the agent knows of a key besides its secret (never secret itself).
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyMeta {
     /// Per-key lifetime (`ssh-add -t`).
     expires: Option<Instant>,
+    /// Added with `ssh-add -c`: every signature needs its own touch, no grant covers it.
+    confirm: bool,
+}
+
+/// A key the agent holds, as a signature request names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldKey {
+    /// OpenSSH fingerprint, `SHA256:…`.
+    pub fingerprint: String,
+    /// Added with the confirm constraint (`ssh-add -c`): no grant may cover its signatures.
+    pub confirm: bool,
 }
 
 struct Window {
@@ -180,8 +197,8 @@ struct Sealed {
     salt: [u8; 16],
     nonce: [u8; 12],
     ciphertext: Vec<u8>,
-    /// Per-key expiry, in the order of the sealed keys (not secret).
-    expires: Vec<Option<Instant>>,
+    /// Per-key expiry and constraints, in the order of the sealed keys (not secret).
+    meta: Vec<KeyMeta>,
 }
 
 /// The agent's keys and unlock window. Callers hold it behind a mutex that is never held across
@@ -267,7 +284,7 @@ impl KeyStore {
     /// (sealed keys too) when the window closed. Returns the reason when the window closed.
     pub fn expire(&mut self, now: Instant) -> Option<WipeReason> {
         self.entries
-            .retain(|e| e.expires.is_none_or(|deadline| now < deadline));
+            .retain(|e| e.meta.expires.is_none_or(|deadline| now < deadline));
         // A sealed key whose lifetime ends cannot be dropped without the passphrase: `unlock`
         // filters it out.
         let reason = self.window.as_ref().and_then(|w| {
@@ -352,12 +369,22 @@ impl KeyStore {
         check_supported(&keypair)?;
         let key = PrivateKey::new(keypair, comment).map_err(AgentError::Key)?;
         let fingerprint = fingerprint(key.public_key().key_data());
-        let expires = lifetime.map(|l| now + l);
+        let expires = match lifetime {
+            // A lifetime past the clock's range is no lifetime we can keep: refuse it.
+            Some(l) => Some(
+                now.checked_add(l)
+                    .ok_or(AgentError::Unsupported("a key lifetime this long"))?,
+            ),
+            None => None,
+        };
         self.entries.retain(|e| e.fingerprint != fingerprint);
         self.entries.push(Entry {
             key,
             fingerprint: fingerprint.clone(),
-            expires,
+            meta: KeyMeta {
+                expires,
+                confirm: false,
+            },
         });
         self.touch_window(now);
         Ok(fingerprint)
@@ -392,7 +419,7 @@ impl KeyStore {
     }
 
     /// The fingerprint of a held key, before asking the gate. Fails while locked.
-    pub fn lookup(&mut self, key: &KeyData, now: Instant) -> Result<String, AgentError> {
+    pub fn lookup(&mut self, key: &KeyData, now: Instant) -> Result<HeldKey, AgentError> {
         self.expire(now);
         if self.is_locked() {
             return Err(AgentError::Locked);
@@ -400,8 +427,23 @@ impl KeyStore {
         self.entries
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
-            .map(|e| e.fingerprint.clone())
+            .map(|e| HeldKey {
+                fingerprint: e.fingerprint.clone(),
+                confirm: e.meta.confirm,
+            })
             .ok_or(AgentError::NoSuchKey)
+    }
+
+    /// Mark the key `fingerprint` as added with the confirm constraint (`ssh-add -c`): every
+    /// signature with it needs its own touch.
+    pub fn set_confirm(&mut self, fingerprint: &str) {
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.fingerprint == fingerprint)
+        {
+            e.meta.confirm = true;
+        }
     }
 
     /// Sign `data` with `key`, under `approval`, which must cover this key's fingerprint and
@@ -483,14 +525,14 @@ impl KeyStore {
         let ciphertext = cipher
             .encrypt(&nonce.into(), plaintext.as_slice())
             .map_err(|_| SealError::Encrypt)?;
-        let expires = self.entries.iter().map(|e| e.expires).collect();
+        let meta = self.entries.iter().map(|e| e.meta).collect();
         self.entries.clear();
         self.entries.shrink_to_fit();
         self.sealed = Some(Sealed {
             salt,
             nonce,
             ciphertext,
-            expires,
+            meta,
         });
         self.wiped = Some(WipeReason::Locked);
         Ok(())
@@ -512,9 +554,9 @@ impl KeyStore {
                 .decrypt(&sealed.nonce.into(), sealed.ciphertext.as_slice())
                 .map_err(|_| AgentError::BadPassphrase)?,
         );
-        let mut restored = Vec::with_capacity(sealed.expires.len());
+        let mut restored = Vec::with_capacity(sealed.meta.len());
         let mut rest: &[u8] = &plaintext;
-        for expires in &sealed.expires {
+        for meta in &sealed.meta {
             let (len, tail) = rest.split_first_chunk::<4>().ok_or(SealError::Corrupt)?;
             let len = u32::from_be_bytes(*len) as usize;
             if tail.len() < len {
@@ -523,14 +565,14 @@ impl KeyStore {
             let (bytes, tail) = tail.split_at(len);
             rest = tail;
             let key = PrivateKey::from_bytes(bytes).map_err(AgentError::Key)?;
-            if expires.is_some_and(|d| now >= d) {
+            if meta.expires.is_some_and(|d| now >= d) {
                 continue;
             }
             let fingerprint = fingerprint(key.public_key().key_data());
             restored.push(Entry {
                 key,
                 fingerprint,
-                expires: *expires,
+                meta: *meta,
             });
         }
         self.sealed = None;

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::challenge::{ClientData, GrantTerms};
 use super::enrollment::Enrollment;
 use super::policy::{PolicyError, Scope};
-use super::request::{ApprovalRequest, Requester};
+use super::request::{ApprovalRequest, PayloadKind, Requester};
 use super::touch::{self, Credentials, TouchEvidence};
 use crate::secure_fs::{self, SecureFsError};
 
@@ -80,6 +80,9 @@ pub struct Receipt {
     /// SSHSIG namespace, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// What kind of bytes.
+    #[serde(default)]
+    pub kind: PayloadKind,
     /// Who asked.
     pub peer: Requester,
     /// The touch, the grant use or the denial.
@@ -111,6 +114,7 @@ impl Receipt {
             key: request.key_fingerprint.clone(),
             digest: hex::encode(request.data_digest),
             namespace: request.namespace.clone(),
+            kind: request.kind,
             peer: request.requester.clone(),
             evidence,
             signed,
@@ -134,6 +138,8 @@ impl Receipt {
             data_digest,
             namespace: self.namespace.clone(),
             requester: self.peer.clone(),
+            kind: self.kind,
+            confirm_each: false,
         })
     }
 
@@ -268,6 +274,8 @@ impl VerifyReport {
 /// A grant as the verifier tracks it: opened by a verified, signed touch.
 struct OpenGrant {
     key: String,
+    namespace: Option<String>,
+    kind: PayloadKind,
     terms: GrantTerms,
     peer: Requester,
     created: u64,
@@ -359,6 +367,8 @@ fn verify_approved(
             receipt.id.clone(),
             OpenGrant {
                 key: receipt.key.clone(),
+                namespace: receipt.namespace.clone(),
+                kind: receipt.kind,
                 terms,
                 peer: receipt.peer.clone(),
                 created: receipt.time,
@@ -379,6 +389,15 @@ fn verify_granted(
         .ok_or("names a grant that no earlier verified touch opened")?;
     if g.key != receipt.key {
         return Err("used a grant opened for another key".into());
+    }
+    if g.namespace != receipt.namespace || g.kind != receipt.kind {
+        return Err("used a grant opened for another namespace or kind of data".into());
+    }
+    if g.peer.exe.is_none()
+        || g.peer.exe != receipt.peer.exe
+        || g.peer.exe_file != receipt.peer.exe_file
+    {
+        return Err("used a grant opened for another executable".into());
     }
     if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
         return Err("used a grant after it expired".into());

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::request::{ApprovalRequest, Requester};
+use super::request::{ApprovalRequest, PayloadKind, Requester};
 
 /// The `type` member of our client data.
 pub const CLIENT_DATA_TYPE: &str = "auths.presence.v1";
@@ -40,6 +40,9 @@ pub struct ClientData {
     /// SSHSIG namespace, when the bytes are an SSHSIG blob.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub namespace: Option<String>,
+    /// What kind of bytes.
+    #[serde(default)]
+    pub payload: PayloadKind,
     /// Who asked.
     pub peer: Requester,
     /// Terms of the grant this touch opens, if any.
@@ -59,6 +62,7 @@ impl ClientData {
             key: request.key_fingerprint.clone(),
             digest: hex::encode(request.data_digest),
             namespace: request.namespace.clone(),
+            payload: request.kind,
             peer: request.requester.clone(),
             grant,
             created: now_unix,
@@ -91,7 +95,7 @@ impl ClientData {
         if self.key != request.key_fingerprint || self.digest != hex::encode(request.data_digest) {
             return Err(BindingError::OtherBytes);
         }
-        if self.namespace != request.namespace {
+        if self.namespace != request.namespace || self.payload != request.kind {
             return Err(BindingError::OtherNamespace);
         }
         if self.peer != request.requester {
@@ -111,8 +115,8 @@ pub enum BindingError {
     /// Another identity key or other bytes.
     #[error("the touch approved other bytes or another key")]
     OtherBytes,
-    /// Another SSHSIG namespace.
-    #[error("the touch approved another SSHSIG namespace")]
+    /// Another SSHSIG namespace, or another kind of data.
+    #[error("the touch approved another SSHSIG namespace or kind of data")]
     OtherNamespace,
     /// Another requesting process.
     #[error("the touch approved another requester")]
@@ -145,6 +149,8 @@ mod tests {
             data_digest: [digest; 32],
             namespace: Some("git".into()),
             requester: Requester::process(1000, 4242, "/usr/bin/ssh-keygen"),
+            kind: PayloadKind::Sshsig,
+            confirm_each: false,
         }
     }
 

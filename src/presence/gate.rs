@@ -83,10 +83,11 @@ pub(in crate::presence) enum Basis {
 /// implements it (audit log, grants, prompts); `signed` is true only after the signature was
 /// made.
 pub(in crate::presence) trait Settle: Send {
-    /// Write `receipt`; after a signed touch also open the grant its client data names.
+    /// Write `receipt` for `request`; after a signed touch also open the grant it approved.
     fn settle(
         self: Box<Self>,
         receipt: Receipt,
+        request: &ApprovalRequest,
         touch: Option<&VerifiedTouch>,
     ) -> Result<(), GateError>;
 }
@@ -187,7 +188,7 @@ impl Approval {
             ),
         };
         let receipt = Receipt::new(&self.receipt_id, &self.request, evidence, signed, reason);
-        settle.settle(receipt, touch.filter(|_| signed))
+        settle.settle(receipt, &self.request, touch.filter(|_| signed))
     }
 }
 

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use super::challenge::GrantTerms;
-use super::request::Requester;
+use super::request::{ApprovalRequest, FileId, PayloadKind, Requester};
 use super::verify::VerifiedAssertion;
 
 /// Who shares a grant.
@@ -252,10 +252,40 @@ pub struct Grant {
     pub key_fingerprint: String,
     /// Who may use it.
     pub scope_key: ScopeKey,
+    /// What it covers besides the key: the executable, the namespace, the kind of data.
+    pub covers: Covers,
     /// Signatures left.
     pub remaining: u32,
     /// When it lapses.
     pub expires: Instant,
+}
+
+/// What one touch approved besides the identity key and the scope: requests from the same
+/// executable (path and file identity), with the same SSHSIG namespace and kind of data. A git
+/// hook that runs another program, another namespace, an ssh login or a forged git object
+/// each need their own touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covers {
+    exe: String,
+    exe_file: Option<FileId>,
+    namespace: Option<String>,
+    kind: PayloadKind,
+}
+
+impl Covers {
+    /// What a grant opened by a touch for `request` covers; `None` when the request cannot
+    /// share a grant: its executable is unknown, or its key was added with `ssh-add -c`.
+    pub fn of(request: &ApprovalRequest) -> Option<Covers> {
+        if request.confirm_each {
+            return None;
+        }
+        Some(Covers {
+            exe: request.requester.exe.clone()?,
+            exe_file: request.requester.exe_file,
+            namespace: request.namespace.clone(),
+            kind: request.kind,
+        })
+    }
 }
 
 /// One signature taken from an open grant: the proof, besides a verified touch, that the gate
@@ -307,18 +337,15 @@ impl Grants {
 
     /// Use one signature of a grant that covers this request. The [`GrantUse`] is the only
     /// way to an approval without a touch.
-    pub fn take(
-        &mut self,
-        key_fingerprint: &str,
-        requester: &Requester,
-        now: Instant,
-    ) -> Option<GrantUse> {
+    pub fn take(&mut self, request: &ApprovalRequest, now: Instant) -> Option<GrantUse> {
         self.open.retain(|g| g.expires > now && g.remaining > 0);
-        let scope_key = self.policy.scope()?.key(requester)?;
-        let g = self
-            .open
-            .iter_mut()
-            .find(|g| g.scope_key == scope_key && g.key_fingerprint == key_fingerprint)?;
+        let scope_key = self.policy.scope()?.key(&request.requester)?;
+        let covers = Covers::of(request)?;
+        let g = self.open.iter_mut().find(|g| {
+            g.scope_key == scope_key
+                && g.key_fingerprint == request.key_fingerprint
+                && g.covers == covers
+        })?;
         g.remaining = g.remaining.checked_sub(1)?;
         Some(GrantUse {
             grant_of: g.receipt_id.clone(),
@@ -327,15 +354,15 @@ impl Grants {
         })
     }
 
-    /// After a verified touch (`proof`) whose signature was made: open the grant it approved
-    /// (the touch itself used one signature). Does nothing under per-signature, when the scope
-    /// is unknown, or when the lifetime does not fit the clock (fail closed).
+    /// After a verified touch (`proof`) for `request` whose signature was made: open the grant
+    /// it approved (the touch itself used one signature). Does nothing under per-signature,
+    /// when the scope or the executable is unknown, for a key added with `ssh-add -c`, or when
+    /// the lifetime does not fit the clock (fail closed).
     pub fn open(
         &mut self,
         proof: &VerifiedAssertion,
         receipt_id: &str,
-        key_fingerprint: &str,
-        requester: &Requester,
+        request: &ApprovalRequest,
         now: Instant,
     ) {
         // The proof is what makes this call possible; what it proves is in the receipt.
@@ -345,7 +372,10 @@ impl Grants {
             Policy::Batch { max, ttl, .. } => (max, ttl),
             Policy::PerPeer { ttl, .. } => (u32::MAX, ttl),
         };
-        let Some(scope_key) = self.policy.scope().and_then(|s| s.key(requester)) else {
+        let Some(scope_key) = self.policy.scope().and_then(|s| s.key(&request.requester)) else {
+            return;
+        };
+        let Some(covers) = Covers::of(request) else {
             return;
         };
         let (Some(remaining), Some(expires)) = (max.checked_sub(1), now.checked_add(ttl)) else {
@@ -356,8 +386,9 @@ impl Grants {
         }
         self.open.push(Grant {
             receipt_id: receipt_id.to_owned(),
-            key_fingerprint: key_fingerprint.to_owned(),
+            key_fingerprint: request.key_fingerprint.clone(),
             scope_key,
+            covers,
             remaining,
             expires,
         });
@@ -381,8 +412,9 @@ mod tests {
             parent_pid: Some(ppid),
             parent_start_time: Some(u64::from(ppid) * 10),
             session_id: Some(1),
-            ..Requester::default()
+            ..Requester::process(1000, pid, "/usr/bin/ssh-keygen")
         }
+        .with_exe_file(FileId { dev: 1, ino: 42 })
     }
 
     #[test]
@@ -426,9 +458,76 @@ mod tests {
         assert!(parse_duration("366d1s").is_err());
     }
 
+    /// An SSHSIG request for namespace git by `r`, with key `key`.
+    fn req(key: &str, r: &Requester) -> ApprovalRequest {
+        ApprovalRequest {
+            key_fingerprint: key.into(),
+            namespace: Some("git".into()),
+            requester: r.clone(),
+            kind: PayloadKind::Sshsig,
+            ..ApprovalRequest::default()
+        }
+    }
+
     fn taken(g: &mut Grants, key: &str, r: &Requester, now: Instant) -> Option<(String, u32)> {
-        g.take(key, r, now)
+        take_req(g, &req(key, r), now)
+    }
+
+    fn take_req(g: &mut Grants, r: &ApprovalRequest, now: Instant) -> Option<(String, u32)> {
+        g.take(r, now)
             .map(|u| (u.grant_of().to_owned(), u.remaining()))
+    }
+
+    #[test]
+    fn a_grant_covers_only_what_its_touch_approved() {
+        let mut g = Grants::new("batch:10:60s:parent".parse().unwrap());
+        let t0 = Instant::now();
+        let opened = req("K", &peer(10, 1));
+        g.open(&VerifiedAssertion::for_tests(), "r1", &opened, t0);
+        assert_eq!(
+            take_req(&mut g, &req("K", &peer(11, 1)), t0),
+            Some(("r1".into(), 8))
+        );
+        let mut other_exe = req("K", &peer(12, 1));
+        other_exe.requester.exe = Some("/tmp/hook".into());
+        let mut same_path_other_file = req("K", &peer(12, 1));
+        same_path_other_file.requester.exe_file = Some(FileId { dev: 1, ino: 999 });
+        let other_namespace = ApprovalRequest {
+            namespace: Some("file".into()),
+            ..req("K", &peer(12, 1))
+        };
+        let userauth = ApprovalRequest {
+            namespace: None,
+            kind: PayloadKind::Userauth,
+            ..req("K", &peer(12, 1))
+        };
+        let other_data = ApprovalRequest {
+            namespace: None,
+            kind: PayloadKind::Other,
+            ..req("K", &peer(12, 1))
+        };
+        let confirm_key = ApprovalRequest {
+            confirm_each: true,
+            ..req("K", &peer(12, 1))
+        };
+        for (what, r) in [
+            ("another executable", &other_exe),
+            ("another file at the same path", &same_path_other_file),
+            ("another namespace", &other_namespace),
+            ("an ssh login", &userauth),
+            ("unknown data", &other_data),
+            ("a key added with ssh-add -c", &confirm_key),
+        ] {
+            assert_eq!(take_req(&mut g, r, t0), None, "{what} needs its own touch");
+        }
+        // A touch for a confirm key, or by an unknown executable, opens nothing.
+        let mut g = Grants::new("batch:10:60s:parent".parse().unwrap());
+        g.open(&VerifiedAssertion::for_tests(), "r2", &confirm_key, t0);
+        let mut no_exe = req("K", &peer(12, 1));
+        no_exe.requester.exe = None;
+        g.open(&VerifiedAssertion::for_tests(), "r3", &no_exe, t0);
+        assert_eq!(taken(&mut g, "K", &peer(12, 1), t0), None);
+        assert_eq!(take_req(&mut g, &no_exe, t0), None);
     }
 
     #[test]
@@ -438,7 +537,7 @@ mod tests {
         let proof = VerifiedAssertion::for_tests();
         let t0 = Instant::now();
         assert_eq!(taken(&mut g, "K", &peer(10, 1), t0), None);
-        g.open(&proof, "r1", "K", &peer(10, 1), t0);
+        g.open(&proof, "r1", &req("K", &peer(10, 1)), t0);
         assert_eq!(taken(&mut g, "K", &peer(11, 1), t0), Some(("r1".into(), 1)));
         assert_eq!(taken(&mut g, "other key", &peer(12, 1), t0), None);
         assert_eq!(taken(&mut g, "K", &peer(12, 2), t0), None, "another parent");
@@ -448,7 +547,7 @@ mod tests {
             None,
             "N+1-th needs a touch"
         );
-        g.open(&proof, "r2", "K", &peer(10, 1), t0);
+        g.open(&proof, "r2", &req("K", &peer(10, 1)), t0);
         assert_eq!(
             taken(&mut g, "K", &peer(14, 1), t0 + Duration::from_secs(61)),
             None,
@@ -465,19 +564,25 @@ mod tests {
             scope: Scope::Parent,
         });
         let t0 = Instant::now();
-        g.open(&VerifiedAssertion::for_tests(), "r", "K", &peer(10, 1), t0);
+        g.open(
+            &VerifiedAssertion::for_tests(),
+            "r",
+            &req("K", &peer(10, 1)),
+            t0,
+        );
         assert_eq!(taken(&mut g, "K", &peer(11, 1), t0), None);
     }
 
     #[test]
     fn unknown_scope_identity_fails_closed() {
         let mut g = Grants::new("per-peer:60s:process".parse().unwrap());
+        // The executable is known; the process identity (pid, start time) is not.
         let anon = Requester {
-            uid: 1000,
-            ..Requester::default()
+            pid: None,
+            ..Requester::process(1000, 0, "/usr/bin/ssh-keygen")
         };
         let t0 = Instant::now();
-        g.open(&VerifiedAssertion::for_tests(), "r", "K", &anon, t0);
+        g.open(&VerifiedAssertion::for_tests(), "r", &req("K", &anon), t0);
         assert_eq!(taken(&mut g, "K", &anon, t0), None);
     }
 }

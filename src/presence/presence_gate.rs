@@ -17,7 +17,7 @@ use super::audit::{AuditLog, Evidence, Receipt};
 use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
-use super::policy::{Grants, Policy};
+use super::policy::{Covers, Grants, Policy};
 use super::prompt::{touch_message, PromptEvent, Prompter};
 use super::request::ApprovalRequest;
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
@@ -129,18 +129,15 @@ impl Settle for Settlement {
     fn settle(
         self: Box<Self>,
         receipt: Receipt,
+        request: &ApprovalRequest,
         touch: Option<&VerifiedTouch>,
     ) -> Result<(), GateError> {
         let inner = &self.inner;
         inner.audit.append(&receipt)?;
         if let Some(touch) = touch {
-            inner.grants().open(
-                touch.assertion(),
-                &receipt.id,
-                &receipt.key,
-                &receipt.peer,
-                (inner.clock)(),
-            );
+            inner
+                .grants()
+                .open(touch.assertion(), &receipt.id, request, (inner.clock)());
         }
         Ok(())
     }
@@ -193,11 +190,7 @@ impl PresenceGate {
     }
 
     fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest) -> Option<Approval> {
-        let grant = inner.grants().take(
-            &request.key_fingerprint,
-            &request.requester,
-            (inner.clock)(),
-        )?;
+        let grant = inner.grants().take(request, (inner.clock)())?;
         let id = Receipt::new_id();
         let (grant_of, remaining) = (grant.grant_of().to_owned(), grant.remaining());
         let settle = Box::new(Settlement {
@@ -210,6 +203,8 @@ impl PresenceGate {
             id,
             grant_of,
             remaining,
+            peer: request.requester.clone(),
+            namespace: request.namespace.clone(),
         });
         Some(approval)
     }
@@ -224,11 +219,14 @@ impl PresenceGate {
         id: &str,
     ) -> Result<VerifiedTouch, GateError> {
         let creds = Credentials::enrolled(&inner.store.list()?)?;
-        let terms = inner.grants().policy().grant_terms();
+        // A request no grant may cover (a confirm key, an unknown executable) opens none.
+        let terms =
+            (inner.grants().policy().grant_terms()).filter(|_| Covers::of(request).is_some());
+        let message_terms = terms.clone();
         let client_data = ClientData::new(request, terms, now_unix()).to_json();
 
         let mut key = inner.opener.open().map_err(GateError::Device)?;
-        let message = touch_message(request, key.is_virtual());
+        let message = touch_message(request, key.is_virtual(), message_terms.as_ref());
         let prompter = inner.prompter.clone();
         let mut announced = false;
         let mut on_up = || {

@@ -2,13 +2,15 @@
 //! `auths agent watch` subscriber (a status-bar touch detector), as JSON events.
 //!
 //! Prompts name who asks and what, so a person can tell their own `git commit` from a
-//! surprise: "Touch your security key to approve signing for ssh-keygen (pid 4242) ← git
-//! (pid 4240), key SHA256:…, namespace git".
+//! surprise: "Touch your security key to approve a git commit or tag signature (namespace git)
+//! for ssh-keygen (pid 4242) ← git (pid 4240), key SHA256:…", and what else the one touch
+//! opens under a batch or per-peer policy. Every string a peer controls is escaped first.
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::request::{ApprovalRequest, Requester};
+use super::challenge::GrantTerms;
+use super::request::{ApprovalRequest, PayloadKind, Requester};
 
 /// One event for watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +42,10 @@ pub enum PromptEvent {
         grant_of: String,
         /// Signatures left in the grant.
         remaining: u32,
+        /// Who asked.
+        peer: Requester,
+        /// SSHSIG namespace.
+        namespace: Option<String>,
     },
     /// The request was refused.
     Denied {
@@ -75,9 +81,19 @@ impl Prompter {
             match &event {
                 PromptEvent::Pending { message, .. } => eprintln!("{message}"),
                 PromptEvent::Approved { .. } => eprintln!("Touch verified: signed."),
-                PromptEvent::Granted { remaining, .. } => {
-                    eprintln!("Signed under an open batch grant ({remaining} left).")
-                }
+                PromptEvent::Granted {
+                    remaining,
+                    peer,
+                    namespace,
+                    ..
+                } => eprintln!(
+                    "Signed under an open grant for {}{} ({remaining} left).",
+                    describe_peer(peer),
+                    namespace
+                        .as_deref()
+                        .map(|ns| format!(", namespace {}", escape_control(ns)))
+                        .unwrap_or_default()
+                ),
                 PromptEvent::Denied { reason, .. } => eprintln!("Refused: {reason}"),
             }
         }
@@ -103,13 +119,69 @@ pub fn escape_control(text: &str) -> String {
     out
 }
 
+/// "a git commit or tag signature (namespace git)", "an SSHSIG signature (namespace file)",
+/// "an ssh login", "unknown data": what the bytes are, with peer text escaped.
+pub fn what_is_signed(req: &ApprovalRequest) -> String {
+    match (req.kind, req.namespace.as_deref()) {
+        (PayloadKind::Sshsig, Some("git")) => {
+            "a git commit or tag signature (namespace git)".into()
+        }
+        (PayloadKind::Sshsig, Some(ns)) => {
+            format!("an SSHSIG signature (namespace {})", escape_control(ns))
+        }
+        (PayloadKind::Userauth, _) => "an ssh login".into(),
+        (kind, _) => kind.name().to_owned(),
+    }
+}
+
+/// "one touch approves up to 50 signatures within 120 s by ssh-keygen children of git (pid
+/// 593), namespace git".
+pub fn grant_phrase(req: &ApprovalRequest, terms: &GrantTerms) -> String {
+    let r = &req.requester;
+    let exe = short_name(&r.exe);
+    let who = match terms.scope.as_str() {
+        "parent" => format!(
+            "{exe} children of {} (pid {})",
+            short_name(&r.parent_exe),
+            r.parent_pid
+                .map_or_else(|| "unknown".into(), |p| p.to_string())
+        ),
+        "session" => format!(
+            "{exe} in session {}",
+            r.session_id
+                .map_or_else(|| "unknown".into(), |p| p.to_string())
+        ),
+        "user" => format!("{exe}, any process of yours"),
+        _ => format!(
+            "{exe} (pid {})",
+            r.pid.map_or_else(|| "unknown".into(), |p| p.to_string())
+        ),
+    };
+    let count = if terms.max_signatures == u32::MAX {
+        "any number of signatures".to_owned()
+    } else {
+        format!("up to {} signatures", terms.max_signatures)
+    };
+    let mut s = format!(
+        "one touch approves {count} within {} s by {who}",
+        terms.ttl_secs
+    );
+    match req.namespace.as_deref() {
+        Some(ns) => s.push_str(&format!(", namespace {}", escape_control(ns))),
+        None => s.push_str(&format!(", {} only", req.kind.name())),
+    }
+    s
+}
+
+fn short_name(exe: &Option<String>) -> String {
+    exe.as_deref()
+        .map(|e| escape_control(e.rsplit('/').next().unwrap_or(e)))
+        .unwrap_or_else(|| "unknown process".to_owned())
+}
+
 /// "ssh-keygen (pid 4242) ← git (pid 4240)", with control characters escaped.
 pub fn describe_peer(r: &Requester) -> String {
-    let name = |exe: &Option<String>| {
-        exe.as_deref()
-            .map(|e| escape_control(e.rsplit('/').next().unwrap_or(e)))
-            .unwrap_or_else(|| "unknown process".to_owned())
-    };
+    let name = short_name;
     let mut s = match r.pid {
         Some(pid) => format!("{} (pid {pid})", name(&r.exe)),
         None => format!("{} (pid unknown)", name(&r.exe)),
@@ -120,15 +192,21 @@ pub fn describe_peer(r: &Requester) -> String {
     s
 }
 
-/// The full touch prompt for a request.
-pub fn touch_message(req: &ApprovalRequest, virtual_key: bool) -> String {
+/// The full touch prompt for a request: who asks, what kind of data, with which key; and,
+/// when the touch opens a grant (`opens`), what else that one touch approves.
+pub fn touch_message(
+    req: &ApprovalRequest,
+    virtual_key: bool,
+    opens: Option<&GrantTerms>,
+) -> String {
     let mut s = format!(
-        "Touch your security key to approve signing for {}, key {}",
+        "Touch your security key to approve {} for {}, key {}",
+        what_is_signed(req),
         describe_peer(&req.requester),
         req.key_fingerprint
     );
-    if let Some(ns) = &req.namespace {
-        s.push_str(&format!(", namespace {}", escape_control(ns)));
+    if let Some(terms) = opens {
+        s.push_str(&format!("; {}", grant_phrase(req, terms)));
     }
     if virtual_key {
         s.push_str(" [VIRTUAL KEY: not hardware]");
@@ -156,9 +234,20 @@ mod tests {
             data_digest: [0; 32],
             namespace: Some("git\x1b[2K\rTouch your security key for ssh-keygen".into()),
             requester: Requester::process(1, 1, "/tmp/\x1b[1Aevil"),
+            kind: PayloadKind::Sshsig,
+            confirm_each: false,
         };
-        let m = touch_message(&req, false);
-        assert!(!m.chars().any(char::is_control), "{m}");
+        let terms = GrantTerms {
+            max_signatures: 5,
+            ttl_secs: 60,
+            scope: "parent".into(),
+        };
+        for m in [
+            touch_message(&req, false, None),
+            touch_message(&req, false, Some(&terms)),
+        ] {
+            assert!(!m.chars().any(char::is_control), "{m}");
+        }
     }
 
     #[test]
@@ -172,10 +261,28 @@ mod tests {
                 parent_exe: Some("/usr/bin/git".into()),
                 ..Requester::process(1, 4242, "/usr/bin/ssh-keygen")
             },
+            kind: PayloadKind::Sshsig,
+            confirm_each: false,
         };
         assert_eq!(
-            touch_message(&req, false),
-            "Touch your security key to approve signing for ssh-keygen (pid 4242) \u{2190} git (pid 4240), key SHA256:xyz, namespace git"
+            touch_message(&req, false, None),
+            "Touch your security key to approve a git commit or tag signature (namespace git) for ssh-keygen (pid 4242) \u{2190} git (pid 4240), key SHA256:xyz"
         );
+        let terms = GrantTerms {
+            max_signatures: 50,
+            ttl_secs: 120,
+            scope: "parent".into(),
+        };
+        assert_eq!(
+            touch_message(&req, true, Some(&terms)),
+            "Touch your security key to approve a git commit or tag signature (namespace git) for ssh-keygen (pid 4242) \u{2190} git (pid 4240), key SHA256:xyz; one touch approves up to 50 signatures within 120 s by ssh-keygen children of git (pid 4240), namespace git [VIRTUAL KEY: not hardware]"
+        );
+        let login = ApprovalRequest {
+            namespace: None,
+            kind: PayloadKind::Userauth,
+            ..req
+        };
+        assert!(touch_message(&login, false, Some(&terms))
+            .contains("approve an ssh login for ssh-keygen"));
     }
 }

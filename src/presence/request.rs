@@ -15,6 +15,10 @@ pub struct Requester {
     pub start_time: Option<u64>,
     /// Executable path of the peer.
     pub exe: Option<String>,
+    /// The executable's file identity (device and inode), read from the kernel's link to it,
+    /// so another program at the same path, or a copy elsewhere, is another executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_file: Option<FileId>,
     /// Parent process id.
     pub parent_pid: Option<u32>,
     /// Parent process start time.
@@ -25,8 +29,42 @@ pub struct Requester {
     pub session_id: Option<u32>,
 }
 
+/// A file's identity: device and inode. A path can come to name another file; these cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+/// What kind of bytes the agent is asked to sign. A grant covers one kind only, and the prompt
+/// says which it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadKind {
+    /// An SSHSIG blob (`ssh-keygen -Y sign`: git commits and tags, files).
+    Sshsig,
+    /// An ssh user authentication request (RFC 4252 §7): an ssh login.
+    Userauth,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl PayloadKind {
+    /// The name used in client data, receipts and prompts.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Sshsig => "SSHSIG signature",
+            PayloadKind::Userauth => "ssh login",
+            PayloadKind::Other => "unknown data",
+        }
+    }
+}
+
 /// What is to be signed, as the prompt shows it and the client data binds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApprovalRequest {
     /// OpenSSH fingerprint of the identity key, `SHA256:…`.
     pub key_fingerprint: String,
@@ -36,6 +74,11 @@ pub struct ApprovalRequest {
     pub namespace: Option<String>,
     /// The requesting process.
     pub requester: Requester,
+    /// What kind of bytes they are.
+    pub kind: PayloadKind,
+    /// The key was added with the confirm constraint (`ssh-add -c`): this signature needs its
+    /// own touch, whatever grant is open, and its touch opens none.
+    pub confirm_each: bool,
 }
 
 impl Requester {
@@ -47,6 +90,14 @@ impl Requester {
             pid: Some(pid),
             exe: Some(exe.to_owned()),
             ..Requester::default()
+        }
+    }
+
+    /// This requester, with its executable's file identity.
+    pub fn with_exe_file(self, exe_file: FileId) -> Requester {
+        Requester {
+            exe_file: Some(exe_file),
+            ..self
         }
     }
 }

@@ -196,6 +196,19 @@ impl Rig {
     /// `ssh-keygen -Y sign -n git` over `name` with `key`, run by `via` (None: directly, so
     /// the test process is its parent; Some(sh): through a shell, another parent).
     fn sign(&self, key: &Path, name: &str, via_shell: bool) -> bool {
+        self.sign_with(Path::new(SSH_KEYGEN), "git", key, name, via_shell)
+    }
+
+    /// `PROGRAM -Y sign -n NAMESPACE` (an ssh-keygen) of a fresh message `name`, as a child of
+    /// this test process (or of a shell, with `via_shell`: another parent).
+    fn sign_with(
+        &self,
+        program: &Path,
+        namespace: &str,
+        key: &Path,
+        name: &str,
+        via_shell: bool,
+    ) -> bool {
         let msg = self.dir.path().join(name);
         std::fs::write(&msg, format!("commit {name}\n")).unwrap();
         let _ = std::fs::remove_file(msg.with_extension("sig"));
@@ -203,14 +216,15 @@ impl Rig {
         let mut cmd = if via_shell {
             let mut c = Command::new("/bin/sh");
             c.arg("-c").arg(format!(
-                "{SSH_KEYGEN} -Y sign -n git -f '{}' '{}'",
+                "'{}' -Y sign -n {namespace} -f '{}' '{}'",
+                s(program),
                 s(&pubkey),
                 s(&msg)
             ));
             c
         } else {
-            let mut c = Command::new(SSH_KEYGEN);
-            c.args(["-Y", "sign", "-n", "git", "-f", s(&pubkey), s(&msg)]);
+            let mut c = Command::new(program);
+            c.args(["-Y", "sign", "-n", namespace, "-f", s(&pubkey), s(&msg)]);
             c
         };
         self.agent.client_env(&mut cmd);
@@ -337,6 +351,61 @@ fn batch_one_touch_for_n_children_of_one_parent_then_new_touches() {
 }
 
 #[test]
+fn a_batch_grant_covers_only_the_executable_and_namespace_its_touch_approved() {
+    let rig = Rig::touching("batch:10:60s:parent".parse().unwrap());
+    rig.add_keys();
+    let ed = &rig.keys.ed25519;
+    assert!(rig.sign(ed, "g0", false));
+    assert!(rig.sign(ed, "g1", false));
+    assert_eq!(rig.touches(), 1, "git's ssh-keygen rides its own grant");
+    // A sibling with another executable: a copy of ssh-keygen elsewhere, the same bytes in
+    // another file.
+    let copy = rig.dir.path().join("not-ssh-keygen");
+    std::fs::copy(SSH_KEYGEN, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(rig.sign_with(&copy, "git", ed, "g2", false));
+    assert_eq!(rig.touches(), 2, "another executable needs its own touch");
+    // The same ssh-keygen with another namespace.
+    assert!(rig.sign_with(Path::new(SSH_KEYGEN), "file", ed, "g3", false));
+    assert_eq!(rig.touches(), 3, "another namespace needs its own touch");
+    // Each of those touches opened a grant of its own kind; git's grant still serves git.
+    assert!(rig.sign_with(&copy, "git", ed, "g4", false));
+    assert!(rig.sign_with(Path::new(SSH_KEYGEN), "file", ed, "g5", false));
+    assert!(rig.sign(ed, "g6", false));
+    assert_eq!(rig.touches(), 3);
+    // Grant-use receipts name the requester and the namespace they were used for.
+    let r = rig.receipts();
+    let last = r.last().unwrap();
+    assert_eq!(last.outcome(), Outcome::Granted);
+    assert_eq!(last.namespace.as_deref(), Some("git"));
+    assert_eq!(last.peer.exe.as_deref(), Some(SSH_KEYGEN));
+    assert!(
+        last.peer.exe_file.is_some(),
+        "the executable's file identity is known"
+    );
+    let file = &r[r.len() - 2];
+    assert_eq!(file.namespace.as_deref(), Some("file"));
+    assert!(rig.audit_verifies());
+}
+
+#[test]
+fn a_key_added_with_confirm_never_uses_a_grant() {
+    let rig = Rig::touching("batch:10:60s:parent".parse().unwrap());
+    let out = rig.agent.ssh_add(&["-c", s(&rig.keys.ed25519)]);
+    assert!(out.status.success(), "ssh-add -c: {out:?}");
+    std::fs::remove_file(&rig.keys.ed25519).unwrap();
+    assert!(rig.sign(&rig.keys.ed25519, "c0", false));
+    assert!(rig.sign(&rig.keys.ed25519, "c1", false));
+    assert_eq!(
+        rig.touches(),
+        2,
+        "every signature with a confirm key needs its own touch"
+    );
+    assert!(rig.outcomes().iter().all(|o| *o == Outcome::Approved));
+    assert!(rig.audit_verifies());
+}
+
+#[test]
 fn wiping_the_keys_ends_every_grant() {
     let rig = Rig::touching("batch:10:60s:parent".parse().unwrap());
     rig.agent.add(&[&rig.keys.ed25519]);
@@ -384,7 +453,7 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
         unreachable!()
     };
     assert!(
-        message.starts_with("Touch your security key to approve signing for "),
+        message.starts_with("Touch your security key to approve unknown data for "),
         "{message}"
     );
     // A pending touch does not delay requests that need none.

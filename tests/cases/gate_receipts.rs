@@ -15,7 +15,7 @@ use auths_presence::presence::gate::{Gate, GateError};
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::presence_gate::PresenceGate;
 use auths_presence::presence::prompt::Prompter;
-use auths_presence::presence::request::{ApprovalRequest, Requester};
+use auths_presence::presence::request::{ApprovalRequest, PayloadKind, Requester};
 use auths_presence::presence::touch::PresenceKey;
 
 use crate::support::gate::{enroll, open, presence_gate, start_key, AUTO};
@@ -72,11 +72,11 @@ fn request(digest: u8) -> ApprovalRequest {
         data_digest: [digest; 32],
         namespace: Some("git".into()),
         requester: Requester {
-            uid: 1000,
-            pid: Some(42),
             start_time: Some(7),
-            ..Requester::default()
+            ..Requester::process(1000, 42, "/usr/bin/ssh-keygen")
         },
+        kind: PayloadKind::Sshsig,
+        confirm_each: false,
     }
 }
 

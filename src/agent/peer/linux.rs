@@ -36,11 +36,21 @@ pub(super) fn complete(info: &mut Requester) {
         }
     }
     info.exe = exe(pid);
+    info.exe_file = super::unix::file_id(&format!("/proc/{pid}/exe"));
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::parse_proc_stat;
+
+    #[test]
+    fn own_executable_has_a_file_identity() {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::process::id();
+        let id = super::super::unix::file_id(&format!("/proc/{me}/exe")).unwrap();
+        let exe = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!((id.dev, id.ino), (exe.dev(), exe.ino()));
+    }
 
     #[test]
     fn own_stat_parses() {

@@ -58,6 +58,9 @@ fn session(pid: u32) -> Option<u32> {
 pub(super) fn complete(info: &mut Requester) {
     let Some(pid) = info.pid else { return };
     info.exe = exe(pid);
+    // The path proc_pidpath reported; a file swapped in at that path since is a race macOS
+    // gives no handle to close.
+    info.exe_file = info.exe.as_deref().and_then(super::unix::file_id);
     info.session_id = session(pid);
     if let Some((ppid, start)) = bsd_info(pid) {
         info.start_time = start;
