@@ -13,7 +13,7 @@ use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::policy::{parse_duration, Policy};
 use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, SelectorOpener};
-use auths_presence::presence::prompt::Prompter;
+use auths_presence::presence::prompt::{escape_control, Prompter};
 use auths_presence::text::{env_line, pid_line};
 
 use super::{home, os, CliResult, DeviceArgs};
@@ -456,17 +456,19 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line)?;
-        let id = v["id"].as_str().unwrap_or("?");
+        // Escaped again here: the text names peers, and this is a terminal.
+        let text = |key: &str| escape_control(v[key].as_str().unwrap_or("?"));
+        let id = text("id");
         match v["event"].as_str() {
-            Some("pending") => println!("[{id}] {}", v["message"].as_str().unwrap_or("")),
+            Some("pending") => println!("[{id}] {}", text("message")),
             Some("approved") => println!("[{id}] approved by touch"),
             Some("granted") => println!(
                 "[{id}] approved under grant {} ({} left)",
-                v["grant_of"].as_str().unwrap_or("?"),
+                text("grant_of"),
                 v["remaining"]
             ),
-            Some("denied") => println!("[{id}] refused: {}", v["reason"].as_str().unwrap_or("")),
-            _ => println!("{line}"),
+            Some("denied") => println!("[{id}] refused: {}", text("reason")),
+            _ => println!("{}", escape_control(&line)),
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
-use auths_presence::presence::prompt::describe_peer;
+use auths_presence::presence::prompt::{describe_peer, escape_control};
 
 use super::{home, CliResult};
 
@@ -52,16 +52,20 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                             Outcome::Granted => "grant ".to_owned(),
                             Outcome::Denied => "DENIED".to_owned(),
                         };
+                        // The log is a file the user (and so a same-user process) can write:
+                        // every string from it is escaped before the terminal sees it.
                         println!(
                             "{} {what} {} {} {}{}",
                             r.time,
-                            r.key,
-                            r.namespace.as_deref().unwrap_or("-"),
+                            escape_control(&r.key),
+                            escape_control(r.namespace.as_deref().unwrap_or("-")),
                             describe_peer(&r.peer),
-                            r.reason.map(|x| format!(": {x}")).unwrap_or_default()
+                            r.reason
+                                .map(|x| format!(": {}", escape_control(&x)))
+                                .unwrap_or_default()
                         );
                     }
-                    Err(e) => println!("line {n}: unreadable: {e}"),
+                    Err(e) => println!("line {n}: unreadable: {}", escape_control(&e)),
                 }
             }
             Ok(())
@@ -81,7 +85,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                     println!(
                         "line {}: DOES NOT VERIFY: {}",
                         p.line,
-                        p.problem.as_deref().unwrap_or("")
+                        escape_control(p.problem.as_deref().unwrap_or(""))
                     );
                 }
             }

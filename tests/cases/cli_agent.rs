@@ -226,3 +226,33 @@ fn install_service_prints_the_file_for_either_service_manager() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--print"));
 }
+
+#[test]
+fn audit_list_never_prints_a_peers_control_characters() {
+    let user = User::new();
+    std::fs::create_dir_all(&user.home).unwrap();
+    std::fs::set_permissions(
+        &user.home,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    // A receipt a same-user process wrote (the log is the user's file), with escapes that
+    // would erase the screen and fake a line, and a line that is not JSON at all.
+    let line = serde_json::json!({
+        "id": "x", "time": 1, "key": "SHA256:\u{1b}[2Jk", "digest": "00",
+        "namespace": "git\u{1b}[1A\rTouch your security key", "kind": "sshsig",
+        "peer": {"uid": 1, "pid": 2, "exe": "/tmp/\u{1b}[31mevil"},
+        "outcome": "denied", "signed": false, "reason": "\u{7}bell"
+    });
+    let log = user.home.join("audit.jsonl");
+    std::fs::write(&log, format!("{line}\n\u{1b}]0;title\u{7}\n")).unwrap();
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = user.auths(&["audit", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DENIED"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+}
