@@ -156,33 +156,22 @@ mod tests {
     fn payload_kinds() {
         let mut sshsig = b"SSHSIG".to_vec();
         ssh_string(&mut sshsig, b"git");
-        assert_eq!(payload_kind(&sshsig), PayloadKind::Sshsig);
-        assert_eq!(
-            payload_kind(&userauth(32, 50, b"publickey")),
-            PayloadKind::Userauth
-        );
-        assert_eq!(
-            payload_kind(&userauth(64, 50, b"publickey")),
-            PayloadKind::Userauth
-        );
-        assert_eq!(
-            payload_kind(&userauth(65, 50, b"publickey")),
-            PayloadKind::Other
-        );
-        assert_eq!(
-            payload_kind(&userauth(0, 50, b"publickey")),
-            PayloadKind::Other
-        );
-        assert_eq!(
-            payload_kind(&userauth(32, 51, b"publickey")),
-            PayloadKind::Other
-        );
-        assert_eq!(
-            payload_kind(&userauth(32, 50, b"password")),
-            PayloadKind::Other
-        );
-        assert_eq!(payload_kind(b"a git object, forged"), PayloadKind::Other);
-        assert_eq!(payload_kind(&[0xff; 3]), PayloadKind::Other);
+        let cases: [(&[u8], PayloadKind); 9] = [
+            (&sshsig, PayloadKind::Sshsig),
+            (&userauth(32, 50, b"publickey"), PayloadKind::Userauth),
+            (&userauth(64, 50, b"publickey"), PayloadKind::Userauth),
+            // A session id longer than any exchange hash, or none.
+            (&userauth(65, 50, b"publickey"), PayloadKind::Other),
+            (&userauth(0, 50, b"publickey"), PayloadKind::Other),
+            // Another message, another method.
+            (&userauth(32, 51, b"publickey"), PayloadKind::Other),
+            (&userauth(32, 50, b"password"), PayloadKind::Other),
+            (b"a git object, forged", PayloadKind::Other),
+            (&[0xff; 3], PayloadKind::Other),
+        ];
+        for (data, want) in cases {
+            assert_eq!(payload_kind(data), want, "{data:?}");
+        }
     }
 
     #[test]
