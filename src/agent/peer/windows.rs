@@ -20,6 +20,9 @@ pub fn from_pipe_client(pid: u32, my_sid: &str) -> std::io::Result<Requester> {
         pid: Some(pid),
         start_time: w::process_start_time(pid),
         exe: w::process_image(pid),
+        // Not read on Windows yet (it would be the volume serial and file index of the
+        // image): grants there bind the executable's path only.
+        exe_file: None,
         parent_pid,
         parent_start_time: parent_pid.and_then(w::process_start_time),
         parent_exe: parent_pid.and_then(w::process_image),
