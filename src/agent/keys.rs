@@ -81,7 +81,8 @@ impl Clock for ManualClock {
 /// Bounds of one unlock window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnlockPolicy {
-    /// Keys are wiped after this long without a signature or an added key (sliding).
+    /// Keys are wiped after this long without a signature (sliding). Adding a key does not
+    /// extend it: a same-user process adding throwaway keys cannot keep the window open.
     pub idle_timeout: Duration,
     /// Keys are wiped this long after the window opened, whatever the activity.
     pub max_unlock: Duration,
@@ -328,17 +329,18 @@ impl KeyStore {
         self.wiped = Some(reason);
     }
 
+    /// A signature: the idle timeout slides (opening the window if none is open).
     fn touch_window(&mut self, now: Instant) {
-        match &mut self.window {
-            Some(w) => w.last_activity = now,
-            None => {
-                self.window = Some(Window {
-                    opened: now,
-                    last_activity: now,
-                    signatures: 0,
-                })
-            }
-        }
+        self.open_window(now).last_activity = now;
+    }
+
+    /// A key was added: the window opens if none is open, and is not extended otherwise.
+    fn open_window(&mut self, now: Instant) -> &mut Window {
+        self.window.get_or_insert(Window {
+            opened: now,
+            last_activity: now,
+            signatures: 0,
+        })
     }
 
     /// The identities held, for `SSH_AGENTC_REQUEST_IDENTITIES`. Empty while locked.
@@ -386,7 +388,7 @@ impl KeyStore {
                 confirm: false,
             },
         });
-        self.touch_window(now);
+        self.open_window(now);
         Ok(fingerprint)
     }
 
@@ -731,6 +733,18 @@ mod tests {
         let pa = public(&a);
         s.add(a, String::new(), None, t0).unwrap();
         (s, pa)
+    }
+
+    #[test]
+    fn adding_keys_does_not_extend_the_idle_timeout() {
+        let t0 = Instant::now();
+        let min = Duration::from_secs(60);
+        let (mut s, _) = one_key(UnlockPolicy::default(), t0);
+        // A throwaway key every 29 minutes keeps nothing alive.
+        s.add(p256(), "throwaway".into(), None, t0 + 29 * min)
+            .unwrap();
+        assert_eq!(s.expire(t0 + 30 * min), Some(WipeReason::Idle));
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -86,6 +86,9 @@ struct Inner {
     opener: Box<dyn KeyOpener>,
     device_turn: Arc<tokio::sync::Mutex<()>>,
     grants: Mutex<Grants>,
+    /// The highest sign counter verified (or read at start) per credential. tokens.json is a
+    /// file a same-user process can edit; lowering a counter there does not lower it here.
+    counters: Mutex<CounterFloor>,
     prompter: Prompter,
     touch_timeout: Duration,
     clock: GateClock,
@@ -143,7 +146,27 @@ impl Settle for Settlement {
     }
 }
 
+/// Per credential, the highest sign counter this gate knows of.
+#[derive(Debug, Default)]
+struct CounterFloor(std::collections::HashMap<Vec<u8>, u32>);
+
+impl CounterFloor {
+    fn raise(&mut self, id: &[u8], count: u32) {
+        let c = self.0.entry(id.to_vec()).or_insert(count);
+        *c = (*c).max(count);
+    }
+
+    fn get(&self, id: &[u8]) -> Option<u32> {
+        self.0.get(id).copied()
+    }
+}
+
 impl Inner {
+    /// The counter floor; its operations cannot panic, so a poisoned lock is still sound.
+    fn counters(&self) -> MutexGuard<'_, CounterFloor> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The open grants. Nothing that holds this lock can panic half-way through a change (no
     /// unchecked arithmetic, no indexing), so a lock poisoned elsewhere is still sound and keeps
     /// the policy in force; it never silently falls back to another one.
@@ -157,8 +180,13 @@ impl PresenceGate {
     /// an enrolled key.
     pub fn new(config: GateConfig) -> Result<PresenceGate, GateError> {
         let store = TokenStore::open(&config.home)?;
-        if store.list()?.is_empty() {
+        let enrolled = store.list()?;
+        if enrolled.is_empty() {
             return Err(GateError::NotEnrolled);
+        }
+        let mut counters = CounterFloor::default();
+        for e in &enrolled {
+            counters.raise(&e.credential_id, e.sign_count);
         }
         Ok(PresenceGate {
             inner: Arc::new(Inner {
@@ -167,6 +195,7 @@ impl PresenceGate {
                 opener: config.opener,
                 device_turn: Arc::new(tokio::sync::Mutex::new(())),
                 grants: Mutex::new(Grants::new(config.policy)),
+                counters: Mutex::new(counters),
                 prompter: config.prompter,
                 touch_timeout: config.touch_timeout,
                 clock: config.clock.unwrap_or_else(|| Arc::new(Instant::now)),
@@ -218,7 +247,8 @@ impl PresenceGate {
         cancel: &CancelToken,
         id: &str,
     ) -> Result<VerifiedTouch, GateError> {
-        let creds = Credentials::enrolled(&inner.store.list()?)?;
+        let mut creds = Credentials::enrolled(&inner.store.list()?)?;
+        creds.raise_counters(|id| inner.counters().get(id));
         // A request no grant may cover (a confirm key, an unknown executable) opens none.
         let terms =
             (inner.grants().policy().grant_terms()).filter(|_| Covers::of(request).is_some());
@@ -260,10 +290,12 @@ impl PresenceGate {
             ) => GateError::Cancelled,
             other => GateError::from(other),
         })?;
-        inner.store.save_sign_count(
+        let (id, count) = (
             verified.assertion().credential_id(),
             verified.assertion().sign_count(),
-        )?;
+        );
+        inner.counters().raise(id, count);
+        inner.store.save_sign_count(id, count)?;
         if cancel.is_cancelled() {
             return Err(GateError::Cancelled);
         }

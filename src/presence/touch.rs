@@ -78,6 +78,16 @@ impl Credentials {
         Ok(Credentials::new(first.rp_id.clone(), allowed))
     }
 
+    /// Raise each credential's known counter to `floor(id)` when that is higher (a counter the
+    /// caller verified earlier, which the enrollment file may no longer show).
+    pub fn raise_counters(&mut self, floor: impl Fn(&[u8]) -> Option<u32>) {
+        for c in &mut self.allowed {
+            if let Some(f) = floor(&c.id) {
+                c.sign_count = c.sign_count.max(f);
+            }
+        }
+    }
+
     /// The rp id.
     pub fn rp_id(&self) -> &str {
         &self.rp_id

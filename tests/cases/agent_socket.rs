@@ -363,9 +363,11 @@ fn idle_timeout_wipes_keys() {
 }
 
 #[test]
-fn absolute_cap_wipes_keys_despite_activity() {
+fn absolute_cap_wipes_keys_before_the_idle_timeout() {
+    // The idle timeout (which slides with signatures only) is longer than the cap here, so
+    // only the cap can wipe.
     let policy = UnlockPolicy {
-        idle_timeout: 30 * MIN,
+        idle_timeout: 90 * MIN,
         max_unlock: 60 * MIN,
         max_signatures: None,
     };
@@ -380,7 +382,6 @@ fn absolute_cap_wipes_keys_despite_activity() {
     agent.add(&[&keys.ed25519]);
     for _ in 0..2 {
         agent.clock.advance(25 * MIN);
-        // Adding a key is activity: the idle timer slides.
         agent.add(&[&keys.ecdsa]);
     }
     assert_eq!(agent.listed().len(), 2);

@@ -158,3 +158,61 @@ fn an_approval_covers_only_its_own_key_and_bytes() {
     assert!(!approval.covers("SHA256:other", &[1; 32]));
     approval.signed().unwrap();
 }
+
+#[test]
+fn lowering_a_counter_in_tokens_json_does_not_let_a_cloned_key_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let state = dir.path().join("key.json");
+    let key = start_key(&state, AUTO, HidTimings::default());
+    enroll(&key, &home, options());
+    // A clone of the key as it is now: its counter will fall behind the original's.
+    let cloned_state = dir.path().join("clone.json");
+    std::fs::copy(&state, &cloned_state).unwrap();
+    let slot = Arc::new(std::sync::Mutex::new(key));
+    let opener = {
+        let slot = Arc::clone(&slot);
+        move || -> Result<Box<dyn PresenceKey>, CtapError> {
+            let key = Arc::clone(&slot.lock().unwrap());
+            Ok(Box::new(open(&key, options())?))
+        }
+    };
+    let gate = presence_gate(
+        &home,
+        opener,
+        Policy::PerSignature,
+        DEADLINE,
+        Prompter::new(false),
+        None,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for d in 1..=2 {
+        rt.block_on(gate.approve(request(d)))
+            .unwrap()
+            .signed()
+            .unwrap();
+    }
+    // A same-user process edits tokens.json to lower the counter, and swaps in the clone.
+    let tokens = home.join("tokens.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokens).unwrap()).unwrap();
+    for t in json["tokens"].as_array_mut().unwrap() {
+        t["sign_count"] = 0.into();
+    }
+    std::fs::write(&tokens, serde_json::to_vec(&json).unwrap()).unwrap();
+    *slot.lock().unwrap() = start_key(&cloned_state, AUTO, HidTimings::default());
+    let refused = rt.block_on(gate.approve(request(3)));
+    assert!(
+        matches!(
+            refused,
+            Err(GateError::Verification(
+                auths_presence::presence::verify::VerifyError::CounterNotIncreased { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+}
