@@ -174,6 +174,10 @@ fn fs_hint(e: &SecureFsError) -> Option<String> {
             "remove the link {} and let auths create a real directory",
             path.display()
         ),
+        SecureFsError::NotARegularFile(path) => format!(
+            "something put it there in place of auths' file: look at it, then remove {}",
+            path.display()
+        ),
         SecureFsError::ForeignOwner { .. } => {
             "use a directory of your own (set AUTHS_HOME, or pass --socket)".into()
         }

@@ -210,19 +210,11 @@ impl AuditLog {
     /// Every line, parsed; a line that does not parse is returned as its error text with its
     /// line number, so `verify` can report it.
     pub fn read(&self) -> Result<Vec<LogLine>, AuditError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(SecureFsError::Io {
-                    path: self.path.clone(),
-                    source,
-                }
-                .into())
-            }
+        let Some(bytes) = secure_fs::read_private(&self.path)? else {
+            return Ok(Vec::new());
         };
-        secure_fs::check_private(&self.path, false)?;
-        Ok(parse_lines(&text))
+        // A line that is not UTF-8 is reported on its own, as every other bad line is.
+        Ok(parse_lines(&String::from_utf8_lossy(&bytes)))
     }
 }
 

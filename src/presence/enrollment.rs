@@ -203,18 +203,13 @@ impl TokenStore {
 
     fn read(&self) -> Result<TokensFile, EnrollmentError> {
         let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(TokensFile {
-                    version: SCHEMA_VERSION,
-                    tokens: Vec::new(),
-                })
-            }
-            Err(source) => return Err(SecureFsError::Io { path, source }.into()),
-        };
-        secure_fs::check_private(&path, false)?;
-        parse_tokens_file(&bytes, &path)
+        match secure_fs::read_private(&path)? {
+            Some(bytes) => parse_tokens_file(&bytes, &path),
+            None => Ok(TokensFile {
+                version: SCHEMA_VERSION,
+                tokens: Vec::new(),
+            }),
+        }
     }
 
     fn update(

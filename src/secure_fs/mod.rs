@@ -43,6 +43,9 @@ pub enum SecureFsError {
     /// The path exists but is not a directory.
     #[error("{0} exists and is not a directory")]
     NotADirectory(PathBuf),
+    /// The path is not a regular file (a FIFO, a device, a socket, a directory).
+    #[error("{0} is not a regular file; refusing to use it")]
+    NotARegularFile(PathBuf),
     /// Another user owns the directory.
     #[error("{path} is owned by uid {owner}, not by you (uid {me}); refusing to use it")]
     ForeignOwner {
@@ -128,15 +131,42 @@ pub fn open_private_new(path: &Path) -> Result<std::fs::File, SecureFsError> {
 }
 
 /// Open `path` for appending, creating it as [`open_private_new`] does; an existing file must
-/// be private.
+/// be a private regular file (a FIFO put in its place is refused, never waited on).
 pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> {
     let f = private_open_options()
         .append(true)
         .create(true)
         .open(path)
         .map_err(io_err(path))?;
+    regular(&f, path)?;
     check_private(path, false)?;
     Ok(f)
+}
+
+/// The whole of the private regular file `path`, or `None` when there is none. Opened without
+/// blocking (a FIFO put in its place is refused, never waited on) and checked on the open
+/// handle, so what is read is what was checked.
+pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>, SecureFsError> {
+    use std::io::Read;
+    let mut f = match private_open_options().read(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    regular(&f, path)?;
+    check_private(path, false)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io_err(path))?;
+    Ok(Some(bytes))
+}
+
+/// Refuse an open handle that is not a regular file.
+fn regular(f: &std::fs::File, path: &Path) -> Result<(), SecureFsError> {
+    let md = f.metadata().map_err(io_err(path))?;
+    if !md.is_file() {
+        return Err(SecureFsError::NotARegularFile(path.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// Create `dir` with mode 0700 if missing (parents too), or verify an existing one: a real

@@ -37,11 +37,14 @@ pub(crate) fn check_owner_and_access(
     Ok(())
 }
 
-/// Files are created with mode 0600 and a symlink in the last component is not followed.
+/// Files are created with mode 0600, a symlink in the last component is not followed, and the
+/// open never blocks (a FIFO in a file's place would otherwise wait for a writer forever; the
+/// caller then refuses anything but a regular file).
 pub(crate) fn private_open_options() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
     let mut opts = std::fs::OpenOptions::new();
-    opts.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+    opts.mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK);
     opts
 }
 
@@ -83,6 +86,30 @@ mod tests {
             ensure_private_dir(&link),
             Err(SecureFsError::Symlink(_))
         ));
+    }
+
+    #[test]
+    fn a_fifo_in_a_files_place_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("audit.jsonl");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Nobody writes to or reads from it: a blocking open would never return.
+        assert!(matches!(
+            read_private(&fifo),
+            Err(SecureFsError::NotARegularFile(_))
+        ));
+        assert!(open_private_append(&fifo).is_err());
+        assert_eq!(read_private(&d.path().join("absent")).unwrap(), None);
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        std::fs::set_permissions(
+            d.path().join("f"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        assert_eq!(
+            read_private(&d.path().join("f")).unwrap(),
+            Some(b"x".to_vec())
+        );
     }
 
     #[test]
