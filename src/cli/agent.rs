@@ -468,6 +468,11 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
                 v["remaining"]
             ),
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
+            Some("contention") => println!(
+                "two programs asked for a touch at once: {} and {}; both refused",
+                text("first"),
+                text("second")
+            ),
             _ => println!("{}", escape_control(&line)),
         }
     }

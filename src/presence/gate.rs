@@ -51,6 +51,9 @@ pub enum GateError {
     /// No security key is enrolled.
     #[error("no security key is enrolled")]
     NotEnrolled,
+    /// Two programs asked for a touch at once: both are refused (the reason names them).
+    #[error("{0}")]
+    Contention(String),
     /// The request was cancelled (the client went away, or the agent is shutting down).
     #[error("the request was cancelled")]
     Cancelled,

@@ -18,7 +18,7 @@ use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
 use super::policy::{Covers, Grants, Policy};
-use super::prompt::{touch_message, PromptEvent, Prompter};
+use super::prompt::{describe_peer, touch_message, PromptEvent, Prompter};
 use super::request::ApprovalRequest;
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 
@@ -86,6 +86,10 @@ struct Inner {
     opener: Box<dyn KeyOpener>,
     device_turn: Arc<tokio::sync::Mutex<()>>,
     grants: Mutex<Grants>,
+    /// The request whose touch is being asked for, from the moment it needs one until its touch
+    /// is verified or fails. A second request that needs a touch meanwhile refuses both: one
+    /// touch must never serve whichever of two programs the key happened to take first.
+    asking: Mutex<Option<Asking>>,
     /// The highest sign counter verified (or read at start) per credential. tokens.json is a
     /// file a same-user process can edit; lowering a counter there does not lower it here.
     counters: Mutex<CounterFloor>,
@@ -146,6 +150,45 @@ impl Settle for Settlement {
     }
 }
 
+/// The request a touch is being asked for.
+struct Asking {
+    /// "ssh-keygen (pid 4242) ← git (pid 4240)".
+    who: String,
+    /// Cancels its touch.
+    cancel: CancelToken,
+    /// Set when a second request came: the reason both are refused.
+    contended: Arc<Mutex<Option<String>>>,
+}
+
+/// Holds the gate's [`Asking`] slot for one request; gives it back when dropped (the touch was
+/// verified or failed, a grant covered the request after all, or the client went away).
+struct AskingSlot {
+    inner: Arc<Inner>,
+    contended: Arc<Mutex<Option<String>>>,
+}
+
+impl AskingSlot {
+    /// Why this request must be refused, when a second one came while it asked.
+    fn contention(&self) -> Option<String> {
+        self.contended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for AskingSlot {
+    fn drop(&mut self) {
+        let mut asking = self.inner.asking();
+        if asking
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(&a.contended, &self.contended))
+        {
+            *asking = None;
+        }
+    }
+}
+
 /// Per credential, the highest sign counter this gate knows of.
 #[derive(Debug, Default)]
 struct CounterFloor(std::collections::HashMap<Vec<u8>, u32>);
@@ -162,6 +205,10 @@ impl CounterFloor {
 }
 
 impl Inner {
+    fn asking(&self) -> MutexGuard<'_, Option<Asking>> {
+        self.asking.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The counter floor; its operations cannot panic, so a poisoned lock is still sound.
     fn counters(&self) -> MutexGuard<'_, CounterFloor> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
@@ -196,6 +243,7 @@ impl PresenceGate {
                 device_turn: Arc::new(tokio::sync::Mutex::new(())),
                 grants: Mutex::new(Grants::new(config.policy)),
                 counters: Mutex::new(counters),
+                asking: Mutex::new(None),
                 prompter: config.prompter,
                 touch_timeout: config.touch_timeout,
                 clock: config.clock.unwrap_or_else(|| Arc::new(Instant::now)),
@@ -302,6 +350,43 @@ impl PresenceGate {
         Ok(verified)
     }
 
+    /// Take the asking slot for `request`, or, when another request is asking for a touch,
+    /// cancel that touch and refuse both.
+    fn ask(
+        inner: &Arc<Inner>,
+        request: &ApprovalRequest,
+        cancel: &CancelToken,
+    ) -> Result<AskingSlot, GateError> {
+        let who = describe_peer(&request.requester);
+        let mut asking = inner.asking();
+        if let Some(first) = asking.as_ref() {
+            let reason = format!(
+                "two programs asked for a touch at once: {} and {who}; retry the one you meant",
+                first.who
+            );
+            *first.contended.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+            first.cancel.cancel();
+            inner.prompter.emit(PromptEvent::Contention {
+                first: first.who.clone(),
+                second: who,
+            });
+            drop(asking);
+            let error = GateError::Contention(reason);
+            Self::deny(inner, request, &Receipt::new_id(), &error);
+            return Err(error);
+        }
+        let contended = Arc::new(Mutex::new(None));
+        *asking = Some(Asking {
+            who,
+            cancel: cancel.clone(),
+            contended: Arc::clone(&contended),
+        });
+        Ok(AskingSlot {
+            inner: Arc::clone(inner),
+            contended,
+        })
+    }
+
     fn deny(inner: &Inner, request: &ApprovalRequest, id: &str, error: &GateError) {
         let reason = super::error_chain(error);
         let receipt = Receipt::new(id, request, Evidence::Denied, false, Some(reason.clone()));
@@ -320,14 +405,15 @@ impl Gate for PresenceGate {
             if let Some(a) = Self::try_grant(&inner, &request) {
                 return Ok(a);
             }
+            let cancel = CancelToken::new();
+            let _hangup = CancelOnDrop(cancel.clone());
+            let slot = Self::ask(&inner, &request, &cancel)?;
             // One device interaction at a time; tokio's mutex is fair (FIFO).
             let turn = inner.device_turn.clone().lock_owned().await;
             // A touch that happened while we waited may have opened a grant for us.
             if let Some(a) = Self::try_grant(&inner, &request) {
                 return Ok(a);
             }
-            let cancel = CancelToken::new();
-            let _hangup = CancelOnDrop(cancel.clone());
             let (tx, rx) = tokio::sync::oneshot::channel();
             let worker = inner.clone();
             tokio::task::spawn_blocking(move || {
@@ -336,6 +422,12 @@ impl Gate for PresenceGate {
                     Self::touch_and_verify(&worker, &request, &cancel, &id)
                 }))
                 .unwrap_or(Err(GateError::WorkerStopped));
+                // A second request came before this touch was verified: refuse it too.
+                let touched = match slot.contention() {
+                    Some(reason) => Err(GateError::Contention(reason)),
+                    None => touched,
+                };
+                drop(slot);
                 let result = touched.and_then(|touch| {
                     // The turn stays with the approval until its receipt is written.
                     let settle = Box::new(Settlement {

@@ -47,6 +47,13 @@ pub enum PromptEvent {
         /// SSHSIG namespace.
         namespace: Option<String>,
     },
+    /// Two programs asked for a touch at once; both are refused.
+    Contention {
+        /// The one that asked first (its pending touch was cancelled).
+        first: String,
+        /// The one that asked second.
+        second: String,
+    },
     /// The request was refused.
     Denied {
         /// Request id.
@@ -93,6 +100,9 @@ impl Prompter {
                         .as_deref()
                         .map(|ns| format!(", namespace {}", escape_control(ns)))
                         .unwrap_or_default()
+                ),
+                PromptEvent::Contention { first, second } => eprintln!(
+                    "Two programs asked for a touch at once ({first}, {second}): both refused."
                 ),
                 PromptEvent::Denied { reason, .. } => eprintln!("Refused: {reason}"),
             }

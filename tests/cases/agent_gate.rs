@@ -28,7 +28,7 @@ use ssh_agent_lib::proto::{Request, Response};
 use super::support::agent::{Agent, Opts};
 use super::support::gate::{self, wait_event, AUTO};
 use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
-use super::support::wire::{encode, request, send, sign_request};
+use super::support::wire::{encode, recv, request, send, sign_request, FAILURE};
 use super::support::{short_tempdir, DEADLINE};
 
 /// Shared between the rig and the gate's key opener, so a test can swap the key (restart it
@@ -471,6 +471,66 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
     );
     assert_eq!(rig.touches(), 0);
     assert_eq!(rig.outcomes(), vec![Outcome::Denied]);
+}
+
+#[test]
+fn two_competing_requests_and_one_touch_sign_nothing() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Manual,
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    let mut events = rig.prompter.subscribe();
+    let public = public_key(&rig.keys.ed25519);
+    // The attacker's request is pending first, the key blinking for it...
+    let mut first = rig.agent.connect();
+    send(
+        &mut first,
+        &encode(&sign_request(&public, b"attacker's bytes")),
+    );
+    wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }));
+    // ...then the user's own request comes: both are refused, the blinking one cancelled.
+    let mut second = rig.agent.connect();
+    send(
+        &mut second,
+        &encode(&sign_request(&public, b"user's bytes")),
+    );
+    assert_eq!(recv(&mut second).as_deref(), Some(FAILURE));
+    assert_eq!(recv(&mut first).as_deref(), Some(FAILURE));
+    let contention = wait_event(&mut events, |e| matches!(e, PromptEvent::Contention { .. }));
+    let PromptEvent::Contention {
+        first: a,
+        second: b,
+    } = contention
+    else {
+        unreachable!()
+    };
+    assert!(a.contains("pid") && b.contains("pid"), "{a} / {b}");
+    // The one touch the user gives now finds nothing to approve.
+    assert!(
+        matches!(rig.key().touch(), Err(TouchError::NothingWaiting)),
+        "the pending touch was cancelled"
+    );
+    assert_eq!(rig.touches(), 0);
+    let receipts = rig.receipts();
+    assert_eq!(receipts.len(), 2, "both denied, with receipts");
+    for r in &receipts {
+        assert_eq!(r.outcome(), Outcome::Denied);
+        assert!(!r.signed);
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("two programs asked for a touch at once"),
+            "{:?}",
+            r.reason
+        );
+    }
+    // Afterwards a single request is served normally.
+    rig.key().set_touch_mode(AUTO);
+    assert!(rig.sign(&rig.keys.ed25519, "after", false));
+    assert_eq!(rig.touches(), 1);
 }
 
 #[test]
