@@ -176,6 +176,25 @@ impl Rig {
         }
     }
 
+    /// A per-signature rig whose key waits for a manual touch, with both keys added, and a
+    /// subscription to its prompts.
+    fn waiting_for_a_touch() -> (Rig, tokio::sync::broadcast::Receiver<PromptEvent>) {
+        let rig = Rig::new(
+            Policy::PerSignature,
+            TouchMode::Manual,
+            UnlockPolicy::default(),
+        );
+        rig.add_keys();
+        let events = rig.prompter.subscribe();
+        (rig, events)
+    }
+
+    /// Send a raw sign request for `data` with the Ed25519 key on `client` (no answer read).
+    fn ask_to_sign(&self, client: &mut std::os::unix::net::UnixStream, data: &[u8]) {
+        let public = public_key(&self.keys.ed25519);
+        send(client, &encode(&sign_request(&public, data)));
+    }
+
     fn key(&self) -> Arc<VirtualKey> {
         self.key.lock().unwrap().clone()
     }
@@ -435,19 +454,9 @@ fn wiping_the_keys_ends_every_grant() {
 
 #[test]
 fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_served() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Manual,
-        UnlockPolicy::default(),
-    );
-    rig.add_keys();
-    let mut events = rig.prompter.subscribe();
-    let public = public_key(&rig.keys.ed25519);
+    let (rig, mut events) = Rig::waiting_for_a_touch();
     let mut client = rig.agent.connect();
-    send(
-        &mut client,
-        &encode(&sign_request(&public, b"bytes to sign")),
-    );
+    rig.ask_to_sign(&mut client, b"bytes to sign");
     let pending = wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }));
     let PromptEvent::Pending { message, .. } = pending else {
         unreachable!()
@@ -475,27 +484,14 @@ fn hang_up_during_touch_cancels_the_key_and_signs_nothing_while_others_are_serve
 
 #[test]
 fn two_competing_requests_and_one_touch_sign_nothing() {
-    let rig = Rig::new(
-        Policy::PerSignature,
-        TouchMode::Manual,
-        UnlockPolicy::default(),
-    );
-    rig.add_keys();
-    let mut events = rig.prompter.subscribe();
-    let public = public_key(&rig.keys.ed25519);
+    let (rig, mut events) = Rig::waiting_for_a_touch();
     // The attacker's request is pending first, the key blinking for it...
     let mut first = rig.agent.connect();
-    send(
-        &mut first,
-        &encode(&sign_request(&public, b"attacker's bytes")),
-    );
+    rig.ask_to_sign(&mut first, b"attacker's bytes");
     wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }));
     // ...then the user's own request comes: both are refused, the blinking one cancelled.
     let mut second = rig.agent.connect();
-    send(
-        &mut second,
-        &encode(&sign_request(&public, b"user's bytes")),
-    );
+    rig.ask_to_sign(&mut second, b"user's bytes");
     assert_eq!(recv(&mut second).as_deref(), Some(FAILURE));
     assert_eq!(recv(&mut first).as_deref(), Some(FAILURE));
     let contention = wait_event(&mut events, |e| matches!(e, PromptEvent::Contention { .. }));

@@ -190,32 +190,19 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
 #[test]
 fn install_service_prints_the_file_for_either_service_manager() {
     let user = User::new();
-    let launchd = user.auths(&[
-        "agent",
-        "install-service",
-        "--print",
-        "--manager",
-        "launchd",
-    ]);
-    assert!(launchd.status.success(), "{launchd:?}");
-    let text = String::from_utf8_lossy(&launchd.stdout);
-    assert!(
-        text.contains("<plist") && text.contains("launchctl bootstrap"),
-        "{text}"
-    );
-    let systemd = user.auths(&[
-        "agent",
-        "install-service",
-        "--print",
-        "--manager",
-        "systemd",
-    ]);
-    assert!(systemd.status.success(), "{systemd:?}");
-    let text = String::from_utf8_lossy(&systemd.stdout);
-    assert!(
-        text.contains("[Service]") && text.contains("systemctl --user"),
-        "{text}"
-    );
+    for (manager, file, enable) in [
+        ("launchd", "<plist", "launchctl bootstrap"),
+        ("systemd", "[Service]", "systemctl --user"),
+    ] {
+        let args = ["agent", "install-service", "--print", "--manager", manager];
+        let out = user.auths(&args);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(file) && text.contains(enable),
+            "{manager}: {text}"
+        );
+    }
     // Installing another platform's file here makes no sense: refused, nothing written.
     let other = if cfg!(target_os = "macos") {
         "systemd"
