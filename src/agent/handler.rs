@@ -377,12 +377,7 @@ mod tests {
                 gate,
                 log,
                 clock,
-                peer: Requester {
-                    uid: 1000,
-                    pid: Some(7),
-                    exe: Some("/usr/bin/ssh-add".into()),
-                    ..Requester::default()
-                },
+                peer: Requester::process(1000, 7, "/usr/bin/ssh-add"),
             }
         }
 
@@ -881,12 +876,7 @@ mod tests {
                 ..UnlockPolicy::default()
             };
             let state = Arc::new(AgentState::new(policy, Arc::clone(&gate) as Arc<dyn Gate>));
-            let peer = Requester {
-                uid: 1000,
-                pid: Some(7),
-                exe: Some("/usr/bin/ssh-keygen".into()),
-                ..Requester::default()
-            };
+            let peer = Requester::process(1000, 7, "/usr/bin/ssh-keygen");
             Setup {
                 _dir: dir,
                 key,

@@ -274,9 +274,11 @@ pub struct Covers {
 
 impl Covers {
     /// What a grant opened by a touch for `request` covers; `None` when the request cannot
-    /// share a grant: its executable is unknown, or its key was added with `ssh-add -c`.
+    /// share a grant: its executable is unknown, its requester's identity was not confirmed
+    /// (the process exited, or its pid may name another process), or its key was added with
+    /// `ssh-add -c`.
     pub fn of(request: &ApprovalRequest) -> Option<Covers> {
-        if request.confirm_each {
+        if request.confirm_each || !request.requester.is_confirmed() {
             return None;
         }
         Some(Covers {
@@ -584,5 +586,43 @@ mod tests {
         let t0 = Instant::now();
         g.open(&VerifiedAssertion::for_tests(), "r", &req("K", &anon), t0);
         assert_eq!(taken(&mut g, "K", &anon, t0), None);
+    }
+
+    #[test]
+    fn an_unconfirmed_requester_neither_opens_nor_uses_a_grant() {
+        use crate::presence::request::Identity;
+        let t0 = Instant::now();
+        for identity in [Identity::Exited, Identity::Unconfirmed] {
+            // Every field matches the grant's; only the identity was not confirmed (its pid
+            // may name another process than the one that connected).
+            let doubtful = Requester {
+                identity,
+                ..peer(10, 1)
+            };
+            let mut g = Grants::new("batch:5:60s:user".parse().unwrap());
+            g.open(
+                &VerifiedAssertion::for_tests(),
+                "r",
+                &req("K", &doubtful),
+                t0,
+            );
+            assert_eq!(
+                taken(&mut g, "K", &peer(10, 1), t0),
+                None,
+                "{identity:?} opened none"
+            );
+            g.open(
+                &VerifiedAssertion::for_tests(),
+                "r",
+                &req("K", &peer(10, 1)),
+                t0,
+            );
+            assert_eq!(
+                taken(&mut g, "K", &doubtful, t0),
+                None,
+                "{identity:?} uses none"
+            );
+            assert_eq!(taken(&mut g, "K", &peer(10, 1), t0), Some(("r".into(), 3)));
+        }
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::challenge::GrantTerms;
-use super::request::{ApprovalRequest, PayloadKind, Requester};
+use super::request::{ApprovalRequest, Identity, PayloadKind, Requester};
 
 /// One event for watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,8 +189,15 @@ fn short_name(exe: &Option<String>) -> String {
         .unwrap_or_else(|| "unknown process".to_owned())
 }
 
-/// "ssh-keygen (pid 4242) ← git (pid 4240)", with control characters escaped.
+/// "ssh-keygen (pid 4242) ← git (pid 4240)", with control characters escaped; "pid 4242
+/// (process exited)" when the process that connected was gone before it could be identified.
 pub fn describe_peer(r: &Requester) -> String {
+    if r.identity == Identity::Exited {
+        return match r.pid {
+            Some(pid) => format!("pid {pid} (process exited)"),
+            None => "an unknown process (process exited)".to_owned(),
+        };
+    }
     let name = short_name;
     let mut s = match r.pid {
         Some(pid) => format!("{} (pid {pid})", name(&r.exe)),

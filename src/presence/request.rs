@@ -27,6 +27,38 @@ pub struct Requester {
     pub parent_exe: Option<String>,
     /// Session id (setsid) of the peer, for the `session` scope.
     pub session_id: Option<u32>,
+    /// Whether the fields above were confirmed to describe the process that connected.
+    #[serde(default)]
+    pub identity: Identity,
+}
+
+/// Whether the agent could confirm that what it read about a peer describes the process that
+/// connected, and not another one that was given its pid. Only a confirmed requester uses or
+/// opens a grant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// Read while the connecting process was still alive: on Linux through a pidfd of the
+    /// peer (`SO_PEERPIDFD`), elsewhere (and on older kernels) by its start time, unchanged
+    /// across the reads.
+    Confirmed,
+    /// The connecting process had exited (or its pid named another process) when its details
+    /// were read: only the uid from the kernel is known.
+    Exited,
+    /// The platform gives no way to confirm it (no pid, or no process details).
+    #[default]
+    Unconfirmed,
+}
+
+impl Identity {
+    /// The name used in receipts and watch events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Identity::Confirmed => "confirmed",
+            Identity::Exited => "exited",
+            Identity::Unconfirmed => "unconfirmed",
+        }
+    }
 }
 
 /// A file's identity: device and inode. A path can come to name another file; these cannot.
@@ -89,6 +121,23 @@ impl Requester {
             uid,
             pid: Some(pid),
             exe: Some(exe.to_owned()),
+            identity: Identity::Confirmed,
+            ..Requester::default()
+        }
+    }
+
+    /// True when the details were confirmed to be the connecting process's.
+    pub fn is_confirmed(&self) -> bool {
+        self.identity == Identity::Confirmed
+    }
+
+    /// The connecting process is gone (or its pid names another one): keep the uid the kernel
+    /// gave and the pid the prompt names, forget every detail that may be another process's.
+    pub fn exited(self) -> Requester {
+        Requester {
+            uid: self.uid,
+            pid: self.pid,
+            identity: Identity::Exited,
             ..Requester::default()
         }
     }

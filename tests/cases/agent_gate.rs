@@ -116,6 +116,17 @@ impl Rig {
     }
 
     fn new(policy: Policy, mode: TouchMode, agent_policy: UnlockPolicy) -> Rig {
+        Rig::with_opts(
+            policy,
+            mode,
+            Opts {
+                policy: agent_policy,
+                ..Opts::default()
+            },
+        )
+    }
+
+    fn with_opts(policy: Policy, mode: TouchMode, opts: Opts) -> Rig {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let state = dir.path().join("key.json");
@@ -153,13 +164,7 @@ impl Rig {
             prompter.clone(),
             Some(Arc::new(move || base + *offset.lock().unwrap())),
         );
-        let agent = Agent::start(
-            Arc::new(gate),
-            Opts {
-                policy: agent_policy,
-                ..Opts::default()
-            },
-        );
+        let agent = Agent::start(Arc::new(gate), opts);
         let keys = keygen(dir.path());
         Rig {
             dir,
@@ -656,4 +661,107 @@ fn lock_wipes_keys_so_nothing_can_be_signed() {
     assert!(
         matches!(request(&mut c, &Request::RequestIdentities), Response::IdentitiesAnswer(v) if v.is_empty())
     );
+}
+
+/// A connection made by a child process that has exited, and been reaped, by the time this
+/// returns. The socket was created before the fork, so this process holds it too: the
+/// kernel's peer credentials name the child, which is gone when the agent reads them.
+fn connected_by_a_process_that_exited(path: &Path) -> std::os::unix::net::UnixStream {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let addr = UnixAddr::new(path).unwrap();
+    // SAFETY: the child calls only connect(2) and _exit(2), both async-signal-safe, on values
+    // made before the fork: it takes no lock and allocates nothing.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let ok = connect(fd.as_raw_fd(), &addr).is_ok();
+            // SAFETY: _exit ends the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        ForkResult::Parent { child } => {
+            assert_eq!(waitpid(child, None).unwrap(), WaitStatus::Exited(child, 0));
+            let stream = std::os::unix::net::UnixStream::from(fd);
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            stream.set_write_timeout(Some(DEADLINE)).unwrap();
+            stream
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_exited_before_it_was_identified_uses_no_grant_and_the_prompt_says_so() {
+    // The connection waits in the backlog until its process has exited; only then does the
+    // agent accept it and ask the kernel who it is.
+    let orphan = Arc::new(Mutex::new(None));
+    let slot = orphan.clone();
+    let rig = Rig::with_opts(
+        "batch:10:60s:user".parse().unwrap(),
+        AUTO,
+        Opts {
+            backlog: Some(Box::new(move |path: &Path| {
+                *slot.lock().unwrap() = Some(connected_by_a_process_that_exited(path));
+            })),
+            ..Opts::default()
+        },
+    );
+    let mut orphan = orphan.lock().unwrap().take().expect("connected");
+    rig.add_keys();
+    let public = public_key(&rig.keys.ed25519);
+    let ask = sign_request(&public, b"bytes any process of the user may have signed");
+    let signed = |r: Response| matches!(r, Response::SignResponse(_));
+
+    // This process asks: one touch, which opens a grant for this executable.
+    assert!(signed(request(&mut rig.agent.connect(), &ask)));
+    assert_eq!(rig.touches(), 1);
+    // A second connection of this process, confirmed alive, rides that grant.
+    assert!(signed(request(&mut rig.agent.connect(), &ask)));
+    assert_eq!(rig.touches(), 1, "the grant covered it");
+
+    // The orphan asks for the same bytes: its identity cannot be confirmed, so no grant
+    // covers it; it needs a touch of its own, and the prompt says why.
+    rig.key().set_touch_mode(TouchMode::Manual);
+    let mut events = rig.prompter.subscribe();
+    send(&mut orphan, &encode(&ask));
+    let PromptEvent::Pending { message, peer, .. } =
+        wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(message.contains("(process exited)"), "{message}");
+    assert!(
+        !message.contains("one touch approves"),
+        "its touch opens no grant: {message}"
+    );
+    assert_eq!(
+        peer.identity,
+        auths_presence::presence::request::Identity::Exited
+    );
+    assert_eq!(
+        (peer.exe, peer.parent_pid),
+        (None, None),
+        "nothing read is kept"
+    );
+    rig.key().touch().unwrap();
+    assert_eq!(
+        recv(&mut orphan).map(|b| b[0]),
+        Some(14),
+        "signed after a touch"
+    );
+    assert_eq!(rig.touches(), 2);
+    // And that touch opened nothing: the orphan's next request needs a touch again.
+    rig.key().set_touch_mode(AUTO);
+    assert!(signed(request(&mut orphan, &ask)));
+    assert_eq!(rig.touches(), 3);
+    assert!(rig.audit_verifies());
 }

@@ -4,6 +4,7 @@
 use std::io;
 
 use super::{path_from_buf, timeval_to_micros, Requester};
+use crate::presence::request::Identity;
 
 /// uid (`getpeereid`) and pid (`LOCAL_PEERPID`) via tokio.
 pub(super) fn credentials(stream: &tokio::net::UnixStream) -> io::Result<(u32, Option<u32>)> {
@@ -13,6 +14,27 @@ pub(super) fn credentials(stream: &tokio::net::UnixStream) -> io::Result<(u32, O
         .and_then(|p| u32::try_from(p).ok())
         .filter(|p| *p != 0);
     Ok((cred.uid(), pid))
+}
+
+/// The start time the pid had before the reads (macOS has no pidfd for a socket peer).
+pub(super) struct Witness(Option<u64>);
+
+/// Take the witness before any other read.
+pub(super) fn witness(_stream: &tokio::net::UnixStream, pid: Option<u32>) -> Witness {
+    Witness(pid.and_then(bsd_info).and_then(|(_, start)| start))
+}
+
+/// After the reads: the start time must be unchanged, so they all saw one process.
+pub(super) fn confirm(witness: &Witness, info: &Requester) -> Identity {
+    let now = info.pid.and_then(bsd_info).and_then(|(_, start)| start);
+    match witness.0 {
+        Some(before)
+            if info.start_time == Some(before) && now == Some(before) && info.exe.is_some() =>
+        {
+            Identity::Confirmed
+        }
+        _ => Identity::Exited,
+    }
 }
 
 fn exe(pid: u32) -> Option<String> {

@@ -34,12 +34,18 @@ pub const FAST_SEAL: SealParams = SealParams {
 /// of its own (`slow_loris_is_dropped_while_others_are_served`).
 pub const RIG_READ_TIMEOUT: Duration = Duration::from_secs(3 * DEADLINE.as_secs());
 
+/// What [`Opts::backlog`] runs.
+pub type Backlog = Box<dyn FnOnce(&Path)>;
+
 pub struct Opts {
     pub policy: UnlockPolicy,
     pub read_timeout: Duration,
     /// Bind in a world-reachable directory with a 0777 socket, bypassing `bind`'s hardening,
     /// to test the per-connection uid check on its own.
     pub open_socket: bool,
+    /// Run on the bound socket before the agent accepts anything: connections made here wait
+    /// in the listen backlog, and the agent reads who made them only after this returns.
+    pub backlog: Option<Backlog>,
 }
 
 impl Default for Opts {
@@ -48,6 +54,7 @@ impl Default for Opts {
             policy: UnlockPolicy::default(),
             read_timeout: RIG_READ_TIMEOUT,
             open_socket: false,
+            backlog: None,
         }
     }
 }
@@ -91,6 +98,9 @@ impl Agent {
                 bind(&path).unwrap()
             }
         };
+        if let Some(backlog) = opts.backlog {
+            backlog(&path);
+        }
         let clock = Arc::new(ManualClock::new());
         let state = Arc::new(
             AgentState::new(opts.policy, gate)
