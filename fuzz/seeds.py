@@ -104,6 +104,9 @@ def main():
             packets = unhex(r.get("packets", ""))
             if packets:
                 out.put("ctaphid_reassembly", name, packets)
+                payload = unhex(r.get("expect.msg0.payload", ""))
+                if "clientpin" in name and payload:
+                    out.put("client_pin", name, payload)
                 if r.get("direction") == "host_to_device":
                     # virtual_key: touch mode 0 (auto), then "report" ops (0) for each report.
                     steps = b"".join(b"\x00" + packets[i:i + 64] for i in range(0, len(packets), 64))

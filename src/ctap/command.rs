@@ -246,7 +246,7 @@ fn response_map<'a>(v: &'a Value, what: &str) -> Result<&'a [(Value, Value)], Ct
 }
 
 /// The fields of one response map, with errors that name the response (`what`) and the field.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     what: &'static str,
     map: &'a Value,
     /// The map's entries, all with integer keys.
@@ -255,7 +255,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// The fields of `v`, the decoded `what` response: a map with integer keys.
-    fn new(v: &'a Value, what: &'static str) -> Result<Fields<'a>, CtapError> {
+    pub(crate) fn new(v: &'a Value, what: &'static str) -> Result<Fields<'a>, CtapError> {
         Ok(Fields {
             what,
             map: v,
@@ -263,7 +263,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn opt(&self, key: i64) -> Option<&'a Value> {
+    pub(crate) fn opt(&self, key: i64) -> Option<&'a Value> {
         self.map.get_int(key)
     }
 
@@ -313,22 +313,22 @@ impl<'a> Fields<'a> {
     }
 
     /// The map at `key`, if present.
-    fn opt_map(&self, key: i64, name: &str) -> Result<Option<&'a Value>, CtapError> {
+    pub(crate) fn opt_map(&self, key: i64, name: &str) -> Result<Option<&'a Value>, CtapError> {
         match self.opt(key) {
             Some(v) if v.as_map().is_none() => Err(self.wrong(name, "a map")),
             v => Ok(v),
         }
     }
 
-    fn opt_uint(&self, key: i64, name: &str) -> Result<Option<u64>, CtapError> {
+    pub(crate) fn opt_uint(&self, key: i64, name: &str) -> Result<Option<u64>, CtapError> {
         self.opt(key).map(|v| self.uint(v, name)).transpose()
     }
 
-    fn opt_bool(&self, key: i64, name: &str) -> Result<Option<bool>, CtapError> {
+    pub(crate) fn opt_bool(&self, key: i64, name: &str) -> Result<Option<bool>, CtapError> {
         self.opt(key).map(|v| self.boolean(v, name)).transpose()
     }
 
-    fn opt_bytes(&self, key: i64, name: &str) -> Result<Option<Vec<u8>>, CtapError> {
+    pub(crate) fn opt_bytes(&self, key: i64, name: &str) -> Result<Option<Vec<u8>>, CtapError> {
         self.opt(key)
             .map(|v| self.bytes(v, name).map(<[u8]>::to_vec))
             .transpose()

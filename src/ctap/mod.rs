@@ -4,12 +4,14 @@ pub mod authdata;
 pub mod backend;
 pub mod cbor;
 pub mod client;
+pub mod client_pin;
 pub mod command;
 pub mod cose;
 pub mod device;
 pub mod error;
 pub mod framing;
 pub mod hid;
+pub mod pin;
 pub mod select;
 pub mod status;
 #[cfg(test)]

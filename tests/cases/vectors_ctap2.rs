@@ -296,3 +296,40 @@ fn corrupted_responses_never_panic() {
     // rejecting everything.
     assert!(decoded > 0);
 }
+
+/// libfido2's recorded clientPIN answers (in the CTAPHID frame vectors): the key agreement
+/// key is a valid P-256 point, the retries count and the encrypted token decode strictly.
+#[test]
+fn libfido2_client_pin_answers_decode() {
+    use auths_presence::ctap::client_pin::ClientPinResponse;
+    let recs = load_all(&["libfido2_ctaphid_frames.txt"]);
+    let payload = |name: &str| {
+        let r = recs
+            .iter()
+            .find(|r| r.get("name") == Some(name))
+            .unwrap_or_else(|| panic!("{name} is in the vectors"));
+        hexv(name, "msg0.payload", r.get("expect.msg0.payload").unwrap())
+    };
+    let decode = |name: &str| {
+        let p = payload(name);
+        ClientPinResponse::decode(split_status(&p).unwrap()).unwrap()
+    };
+    let ka = decode("libfido2-cbor-clientpin-keyagreement");
+    assert!(ka.key_agreement.is_some());
+    assert_eq!(
+        (ka.pin_uv_auth_token, ka.pin_retries),
+        (None, None),
+        "nothing else"
+    );
+    let token = decode("libfido2-cbor-clientpin-pintoken");
+    assert_eq!(token.pin_uv_auth_token.map(|t| t.len()), Some(16));
+    assert_eq!(
+        decode("libfido2-cbor-clientpin-retries").pin_retries,
+        Some(8)
+    );
+    // The same key agreement key with one coordinate byte changed is off the curve.
+    let mut bad = payload("libfido2-cbor-clientpin-keyagreement");
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(ClientPinResponse::decode(split_status(&bad).unwrap()).is_err());
+}
