@@ -23,5 +23,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert_eq!(ClientPinResponse::decode(&r.encode()).as_ref().ok(), Some(&r));
+    assert_eq!(
+        ClientPinResponse::decode(&r.encode()).as_ref().ok(),
+        Some(&r)
+    );
 });

@@ -3,8 +3,8 @@
 //! (u32 BE), the rp id (u8 length), the client data hash (32), the enrolled COSE key (u16 BE
 //! length), the enrolled credential id (u8 length), then the response CBOR (no status byte).
 #![no_main]
-use auths_presence::ctap::cose::CoseKey;
 use auths_presence::ctap::command::GetAssertionResponse;
+use auths_presence::ctap::cose::CoseKey;
 use auths_presence::presence::verify::{verify_assertion, AllowedCredential, Expected};
 use libfuzzer_sys::fuzz_target;
 

@@ -123,6 +123,7 @@ impl SecurityKey for OpenedKey {
             user: args.user,
             algorithms: args.algorithms,
             exclude_list: args.exclude_list,
+            pin_uv_auth: None,
         };
         let cancel = wait.cancel;
         self.device
@@ -139,6 +140,7 @@ impl SecurityKey for OpenedKey {
             client_data_hash: client_data_hash(args.client_data),
             allow_list: args.allow_list,
             user_verification: false,
+            pin_uv_auth: None,
         };
         let cancel = wait.cancel;
         self.device

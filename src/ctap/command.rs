@@ -96,6 +96,29 @@ pub struct MakeCredentialRequest<'a> {
     pub algorithms: &'a [Algorithm],
     /// Credential ids the key must not create a second credential beside.
     pub exclude_list: &'a [&'a [u8]],
+    /// pinUvAuthParam and pinUvAuthProtocol (keys 0x08, 0x09), when a PIN or built-in UV
+    /// verified the user.
+    pub pin_uv_auth: Option<PinUvAuth>,
+}
+
+/// A request's pinUvAuthParam (the MAC of the client data hash under a pinUvAuthToken,
+/// [`crate::ctap::client_pin::PinUvAuthToken::param`]) and the protocol it was made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinUvAuth {
+    /// pinUvAuthProtocol.
+    pub protocol: u64,
+    /// pinUvAuthParam.
+    pub param: Vec<u8>,
+}
+
+impl PinUvAuth {
+    /// The two map entries, at `param_key` and the key after it.
+    fn entries(&self, param_key: i64) -> [(Value, Value); 2] {
+        [
+            (Value::int(param_key), Value::bytes(&self.param)),
+            (Value::int(param_key + 1), Value::Unsigned(self.protocol)),
+        ]
+    }
 }
 
 /// A PublicKeyCredentialDescriptor (WebAuthn §5.8.3) for the credential `id`.
@@ -166,6 +189,9 @@ impl MakeCredentialRequest<'_> {
             Value::int(7),
             Value::Map(vec![(Value::text("rk"), Value::Bool(false))]),
         ));
+        if let Some(p) = &self.pin_uv_auth {
+            map.extend(p.entries(8));
+        }
         payload(CMD_MAKE_CREDENTIAL, Value::Map(map))
     }
 }
@@ -181,6 +207,8 @@ pub struct GetAssertionRequest<'a> {
     pub allow_list: &'a [&'a [u8]],
     /// Ask for user verification (`uv: true`); when false, `uv` is not sent.
     pub user_verification: bool,
+    /// pinUvAuthParam and pinUvAuthProtocol (keys 0x06, 0x07).
+    pub pin_uv_auth: Option<PinUvAuth>,
 }
 
 impl GetAssertionRequest<'_> {
@@ -201,6 +229,9 @@ impl GetAssertionRequest<'_> {
             options.push((Value::text("uv"), Value::Bool(true)));
         }
         map.push((Value::int(5), Value::Map(options)));
+        if let Some(p) = &self.pin_uv_auth {
+            map.extend(p.entries(6));
+        }
         payload(CMD_GET_ASSERTION, Value::Map(map))
     }
 }
@@ -685,6 +716,7 @@ mod tests {
             },
             algorithms: &[Algorithm::EdDsa, Algorithm::Es256, Algorithm::EdDsa],
             exclude_list: &[excl],
+            pin_uv_auth: None,
         };
         let p = req.to_payload();
         assert_eq!(p[0], CMD_MAKE_CREDENTIAL);
@@ -731,6 +763,7 @@ mod tests {
             },
             algorithms: &[],
             exclude_list: &[],
+            pin_uv_auth: None,
         };
         let v = cbor::decode(&req.to_payload()[1..]).unwrap();
         let algs: Vec<i64> = v
@@ -754,6 +787,7 @@ mod tests {
             client_data_hash: [0x22; 32],
             allow_list: &[id],
             user_verification: false,
+            pin_uv_auth: None,
         };
         let p = req.to_payload();
         assert_eq!(p[0], CMD_GET_ASSERTION);

@@ -10,15 +10,17 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use auths_presence::ctap::client_pin::{self, permissions, PinError, PinUvAuthToken};
 use auths_presence::ctap::command::{
     Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
-    MakeCredentialResponse, RelyingParty, UserEntity,
+    MakeCredentialResponse, PinUvAuth, RelyingParty, UserEntity,
 };
 use auths_presence::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
 use auths_presence::ctap::device::{CancelToken, Device, DeviceOptions};
+use auths_presence::ctap::pin::PinProtocol;
 use auths_presence::ctap::transaction::KeepaliveStatus;
 use auths_presence::ctap::virtual_key::{
-    HidTimings, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
+    HidTimings, PinConfig, StateLocation, TouchError, TouchMode, VirtualKey, VirtualKeyConfig,
     VirtualTransport, VIRTUAL_AAGUID,
 };
 use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode, TransportError};
@@ -45,6 +47,10 @@ fn opts() -> DeviceOptions {
 }
 
 fn start(mode: TouchMode, touch_timeout: Duration) -> VirtualKey {
+    start_with_pin(mode, touch_timeout, None)
+}
+
+fn start_with_pin(mode: TouchMode, touch_timeout: Duration, pin: Option<PinConfig>) -> VirtualKey {
     VirtualKey::start(VirtualKeyConfig {
         state: StateLocation::InMemory,
         touch_mode: mode,
@@ -53,6 +59,7 @@ fn start(mode: TouchMode, touch_timeout: Duration) -> VirtualKey {
             msg_timeout: Duration::from_millis(500),
             keepalive_interval: Duration::from_millis(20),
         },
+        pin,
     })
     .unwrap()
 }
@@ -98,6 +105,7 @@ fn enroll<T: auths_presence::ctap::Transport>(dev: &mut Device<T>, alg: Algorith
         },
         algorithms: &[alg],
         exclude_list: &[],
+        pin_uv_auth: None,
     };
     let resp = dev.make_credential(&req, &mut |_| {}, None).unwrap();
     let ad = &resp.auth_data;
@@ -139,6 +147,7 @@ fn assertion_request<'a>(
         client_data_hash: cdh,
         allow_list: allow,
         user_verification: false,
+        pin_uv_auth: None,
     }
 }
 
@@ -278,6 +287,7 @@ fn make_credential_in_thread(
             },
             algorithms: &[Algorithm::Es256],
             exclude_list: &[],
+            pin_uv_auth: None,
         };
         dev.make_credential(&req, on_keepalive, cancel.as_ref())
     })
@@ -356,6 +366,7 @@ fn get_info_and_init_advertise_only_what_the_key_does() {
         },
         algorithms: &[Algorithm::Es256],
         exclude_list: &[],
+        pin_uv_auth: None,
     };
     let payload = req.to_payload();
     let Value::Map(mut params) = cbor::decode(&payload[1..]).unwrap() else {
@@ -552,4 +563,137 @@ fn ping_through_the_client_echoes_multi_packet_payloads() {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
         assert_eq!(dev.ping(&data).unwrap(), data, "len {len}");
     }
+}
+
+// ---- clientPIN (CTAP 2.1 §6.5) against the virtual key started with PIN support ----------
+
+fn pin_key(protocols: Vec<PinProtocol>) -> (VirtualKey, Device<VirtualTransport>) {
+    let key = start_with_pin(AUTO, Duration::from_secs(5), Some(PinConfig { protocols }));
+    let dev = open(&key);
+    (key, dev)
+}
+
+/// A getAssertion for `cred` on `rp_id` carrying `token`'s pinUvAuthParam.
+fn assert_with_token<T: auths_presence::ctap::Transport>(
+    dev: &mut Device<T>,
+    rp_id: &str,
+    cred: &Enrolled,
+    token: &PinUvAuthToken,
+) -> ([u8; 32], Result<GetAssertionResponse, CtapError>) {
+    let cdh = fresh_cdh();
+    let allow = [cred.id.as_slice()];
+    let req = GetAssertionRequest {
+        pin_uv_auth: Some(PinUvAuth {
+            protocol: token.protocol().number(),
+            param: token.param(&cdh),
+        }),
+        ..assertion_request(rp_id, cdh, &allow)
+    };
+    (cdh, dev.get_assertion(&req, &mut |_| {}, None))
+}
+
+fn pin_set_token_and_user_verified_assertion(protocols: Vec<PinProtocol>) {
+    let (_key, mut dev) = pin_key(protocols.clone());
+    let info = dev.get_info().unwrap();
+    assert_eq!(info.option("clientPin"), Some(false), "supported, not set");
+    assert_eq!(info.option("pinUvAuthToken"), Some(true));
+    assert_eq!(
+        info.pin_uv_auth_protocols,
+        protocols.iter().map(|p| p.number()).collect::<Vec<_>>()
+    );
+    // No PIN yet: a token cannot be had.
+    assert!(matches!(
+        dev.pin_token(&info, b"123456", permissions::GET_ASSERTION, RP),
+        Err(PinError::PinNotSet)
+    ));
+    assert!(matches!(
+        dev.set_pin(&info, b"123"),
+        Err(PinError::PolicyViolation {
+            min_length: Some(4)
+        })
+    ));
+    dev.set_pin(&info, b"123456").unwrap();
+    let info = dev.get_info().unwrap();
+    assert_eq!(info.option("clientPin"), Some(true));
+    assert!(dev.set_pin(&info, b"654321").is_err(), "setPIN only once");
+    let protocol = client_pin::protocol_for(&info).unwrap();
+    assert_eq!(protocol, protocols[0]);
+    assert_eq!(dev.pin_retries(protocol).unwrap(), (8, false));
+
+    // makeCredUvNotRqd: enrollment needs no PIN.
+    let cred = enroll(&mut dev, Algorithm::Es256);
+    let token = dev
+        .pin_token(&info, b"123456", permissions::GET_ASSERTION, RP)
+        .unwrap();
+    let (cdh, r) = assert_with_token(&mut dev, RP, &cred, &token);
+    let resp = r.unwrap();
+    assert!(resp.auth_data.flags.user_present() && resp.auth_data.flags.user_verified());
+    verify(&cred, 0, cdh, &resp).unwrap();
+    // Without the token: presence only.
+    let (_, plain) = assert_once(&mut dev, &cred);
+    assert!(!plain.auth_data.flags.user_verified());
+
+    // A token bound to another rp id, or without the ga permission, approves nothing here.
+    let other = dev
+        .pin_token(
+            &info,
+            b"123456",
+            permissions::GET_ASSERTION,
+            "other.example",
+        )
+        .unwrap();
+    assert_status(
+        &assert_with_token(&mut dev, RP, &cred, &other).1,
+        StatusCode::PinAuthInvalid,
+    );
+    let mc_only = dev
+        .pin_token(&info, b"123456", permissions::MAKE_CREDENTIAL, RP)
+        .unwrap();
+    assert_status(
+        &assert_with_token(&mut dev, RP, &cred, &mc_only).1,
+        StatusCode::PinAuthInvalid,
+    );
+    // Each new token replaces the last: the first one no longer verifies.
+    assert_status(
+        &assert_with_token(&mut dev, RP, &cred, &token).1,
+        StatusCode::PinAuthInvalid,
+    );
+}
+
+#[test]
+fn pin_protocol_two_sets_a_pin_and_its_token_makes_assertions_user_verified() {
+    pin_set_token_and_user_verified_assertion(vec![PinProtocol::Two, PinProtocol::One]);
+}
+
+#[test]
+fn pin_protocol_one_sets_a_pin_and_its_token_makes_assertions_user_verified() {
+    pin_set_token_and_user_verified_assertion(vec![PinProtocol::One]);
+}
+
+#[test]
+fn wrong_pins_count_down_and_three_in_a_row_block_pin_use_until_replugged() {
+    let (_key, mut dev) = pin_key(vec![PinProtocol::Two]);
+    let info = dev.get_info().unwrap();
+    dev.set_pin(&info, b"123456").unwrap();
+    let info = dev.get_info().unwrap();
+    let ga = permissions::GET_ASSERTION;
+    for left in [7, 6] {
+        match dev.pin_token(&info, b"000000", ga, RP) {
+            Err(PinError::WrongPin { retries }) => assert_eq!(retries, Some(left)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The third wrong PIN in a row blocks PIN use until the key is re-plugged; even the
+    // right PIN is refused now.
+    assert!(matches!(
+        dev.pin_token(&info, b"000000", ga, RP),
+        Err(PinError::AuthBlocked)
+    ));
+    assert!(matches!(
+        dev.pin_token(&info, b"123456", ga, RP),
+        Err(PinError::AuthBlocked)
+    ));
+    assert_eq!(dev.pin_retries(PinProtocol::Two).unwrap(), (5, true));
+    let e = PinError::WrongPin { retries: Some(5) }.to_string();
+    assert!(!e.contains("000000") && !e.contains("123456"), "{e}");
 }

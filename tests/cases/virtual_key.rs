@@ -26,6 +26,7 @@ fn config(mode: TouchMode) -> VirtualKeyConfig {
             msg_timeout: Duration::from_millis(150),
             keepalive_interval: Duration::from_millis(100),
         },
+        pin: None,
     }
 }
 

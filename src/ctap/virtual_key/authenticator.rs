@@ -46,9 +46,11 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::client_pin::{PinConfig, PinState, Verified};
 use super::state::KeyState;
 use crate::ctap::authdata::{self, flag, AttestedCredentialData};
 use crate::ctap::cbor::{self, Value};
+use crate::ctap::client_pin::{permissions, CMD_CLIENT_PIN};
 use crate::ctap::command::{
     credential_parameters, descriptor, Algorithm, CMD_GET_ASSERTION, CMD_GET_INFO,
     CMD_MAKE_CREDENTIAL, CMD_RESET, CMD_SELECTION, PUBLIC_KEY,
@@ -164,6 +166,7 @@ enum PendingKind {
         rp_id_hash: [u8; 32],
         client_data_hash: Vec<u8>,
         alg: Algorithm,
+        uv: bool,
     },
     Excluded,
     GetAssertion {
@@ -171,6 +174,7 @@ enum PendingKind {
         client_data_hash: Vec<u8>,
         credential_id: Vec<u8>,
         key: CredentialKey,
+        uv: bool,
     },
     Selection,
     Reset,
@@ -200,6 +204,8 @@ impl fmt::Debug for Pending {
 /// The CTAP2 authenticator of the virtual key.
 pub struct Authenticator {
     state: KeyState,
+    /// clientPIN, when the key was started with PIN support.
+    pin: Option<PinState>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -225,7 +231,46 @@ fn ok_with(v: &Value) -> Vec<u8> {
 impl Authenticator {
     /// An authenticator over `state` (master secret and sign counter).
     pub fn new(state: KeyState) -> Authenticator {
-        Authenticator { state }
+        Authenticator { state, pin: None }
+    }
+
+    /// This authenticator with clientPIN (no PIN set yet), behaving as `config` says.
+    pub fn with_pin_support(self, config: PinConfig) -> Authenticator {
+        Authenticator {
+            pin: Some(PinState::new(config)),
+            ..self
+        }
+    }
+
+    /// A power cycle (the key unplugged and plugged in again): PIN use is unblocked, the key
+    /// agreement key and any pinUvAuthToken are new.
+    pub fn power_cycle(&mut self) {
+        if let Some(p) = &mut self.pin {
+            p.power_cycle();
+        }
+    }
+
+    /// The getInfo response of this key.
+    pub fn info(&self) -> Value {
+        let mut v = get_info();
+        let Some(pin) = &self.pin else { return v };
+        if let Value::Map(m) = &mut v {
+            for (k, val) in m.iter_mut() {
+                if *k == Value::int(0x04) {
+                    if let Value::Map(opts) = val {
+                        opts.push((Value::text("clientPin"), Value::Bool(pin.is_set())));
+                        opts.push((Value::text("pinUvAuthToken"), Value::Bool(true)));
+                        opts.push((Value::text("makeCredUvNotRqd"), Value::Bool(true)));
+                    }
+                }
+            }
+            m.push((Value::int(0x06), Value::Array(pin.protocol_numbers())));
+            m.push((
+                Value::int(0x0d),
+                Value::Unsigned(super::client_pin::MIN_PIN_LENGTH as u64),
+            ));
+        }
+        v
     }
 
     /// The current sign counter.
@@ -242,7 +287,8 @@ impl Authenticator {
             return Step::Done(status_only(StatusCode::RequestTooLarge));
         }
         let result = match command {
-            CMD_GET_INFO => no_params(params).map(|()| Step::Done(ok_with(&get_info()))),
+            CMD_GET_INFO => no_params(params).map(|()| Step::Done(ok_with(&self.info()))),
+            CMD_CLIENT_PIN => self.client_pin(params),
             CMD_MAKE_CREDENTIAL => self.make_credential(params),
             CMD_GET_ASSERTION => self.get_assertion(params),
             CMD_SELECTION => no_params(params).map(|()| {
@@ -275,12 +321,16 @@ impl Authenticator {
             PendingKind::Excluded => Err(StatusCode::CredentialExcluded),
             PendingKind::Reset => {
                 self.state.reset().map_err(|_| StatusCode::Other)?;
+                if let Some(p) = &mut self.pin {
+                    p.reset();
+                }
                 Ok(vec![0x00])
             }
             PendingKind::MakeCredential {
                 rp_id_hash,
                 client_data_hash,
                 alg,
+                uv,
             } => {
                 let key = CredentialKey::generate(alg);
                 let id = self.wrap(&rp_id_hash, &key)?;
@@ -292,8 +342,8 @@ impl Authenticator {
                     credential_id: id,
                     public_key_cose: public_key.to_cbor(),
                 };
-                let auth_data =
-                    authdata::build(&rp_id_hash, flag::UP, counter, Some(&attested), None);
+                let flags = flag::UP | if uv { flag::UV } else { 0 };
+                let auth_data = authdata::build(&rp_id_hash, flags, counter, Some(&attested), None);
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
@@ -312,9 +362,10 @@ impl Authenticator {
                 client_data_hash,
                 credential_id,
                 key,
+                uv,
             } => {
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
-                let flags = if up { flag::UP } else { 0 };
+                let flags = if up { flag::UP } else { 0 } | if uv { flag::UV } else { 0 };
                 let auth_data = authdata::build(&rp_id_hash, flags, counter, None, None);
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
@@ -410,6 +461,13 @@ impl Authenticator {
         let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
         let opts = extensions_options_and_pin(&req, 6)?;
         let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
+        let uv = self.check_pin_uv_auth(
+            &req,
+            6,
+            permissions::MAKE_CREDENTIAL,
+            rp_id,
+            client_data_hash,
+        )?;
         if opts.rk == Some(true) {
             return Err(StatusCode::UnsupportedOption);
         }
@@ -436,6 +494,7 @@ impl Authenticator {
                 rp_id_hash,
                 client_data_hash: client_data_hash.to_vec(),
                 alg,
+                uv,
             },
         }))
     }
@@ -456,6 +515,8 @@ impl Authenticator {
         if opts.rk.is_some() {
             return Err(StatusCode::InvalidOption);
         }
+        let uv =
+            self.check_pin_uv_auth(&req, 4, permissions::GET_ASSERTION, rp_id, client_data_hash)?;
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         // Check every descriptor's shape first, then look for ours.
         let mut ids = Vec::new();
@@ -474,12 +535,53 @@ impl Authenticator {
             client_data_hash: client_data_hash.to_vec(),
             credential_id,
             key,
+            uv,
         };
         if opts.up == Some(false) {
             // Silent assertion: no touch, UP flag clear.
             return self.finish(kind, false).map(Step::Done);
         }
         Ok(Step::NeedsTouch(Pending { kind }))
+    }
+}
+
+impl Authenticator {
+    /// authenticatorClientPIN: only on a key started with PIN support.
+    fn client_pin(&mut self, params: &[u8]) -> CtapResult<Step> {
+        let pin = self.pin.as_mut().ok_or(StatusCode::InvalidCommand)?;
+        let req = decode_request(params)?;
+        let field = |k: u64| opt_int_field(&req, k).cloned();
+        let answer = pin.command(&field)?;
+        let body = answer.encode();
+        let mut out = vec![0x00];
+        out.extend_from_slice(&body);
+        Ok(Step::Done(out))
+    }
+
+    /// The pinUvAuthParam and pinUvAuthProtocol after the extensions at `extensions_key`:
+    /// whether a valid one made this request user-verified.
+    fn check_pin_uv_auth(
+        &mut self,
+        req: &[(Value, Value)],
+        extensions_key: u64,
+        permission: u64,
+        rp_id: &str,
+        client_data_hash: &[u8],
+    ) -> CtapResult<bool> {
+        let param = opt_int_field(req, extensions_key + 2);
+        let protocol = opt_int_field(req, extensions_key + 3);
+        let Some(pin) = self.pin.as_mut() else {
+            if param.is_some() {
+                // A key without clientPIN has no PIN to check a pinUvAuthParam against.
+                return Err(StatusCode::PinNotSet);
+            }
+            if let Some(p) = protocol {
+                as_int(p)?;
+            }
+            return Ok(false);
+        };
+        let v = pin.check_request(param, protocol, permission, rp_id, client_data_hash)?;
+        Ok(v == Verified::UserVerified)
     }
 }
 
@@ -632,24 +734,17 @@ struct Options {
     uv: Option<bool>,
 }
 
-/// The four parameters makeCredential and getAssertion both end with, at consecutive keys
-/// from `extensions_key` (CTAP 2.1 §6.1.2: 6 to 9; §6.2.2: 4 to 7): extensions, options,
-/// pinUvAuthParam, pinUvAuthProtocol. Returns the options.
+/// The first two of the four parameters makeCredential and getAssertion both end with, at
+/// consecutive keys from `extensions_key` (CTAP 2.1 §6.1.2: 6 to 9; §6.2.2: 4 to 7):
+/// extensions and options. Returns the options.
 fn extensions_options_and_pin(req: &[(Value, Value)], extensions_key: u64) -> CtapResult<Options> {
     if let Some(ext) = opt_int_field(req, extensions_key) {
         // Extensions are optional; none is implemented, so requests for them are ignored
         // (WebAuthn §9).
         as_map(ext)?;
     }
-    let opts = parse_options(opt_int_field(req, extensions_key + 1))?;
-    if opt_int_field(req, extensions_key + 2).is_some() {
-        // pinUvAuthParam: clientPin is supported in principle but no PIN is ever set.
-        return Err(StatusCode::PinNotSet);
-    }
-    if let Some(p) = opt_int_field(req, extensions_key + 3) {
-        as_int(p)?;
-    }
-    Ok(opts)
+    // pinUvAuthParam and pinUvAuthProtocol: [`Authenticator::check_pin_uv_auth`].
+    parse_options(opt_int_field(req, extensions_key + 1))
 }
 
 fn parse_options(v: Option<&Value>) -> CtapResult<Options> {

@@ -13,6 +13,7 @@
 //!   host side of that socket, [`sim_touch`] presses the button through the control socket.
 
 pub mod authenticator;
+pub mod client_pin;
 pub mod hid;
 mod sim;
 pub mod state;
@@ -25,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use authenticator::{Authenticator, Pending, Step, VIRTUAL_AAGUID};
+pub use client_pin::PinConfig;
 pub use hid::{HidDevice, HidTimings, TouchError, TouchMode};
 pub use sim::control::{ControlCommand, ControlError, ControlReply};
 pub use sim::{
@@ -54,6 +56,8 @@ pub struct VirtualKeyConfig {
     pub touch_mode: TouchMode,
     /// Timers (touch timeout, message timeout, keepalive interval).
     pub timings: HidTimings,
+    /// authenticatorClientPIN, when set (no PIN is set at start; setPIN sets one).
+    pub pin: Option<PinConfig>,
 }
 
 impl Default for VirtualKeyConfig {
@@ -64,6 +68,7 @@ impl Default for VirtualKeyConfig {
                 delay: Duration::ZERO,
             },
             timings: HidTimings::default(),
+            pin: None,
         }
     }
 }
@@ -136,7 +141,11 @@ impl VirtualKey {
             StateLocation::InMemory => KeyState::in_memory(),
             StateLocation::File(p) => KeyState::open(p)?,
         };
-        let device = HidDevice::new(Authenticator::new(state), config.touch_mode, config.timings);
+        let mut authenticator = Authenticator::new(state);
+        if let Some(pin) = config.pin {
+            authenticator = authenticator.with_pin_support(pin);
+        }
+        let device = HidDevice::new(authenticator, config.touch_mode, config.timings);
         let (tx, rx) = mpsc::channel();
         let touches = Arc::new(AtomicU64::new(0));
         let t = touches.clone();

@@ -32,6 +32,7 @@ pub fn start_key(state: &Path, mode: TouchMode, timings: HidTimings) -> Arc<Virt
             state: StateLocation::File(state.to_path_buf()),
             touch_mode: mode,
             timings,
+            pin: None,
         })
         .unwrap(),
     )
