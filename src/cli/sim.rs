@@ -22,6 +22,12 @@ pub enum SimCmd {
         /// With --touch auto: how long the virtual user takes to touch.
         #[arg(long, value_name = "N", default_value_t = 0)]
         touch_delay_ms: u64,
+        /// Support clientPIN with this PIN already set (a test PIN: it shows in `ps`).
+        #[arg(long, value_name = "PIN")]
+        pin: Option<String>,
+        /// Support clientPIN with this PIN/UV auth protocol only (default with --pin: 2 then 1).
+        #[arg(long, value_name = "1|2", value_parser = clap::value_parser!(u8).range(1..=2))]
+        pin_protocol: Option<u8>,
     },
     /// Press the virtual key's button (error if nothing waits for a touch).
     Touch {
@@ -48,12 +54,46 @@ pub fn run(cmd: SimCmd) -> CliResult {
             state,
             touch,
             touch_delay_ms,
-        } => serve(socket, state, touch, touch_delay_ms),
+            pin,
+            pin_protocol,
+        } => serve(
+            socket,
+            state,
+            touch,
+            touch_delay_ms,
+            pin_config(pin, pin_protocol),
+        ),
         SimCmd::Touch { socket } => touch_cmd(socket),
     }
 }
 
-fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> CliResult {
+/// clientPIN support when `--pin` or `--pin-protocol` asks for it.
+fn pin_config(
+    pin: Option<String>,
+    protocol: Option<u8>,
+) -> Option<auths_presence::ctap::virtual_key::PinConfig> {
+    use auths_presence::ctap::pin::PinProtocol;
+    use auths_presence::ctap::virtual_key::PinConfig;
+    if pin.is_none() && protocol.is_none() {
+        return None;
+    }
+    let protocols = match protocol.map(u64::from).and_then(PinProtocol::from_number) {
+        Some(p) => vec![p],
+        None => PinConfig::default().protocols,
+    };
+    Some(PinConfig {
+        protocols,
+        pin: pin.map(|p| zeroize::Zeroizing::new(p.into_bytes())),
+    })
+}
+
+fn serve(
+    socket: PathBuf,
+    state: PathBuf,
+    touch: TouchArg,
+    delay_ms: u64,
+    pin: Option<auths_presence::ctap::virtual_key::PinConfig>,
+) -> CliResult {
     sim_available()?;
     use auths_presence::ctap::virtual_key::{
         serve_unix, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
@@ -71,6 +111,7 @@ fn serve(socket: PathBuf, state: PathBuf, touch: TouchArg, delay_ms: u64) -> Cli
     let key = VirtualKey::start(VirtualKeyConfig {
         state: StateLocation::File(state.clone()),
         touch_mode,
+        pin,
         ..VirtualKeyConfig::default()
     })?;
     let server = serve_unix(&socket, &key)?;

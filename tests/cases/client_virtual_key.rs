@@ -568,7 +568,14 @@ fn ping_through_the_client_echoes_multi_packet_payloads() {
 // ---- clientPIN (CTAP 2.1 §6.5) against the virtual key started with PIN support ----------
 
 fn pin_key(protocols: Vec<PinProtocol>) -> (VirtualKey, Device<VirtualTransport>) {
-    let key = start_with_pin(AUTO, Duration::from_secs(5), Some(PinConfig { protocols }));
+    let key = start_with_pin(
+        AUTO,
+        Duration::from_secs(5),
+        Some(PinConfig {
+            protocols,
+            ..PinConfig::default()
+        }),
+    );
     let dev = open(&key);
     (key, dev)
 }

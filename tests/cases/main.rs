@@ -17,6 +17,8 @@ mod demo;
 mod gate_receipts;
 #[cfg(unix)]
 mod git_signing;
+#[cfg(unix)]
+mod python_fido2;
 mod readme;
 mod real_key;
 #[cfg(unix)]

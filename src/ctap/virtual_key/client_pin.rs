@@ -27,16 +27,28 @@ const MAX_CONSECUTIVE_WRONG: u8 = 3;
 pub const MIN_PIN_LENGTH: usize = 4;
 
 /// How the virtual key behaves about PINs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PinConfig {
     /// PIN/UV auth protocols offered, in order of preference.
     pub protocols: Vec<PinProtocol>,
+    /// A PIN set from the start (`auths sim serve --pin`), else none until setPIN.
+    pub pin: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for PinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinConfig")
+            .field("protocols", &self.protocols)
+            .field("pin_set", &self.pin.is_some())
+            .finish()
+    }
 }
 
 impl Default for PinConfig {
     fn default() -> Self {
         PinConfig {
             protocols: vec![PinProtocol::Two, PinProtocol::One],
+            pin: None,
         }
     }
 }
@@ -73,9 +85,10 @@ pub(super) enum Verified {
 
 impl PinState {
     pub(super) fn new(config: PinConfig) -> PinState {
+        let pin_hash = config.pin.as_ref().map(|p| pin::pin_hash(p));
         PinState {
             config,
-            pin_hash: None,
+            pin_hash,
             retries: MAX_PIN_RETRIES,
             consecutive_wrong: 0,
             key_agreement: p256::SecretKey::random(&mut rand::rngs::OsRng),
@@ -364,8 +377,10 @@ mod tests {
     #[test]
     fn eight_wrong_pins_block_it_for_good_and_a_replug_only_unblocks_auth() {
         let p = PinProtocol::One;
-        let mut a = Authenticator::new(KeyState::in_memory())
-            .with_pin_support(PinConfig { protocols: vec![p] });
+        let mut a = Authenticator::new(KeyState::in_memory()).with_pin_support(PinConfig {
+            protocols: vec![p],
+            ..PinConfig::default()
+        });
         assert_eq!(set_pin(&mut a, p, b"2468"), 0);
         let invalid = StatusCode::PinInvalid.byte();
         let auth_blocked = StatusCode::PinAuthBlocked.byte();
