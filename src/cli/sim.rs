@@ -61,7 +61,7 @@ pub fn run(cmd: SimCmd) -> CliResult {
             state,
             touch,
             touch_delay_ms,
-            pin_config(pin, pin_protocol),
+            pin_config(pin, pin_protocol)?,
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
     }
@@ -71,20 +71,29 @@ pub fn run(cmd: SimCmd) -> CliResult {
 fn pin_config(
     pin: Option<String>,
     protocol: Option<u8>,
-) -> Option<auths_presence::ctap::virtual_key::PinConfig> {
+) -> Result<Option<auths_presence::ctap::virtual_key::PinConfig>, Box<dyn std::error::Error>> {
     use auths_presence::ctap::pin::PinProtocol;
+    use auths_presence::ctap::virtual_key::client_pin::MIN_PIN_LENGTH;
     use auths_presence::ctap::virtual_key::PinConfig;
     if pin.is_none() && protocol.is_none() {
-        return None;
+        return Ok(None);
+    }
+    if let Some(p) = &pin {
+        if p.len() < MIN_PIN_LENGTH || p.len() > 63 {
+            return Err(format!(
+                "--pin must be {MIN_PIN_LENGTH} to 63 bytes long, as a real key requires"
+            )
+            .into());
+        }
     }
     let protocols = match protocol.map(u64::from).and_then(PinProtocol::from_number) {
         Some(p) => vec![p],
         None => PinConfig::default().protocols,
     };
-    Some(PinConfig {
+    Ok(Some(PinConfig {
         protocols,
         pin: pin.map(|p| zeroize::Zeroizing::new(p.into_bytes())),
-    })
+    }))
 }
 
 fn serve(
