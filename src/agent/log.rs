@@ -96,6 +96,9 @@ pub fn session_end_line(
         }
         SessionEnd::Oversized => "dropped: it sent an oversized message".to_owned(),
         SessionEnd::Stalled => "dropped: it stalled in the middle of a message".to_owned(),
+        SessionEnd::Evicted => "closed: it was the longest idle when the agent held its cap of \
+             connections and a new one came"
+            .to_owned(),
         SessionEnd::IoError => "dropped: a read or write failed".to_owned(),
     };
     let what = match cause {
@@ -148,6 +151,7 @@ mod tests {
         let line = session_end_line(SessionEnd::Oversized, &p, Some(&big)).unwrap();
         assert!(line.contains("a 300000-byte message"), "{line}");
         for end in [
+            SessionEnd::Evicted,
             SessionEnd::Oversized,
             SessionEnd::Stalled,
             SessionEnd::HungUpDuringApproval,

@@ -10,6 +10,8 @@
 //! - [`log`]: one line per failed request and per abnormal connection end, escaped.
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
 //!   loop, connection cap and graceful shutdown.
+//! - `registry`: the open connections and how long each has been idle; above the cap the
+//!   longest-idle one is closed.
 //!
 //! Every signature goes through [`crate::presence::gate::Gate::approve`]; the signing function
 //! in [`keys`] takes the resulting [`crate::presence::gate::Approval`] by value.
@@ -30,6 +32,7 @@ pub mod keys;
 pub mod listener;
 pub mod log;
 pub mod peer;
+mod registry;
 pub mod server;
 pub mod session;
 pub mod watch;

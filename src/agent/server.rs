@@ -8,7 +8,12 @@
 //! - a live agent already listening on the path is not stolen; a stale socket is replaced.
 //!
 //! [`run`] takes a bound [`Listener`] and a shutdown future (mini-redis style) so tests bind
-//! their own socket; a semaphore caps connections; shutdown waits for every handler.
+//! their own socket; shutdown waits for every handler.
+//!
+//! The agent keeps answering: accept never waits for a free slot. Above the connection cap
+//! ([`DEFAULT_MAX_CONNECTIONS`], lowered to what the open-file limit allows, which is raised to
+//! its hard limit at start) the connection idle longest is closed to make room; connections
+//! inside a request or waiting for a touch are never closed for this ([`super::registry`]).
 //!
 //! Windows: the [`Listener`] is a named pipe (default `\\.\pipe\auths-agent-<user>`,
 //! [`default_pipe_name`]) created with a security descriptor that admits the current user only
@@ -22,16 +27,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use super::harden::harden_process;
+use super::harden::raise_open_files_limit;
 use super::keys::{Clock, KeyStore, SealParams, SystemClock, UnlockPolicy, WipeReason};
 #[cfg(unix)]
 pub use super::listener::UnixAgentListener;
 pub use super::listener::{bind, default_pipe_name, is_pipe_name, Listener, PIPE_PREFIX};
 use super::listener::{current_uid, BoundEndpoint};
 use super::log::{EventLog, Stderr};
+use super::registry::Registry;
 use super::session;
 use super::AgentError;
 use crate::presence::gate::Gate;
@@ -49,12 +56,12 @@ pub struct AgentConfig {
     pub max_signatures: Option<u64>,
     /// A client that starts a message must finish it within this time.
     pub read_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections kept open at once; above this the longest-idle one is closed for a new one.
     pub max_connections: usize,
 }
 
 impl AgentConfig {
-    /// Defaults: 30 min idle, 4 h cap, no signature cap, 10 s read timeout, 64 connections.
+    /// Defaults: 30 min idle, 4 h cap, no signature cap, 10 s read timeout, 1024 connections.
     pub fn new(socket_path: impl Into<PathBuf>) -> Self {
         let policy = UnlockPolicy::default();
         AgentConfig {
@@ -79,8 +86,12 @@ impl AgentConfig {
 
 /// Default time a client has to finish a message it started.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default cap on concurrent connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default cap on open connections (lowered when the open-file limit cannot hold it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// File descriptors kept free of connections: the listener, the watch socket and its watchers
+/// ([`super::watch::MAX_WATCHERS`]), the security key, logs and the runtime.
+const RESERVED_FDS: u64 = 128;
 
 /// What every connection shares: the keys, the gate, the clock and the limits.
 pub struct AgentState {
@@ -146,7 +157,7 @@ impl AgentState {
         self
     }
 
-    /// Cap on concurrent connections (at least 1).
+    /// Cap on open connections (at least 1): above it the longest-idle one is closed.
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
@@ -243,20 +254,13 @@ pub async fn run<L: Listener>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let (notify, watch_rx) = watch::channel(false);
-    let limit = Arc::new(Semaphore::new(state.max_connections));
+    let registry = Registry::new(connection_cap(&state));
     let mut tasks = JoinSet::new();
     tasks.spawn(sweep(Arc::clone(&state), watch_rx.clone()));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => break,
@@ -264,16 +268,17 @@ pub async fn run<L: Listener>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
+                let slot = registry.admit();
                 let st = Arc::clone(&state);
                 let rx = watch_rx.clone();
                 tasks.spawn(async move {
-                    session::serve_connection(stream, peer, st, rx).await;
-                    drop(permit);
+                    session::serve_connection(stream, peer, st, rx, slot).await;
                 });
             }
             Err(_) => {
-                // Out of file descriptors or similar: back off instead of spinning, but keep
-                // serving the connections we have.
+                // Out of file descriptors or similar: free one by closing the longest-idle
+                // connection, and back off instead of spinning while it goes.
+                registry.evict_one();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut shutdown => break,
@@ -285,6 +290,23 @@ pub async fn run<L: Listener>(
     let _ = notify.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The configured cap, lowered so that the connections fit in the open-file limit (raised to
+/// its hard limit first; a failure to raise it is logged, not fatal).
+fn connection_cap(state: &AgentState) -> usize {
+    let files = raise_open_files_limit();
+    let fit = files.limit.map_or(usize::MAX, |l| {
+        usize::try_from(l.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX)
+    });
+    let cap = state.max_connections.min(fit).max(1);
+    if let Some((soft, hard, e)) = files.error {
+        state.log().record(&format!(
+            "auths agent: cannot raise the open-file limit from {soft} to {hard} ({e}); \
+             keeping at most {cap} connections open"
+        ));
+    }
+    cap
 }
 
 /// Apply the unlock window once a second, so keys go away on time even when nobody asks.

@@ -448,8 +448,28 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
             path.display()
         )
     })?;
+    let mut lines = std::io::BufReader::new(stream).lines();
+    // The agent's first line says whether it took this watcher; from then on no event is
+    // missed, so only then is "watching" announced.
+    let first = match lines.next() {
+        Some(line) => line?,
+        None => return Err(format!("the agent at {} closed the watch", path.display()).into()),
+    };
+    let greeting: serde_json::Value = serde_json::from_str(&first)?;
+    let pending_first = match greeting["event"].as_str() {
+        Some("watching") => None,
+        Some("refused") => {
+            return Err(format!(
+                "the agent refused this watcher: {}",
+                escape_control(greeting["reason"].as_str().unwrap_or("?"))
+            )
+            .into())
+        }
+        // An agent from before the greeting: the first line is an event.
+        _ => Some(Ok(first)),
+    };
     eprintln!("watching {} (Ctrl-C to stop)", socket.display());
-    for line in std::io::BufReader::new(stream).lines() {
+    for line in pending_first.into_iter().chain(lines) {
         let line = line?;
         if json {
             println!("{line}");

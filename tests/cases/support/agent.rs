@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auths_presence::agent::keys::{ManualClock, SealParams, UnlockPolicy};
-use auths_presence::agent::server::{bind, run, AgentState, UnixAgentListener};
+use auths_presence::agent::server::{
+    bind, run, AgentState, UnixAgentListener, DEFAULT_MAX_CONNECTIONS,
+};
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::Gate;
 
@@ -40,6 +42,8 @@ pub struct Opts {
     /// Bind in a world-reachable directory with a 0777 socket, bypassing `bind`'s hardening,
     /// to test the per-connection uid check on its own.
     pub open_socket: bool,
+    /// Connections kept open before the longest-idle one is closed.
+    pub max_connections: usize,
 }
 
 impl Default for Opts {
@@ -48,6 +52,7 @@ impl Default for Opts {
             policy: UnlockPolicy::default(),
             read_timeout: RIG_READ_TIMEOUT,
             open_socket: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -96,6 +101,7 @@ impl Agent {
             AgentState::new(opts.policy, gate)
                 .with_clock(clock.clone())
                 .with_read_timeout(opts.read_timeout)
+                .with_max_connections(opts.max_connections)
                 .with_seal_params(FAST_SEAL),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
