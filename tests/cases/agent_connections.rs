@@ -1,10 +1,14 @@
 //! The agent keeps answering (issue 9): no number of idle or stalled connections stops it, the
 //! longest-idle connection makes room above the cap while a request in flight is never closed,
-//! and the watch socket reaps watchers that close. Real socket, real `ssh-add`; the rig's
-//! bounded waits are the failure detector, never a timing assertion.
+//! and the watch socket reaps watchers that close. A socket moved aside: the agent notices
+//! (once a second, and at every accept), wipes its keys and says so. Real socket, real
+//! `ssh-add` and `auths agent status`; the rig's bounded waits are the failure detector, never
+//! a timing assertion.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex};
 
 use auths_presence::agent::server::bind;
@@ -15,7 +19,9 @@ use auths_presence::presence::request::ApprovalRequest;
 use ssh_agent_lib::proto::{AddIdentity, PrivateCredential, Request, Response};
 
 use super::support::agent::{runtime, Agent, Opts};
-use super::support::openssh::{keygen, public_key};
+use super::support::cli::{stderr, User};
+use super::support::gate::wait_event;
+use super::support::openssh::{keygen, public_key, run_bounded, s, SSH_ADD};
 use super::support::wire::{closed, encode, recv, request, send, sign_request, LIST};
 use super::support::{short_tempdir, wait_until, DEADLINE};
 
@@ -142,7 +148,7 @@ fn above_the_cap_the_longest_idle_connection_makes_room_and_a_pending_touch_stay
 }
 
 /// A watcher connected to `path`, reading with the rig's deadline.
-fn watcher(path: &std::path::Path) -> BufReader<UnixStream> {
+fn watcher(path: &Path) -> BufReader<UnixStream> {
     let s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     BufReader::new(s)
@@ -218,4 +224,112 @@ fn watchers_that_close_are_reaped_at_once_and_the_watch_cap_holds() {
         next_line(&mut fresh).is_none(),
         "watchers are closed at shutdown"
     );
+}
+
+/// Do what the attack does: rename the agent's socket aside (in its own directory) and bind a
+/// stand-in for a relay at its path. Returns where the agent's socket went, and the stand-in.
+fn move_socket_aside(agent: &Agent) -> (PathBuf, UnixListener) {
+    let aside = agent.path.with_file_name("moved.sock");
+    std::fs::rename(&agent.path, &aside).unwrap();
+    let relay = UnixListener::bind(&agent.path).unwrap();
+    (aside, relay)
+}
+
+/// `ssh-add -l` through `socket`: the listed lines, none when the agent holds no key.
+fn listed_at(socket: &Path) -> Vec<String> {
+    let mut cmd = Command::new(SSH_ADD);
+    cmd.arg("-l")
+        .env("SSH_AUTH_SOCK", socket)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if stdout.contains("no identities") {
+        return Vec::new();
+    }
+    assert!(out.status.success(), "ssh-add -l: {out:?}");
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// `ssh-add FILE` through `socket`, which must succeed.
+fn add_at(socket: &Path, file: &Path) {
+    let mut cmd = Command::new(SSH_ADD);
+    cmd.arg(file)
+        .env("SSH_AUTH_SOCK", socket)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd);
+    assert!(out.status.success(), "ssh-add: {out:?}");
+}
+
+fn is_socket_replaced(e: &PromptEvent) -> bool {
+    matches!(e, PromptEvent::SocketReplaced { .. })
+}
+
+#[test]
+fn a_socket_moved_aside_is_noticed_unasked_its_keys_wiped_and_status_says_so() {
+    let (gate, _events) = touch_never_comes();
+    let agent = Agent::start(gate, Opts::default());
+    let mut events = agent.prompter.subscribe();
+    let keys = keygen(agent.dir.path());
+    agent.add(&[&keys.ed25519]);
+    assert_eq!(agent.listed().len(), 1);
+
+    let (aside, _relay) = move_socket_aside(&agent);
+    // Nobody connects to the agent now: only its once-a-second check can notice.
+    let event = wait_event(&mut events, is_socket_replaced);
+    let path = agent.path.display().to_string();
+    assert_eq!(event, PromptEvent::SocketReplaced { path: path.clone() });
+    assert_eq!(agent.state.socket_replaced(), Some(path.as_str()));
+    assert!(listed_at(&aside).is_empty(), "the key was wiped");
+
+    // `auths agent status`, asking the agent where its socket went.
+    let user = User::new();
+    let status = user.json(&["agent", "status", "--json", "--socket", s(&aside)]);
+    assert_eq!(status["running"], true, "{status}");
+    assert_eq!(status["identities"], 0, "{status}");
+    assert_eq!(status["socket_replaced"], true, "{status}");
+    assert_eq!(status["replaced_socket"], path.as_str(), "{status}");
+    let out = user.auths(&["agent", "status", "--socket", s(&aside)]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("moved aside or replaced"), "{err}");
+    assert!(err.contains("wiped every key"), "{err}");
+    assert!(err.contains("auths agent stop"), "{err}");
+
+    // Noticed once: a key added now stays (the check is not repeated), and no second event.
+    add_at(&aside, &keys.ecdsa);
+    assert_eq!(listed_at(&aside).len(), 1);
+    assert!(events.try_recv().is_err(), "one event");
+}
+
+#[test]
+fn the_first_request_through_a_moved_socket_finds_the_keys_already_wiped() {
+    let (gate, _events) = touch_never_comes();
+    let agent = Agent::start(gate, Opts::default());
+    let mut events = agent.prompter.subscribe();
+    let keys = keygen(agent.dir.path());
+    agent.add(&[&keys.ed25519]);
+
+    let (aside, _relay) = move_socket_aside(&agent);
+    // A relay forwarding to the moved socket connects at once: the agent checks at accept,
+    // before it serves anything, so the relay learns no key.
+    assert!(listed_at(&aside).is_empty());
+    wait_event(&mut events, is_socket_replaced);
+    let status = auths_presence::agent::client::status(&aside).unwrap();
+    assert_eq!(
+        status.socket_replaced.as_deref(),
+        Some(agent.path.display().to_string().as_str())
+    );
+}
+
+#[test]
+fn status_of_an_agent_whose_socket_stayed_reports_nothing_replaced() {
+    let (gate, _events) = touch_never_comes();
+    let agent = Agent::start(gate, Opts::default());
+    let user = User::new();
+    let status = user.json(&["agent", "status", "--json", "--socket", s(&agent.path)]);
+    assert_eq!(status["socket_replaced"], false, "{status}");
+    assert!(user
+        .auths(&["agent", "status", "--socket", s(&agent.path)])
+        .status
+        .success());
 }

@@ -14,6 +14,7 @@ use auths_presence::agent::server::{
 };
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::Gate;
+use auths_presence::presence::prompt::Prompter;
 
 use super::openssh::{run_bounded, s, SSH_ADD};
 use super::{short_tempdir, DEADLINE};
@@ -63,6 +64,8 @@ pub struct Agent {
     pub path: PathBuf,
     pub state: Arc<AgentState>,
     pub clock: Arc<ManualClock>,
+    /// Where the agent tells watchers that its socket was replaced.
+    pub prompter: Prompter,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), AgentError>>>,
 }
@@ -97,9 +100,11 @@ impl Agent {
             }
         };
         let clock = Arc::new(ManualClock::new());
+        let prompter = Prompter::new(false);
         let state = Arc::new(
             AgentState::new(opts.policy, gate)
                 .with_clock(clock.clone())
+                .with_prompter(prompter.clone())
                 .with_read_timeout(opts.read_timeout)
                 .with_max_connections(opts.max_connections)
                 .with_seal_params(FAST_SEAL),
@@ -114,6 +119,7 @@ impl Agent {
             path,
             state,
             clock,
+            prompter,
             stop: Some(stop),
             task: Some(task),
         }
