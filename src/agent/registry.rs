@@ -29,6 +29,8 @@ pub(crate) struct Registry {
     tick: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<SlotState>>>,
     next_id: AtomicU64,
+    /// Evictions not yet reported ([`Registry::take_evicted`]).
+    evicted: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -55,6 +57,7 @@ impl Registry {
             tick: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -78,7 +81,7 @@ impl Registry {
             close: Notify::new(),
         });
         let mut conns = self.lock();
-        while conns.len() >= self.cap && evict_longest_idle(&mut conns) {}
+        while conns.len() >= self.cap && self.evict_longest_idle(&mut conns) {}
         conns.insert(id, Arc::clone(&state));
         drop(conns);
         Slot {
@@ -91,7 +94,28 @@ impl Registry {
     /// Evict the longest-idle connection, if any is idle (accept failed for want of file
     /// descriptors: free one). True when one was evicted.
     pub(crate) fn evict_one(&self) -> bool {
-        evict_longest_idle(&mut self.lock())
+        self.evict_longest_idle(&mut self.lock())
+    }
+
+    /// The cap.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Connections evicted since the last call (the sweep logs one line a second, not one
+    /// per eviction: a program opening connections in a loop must not fill the log).
+    pub(crate) fn take_evicted(&self) -> u64 {
+        self.evicted.swap(0, Ordering::Relaxed)
+    }
+
+    /// Evict the idle connection with the oldest tick: mark it [`EVICTED`], remove it and wake
+    /// it.
+    fn evict_longest_idle(&self, conns: &mut HashMap<u64, Arc<SlotState>>) -> bool {
+        let evicted = evict_longest_idle(conns);
+        if evicted {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        evicted
     }
 
     /// Connections open now.
@@ -101,7 +125,6 @@ impl Registry {
     }
 }
 
-/// Evict the idle connection with the oldest tick: mark it [`EVICTED`], remove it and wake it.
 fn evict_longest_idle(conns: &mut HashMap<u64, Arc<SlotState>>) -> bool {
     loop {
         let oldest = conns
@@ -210,5 +233,7 @@ mod tests {
         assert!(!d.busy(), "d was evicted");
         assert!(!reg.evict_one(), "e is busy: nothing to evict");
         assert_eq!(reg.len(), 1);
+        assert_eq!(reg.take_evicted(), 4, "b, c, f and d");
+        assert_eq!(reg.take_evicted(), 0);
     }
 }

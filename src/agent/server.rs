@@ -46,7 +46,7 @@ pub use super::listener::{
     bind, default_pipe_name, is_pipe_name, BoundSocket, Listener, PIPE_PREFIX,
 };
 use super::listener::{current_uid, BoundEndpoint};
-use super::log::{EventLog, Stderr};
+use super::log::{evictions_line, EventLog, Stderr};
 use super::registry::Registry;
 use super::session;
 use super::AgentError;
@@ -310,7 +310,12 @@ pub async fn run<L: Listener>(
     let registry = Registry::new(connection_cap(&state));
     let socket = listener.bound_socket();
     let mut tasks = JoinSet::new();
-    tasks.spawn(sweep(Arc::clone(&state), socket.clone(), watch_rx.clone()));
+    tasks.spawn(sweep(
+        Arc::clone(&state),
+        socket.clone(),
+        Arc::clone(&registry),
+        watch_rx.clone(),
+    ));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -367,11 +372,13 @@ fn connection_cap(state: &AgentState) -> usize {
     cap
 }
 
-/// Once a second: apply the unlock window, so keys go away on time even when nobody asks, and
-/// check that the socket is still where it was bound.
+/// Once a second: apply the unlock window, so keys go away on time even when nobody asks;
+/// check that the socket is still where it was bound; log how many idle connections were
+/// closed to make room.
 async fn sweep(
     state: Arc<AgentState>,
     socket: Option<BoundSocket>,
+    registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -381,6 +388,10 @@ async fn sweep(
                 state.expire(state.now());
                 if let Some(s) = &socket {
                     state.check_socket(s);
+                }
+                match registry.take_evicted() {
+                    0 => {}
+                    n => state.log().record(&evictions_line(n, registry.cap())),
                 }
             }
             _ = shutdown.changed() => return,
