@@ -9,6 +9,7 @@ use ssh_agent_lib::proto::{Extension, ProtoError, Request, Response};
 use thiserror::Error;
 
 use super::codec::{frame_len, TooLarge, WIPE_EXTENSION};
+use super::status::{AgentStatus, STATUS_EXTENSION};
 use super::AgentError;
 
 /// Why a request to a running agent failed.
@@ -88,6 +89,22 @@ fn exchange(
 /// Open the watch stream of the agent at `socket` (see [`super::watch`]).
 pub fn connect_watch(socket: &Path) -> std::io::Result<impl std::io::Read> {
     super::listener::connect(&super::watch::watch_path(socket), None)
+}
+
+/// Ask the agent about itself (what `auths agent status` shows besides the keys).
+pub fn status(socket: &Path) -> Result<AgentStatus, AgentError> {
+    let ext = Extension {
+        name: STATUS_EXTENSION.to_owned(),
+        details: Vec::new().into(),
+    };
+    match request(socket, &Request::Extension(ext), Duration::from_secs(5))? {
+        Response::ExtensionResponse(e) => match e.parse_message::<AgentStatus>() {
+            Ok(Some(status)) => Ok(status),
+            _ => Err(ClientError::Unexpected.into()),
+        },
+        Response::Failure => Err(ClientError::Refused.into()),
+        _ => Err(ClientError::Unexpected.into()),
+    }
 }
 
 /// Ask the agent to wipe every key (what `auths agent lock` does).

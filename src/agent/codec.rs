@@ -24,7 +24,8 @@ pub const WIPE_EXTENSION: &str = "wipe@auths-presence";
 
 /// Message extensions this agent supports, answered to `query` (draft-miller-ssh-agent-14
 /// §3.8.1).
-pub const SUPPORTED_EXTENSIONS: &[&str] = &["query", WIPE_EXTENSION];
+pub const SUPPORTED_EXTENSIONS: &[&str] =
+    &["query", WIPE_EXTENSION, super::status::STATUS_EXTENSION];
 
 /// Why a message body is not a request we accept.
 #[derive(Debug, Error)]

@@ -30,8 +30,6 @@ const CHUNK: usize = 4096;
 pub(crate) enum Frame {
     /// A message body, zeroized on drop (it may hold a private key or a passphrase).
     Message(Zeroizing<Vec<u8>>),
-    /// The client closed the connection between messages.
-    Eof,
     /// The header announced more than the cap; the body was not read.
     TooLarge(TooLarge),
 }
@@ -87,11 +85,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Wait (without limit) for the first byte of a message, then read the rest within the
     /// timeout. A stalled client gets an error of kind [`std::io::ErrorKind::TimedOut`].
-    pub(crate) async fn read_frame(&mut self) -> std::io::Result<Frame> {
-        let mut header = [0u8; 4];
-        if self.read_some(&mut header[..1]).await? == 0 {
-            return Ok(Frame::Eof);
+    /// `None` when the client closed the connection between messages.
+    #[cfg(test)]
+    pub(crate) async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        match self.read_start().await? {
+            None => Ok(None),
+            Some(first) => self.read_rest(first).await.map(Some),
         }
+    }
+
+    /// Wait (without limit) for the first byte of a message; `None` when the client closed the
+    /// connection between messages. Cancel-safe: no byte is lost when the wait is dropped.
+    pub(crate) async fn read_start(&mut self) -> std::io::Result<Option<u8>> {
+        let mut first = [0u8; 1];
+        match self.read_some(&mut first).await? {
+            0 => Ok(None),
+            _ => Ok(Some(first[0])),
+        }
+    }
+
+    /// Read the rest of the message that began with `first` within the timeout. A stalled
+    /// client gets an error of kind [`std::io::ErrorKind::TimedOut`].
+    pub(crate) async fn read_rest(&mut self, first: u8) -> std::io::Result<Frame> {
+        let mut header = [first, 0, 0, 0];
         let timeout = self.timeout;
         let rest = async {
             self.read_exact(&mut header[1..]).await?;
@@ -121,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Await `fut` (the gate's approval) while watching the socket: when the client hangs up
     /// or the agent shuts down, `fut` is dropped, which cancels a pending touch. Bytes the
-    /// client sends meanwhile are kept for the next [`Connection::read_frame`].
+    /// client sends meanwhile are kept for the next [`Connection::read_start`].
     pub(crate) async fn watch_hang_up<F: Future>(
         &mut self,
         fut: F,
@@ -171,8 +187,8 @@ mod tests {
             let mut conn = Connection::new(a, T);
             b.write_all(&[0, 0, 0, 1, 11]).await.unwrap();
             drop(b);
-            assert!(matches!(conn.read_frame().await, Ok(Frame::Message(m)) if *m == [11]));
-            assert!(matches!(conn.read_frame().await, Ok(Frame::Eof)));
+            assert!(matches!(conn.read_frame().await, Ok(Some(Frame::Message(m))) if *m == [11]));
+            assert!(matches!(conn.read_frame().await, Ok(None)));
         });
     }
 
@@ -186,7 +202,7 @@ mod tests {
                 .unwrap();
             assert!(matches!(
                 conn.read_frame().await,
-                Ok(Frame::TooLarge(TooLarge(n))) if n == MAX_MESSAGE_LEN + 1
+                Ok(Some(Frame::TooLarge(TooLarge(n)))) if n == MAX_MESSAGE_LEN + 1
             ));
         });
     }
@@ -225,7 +241,7 @@ mod tests {
                 conn.watch_hang_up(fut, &mut shutdown).await,
                 Watched::Done(7)
             ));
-            assert!(matches!(conn.read_frame().await, Ok(Frame::Message(m)) if *m == [11]));
+            assert!(matches!(conn.read_frame().await, Ok(Some(Frame::Message(m))) if *m == [11]));
 
             // Now the client hangs up while the future never finishes.
             drop(b);

@@ -33,6 +33,7 @@ use super::codec::{
 use super::connection::{Connection, Watched};
 use super::log::{failure_line, RequestKind};
 use super::server::AgentState;
+use super::status::{AgentStatus, STATUS_EXTENSION};
 use super::AgentError;
 use crate::presence::request::{ApprovalRequest, Requester};
 
@@ -272,7 +273,8 @@ impl<'a> Handler<'a> {
     }
 
     /// `SSH_AGENTC_EXTENSION`: `query` lists what we support; [`WIPE_EXTENSION`] wipes every
-    /// key (`auths agent lock`); anything else is unsupported ("Extension mechanism").
+    /// key (`auths agent lock`); [`STATUS_EXTENSION`] says whether the socket was replaced
+    /// (`auths agent status`); anything else is unsupported ("Extension mechanism").
     pub(crate) fn extension(&self, ext: &Extension) -> Result<Outcome, AgentError> {
         match ext.name.as_str() {
             "query" => {
@@ -285,6 +287,13 @@ impl<'a> Handler<'a> {
             WIPE_EXTENSION => {
                 self.state.wipe_keys();
                 Ok(Outcome::Reply(Response::Success))
+            }
+            STATUS_EXTENSION => {
+                let status = AgentStatus {
+                    socket_replaced: self.state.socket_replaced().map(str::to_owned),
+                };
+                let e = Extension::new_message(status).map_err(AgentError::Encode)?;
+                Ok(Outcome::Reply(Response::ExtensionResponse(e)))
             }
             _ => Err(AgentError::Unsupported("unknown extension")),
         }

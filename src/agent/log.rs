@@ -1,6 +1,8 @@
 //! What the agent tells its operator: one line for every request it answers with
 //! `SSH_AGENT_FAILURE` (the client sees only that one byte) and one for every connection that
-//! ends abnormally. Lines go to an [`EventLog`] ([`Stderr`] by default; tests collect them).
+//! ends abnormally, except idle connections closed to make room: those are summed up in one
+//! line a second ([`evictions_line`]). Lines go to an [`EventLog`] ([`Stderr`] by default;
+//! tests collect them).
 //!
 //! Peer-controlled text (executable names, extension names, comments inside errors) reaches a
 //! terminal here, so every line passes through [`escape_control`] first.
@@ -79,7 +81,7 @@ pub fn failure_line(kind: &RequestKind, peer: &Requester, error: &dyn Error) -> 
 }
 
 /// The line for a connection that ended abnormally; `None` for a normal end (the client
-/// closed, the agent shut down). `cause` is the error behind the end, when there is one
+/// closed, the agent shut down) and for an eviction (counted for [`evictions_line`]). `cause` is the error behind the end, when there is one
 /// (the I/O error, the oversized header).
 pub fn session_end_line(
     end: SessionEnd,
@@ -87,7 +89,8 @@ pub fn session_end_line(
     cause: Option<&dyn Error>,
 ) -> Option<String> {
     let what = match end {
-        SessionEnd::Closed | SessionEnd::Shutdown => return None,
+        // Evictions are counted and summed up once a second instead ([`evictions_line`]).
+        SessionEnd::Closed | SessionEnd::Shutdown | SessionEnd::Evicted => return None,
         SessionEnd::ForeignUid => {
             format!("closed without an answer: it runs as uid {}", peer.uid)
         }
@@ -106,6 +109,15 @@ pub fn session_end_line(
         "auths agent: connection from {} {what}",
         describe_peer(peer)
     )))
+}
+
+/// The line for `n` idle connections closed within the last second to make room for new ones,
+/// `cap` being the number kept open.
+pub fn evictions_line(n: u64, cap: usize) -> String {
+    format!(
+        "auths agent: closed {n} idle connection(s) in the last second to make room for new ones \
+         (at most {cap} are kept open; a program may be opening connections in a loop)"
+    )
 }
 
 #[cfg(test)]
@@ -147,6 +159,7 @@ mod tests {
         let big = crate::agent::codec::TooLarge(300_000);
         let line = session_end_line(SessionEnd::Oversized, &p, Some(&big)).unwrap();
         assert!(line.contains("a 300000-byte message"), "{line}");
+        assert_eq!(session_end_line(SessionEnd::Evicted, &p, None), None);
         for end in [
             SessionEnd::Oversized,
             SessionEnd::Stalled,

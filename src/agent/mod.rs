@@ -10,6 +10,9 @@
 //! - [`log`]: one line per failed request and per abnormal connection end, escaped.
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
 //!   loop, connection cap and graceful shutdown.
+//! - [`status`]: the `status@auths-presence` extension (`auths agent status`).
+//! - `registry`: the open connections and how long each has been idle; above the cap the
+//!   longest-idle one is closed.
 //!
 //! Every signature goes through [`crate::presence::gate::Gate::approve`]; the signing function
 //! in [`keys`] takes the resulting [`crate::presence::gate::Approval`] by value.
@@ -30,8 +33,10 @@ pub mod keys;
 pub mod listener;
 pub mod log;
 pub mod peer;
+mod registry;
 pub mod server;
 pub mod session;
+pub mod status;
 pub mod watch;
 
 /// What went wrong in the agent layer. Messages say what happened; what to do next is the

@@ -8,7 +8,19 @@
 //! - a live agent already listening on the path is not stolen; a stale socket is replaced.
 //!
 //! [`run`] takes a bound [`Listener`] and a shutdown future (mini-redis style) so tests bind
-//! their own socket; a semaphore caps connections; shutdown waits for every handler.
+//! their own socket; shutdown waits for every handler.
+//!
+//! The agent keeps answering: accept never waits for a free slot. Above the connection cap
+//! ([`DEFAULT_MAX_CONNECTIONS`], lowered to what the open-file limit allows, which is raised to
+//! its hard limit at start) the connection idle longest is closed to make room; connections
+//! inside a request or waiting for a touch are never closed for this (`super::registry`).
+//!
+//! A socket moved aside: a process running as the user can rename the socket in its own
+//! directory and put a relay at the path, which then sees every key added through it. Once a
+//! second (the sweep) and at every accept the agent checks that its path still names the
+//! socket it bound ([`BoundSocket`], Unix only: a named pipe cannot be moved). When it does
+//! not, the agent wipes every key, logs it, tells watchers
+//! ([`PromptEvent::SocketReplaced`]) and remembers it for `auths agent status`, once.
 //!
 //! Windows: the [`Listener`] is a named pipe (default `\\.\pipe\auths-agent-<user>`,
 //! [`default_pipe_name`]) created with a security descriptor that admits the current user only
@@ -18,23 +30,28 @@
 //! reach it through `SSH_AUTH_SOCK`.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use super::harden::harden_process;
+use super::harden::raise_open_files_limit;
 use super::keys::{Clock, KeyStore, SealParams, SystemClock, UnlockPolicy, WipeReason};
 #[cfg(unix)]
 pub use super::listener::UnixAgentListener;
-pub use super::listener::{bind, default_pipe_name, is_pipe_name, Listener, PIPE_PREFIX};
+pub use super::listener::{
+    bind, default_pipe_name, is_pipe_name, BoundSocket, Listener, PIPE_PREFIX,
+};
 use super::listener::{current_uid, BoundEndpoint};
-use super::log::{EventLog, Stderr};
+use super::log::{evictions_line, EventLog, Stderr};
+use super::registry::Registry;
 use super::session;
 use super::AgentError;
 use crate::presence::gate::Gate;
+use crate::presence::prompt::{escape_control, PromptEvent, Prompter};
 
 /// Validated agent settings (the CLI converts its flags into this).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +66,12 @@ pub struct AgentConfig {
     pub max_signatures: Option<u64>,
     /// A client that starts a message must finish it within this time.
     pub read_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections kept open at once; above this the longest-idle one is closed for a new one.
     pub max_connections: usize,
 }
 
 impl AgentConfig {
-    /// Defaults: 30 min idle, 4 h cap, no signature cap, 10 s read timeout, 64 connections.
+    /// Defaults: 30 min idle, 4 h cap, no signature cap, 10 s read timeout, 1024 connections.
     pub fn new(socket_path: impl Into<PathBuf>) -> Self {
         let policy = UnlockPolicy::default();
         AgentConfig {
@@ -79,8 +96,12 @@ impl AgentConfig {
 
 /// Default time a client has to finish a message it started.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default cap on concurrent connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default cap on open connections (lowered when the open-file limit cannot hold it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// File descriptors kept free of connections: the listener, the watch socket and its watchers
+/// ([`super::watch::MAX_WATCHERS`]), the security key, logs and the runtime.
+const RESERVED_FDS: u64 = 128;
 
 /// What every connection shares: the keys, the gate, the clock and the limits.
 pub struct AgentState {
@@ -94,6 +115,10 @@ pub struct AgentState {
     unlock_failures: tokio::sync::Mutex<u32>,
     /// Where failed requests and abnormal connection ends are logged.
     log: Arc<dyn EventLog>,
+    /// Where watchers hear of a replaced socket.
+    prompter: Option<Prompter>,
+    /// The socket path (escaped) that stopped naming our socket; set once.
+    socket_replaced: OnceLock<String>,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -118,6 +143,8 @@ impl AgentState {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             unlock_failures: tokio::sync::Mutex::new(0),
             log: Arc::new(Stderr),
+            prompter: None,
+            socket_replaced: OnceLock::new(),
         }
     }
 
@@ -140,13 +167,19 @@ impl AgentState {
         self
     }
 
+    /// Tell `prompter`'s watchers when the socket is moved aside or replaced.
+    pub fn with_prompter(mut self, prompter: Prompter) -> Self {
+        self.prompter = Some(prompter);
+        self
+    }
+
     /// Time a client has to finish a message it started.
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
     }
 
-    /// Cap on concurrent connections (at least 1).
+    /// Cap on open connections (at least 1): above it the longest-idle one is closed.
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
@@ -225,6 +258,37 @@ impl AgentState {
         self.read_timeout
     }
 
+    /// The socket path (control characters escaped) that stopped naming the agent's socket,
+    /// once that was noticed.
+    pub fn socket_replaced(&self) -> Option<&str> {
+        self.socket_replaced.get().map(String::as_str)
+    }
+
+    /// Check that `socket`'s path still names the socket we bound; the first time it does not,
+    /// wipe every key, log it and tell watchers. Once noticed, it is not checked again.
+    pub fn check_socket(&self, socket: &BoundSocket) {
+        if self.socket_replaced.get().is_none() && !socket.still_ours() {
+            self.socket_moved(socket.path());
+        }
+    }
+
+    fn socket_moved(&self, path: &Path) {
+        let shown = escape_control(&path.display().to_string());
+        if self.socket_replaced.set(shown.clone()).is_err() {
+            return; // noticed already (the sweep and an accept at once)
+        }
+        self.wipe_keys();
+        self.log.record(&format!(
+            "auths agent: {shown} no longer names this agent's socket (it was moved aside, \
+             replaced or removed): every key was wiped. A process running as you may relay the \
+             socket and capture keys added through it. Stop the agent, find out who moved the \
+             socket, then start the agent again."
+        ));
+        if let Some(p) = &self.prompter {
+            p.emit(PromptEvent::SocketReplaced { path: shown });
+        }
+    }
+
     pub(crate) fn unlock_failures(&self) -> &tokio::sync::Mutex<u32> {
         &self.unlock_failures
     }
@@ -243,20 +307,19 @@ pub async fn run<L: Listener>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let (notify, watch_rx) = watch::channel(false);
-    let limit = Arc::new(Semaphore::new(state.max_connections));
+    let registry = Registry::new(connection_cap(&state));
+    let socket = listener.bound_socket();
     let mut tasks = JoinSet::new();
-    tasks.spawn(sweep(Arc::clone(&state), watch_rx.clone()));
+    tasks.spawn(sweep(
+        Arc::clone(&state),
+        socket.clone(),
+        Arc::clone(&registry),
+        watch_rx.clone(),
+    ));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
     loop {
         while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = &mut shutdown => break,
@@ -264,16 +327,21 @@ pub async fn run<L: Listener>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
+                // Before anything is served: this may be a relay at the path connecting.
+                if let Some(s) = &socket {
+                    state.check_socket(s);
+                }
+                let slot = registry.admit();
                 let st = Arc::clone(&state);
                 let rx = watch_rx.clone();
                 tasks.spawn(async move {
-                    session::serve_connection(stream, peer, st, rx).await;
-                    drop(permit);
+                    session::serve_connection(stream, peer, st, rx, slot).await;
                 });
             }
             Err(_) => {
-                // Out of file descriptors or similar: back off instead of spinning, but keep
-                // serving the connections we have.
+                // Out of file descriptors or similar: free one by closing the longest-idle
+                // connection, and back off instead of spinning while it goes.
+                registry.evict_one();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut shutdown => break,
@@ -287,13 +355,44 @@ pub async fn run<L: Listener>(
     Ok(())
 }
 
-/// Apply the unlock window once a second, so keys go away on time even when nobody asks.
-async fn sweep(state: Arc<AgentState>, mut shutdown: watch::Receiver<bool>) {
+/// The configured cap, lowered so that the connections fit in the open-file limit (raised to
+/// its hard limit first; a failure to raise it is logged, not fatal).
+fn connection_cap(state: &AgentState) -> usize {
+    let files = raise_open_files_limit();
+    let fit = files.limit.map_or(usize::MAX, |l| {
+        usize::try_from(l.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX)
+    });
+    let cap = state.max_connections.min(fit).max(1);
+    if let Some((soft, hard, e)) = files.error {
+        state.log().record(&format!(
+            "auths agent: cannot raise the open-file limit from {soft} to {hard} ({e}); \
+             keeping at most {cap} connections open"
+        ));
+    }
+    cap
+}
+
+/// Once a second: apply the unlock window, so keys go away on time even when nobody asks;
+/// check that the socket is still where it was bound; log how many idle connections were
+/// closed to make room.
+async fn sweep(
+    state: Arc<AgentState>,
+    socket: Option<BoundSocket>,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 state.expire(state.now());
+                if let Some(s) = &socket {
+                    state.check_socket(s);
+                }
+                match registry.take_evicted() {
+                    0 => {}
+                    n => state.log().record(&evictions_line(n, registry.cap())),
+                }
             }
             _ = shutdown.changed() => return,
         }
@@ -307,11 +406,105 @@ pub async fn serve(
     gate: Arc<dyn Gate>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    serve_with_prompter(config, gate, None, shutdown).await
+}
+
+/// [`serve`], telling `prompter`'s watchers when the socket is moved aside or replaced.
+pub async fn serve_with_prompter(
+    config: AgentConfig,
+    gate: Arc<dyn Gate>,
+    prompter: Option<Prompter>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     let listener = bind(&config.socket_path)?;
     let ours = BoundEndpoint::of(&config.socket_path);
-    let state = Arc::new(AgentState::from_config(&config, gate));
+    let mut state = AgentState::from_config(&config, gate);
+    if let Some(p) = prompter {
+        state = state.with_prompter(p);
+    }
+    let state = Arc::new(state);
     let result = run(listener, Arc::clone(&state), shutdown).await;
     state.wipe_keys();
     ours.remove_if_ours(&config.socket_path);
     result
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::presence::gate::{ApproveFuture, GateError};
+    use crate::presence::request::ApprovalRequest;
+
+    /// Refuses every request; counts wipes.
+    #[derive(Default)]
+    struct CountWipes(AtomicUsize);
+
+    impl Gate for CountWipes {
+        fn approve(&self, _request: ApprovalRequest) -> ApproveFuture<'_> {
+            Box::pin(async { Err(GateError::Cancelled) })
+        }
+        fn keys_wiped(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl EventLog for Lines {
+        fn record(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_owned());
+        }
+    }
+
+    #[test]
+    fn a_moved_or_removed_socket_is_acted_on_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _enter = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        for remove in [false, true] {
+            let path = dir.path().join(format!("agent-{remove}.sock"));
+            let listener =
+                UnixAgentListener::from_tokio(tokio::net::UnixListener::bind(&path).unwrap());
+            let socket = listener.bound_socket().expect("a bound socket file");
+            assert_eq!(socket.path(), path);
+            let gate = Arc::new(CountWipes::default());
+            let log = Arc::new(Lines::default());
+            let prompter = Prompter::new(false);
+            let mut events = prompter.subscribe();
+            let state = AgentState::new(UnlockPolicy::default(), gate.clone())
+                .with_log(log.clone())
+                .with_prompter(prompter);
+
+            state.check_socket(&socket);
+            assert_eq!(state.socket_replaced(), None, "still ours");
+            assert_eq!(gate.0.load(Ordering::SeqCst), 0);
+
+            if remove {
+                std::fs::remove_file(&path).unwrap();
+            } else {
+                std::fs::rename(&path, dir.path().join("aside.sock")).unwrap();
+                drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+            }
+            for _ in 0..3 {
+                state.check_socket(&socket);
+            }
+            let shown = path.display().to_string();
+            assert_eq!(state.socket_replaced(), Some(shown.as_str()));
+            assert_eq!(gate.0.load(Ordering::SeqCst), 1, "wiped once");
+            assert_eq!(
+                events.try_recv().unwrap(),
+                PromptEvent::SocketReplaced { path: shown }
+            );
+            assert!(events.try_recv().is_err(), "one event");
+            let lines = log.0.lock().unwrap();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].contains("every key was wiped"), "{lines:?}");
+        }
+    }
 }

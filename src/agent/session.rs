@@ -6,6 +6,11 @@
 //! and the connection is closed; a client that stalls inside a message is dropped; a body
 //! that does not decode gets `SSH_AGENT_FAILURE` and the connection stays open. Every
 //! abnormal end is logged (see [`super::log`]).
+//!
+//! Each connection holds a slot in the server's registry: it is idle while it waits for the
+//! first byte of a message and busy from then until its answer is written. Only an idle
+//! connection can be evicted (closed to make room when the agent holds its cap of
+//! connections).
 
 use std::sync::Arc;
 
@@ -16,6 +21,7 @@ use tokio::sync::watch;
 use super::connection::{Connection, Frame};
 use super::handler::{Handler, Outcome};
 use super::log::session_end_line;
+use super::registry::Slot;
 use super::server::AgentState;
 use crate::presence::request::Requester;
 
@@ -37,20 +43,25 @@ pub enum SessionEnd {
     IoError,
     /// The agent is shutting down.
     Shutdown,
+    /// The connection was idle longest when the agent held its cap of connections and another
+    /// one came: it was closed to make room.
+    Evicted,
 }
 
 /// Serve one connection until it closes, and log how it ended when that was abnormal. `peer`
-/// was read from the kernel at accept.
-pub async fn serve_connection<S>(
+/// was read from the kernel at accept; `slot` is the connection's entry in the registry.
+pub(crate) async fn serve_connection<S>(
     stream: S,
     peer: Requester,
     state: Arc<AgentState>,
     shutdown: watch::Receiver<bool>,
+    slot: Slot,
 ) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (end, cause) = serve(stream, &peer, &state, shutdown).await;
+    let (end, cause) = serve(stream, &peer, &state, shutdown, &slot).await;
+    drop(slot);
     if let Some(line) = session_end_line(
         end,
         &peer,
@@ -66,6 +77,7 @@ async fn serve<S>(
     peer: &Requester,
     state: &Arc<AgentState>,
     mut shutdown: watch::Receiver<bool>,
+    slot: &Slot,
 ) -> (SessionEnd, Option<Box<dyn std::error::Error + Send + Sync>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -77,13 +89,27 @@ where
     let mut conn = Connection::new(stream, state.read_timeout());
     let handler = Handler::new(state, peer);
     loop {
+        // Idle: waiting (without limit) for the first byte of the next message.
+        let first = tokio::select! {
+            b = conn.read_start() => b,
+            _ = shutdown.changed() => return (SessionEnd::Shutdown, None),
+            _ = slot.evicted() => return (SessionEnd::Evicted, None),
+        };
+        let first = match first {
+            Ok(Some(b)) => b,
+            Ok(None) => return (SessionEnd::Closed, None),
+            Err(e) => return (SessionEnd::IoError, Some(e.into())),
+        };
+        if !slot.busy() {
+            // Evicted while the byte arrived: the message is not served.
+            return (SessionEnd::Evicted, None);
+        }
         let frame = tokio::select! {
-            f = conn.read_frame() => f,
+            f = conn.read_rest(first) => f,
             _ = shutdown.changed() => return (SessionEnd::Shutdown, None),
         };
         let body = match frame {
             Ok(Frame::Message(body)) => body,
-            Ok(Frame::Eof) => return (SessionEnd::Closed, None),
             Ok(Frame::TooLarge(too_large)) => {
                 let _ = conn.write_response(&Response::Failure).await;
                 return (SessionEnd::Oversized, Some(too_large.into()));
@@ -102,5 +128,6 @@ where
         if let Err(e) = conn.write_response(&response).await {
             return (SessionEnd::IoError, Some(e.into()));
         }
+        slot.idle();
     }
 }

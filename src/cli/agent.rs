@@ -331,7 +331,9 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
             &pid_file,
             std::process::id().to_string().as_bytes(),
         );
-        let r = server::serve(config, Arc::new(gate), stopped(stop_rx)).await;
+        let r =
+            server::serve_with_prompter(config, Arc::new(gate), Some(prompter), stopped(stop_rx))
+                .await;
         let _ = w.await;
         let _ = std::fs::remove_file(&pid_file);
         r
@@ -363,6 +365,10 @@ fn status(socket: &Path, json: bool) -> CliResult {
             Ok(Response::IdentitiesAnswer(ids)) => Some(ids.len()),
             _ => None,
         };
+    // `None` when no agent answers, or one from before the status extension.
+    let replaced = identities
+        .and_then(|_| client::status(socket).ok())
+        .map(|s| s.socket_replaced);
     let pid = std::fs::read_to_string(pid_path(socket))
         .ok()
         .map(|s| s.trim().to_owned());
@@ -377,6 +383,8 @@ fn status(socket: &Path, json: bool) -> CliResult {
                 "identities": identities,
                 "enrolled_keys": tokens.len(),
                 "virtual_keys_enrolled": tokens.iter().filter(|t| t.virtual_key).count(),
+                "socket_replaced": replaced.as_ref().map(Option::is_some),
+                "replaced_socket": replaced.as_ref().and_then(|r| r.as_deref()),
             })
         );
         return Ok(());
@@ -393,7 +401,22 @@ fn status(socket: &Path, json: bool) -> CliResult {
     if identities.is_none() {
         return Err("the agent is not running; start it with `auths agent start`".into());
     }
+    if let Some(Some(path)) = replaced {
+        // The agent escaped the path; escaped again, as this is a terminal.
+        return Err(socket_replaced_message(&escape_control(&path)).into());
+    }
     Ok(())
+}
+
+/// What happened to a moved socket, and what to do.
+fn socket_replaced_message(path: &str) -> String {
+    format!(
+        "the agent's socket {path} was moved aside or replaced while it ran, so the agent wiped \
+         every key it held. A process running as you may sit at that path relaying to the agent \
+         and capturing keys added through it.\n\
+         Stop the agent (`auths agent stop`), find out which process moved the socket (`lsof` or \
+         `fuser` on the path), then start the agent again."
+    )
 }
 
 fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
@@ -448,8 +471,28 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
             path.display()
         )
     })?;
+    let mut lines = std::io::BufReader::new(stream).lines();
+    // The agent's first line says whether it took this watcher; from then on no event is
+    // missed, so only then is "watching" announced.
+    let first = match lines.next() {
+        Some(line) => line?,
+        None => return Err(format!("the agent at {} closed the watch", path.display()).into()),
+    };
+    let greeting: serde_json::Value = serde_json::from_str(&first)?;
+    let pending_first = match greeting["event"].as_str() {
+        Some("watching") => None,
+        Some("refused") => {
+            return Err(format!(
+                "the agent refused this watcher: {}",
+                escape_control(greeting["reason"].as_str().unwrap_or("?"))
+            )
+            .into())
+        }
+        // An agent from before the greeting: the first line is an event.
+        _ => Some(Ok(first)),
+    };
     eprintln!("watching {} (Ctrl-C to stop)", socket.display());
-    for line in std::io::BufReader::new(stream).lines() {
+    for line in pending_first.into_iter().chain(lines) {
         let line = line?;
         if json {
             println!("{line}");
@@ -468,6 +511,9 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
                 v["remaining"]
             ),
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
+            Some("socket_replaced") => {
+                println!("{}", socket_replaced_message(&text("path")))
+            }
             Some("contention") => println!(
                 "two programs asked for a touch at once: {} and {}; both refused",
                 text("first"),

@@ -61,6 +61,12 @@ pub enum PromptEvent {
         /// Why.
         reason: String,
     },
+    /// The agent's socket path no longer names its socket (moved aside, replaced or removed):
+    /// the agent wiped every key.
+    SocketReplaced {
+        /// The socket path, control characters escaped.
+        path: String,
+    },
 }
 
 /// Sends prompts to the terminal and to watchers.
@@ -105,6 +111,9 @@ impl Prompter {
                     "Two programs asked for a touch at once ({first}, {second}): both refused."
                 ),
                 PromptEvent::Denied { reason, .. } => eprintln!("Refused: {reason}"),
+                PromptEvent::SocketReplaced { path } => eprintln!(
+                    "The agent's socket {path} was moved aside or replaced: every key was wiped."
+                ),
             }
         }
         // No watcher is fine.

@@ -7,7 +7,9 @@
 //! - `other`: binding fails.
 //!
 //! Each exposes the same names: `AgentListener` (what [`bind`] returns), [`bind`],
-//! `current_uid`, `connect` and `BoundEndpoint` (what to remove at exit).
+//! `current_uid`, `connect` and `BoundEndpoint` (what to remove at exit). A Unix listener also
+//! says which socket file it is bound to ([`BoundSocket`]), so the agent notices when its path
+//! is moved aside or replaced; a Windows named pipe cannot be moved, so there is no such check.
 
 use std::future::Future;
 
@@ -26,7 +28,7 @@ mod unix;
 #[cfg(unix)]
 use unix as imp;
 #[cfg(unix)]
-pub use unix::UnixAgentListener;
+pub use unix::{BoundSocket, UnixAgentListener};
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
@@ -47,6 +49,30 @@ pub trait Listener: Send {
     /// credentials cannot be read are closed here (fail closed) and not returned.
     fn accept(&mut self)
         -> impl Future<Output = std::io::Result<(Self::Stream, Requester)>> + Send;
+
+    /// The socket file this listener is bound to, when there is one to check (a Unix socket
+    /// [`bind`] made; not a named pipe).
+    fn bound_socket(&self) -> Option<BoundSocket> {
+        None
+    }
+}
+
+/// Where there are no socket files to move aside: never constructed.
+#[cfg(not(unix))]
+#[derive(Debug, Clone)]
+pub enum BoundSocket {}
+
+#[cfg(not(unix))]
+impl BoundSocket {
+    /// Never called: there is no value.
+    pub fn path(&self) -> &std::path::Path {
+        match *self {}
+    }
+
+    /// Never called: there is no value.
+    pub fn still_ours(&self) -> bool {
+        match *self {}
+    }
 }
 
 /// The pipe-name prefix every Windows named pipe has.

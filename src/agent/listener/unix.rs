@@ -1,7 +1,7 @@
 //! Unix: the agent listens on a Unix socket in a private directory; peers are identified by
 //! the kernel ([`crate::agent::peer::from_unix_stream`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Listener;
@@ -20,12 +20,45 @@ pub type AgentListener = UnixAgentListener;
 #[derive(Debug)]
 pub struct UnixAgentListener {
     inner: tokio::net::UnixListener,
+    bound: Option<BoundSocket>,
 }
 
 impl UnixAgentListener {
-    /// Wrap a bound tokio listener (tests bind their own).
+    /// Wrap a bound tokio listener (tests bind their own); the socket file at its path now is
+    /// remembered as ours.
     pub fn from_tokio(inner: tokio::net::UnixListener) -> Self {
-        UnixAgentListener { inner }
+        let bound = inner
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .and_then(BoundSocket::at);
+        UnixAgentListener { inner, bound }
+    }
+}
+
+/// The socket file a listener was bound to: its path and the (device, inode) the file had
+/// then. When the path names another file, or none, somebody moved the socket aside or
+/// replaced it (a same-user process can rename a socket in the agent's own directory and put a
+/// relay at its path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSocket {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl BoundSocket {
+    fn at(path: PathBuf) -> Option<Self> {
+        file_id(&path).map(|id| BoundSocket { path, id })
+    }
+
+    /// The path the socket was bound at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True while the path still names the socket file we bound (one `lstat`).
+    pub fn still_ours(&self) -> bool {
+        file_id(&self.path) == Some(self.id)
     }
 }
 
@@ -40,6 +73,10 @@ impl Listener for UnixAgentListener {
                 Err(_) => continue,
             }
         }
+    }
+
+    fn bound_socket(&self) -> Option<BoundSocket> {
+        self.bound.clone()
     }
 }
 

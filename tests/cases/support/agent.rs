@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auths_presence::agent::keys::{ManualClock, SealParams, UnlockPolicy};
-use auths_presence::agent::server::{bind, run, AgentState, UnixAgentListener};
+use auths_presence::agent::server::{
+    bind, run, AgentState, UnixAgentListener, DEFAULT_MAX_CONNECTIONS,
+};
 use auths_presence::agent::AgentError;
 use auths_presence::presence::gate::Gate;
+use auths_presence::presence::prompt::Prompter;
 
 use super::openssh::{run_bounded, s, SSH_ADD};
 use super::{short_tempdir, DEADLINE};
@@ -46,6 +49,8 @@ pub struct Opts {
     /// Run on the bound socket before the agent accepts anything: connections made here wait
     /// in the listen backlog, and the agent reads who made them only after this returns.
     pub backlog: Option<Backlog>,
+    /// Connections kept open before the longest-idle one is closed.
+    pub max_connections: usize,
 }
 
 impl Default for Opts {
@@ -55,6 +60,7 @@ impl Default for Opts {
             read_timeout: RIG_READ_TIMEOUT,
             open_socket: false,
             backlog: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Agent {
     pub path: PathBuf,
     pub state: Arc<AgentState>,
     pub clock: Arc<ManualClock>,
+    /// Where the agent tells watchers that its socket was replaced.
+    pub prompter: Prompter,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), AgentError>>>,
 }
@@ -102,10 +110,13 @@ impl Agent {
             backlog(&path);
         }
         let clock = Arc::new(ManualClock::new());
+        let prompter = Prompter::new(false);
         let state = Arc::new(
             AgentState::new(opts.policy, gate)
                 .with_clock(clock.clone())
+                .with_prompter(prompter.clone())
                 .with_read_timeout(opts.read_timeout)
+                .with_max_connections(opts.max_connections)
                 .with_seal_params(FAST_SEAL),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -118,6 +129,7 @@ impl Agent {
             path,
             state,
             clock,
+            prompter,
             stop: Some(stop),
             task: Some(task),
         }
