@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 use super::framing::{capability, cmd, CID_BROADCAST};
 use super::transaction::{Event, KeepaliveStatus, Timeouts, Transaction};
 use super::transport::Transport;
-use super::CtapError;
+use super::{CtapError, HidErrorCode};
+
+/// First wait after a CHANNEL_BUSY answer.
+const BUSY_BACKOFF_FIRST: Duration = Duration::from_millis(20);
+/// Longest wait between two tries of a busy key.
+const BUSY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Timeouts for one device.
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +176,47 @@ impl<T: Transport> Device<T> {
                 "this key does not speak CTAP2 (no CBOR capability): it is a U2F-only key".into(),
             ));
         }
-        self.transact(cmd::CBOR, request, on_keepalive, cancel)
+        self.when_not_busy(on_keepalive, cancel, |dev, on_keepalive| {
+            dev.transact(cmd::CBOR, request, on_keepalive, cancel)
+        })
+    }
+
+    /// Run `op` until the key stops answering CHANNEL_BUSY (another program holds it, e.g. a
+    /// browser waiting for a WebAuthn touch): each busy answer is told to `on_keepalive` as
+    /// [`KeepaliveStatus::Busy`], then `op` runs again after a backoff (20 ms doubling to
+    /// 500 ms), until the deadline ([`CtapError::Busy`]) or a cancel. A busy key did not take
+    /// the request, so sending it again is safe.
+    fn when_not_busy<R>(
+        &mut self,
+        on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+        cancel: Option<&CancelToken>,
+        mut op: impl FnMut(&mut Self, &mut dyn FnMut(KeepaliveStatus)) -> Result<R, CtapError>,
+    ) -> Result<R, CtapError> {
+        let start = Instant::now();
+        let mut backoff = BUSY_BACKOFF_FIRST;
+        loop {
+            match op(self, on_keepalive) {
+                Err(CtapError::Hid(HidErrorCode::ChannelBusy)) => {}
+                other => return other,
+            }
+            on_keepalive(KeepaliveStatus::Busy);
+            let resume = Instant::now() + backoff;
+            if resume.duration_since(start) >= self.opts.deadline {
+                return Err(CtapError::Busy(self.opts.deadline));
+            }
+            // Wait in poll-interval slices so a cancel is seen at once.
+            loop {
+                if cancel.is_some_and(CancelToken::is_cancelled) {
+                    return Err(CtapError::Cancelled);
+                }
+                let now = Instant::now();
+                if now >= resume {
+                    break;
+                }
+                std::thread::sleep(self.opts.poll_interval.min(resume - now));
+            }
+            backoff = (backoff * 2).min(BUSY_BACKOFF_MAX);
+        }
     }
 
     /// Send one CTAPHID message on our channel and read the reply to it.

@@ -169,4 +169,7 @@ pub enum CtapError {
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]
     Cancelled,
+    /// The key answered CHANNEL_BUSY until the deadline: another program kept it.
+    #[error("the security key stayed busy with another program for {0:?}")]
+    Busy(Duration),
 }

@@ -34,6 +34,9 @@ pub enum KeepaliveStatus {
     UpNeeded,
     /// A status byte the spec does not define.
     Other(u8),
+    /// Not a KEEPALIVE: the client's own report that the key answered CHANNEL_BUSY (another
+    /// program is using it) and that it waits its turn to ask again.
+    Busy,
 }
 
 impl KeepaliveStatus {

@@ -509,35 +509,36 @@ fn cancelled_assertion_is_not_signed_and_the_channel_stays_usable() {
 }
 
 #[test]
-fn second_channel_gets_channel_busy_while_first_waits_for_touch() {
+fn a_second_program_waits_its_turn_while_the_first_waits_for_a_touch() {
     let (key, first, cred) = enrolled_key(Duration::from_secs(5), Algorithm::EdDsa);
     key.set_touch_mode(TouchMode::Manual);
 
     let (ka, job) = assertion_in_thread(first, cred.id.clone(), None);
     wait_up_needed(&ka);
 
-    // A second program opens the same key and gets its own channel (INIT always works) ...
-    let mut second = open(&key);
-    // ... but its request is refused while the first waits for a touch.
-    let busy = second.get_info();
-    assert!(
-        matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
-        "{busy:?}"
-    );
-    let (_, busy) = request_assertion(&mut second, RP, &cred, &mut |_| {});
-    assert!(
-        matches!(busy, Err(CtapError::Hid(HidErrorCode::ChannelBusy))),
-        "{busy:?}"
-    );
-
+    // A second program opens the same key and gets its own channel (INIT always works), but
+    // the key answers it CHANNEL_BUSY while the first waits for a touch: it is told so, and
+    // waits its turn instead of failing.
+    let (ka2, second) = assertion_in_thread(open(&key), cred.id.clone(), None);
+    loop {
+        match ka2.recv_timeout(BOUND) {
+            Ok(KeepaliveStatus::Busy) => break,
+            Ok(s) => panic!("the second program heard {s:?} before the key was free"),
+            Err(e) => panic!("the second program was not told the key is busy: {e}"),
+        }
+    }
     key.touch().unwrap();
     let (r, cdh) = job.wait();
-    let resp = r.unwrap();
-    verify(&cred, cred.sign_count, cdh, &resp).unwrap();
-    assert_eq!(key.touch_count(), 2);
+    verify(&cred, cred.sign_count, cdh, &r.unwrap()).unwrap();
 
-    // The key is free again for the second channel.
-    second.get_info().unwrap();
+    // The key is free: the second request reaches it and waits for its own touch.
+    wait_up_needed(&ka2);
+    key.touch().unwrap();
+    let (r, cdh) = second.wait();
+    let resp = r.unwrap();
+    assert!(resp.auth_data.sign_count > cred.sign_count);
+    verify(&cred, cred.sign_count + 1, cdh, &resp).unwrap();
+    assert_eq!(key.touch_count(), 3);
 }
 
 #[test]

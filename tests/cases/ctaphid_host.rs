@@ -280,12 +280,81 @@ fn key_that_disappears_mid_message() {
     );
 }
 
+/// A key that answers CHANNEL_BUSY `busy` times, then OK.
+fn busy_then_ok(busy: usize) -> Script {
+    let mut left = busy;
+    Box::new(move |m| {
+        if m.cmd != cmd::CBOR {
+            return reports(CID, m.cmd, &m.payload);
+        }
+        if left > 0 {
+            left -= 1;
+            return reports(CID, cmd::ERROR, &[0x06]);
+        }
+        reports(CID, cmd::CBOR, &[0x00])
+    })
+}
+
 #[test]
-fn ctaphid_error_is_typed() {
-    let mut dev = open(Box::new(|_| reports(CID, cmd::ERROR, &[0x06])));
+fn a_busy_key_is_asked_again_until_it_is_free() {
+    let mut dev = open(busy_then_ok(3));
+    let mut seen = Vec::new();
+    let r = dev.cbor(&[0x02], &mut |s| seen.push(s), None).unwrap();
+    assert_eq!(r, [0x00]);
+    assert_eq!(
+        seen,
+        vec![KeepaliveStatus::Busy; 3],
+        "each busy answer is told"
+    );
+}
+
+#[test]
+fn waiting_for_a_busy_key_ends_at_a_cancel_or_the_deadline() {
+    let mut dev = open(busy_then_ok(usize::MAX));
+    let cancel = CancelToken::new();
+    let mut busy = 0;
+    let err = dev
+        .cbor(
+            &[0x02],
+            &mut |s| {
+                if s == KeepaliveStatus::Busy {
+                    busy += 1;
+                    if busy == 2 {
+                        cancel.cancel();
+                    }
+                }
+            },
+            Some(&cancel),
+        )
+        .unwrap_err();
+    assert!(matches!(err, CtapError::Cancelled), "{err:?}");
+    assert_eq!(busy, 2);
+    let mut dev = Device::open(
+        ScriptedKey::new(busy_then_ok(usize::MAX)),
+        DeviceOptions {
+            deadline: Duration::from_millis(100),
+            ..opts()
+        },
+    )
+    .unwrap();
     let err = dev.cbor(&[0x02], &mut |_| {}, None).unwrap_err();
     assert!(
-        matches!(err, CtapError::Hid(HidErrorCode::ChannelBusy)),
+        matches!(err, CtapError::Busy(d) if d == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the security key stayed busy with another program for 100ms"
+    );
+}
+
+#[test]
+fn ctaphid_error_is_typed() {
+    // Not CHANNEL_BUSY, which is waited out (above): other CTAPHID errors end the request.
+    let mut dev = open(Box::new(|_| reports(CID, cmd::ERROR, &[0x04])));
+    let err = dev.cbor(&[0x02], &mut |_| {}, None).unwrap_err();
+    assert!(
+        matches!(err, CtapError::Hid(HidErrorCode::InvalidSeq)),
         "{err:?}"
     );
     let mut dev = open(Box::new(|_| reports(CID, cmd::ERROR, &[0x55])));
