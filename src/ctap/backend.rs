@@ -14,6 +14,7 @@ use super::command::{
 };
 use super::device::CancelToken;
 use super::select::OpenedKey;
+use super::status::StatusCode;
 use super::transaction::KeepaliveStatus;
 use super::CtapError;
 
@@ -104,12 +105,8 @@ impl SecurityKey for OpenedKey {
     }
 
     fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError> {
-        let info = self.device.get_info()?;
-        Ok(if info.algorithms.is_empty() {
-            None
-        } else {
-            Some(info.algorithms)
-        })
+        let algorithms = &self.info.algorithms;
+        Ok((!algorithms.is_empty()).then(|| algorithms.clone()))
     }
 
     fn make_credential(
@@ -135,10 +132,29 @@ impl SecurityKey for OpenedKey {
         args: &GetAssertionArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
+        // A list longer than the key takes is probed in parts, silently; the touch is then
+        // asked for with the one credential the key holds.
+        let max = self
+            .info
+            .max_credential_count_in_list
+            .and_then(|m| usize::try_from(m).ok())
+            .filter(|m| *m > 0);
+        let found;
+        let allow_list = match max {
+            Some(max) if args.allow_list.len() > max => {
+                let id = self
+                    .device
+                    .find_credential(args.rp_id, args.allow_list, max, wait.cancel)?
+                    .ok_or(CtapError::Status(StatusCode::NoCredentials))?;
+                found = [id];
+                &found[..]
+            }
+            _ => args.allow_list,
+        };
         let request = GetAssertionRequest {
             rp_id: args.rp_id,
             client_data_hash: client_data_hash(args.client_data),
-            allow_list: args.allow_list,
+            allow_list,
             user_verification: false,
             pin_uv_auth: None,
         };

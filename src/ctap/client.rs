@@ -6,6 +6,7 @@ use super::command::{
     MakeCredentialResponse,
 };
 use super::device::{CancelToken, Device};
+use super::status::StatusCode;
 use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
 use super::CtapError;
@@ -37,6 +38,47 @@ impl<T: Transport> Device<T> {
     ) -> Result<GetAssertionResponse, CtapError> {
         let resp = self.cbor(&request.to_payload(), on_keepalive, cancel)?;
         GetAssertionResponse::decode(command::split_status(&resp)?)
+    }
+
+    /// Which credential of `allow_list` the key holds, asking silently (`up: false`) in parts
+    /// of at most `max_in_list` ids (the key's maxCredentialCountInList): `None` when it
+    /// holds none. What the key signs in a probe approves nothing (UP is clear).
+    pub fn find_credential<'a>(
+        &mut self,
+        rp_id: &str,
+        allow_list: &[&'a [u8]],
+        max_in_list: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<&'a [u8]>, CtapError> {
+        for part in allow_list.chunks(max_in_list.max(1)) {
+            let probe = GetAssertionRequest {
+                rp_id,
+                client_data_hash: rand::random(),
+                allow_list: part,
+                user_verification: false,
+                pin_uv_auth: None,
+            };
+            let resp = self.cbor(&probe.to_probe_payload(), &mut |_| {}, cancel)?;
+            match command::split_status(&resp) {
+                Err(CtapError::Status(StatusCode::NoCredentials)) => continue,
+                Err(e) => return Err(e),
+                Ok(body) => {
+                    let r = GetAssertionResponse::decode(body)?;
+                    // The key may omit the credential when the list had one id (§6.2.3).
+                    let id = match (&r.credential, part) {
+                        (Some(c), _) => part.iter().find(|id| **id == c.id.as_slice()),
+                        (None, [only]) => Some(only),
+                        (None, _) => None,
+                    };
+                    return id.copied().map(Some).ok_or_else(|| {
+                        CtapError::InvalidResponse(
+                            "the probe answered with a credential that was not asked for".into(),
+                        )
+                    });
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// authenticatorSelection: the key blinks and a touch answers OK (used to choose one of

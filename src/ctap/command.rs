@@ -214,6 +214,22 @@ pub struct GetAssertionRequest<'a> {
 impl GetAssertionRequest<'_> {
     /// The CTAPHID_CBOR payload: 0x02 || canonical CBOR parameters.
     pub fn to_payload(&self) -> Vec<u8> {
+        self.encode(true)
+    }
+
+    /// A silent probe (`up: false`, no pinUvAuthParam, no `uv`): which credential of the
+    /// allowList the key holds, without a touch (libfido2's pre-flight for long lists). The
+    /// key's answer is not an approval of anything: its UP flag is clear.
+    pub fn to_probe_payload(&self) -> Vec<u8> {
+        GetAssertionRequest {
+            user_verification: false,
+            pin_uv_auth: None,
+            ..self.clone()
+        }
+        .encode(false)
+    }
+
+    fn encode(&self, up: bool) -> Vec<u8> {
         let mut map = vec![
             (Value::int(1), Value::text(self.rp_id)),
             (Value::int(2), Value::bytes(&self.client_data_hash)),
@@ -224,7 +240,7 @@ impl GetAssertionRequest<'_> {
                 Value::Array(self.allow_list.iter().map(|id| descriptor(id)).collect()),
             ));
         }
-        let mut options = vec![(Value::text("up"), Value::Bool(true))];
+        let mut options = vec![(Value::text("up"), Value::Bool(up))];
         if self.user_verification {
             options.push((Value::text("uv"), Value::Bool(true)));
         }

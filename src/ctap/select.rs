@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::backend::SecurityKey;
+use super::command::GetInfoResponse;
 use super::device::{Device, DeviceOptions};
 use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
@@ -71,6 +72,8 @@ pub struct OpenedKey {
     pub aaguid: [u8; 16],
     /// True for the virtual key (its AAGUID, or a `sim:` selector).
     pub is_virtual: bool,
+    /// getInfo as the key answered it when the channel was opened.
+    pub info: GetInfoResponse,
 }
 
 impl fmt::Debug for OpenedKey {
@@ -109,6 +112,7 @@ fn finish(
         description,
         aaguid,
         is_virtual: sim || aaguid == VIRTUAL_AAGUID,
+        info,
     })
 }
 

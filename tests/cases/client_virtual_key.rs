@@ -703,3 +703,60 @@ fn wrong_pins_count_down_and_three_in_a_row_block_pin_use_until_replugged() {
     let e = PinError::WrongPin { retries: Some(5) }.to_string();
     assert!(!e.contains("000000") && !e.contains("123456"), "{e}");
 }
+
+#[test]
+fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once() {
+    use auths_presence::ctap::backend::{GetAssertionArgs, SecurityKey, Waiting};
+    use auths_presence::ctap::select::OpenedKey;
+    let key = start(AUTO, Duration::from_secs(5));
+    let cred = enroll(&mut open(&key), Algorithm::Es256);
+    let mut opened =
+        OpenedKey::from_transport(Box::new(key.connect()), "virtual".into(), opts(), true).unwrap();
+    let max = opened.info.max_credential_count_in_list.unwrap() as usize;
+    // Foreign ids (another key's), with ours in the second part.
+    let foreign: Vec<Vec<u8>> = (0..max + 3)
+        .map(|_| [rand::random::<[u8; 31]>(), rand::random::<[u8; 31]>()].concat())
+        .collect();
+    let mut ids: Vec<&[u8]> = foreign.iter().map(Vec::as_slice).collect();
+    ids.insert(max + 1, &cred.id);
+    let client_data = b"client data";
+    let before = key.touch_count();
+    let mut prompts = 0;
+    let resp = opened
+        .get_assertion(
+            &GetAssertionArgs {
+                rp_id: RP,
+                client_data,
+                allow_list: &ids,
+            },
+            Waiting {
+                on_up_needed: &mut || prompts += 1,
+                cancel: None,
+            },
+        )
+        .unwrap();
+    assert!(
+        resp.auth_data.flags.user_present(),
+        "the real request had a touch"
+    );
+    assert_eq!(key.touch_count() - before, 1, "probes ask for no touch");
+    let cdh: [u8; 32] = Sha256::digest(client_data).into();
+    // The probes moved the counter too (they are assertions, UP clear): the touch is later.
+    verify(&cred, cred.sign_count + 1, cdh, &resp).unwrap();
+
+    // None of ours: no credential, and no touch asked for.
+    let none: Vec<&[u8]> = foreign.iter().map(Vec::as_slice).collect();
+    let r = opened.get_assertion(
+        &GetAssertionArgs {
+            rp_id: RP,
+            client_data,
+            allow_list: &none,
+        },
+        Waiting {
+            on_up_needed: &mut || prompts += 1,
+            cancel: None,
+        },
+    );
+    assert_status(&r, StatusCode::NoCredentials);
+    assert_eq!(key.touch_count() - before, 1);
+}
