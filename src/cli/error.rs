@@ -121,7 +121,7 @@ fn ctap_hint(e: &CtapError) -> Option<String> {
         CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout) => {
             TOUCH_AGAIN.into()
         }
-        CtapError::Hid(HidErrorCode::ChannelBusy) => {
+        CtapError::Hid(HidErrorCode::ChannelBusy) | CtapError::Busy(_) => {
             "another program is using the security key (a browser waiting for a touch?): \
              finish or cancel that, then try again"
                 .into()
@@ -203,6 +203,9 @@ fn enrollment_hint(e: &EnrollmentError) -> Option<String> {
         EnrollmentError::NoTouch => TOUCH_AGAIN.into(),
         EnrollmentError::LabelTaken(_) => {
             "pick another --label, or remove the other key first (`auths token remove`)".into()
+        }
+        EnrollmentError::AlgorithmNotSupported { .. } => {
+            "omit --alg to let the key pick, or ask for one it lists".into()
         }
         _ => return None,
     })

@@ -29,9 +29,10 @@ pub enum TokenCmd {
         /// Relying-party id to scope the credential to.
         #[arg(long, default_value = DEFAULT_RP_ID)]
         rp_id: String,
-        /// Preferred algorithm (the other is offered too, if the key lacks this one).
-        #[arg(long, value_enum, default_value_t = AlgArg::Es256)]
-        alg: AlgArg,
+        /// Offer only this algorithm (the key must list it). Without it, ES256 and EdDSA are
+        /// both offered, ES256 first, and the key picks.
+        #[arg(long, value_enum)]
+        alg: Option<AlgArg>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -116,12 +117,18 @@ fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::er
     Ok(key)
 }
 
-fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) -> CliResult {
+fn enroll(
+    label: Option<String>,
+    rp_id: &str,
+    alg: Option<AlgArg>,
+    device: &DeviceArgs,
+) -> CliResult {
     let store = TokenStore::open(&home())?;
     let mut key = open_key(device)?;
-    let preferred = match alg {
-        AlgArg::Es256 => [Algorithm::Es256, Algorithm::EdDsa],
-        AlgArg::Eddsa => [Algorithm::EdDsa, Algorithm::Es256],
+    let preferred: &[Algorithm] = match alg {
+        None => &[Algorithm::Es256, Algorithm::EdDsa],
+        Some(AlgArg::Es256) => &[Algorithm::Es256],
+        Some(AlgArg::Eddsa) => &[Algorithm::EdDsa],
     };
     let mut prompt = touch_prompt("enroll it", key.description());
     let enrollment = enroll_key(
@@ -129,7 +136,7 @@ fn enroll(label: Option<String>, rp_id: &str, alg: AlgArg, device: &DeviceArgs) 
         &store,
         label.as_deref(),
         rp_id,
-        &preferred,
+        preferred,
         &mut prompt,
     )?;
     println!(

@@ -130,6 +130,14 @@ pub enum EnrollmentError {
     /// The label is taken.
     #[error("a key labelled {0:?} is enrolled already")]
     LabelTaken(String),
+    /// The one algorithm asked for (`--alg`) is not among those the key lists.
+    #[error("this security key does not support {asked}; it lists {supported}")]
+    AlgorithmNotSupported {
+        /// The algorithm asked for.
+        asked: &'static str,
+        /// What the key lists (getInfo algorithms).
+        supported: String,
+    },
     /// The lock could not be taken.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -287,8 +295,9 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
     }
 }
 
-/// Create a credential on `key` (one touch) and store its enrollment: ES256 and EdDSA are
-/// offered in `preferred` order, credentials already enrolled for `rp_id` go in the exclude
+/// Create a credential on `key` (one touch) and store its enrollment: the algorithms of
+/// `preferred` the key supports are offered in that order (one algorithm alone, as `--alg`
+/// asks, must be supported), credentials already enrolled for `rp_id` go in the exclude
 /// list (so the same key is not enrolled twice), and the answer is checked (rp id hash, UP,
 /// a COSE key we can verify with) before anything is stored.
 pub fn enroll_key(
@@ -323,6 +332,16 @@ pub fn enroll_key(
         .filter(|a| supported.as_ref().is_none_or(|s| s.contains(&a.cose_id())))
         .collect();
     if algorithms.is_empty() {
+        if let ([only], Some(listed)) = (preferred, &supported) {
+            return Err(EnrollmentError::AlgorithmNotSupported {
+                asked: crate::ctap::cose::algorithm_name(only.cose_id()),
+                supported: listed
+                    .iter()
+                    .map(|a| crate::ctap::cose::algorithm_name(*a))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
         return Err(EnrollmentError::BadCredential(
             "this key supports neither ES256 nor EdDSA".into(),
         ));
@@ -372,6 +391,15 @@ pub fn enroll_key(
     let public_key = attested
         .public_key()
         .map_err(|e| EnrollmentError::BadCredential(e.to_string()))?;
+    if !algorithms
+        .iter()
+        .any(|a| a.cose_id() == public_key.algorithm())
+    {
+        return Err(EnrollmentError::BadCredential(format!(
+            "its algorithm ({}) was not one we offered",
+            crate::ctap::cose::algorithm_name(public_key.algorithm())
+        )));
+    }
     if resp.auth_data.rp_id_hash != <[u8; 32]>::from(sha2::Sha256::digest(rp_id.as_bytes())) {
         return Err(EnrollmentError::BadCredential(
             "it was made for another relying party".into(),

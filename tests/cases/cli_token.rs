@@ -117,3 +117,30 @@ fn sim_touch_without_a_server_fails() {
     assert!(!out.status.success());
     assert!(stderr(&out).starts_with("error:"), "{}", stderr(&out));
 }
+
+#[test]
+fn enroll_alg_offers_only_that_algorithm() {
+    let user = User::new();
+    // COSE ids: EdDSA -8, ES256 -7.
+    for (alg, want, label) in [("eddsa", -8, "ed"), ("es256", -7, "p256")] {
+        let sim = Sim::start(&user.dir, label, &[]);
+        user.ok(&[
+            "token",
+            "enroll",
+            "--device",
+            &sim.device(),
+            "--alg",
+            alg,
+            "--label",
+            label,
+        ]);
+        let list = user.json(&["token", "list", "--json"]);
+        let t = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["label"] == label)
+            .unwrap_or_else(|| panic!("{label} enrolled: {list}"));
+        assert_eq!(t["algorithm"], want, "{t}");
+    }
+}
