@@ -855,6 +855,7 @@ mod tests {
                 "auths:presence",
                 &[CoseAlgorithm::Es256],
                 &mut || {},
+                &mut crate::presence::pin_entry::NoPinSource,
             )
             .unwrap();
             drop(opened);

@@ -7,12 +7,14 @@ use std::error::Error;
 
 use auths_presence::agent::client::ClientError;
 use auths_presence::agent::AgentError;
+use auths_presence::ctap::client_pin::PinError;
 use auths_presence::ctap::error::WebAuthnFailure;
 use auths_presence::ctap::virtual_key::SimError;
 use auths_presence::ctap::{CtapError, HidErrorCode, StatusCode};
 use auths_presence::platform;
 use auths_presence::presence::enrollment::EnrollmentError;
 use auths_presence::presence::gate::GateError;
+use auths_presence::presence::pin_entry::PinEntryError;
 use auths_presence::presence::prompt::escape_control;
 use auths_presence::presence::touch::TouchError;
 use auths_presence::presence::verify::VerifyError;
@@ -49,6 +51,12 @@ pub fn hint(e: &(dyn Error + 'static)) -> Option<String> {
 fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(e) = e.downcast_ref::<CtapError>() {
         return ctap_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<PinError>() {
+        return pin_hint(e);
+    }
+    if let Some(e) = e.downcast_ref::<PinEntryError>() {
+        return pin_entry_hint(e);
     }
     if let Some(e) = e.downcast_ref::<SecureFsError>() {
         return fs_hint(e);
@@ -185,8 +193,47 @@ fn fs_hint(e: &SecureFsError) -> Option<String> {
     })
 }
 
+fn pin_hint(e: &PinError) -> Option<String> {
+    Some(match e {
+        PinError::Ctap(inner) => return ctap_hint(inner),
+        PinError::WrongPin { .. } => "run the command again with the right PIN".into(),
+        PinError::AuthBlocked => "unplug the security key, plug it in again, then retry".into(),
+        PinError::PinBlocked => {
+            "only a reset clears a blocked PIN, and it deletes every credential on the key \
+             (YubiKey: `ykman fido reset`); enroll the key again afterwards"
+                .into()
+        }
+        PinError::PinNotSet => {
+            "set a PIN first (YubiKey: `ykman fido access change-pin`), or use a key \
+             without alwaysUv"
+                .into()
+        }
+        PinError::PolicyViolation { .. } | PinError::TooLong => {
+            "choose a PIN the key accepts".into()
+        }
+        PinError::UvBlocked => "use the key's PIN instead of its fingerprint".into(),
+        PinError::UvInvalid { .. } => "try again with an enrolled finger".into(),
+        _ => return None,
+    })
+}
+
+fn pin_entry_hint(e: &PinEntryError) -> Option<String> {
+    Some(match e {
+        PinEntryError::NoSource => {
+            "run it in a terminal, or set AUTHS_ASKPASS to a program that prints the PIN \
+             (it gets the prompt as its argument, like SSH_ASKPASS)"
+                .into()
+        }
+        PinEntryError::Cancelled => "run the command again and enter the PIN".into(),
+        PinEntryError::Program { .. } => "check AUTHS_ASKPASS: it must name a program".into(),
+        _ => return None,
+    })
+}
+
 fn enrollment_hint(e: &EnrollmentError) -> Option<String> {
     Some(match e {
+        EnrollmentError::Pin(inner) => return pin_hint(inner),
+        EnrollmentError::PinEntry(inner) => return pin_entry_hint(inner),
         // Transparent wrappers: their source() skips the inner error, so look inside here.
         EnrollmentError::Fs(inner) => return fs_hint(inner),
         EnrollmentError::Device(inner) => return ctap_hint(inner),

@@ -15,6 +15,7 @@ mod demo;
 mod error;
 mod git;
 mod os;
+mod pin;
 mod service;
 mod sim;
 mod token;

@@ -28,6 +28,13 @@ pub enum SimCmd {
         /// Support clientPIN with this PIN/UV auth protocol only (default with --pin: 2 then 1).
         #[arg(long, value_name = "1|2", value_parser = clap::value_parser!(u8).range(1..=2))]
         pin_protocol: Option<u8>,
+        /// alwaysUv: every request needs the PIN (implies clientPIN support).
+        #[arg(long)]
+        always_uv: bool,
+        /// Behave as a CTAP 2.0 key (like a YubiKey 5 before firmware 5.4): getPinToken only,
+        /// and makeCredential needs the PIN once one is set.
+        #[arg(long, value_name = "V", value_parser = ["2.0", "2.1"], default_value = "2.1")]
+        fido_version: String,
     },
     /// Press the virtual key's button (error if nothing waits for a touch).
     Touch {
@@ -56,12 +63,14 @@ pub fn run(cmd: SimCmd) -> CliResult {
             touch_delay_ms,
             pin,
             pin_protocol,
+            always_uv,
+            fido_version,
         } => serve(
             socket,
             state,
             touch,
             touch_delay_ms,
-            pin_config(pin, pin_protocol)?,
+            pin_config(pin, pin_protocol, always_uv, fido_version == "2.0")?,
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
     }
@@ -71,11 +80,13 @@ pub fn run(cmd: SimCmd) -> CliResult {
 fn pin_config(
     pin: Option<String>,
     protocol: Option<u8>,
+    always_uv: bool,
+    ctap_2_0: bool,
 ) -> Result<Option<auths_presence::ctap::virtual_key::PinConfig>, Box<dyn std::error::Error>> {
     use auths_presence::ctap::pin::PinProtocol;
     use auths_presence::ctap::virtual_key::client_pin::MIN_PIN_LENGTH;
     use auths_presence::ctap::virtual_key::PinConfig;
-    if pin.is_none() && protocol.is_none() {
+    if pin.is_none() && protocol.is_none() && !always_uv && !ctap_2_0 {
         return Ok(None);
     }
     if let Some(p) = &pin {
@@ -88,11 +99,15 @@ fn pin_config(
     }
     let protocols = match protocol.map(u64::from).and_then(PinProtocol::from_number) {
         Some(p) => vec![p],
+        // CTAP 2.0 has protocol One only.
+        None if ctap_2_0 => vec![PinProtocol::One],
         None => PinConfig::default().protocols,
     };
     Ok(Some(PinConfig {
         protocols,
         pin: pin.map(|p| zeroize::Zeroizing::new(p.into_bytes())),
+        always_uv,
+        ctap_2_0,
     }))
 }
 

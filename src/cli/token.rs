@@ -138,6 +138,7 @@ fn enroll(
         rp_id,
         preferred,
         &mut prompt,
+        &mut *super::pin::source(),
     )?;
     println!(
         "enrolled {} ({}, {}, {}){}",

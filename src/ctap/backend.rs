@@ -8,9 +8,10 @@
 //! (CTAP 2.1 §6.1 `clientDataHash`). Either way the key signs `authData || SHA-256(clientData)`,
 //! so receipts verify the same way on every platform.
 
+use super::client_pin::{PinError, PinUvAuthToken};
 use super::command::{
-    Algorithm, GetAssertionRequest, GetAssertionResponse, MakeCredentialRequest,
-    MakeCredentialResponse, RelyingParty, UserEntity,
+    Algorithm, GetAssertionRequest, GetAssertionResponse, GetInfoResponse, MakeCredentialRequest,
+    MakeCredentialResponse, PinUvAuth, RelyingParty, UserEntity,
 };
 use super::device::CancelToken;
 use super::select::OpenedKey;
@@ -31,10 +32,13 @@ pub struct MakeCredentialArgs<'a> {
     pub algorithms: &'a [Algorithm],
     /// Credentials the key must not hold already.
     pub exclude_list: &'a [&'a [u8]],
+    /// A pinUvAuthToken with the mc permission, when the key needs the user verified
+    /// (ignored by webauthn.dll, which asks for the PIN itself).
+    pub pin_token: Option<&'a PinUvAuthToken>,
 }
 
-/// What authenticatorGetAssertion needs, with the client data as bytes (`up: true`, no user
-/// verification).
+/// What authenticatorGetAssertion needs, with the client data as bytes (`up: true`; user
+/// verification only through `pin_token`).
 #[derive(Debug, Clone, Copy)]
 pub struct GetAssertionArgs<'a> {
     /// The relying party id the credentials were made for.
@@ -43,6 +47,48 @@ pub struct GetAssertionArgs<'a> {
     pub client_data: &'a [u8],
     /// The credentials the key may answer with.
     pub allow_list: &'a [&'a [u8]],
+    /// A pinUvAuthToken with the ga permission, when the user is to be verified (ignored by
+    /// webauthn.dll, which asks for the PIN itself).
+    pub pin_token: Option<&'a PinUvAuthToken>,
+}
+
+/// What a key's getInfo says about user verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UvInfo {
+    /// A PIN is set (`clientPin: true`).
+    pub pin_set: bool,
+    /// The key implements clientPIN at all (`clientPin` listed).
+    pub pin_supported: bool,
+    /// alwaysUv: every request needs the user verified.
+    pub always_uv: bool,
+    /// makeCredUvNotRqd: a credential like ours can be made without UV.
+    pub make_cred_uv_not_rqd: bool,
+    /// Built-in user verification (a fingerprint) is set up (`uv: true`).
+    pub builtin_uv: bool,
+}
+
+impl UvInfo {
+    /// Read from getInfo.
+    pub fn of(info: &GetInfoResponse) -> UvInfo {
+        UvInfo {
+            pin_set: info.option("clientPin") == Some(true),
+            pin_supported: info.option("clientPin").is_some(),
+            always_uv: info.option("alwaysUv") == Some(true),
+            make_cred_uv_not_rqd: info.option("makeCredUvNotRqd") == Some(true),
+            builtin_uv: info.option("uv") == Some(true),
+        }
+    }
+
+    /// Whether enrollment needs the user verified up front: alwaysUv, or a PIN set on a key
+    /// without makeCredUvNotRqd (CTAP 2.0 keys).
+    pub fn needed_to_enroll(&self) -> bool {
+        self.always_uv || (self.pin_set && !self.make_cred_uv_not_rqd)
+    }
+
+    /// Whether every assertion needs the user verified (alwaysUv).
+    pub fn needed_to_sign(&self) -> bool {
+        self.always_uv
+    }
 }
 
 /// How an operation that waits for a touch reports and stops: `on_up_needed` runs when the
@@ -87,6 +133,24 @@ pub trait SecurityKey: Send {
         args: &GetAssertionArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError>;
+
+    /// What the key says about user verification; `None` where the backend verifies the user
+    /// itself (webauthn.dll asks for the PIN in its own dialog).
+    fn uv_info(&self) -> Option<UvInfo> {
+        None
+    }
+
+    /// A pinUvAuthToken from `pin`, with `permissions` for `rp_id` (clientPIN, §6.5).
+    fn pin_token(
+        &mut self,
+        _pin: &[u8],
+        _permissions: u64,
+        _rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        Err(PinError::Ctap(CtapError::Unsupported(
+            "this backend asks for the PIN itself".into(),
+        )))
+    }
 }
 
 /// SHA-256 of the client data: the `clientDataHash` a CTAP key signs over.
@@ -98,6 +162,19 @@ pub fn client_data_hash(client_data: &[u8]) -> [u8; 32] {
 impl SecurityKey for OpenedKey {
     fn description(&self) -> &str {
         &self.description
+    }
+
+    fn uv_info(&self) -> Option<UvInfo> {
+        Some(UvInfo::of(&self.info))
+    }
+
+    fn pin_token(
+        &mut self,
+        pin: &[u8],
+        permissions: u64,
+        rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        self.device.pin_token(&self.info, pin, permissions, rp_id)
     }
 
     fn is_virtual(&self) -> bool {
@@ -114,13 +191,14 @@ impl SecurityKey for OpenedKey {
         args: &MakeCredentialArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError> {
+        let client_data_hash = client_data_hash(args.client_data);
         let request = MakeCredentialRequest {
-            client_data_hash: client_data_hash(args.client_data),
+            client_data_hash,
             rp: args.rp,
             user: args.user,
             algorithms: args.algorithms,
             exclude_list: args.exclude_list,
-            pin_uv_auth: None,
+            pin_uv_auth: args.pin_token.map(|t| pin_uv_auth(t, &client_data_hash)),
         };
         let cancel = wait.cancel;
         self.device
@@ -151,16 +229,25 @@ impl SecurityKey for OpenedKey {
             }
             _ => args.allow_list,
         };
+        let client_data_hash = client_data_hash(args.client_data);
         let request = GetAssertionRequest {
             rp_id: args.rp_id,
-            client_data_hash: client_data_hash(args.client_data),
+            client_data_hash,
             allow_list,
             user_verification: false,
-            pin_uv_auth: None,
+            pin_uv_auth: args.pin_token.map(|t| pin_uv_auth(t, &client_data_hash)),
         };
         let cancel = wait.cancel;
         self.device
             .get_assertion(&request, &mut up_needed(wait), cancel)
+    }
+}
+
+/// The pinUvAuthParam of a request over `client_data_hash`.
+fn pin_uv_auth(token: &PinUvAuthToken, client_data_hash: &[u8; 32]) -> PinUvAuth {
+    PinUvAuth {
+        protocol: token.protocol().number(),
+        param: token.param(client_data_hash),
     }
 }
 
@@ -201,5 +288,18 @@ impl SecurityKey for Box<dyn SecurityKey> {
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
         self.as_mut().get_assertion(args, wait)
+    }
+
+    fn uv_info(&self) -> Option<UvInfo> {
+        self.as_ref().uv_info()
+    }
+
+    fn pin_token(
+        &mut self,
+        pin: &[u8],
+        permissions: u64,
+        rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        self.as_mut().pin_token(pin, permissions, rp_id)
     }
 }

@@ -405,6 +405,7 @@ mod tests {
             },
             algorithms: &[Algorithm::EdDsa, Algorithm::Es256],
             exclude_list: &[b"old"],
+            pin_token: None,
         };
         let f = make_credential_fields(&args, Duration::from_millis(1500)).unwrap();
         assert_eq!(f.algorithms, vec![-8, -7]);

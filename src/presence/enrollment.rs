@@ -127,6 +127,12 @@ pub enum EnrollmentError {
     /// The key's answer cannot be accepted.
     #[error("refusing the key's new credential: {0}")]
     BadCredential(String),
+    /// The key needs its PIN and it was wrong, blocked, or could not be used.
+    #[error(transparent)]
+    Pin(#[from] crate::ctap::client_pin::PinError),
+    /// The key needs its PIN and none was given.
+    #[error(transparent)]
+    PinEntry(#[from] super::pin_entry::PinEntryError),
     /// The label is taken.
     #[error("a key labelled {0:?} is enrolled already")]
     LabelTaken(String),
@@ -295,6 +301,23 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
     }
 }
 
+/// A pinUvAuthToken with the mc permission for `rp_id`, from a PIN `pins` gives. One try: a
+/// wrong PIN is an error that says how many tries are left, never asked again on its own.
+fn pin_token(
+    key: &mut dyn crate::ctap::backend::SecurityKey,
+    pins: &mut dyn super::pin_entry::PinSource,
+    rp_id: &str,
+) -> Result<crate::ctap::client_pin::PinUvAuthToken, EnrollmentError> {
+    use crate::ctap::client_pin::permissions;
+    let description = key.description().to_owned();
+    let pin = pins.pin(&super::pin_entry::PinRequest {
+        key: &description,
+        purpose: "enroll it",
+        retries: None,
+    })?;
+    Ok(key.pin_token(pin.as_bytes(), permissions::MAKE_CREDENTIAL, rp_id)?)
+}
+
 /// Create a credential on `key` (one touch) and store its enrollment: the algorithms of
 /// `preferred` the key supports are offered in that order (one algorithm alone, as `--alg`
 /// asks, must be supported), credentials already enrolled for `rp_id` go in the exclude
@@ -307,6 +330,7 @@ pub fn enroll_key(
     rp_id: &str,
     preferred: &[crate::ctap::command::Algorithm],
     on_up_needed: &mut dyn FnMut(),
+    pins: &mut dyn super::pin_entry::PinSource,
 ) -> Result<Enrollment, EnrollmentError> {
     use crate::ctap::backend::MakeCredentialArgs;
     use crate::ctap::command::{RelyingParty, UserEntity};
@@ -356,32 +380,47 @@ pub fn enroll_key(
     let challenge: [u8; 32] = rand::random();
     let user_id: [u8; 16] = rand::random();
     let display = format!("auths presence gate ({label})");
-    let args = MakeCredentialArgs {
-        client_data: &challenge,
-        rp: RelyingParty {
-            id: rp_id,
-            name: Some("auths presence gate"),
-        },
-        user: UserEntity {
-            id: &user_id,
-            name: Some("auths"),
-            display_name: Some(&display),
-        },
-        algorithms: &algorithms,
-        exclude_list: &exclude,
-    };
-    let wait = crate::ctap::backend::Waiting {
-        on_up_needed,
-        cancel: None,
-    };
-    let resp = match key.make_credential(&args, wait) {
-        Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
-            return Err(EnrollmentError::KeyAlreadyEnrolled)
+    // A key that needs the user verified to make a credential (alwaysUv, or a PIN on a CTAP
+    // 2.0 key) gets the PIN up front; one that says so only by refusing (PUAT_REQUIRED, the
+    // same byte as CTAP 2.0's PIN_REQUIRED) gets it then, and the request is made again.
+    let uv = key.uv_info();
+    let mut token = None;
+    if uv.is_some_and(|u| u.needed_to_enroll()) {
+        token = Some(pin_token(key, pins, rp_id)?);
+    }
+    let resp = loop {
+        let mut args = MakeCredentialArgs {
+            client_data: &challenge,
+            rp: RelyingParty {
+                id: rp_id,
+                name: Some("auths presence gate"),
+            },
+            user: UserEntity {
+                id: &user_id,
+                name: Some("auths"),
+                display_name: Some(&display),
+            },
+            algorithms: &algorithms,
+            exclude_list: &exclude,
+            pin_token: None,
+        };
+        args.pin_token = token.as_ref();
+        let wait = crate::ctap::backend::Waiting {
+            on_up_needed: &mut *on_up_needed,
+            cancel: None,
+        };
+        match key.make_credential(&args, wait) {
+            Err(CtapError::Status(StatusCode::PuatRequired)) if token.is_none() && uv.is_some() => {
+                token = Some(pin_token(key, pins, rp_id)?);
+            }
+            Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
+                return Err(EnrollmentError::KeyAlreadyEnrolled)
+            }
+            Err(CtapError::Status(StatusCode::UserActionTimeout)) | Err(CtapError::Deadline(_)) => {
+                return Err(EnrollmentError::NoTouch)
+            }
+            other => break other?,
         }
-        Err(CtapError::Status(StatusCode::UserActionTimeout)) | Err(CtapError::Deadline(_)) => {
-            return Err(EnrollmentError::NoTouch)
-        }
-        other => other?,
     };
     let attested = resp
         .auth_data

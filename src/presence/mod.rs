@@ -6,6 +6,7 @@ pub mod challenge;
 pub mod enrollment;
 pub mod gate;
 pub mod home;
+pub mod pin_entry;
 pub mod policy;
 pub mod presence_gate;
 pub mod prompt;

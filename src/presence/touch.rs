@@ -179,6 +179,7 @@ pub fn touch(
         rp_id: &creds.rp_id,
         client_data: client_data.as_bytes(),
         allow_list: &ids,
+        pin_token: None,
     };
     let wait = Waiting {
         on_up_needed,

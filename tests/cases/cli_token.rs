@@ -144,3 +144,87 @@ fn enroll_alg_offers_only_that_algorithm() {
         assert_eq!(t["algorithm"], want, "{t}");
     }
 }
+
+/// An askpass program that prints `pin` and records each prompt it was given.
+fn askpass(user: &User, name: &str, pin: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let prog = user.dir.join(name);
+    let log = user.dir.join(format!("{name}.prompts"));
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\necho '{pin}'\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o700)).unwrap();
+    (prog, log)
+}
+
+#[test]
+fn enrolling_a_key_that_needs_its_pin_asks_askpass_once_and_says_what_went_wrong() {
+    let user = User::new();
+    // A CTAP 2.0 key with a PIN (YubiKey 5 before 5.4): makeCredential needs the PIN.
+    let sim = Sim::start(
+        &user.dir,
+        "k20",
+        &["--pin", "2468", "--fido-version", "2.0"],
+    );
+    let device = sim.device();
+    let enroll = ["token", "enroll", "--device", device.as_str()];
+
+    // Nothing can ask: refused, saying how to set a PIN program up.
+    let out = user.auths(&enroll);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("needs its PIN") && err.contains("AUTHS_ASKPASS"),
+        "{err}"
+    );
+
+    // A wrong PIN: refused with the tries left, asked once (never retried on our own).
+    let (wrong, wrong_log) = askpass(&user, "wrong", "1111");
+    let out = user.auths_with(&enroll, &[("AUTHS_ASKPASS", &wrong)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("wrong PIN") && err.contains("7 tries left"),
+        "{err}"
+    );
+    let prompts = std::fs::read_to_string(&wrong_log).unwrap();
+    assert_eq!(prompts.lines().count(), 1, "{prompts}");
+    assert!(
+        prompts.contains("PIN for virtual key at") && prompts.contains("to enroll it"),
+        "{prompts}"
+    );
+
+    // The right PIN: enrolled, and the PIN appears in no output or file we wrote.
+    let (right, _) = askpass(&user, "right", "2468");
+    let out = user.auths_with(&enroll, &[("AUTHS_ASKPASS", &right)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!all.contains("2468"), "{all}");
+    let tokens = std::fs::read_to_string(user.home.join("tokens.json")).unwrap();
+    assert!(!tokens.contains("2468"));
+    assert_eq!(
+        user.json(&["token", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn enrolling_an_always_uv_key_uses_the_pin_up_front() {
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "auv", &["--pin", "13579", "--always-uv"]);
+    let (right, log) = askpass(&user, "right", "13579");
+    let out = user.auths_with(
+        &["token", "enroll", "--device", &sim.device()],
+        &[("AUTHS_ASKPASS", &right)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+}

@@ -728,6 +728,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
                 rp_id: RP,
                 client_data,
                 allow_list: &ids,
+                pin_token: None,
             },
             Waiting {
                 on_up_needed: &mut || prompts += 1,
@@ -751,6 +752,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
             rp_id: RP,
             client_data,
             allow_list: &none,
+            pin_token: None,
         },
         Waiting {
             on_up_needed: &mut || prompts += 1,

@@ -289,6 +289,7 @@ impl Demo {
             super::super::token::DEFAULT_RP_ID,
             &[Algorithm::Es256],
             &mut || {},
+            &mut auths_presence::presence::pin_entry::NoPinSource,
         )
         .map_err(|e| format!("enrollment failed: {e}"))?;
         self.enroll_touches = self.key.touch_count();

@@ -254,13 +254,20 @@ impl Authenticator {
     pub fn info(&self) -> Value {
         let mut v = get_info();
         let Some(pin) = &self.pin else { return v };
+        let config = pin.config();
         if let Value::Map(m) = &mut v {
             for (k, val) in m.iter_mut() {
+                if *k == Value::int(0x01) && config.ctap_2_0 {
+                    *val = Value::Array(vec![Value::text("FIDO_2_0")]);
+                }
                 if *k == Value::int(0x04) {
                     if let Value::Map(opts) = val {
                         opts.push((Value::text("clientPin"), Value::Bool(pin.is_set())));
-                        opts.push((Value::text("pinUvAuthToken"), Value::Bool(true)));
-                        opts.push((Value::text("makeCredUvNotRqd"), Value::Bool(true)));
+                        if !config.ctap_2_0 {
+                            opts.push((Value::text("alwaysUv"), Value::Bool(config.always_uv)));
+                            opts.push((Value::text("pinUvAuthToken"), Value::Bool(true)));
+                            opts.push((Value::text("makeCredUvNotRqd"), Value::Bool(true)));
+                        }
                     }
                 }
             }

@@ -33,6 +33,13 @@ pub struct PinConfig {
     pub protocols: Vec<PinProtocol>,
     /// A PIN set from the start (`auths sim serve --pin`), else none until setPIN.
     pub pin: Option<Zeroizing<Vec<u8>>>,
+    /// alwaysUv (YubiKey Bio, FIPS keys, `ykman fido config toggle-always-uv`): every
+    /// makeCredential and getAssertion needs a pinUvAuthParam (CTAP2_ERR_PUAT_REQUIRED).
+    pub always_uv: bool,
+    /// Behave as a CTAP 2.0 key (YubiKey 5 before firmware 5.4): versions FIDO_2_0 only, no
+    /// pinUvAuthToken (getPinToken only, no permissions), no makeCredUvNotRqd: once a PIN is
+    /// set, makeCredential needs it (CTAP2_ERR_PIN_REQUIRED).
+    pub ctap_2_0: bool,
 }
 
 impl std::fmt::Debug for PinConfig {
@@ -40,6 +47,8 @@ impl std::fmt::Debug for PinConfig {
         f.debug_struct("PinConfig")
             .field("protocols", &self.protocols)
             .field("pin_set", &self.pin.is_some())
+            .field("always_uv", &self.always_uv)
+            .field("ctap_2_0", &self.ctap_2_0)
             .finish()
     }
 }
@@ -49,6 +58,8 @@ impl Default for PinConfig {
         PinConfig {
             protocols: vec![PinProtocol::Two, PinProtocol::One],
             pin: None,
+            always_uv: false,
+            ctap_2_0: false,
         }
     }
 }
@@ -104,6 +115,19 @@ impl PinState {
         self.pin_hash.is_some()
     }
 
+    /// How the key was configured.
+    pub(super) fn config(&self) -> &PinConfig {
+        &self.config
+    }
+
+    /// Whether a request without pinUvAuthParam is refused with CTAP2_ERR_PUAT_REQUIRED
+    /// (CTAP2_ERR_PIN_REQUIRED in CTAP 2.0, the same byte): always under alwaysUv, and for
+    /// makeCredential on a CTAP 2.0 key with a PIN set (§6.1.2 step 6 and CTAP 2.0 §5.1).
+    pub(super) fn needs_pin_uv_auth(&self, permission: u64) -> bool {
+        self.config.always_uv
+            || (permission == permissions::MAKE_CREDENTIAL && self.config.ctap_2_0 && self.is_set())
+    }
+
     /// The protocols' numbers for getInfo.
     pub(super) fn protocol_numbers(&self) -> Vec<Value> {
         self.config
@@ -153,7 +177,9 @@ impl PinState {
         match sub {
             SubCommand::GetPinRetries => Ok(ClientPinResponse {
                 pin_retries: Some(u64::from(self.retries)),
-                power_cycle_state: Some(self.consecutive_wrong >= MAX_CONSECUTIVE_WRONG),
+                // powerCycleState is CTAP 2.1.
+                power_cycle_state: (!self.config.ctap_2_0)
+                    .then_some(self.consecutive_wrong >= MAX_CONSECUTIVE_WRONG),
                 ..ClientPinResponse::default()
             }),
             SubCommand::GetKeyAgreement => {
@@ -173,6 +199,9 @@ impl PinState {
                     permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION,
                     None,
                 )
+            }
+            SubCommand::GetPinUvAuthTokenUsingPin if self.config.ctap_2_0 => {
+                Err(StatusCode::InvalidSubcommand)
             }
             SubCommand::GetPinUvAuthTokenUsingPin => {
                 let perms = field(9).ok_or(StatusCode::MissingParameter)?;
@@ -301,6 +330,9 @@ impl PinState {
         let Some(param) = param else {
             if let Some(p) = protocol {
                 p.as_u64().ok_or(StatusCode::CborUnexpectedType)?;
+            }
+            if self.needs_pin_uv_auth(permission) {
+                return Err(StatusCode::PuatRequired);
             }
             return Ok(Verified::Nothing);
         };

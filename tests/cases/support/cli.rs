@@ -113,7 +113,16 @@ impl User {
 
     /// Run `auths ARGS`, bounded by [`COMMAND_BOUND`].
     pub fn auths(&self, args: &[&str]) -> Output {
-        let child = auths_command()
+        self.auths_with(args, &[])
+    }
+
+    /// Run `auths ARGS` with the environment variables `env` set as well.
+    pub fn auths_with(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut cmd = auths_command();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .args(args)
             .env("AUTHS_HOME", &self.home)
             .stdout(Stdio::piped())
@@ -173,6 +182,8 @@ pub fn stderr(out: &Output) -> String {
 /// The `auths` binary with no stdin and no `AUTHS_DEVICE` from the caller's environment.
 fn auths_command() -> Command {
     let mut c = Command::new(AUTHS);
-    c.env_remove("AUTHS_DEVICE").stdin(Stdio::null());
+    c.env_remove("AUTHS_DEVICE")
+        .env_remove("AUTHS_ASKPASS")
+        .stdin(Stdio::null());
     c
 }

@@ -55,6 +55,7 @@ pub fn enroll(key: &VirtualKey, home: &Path, options: DeviceOptions) -> u64 {
         "auths:presence",
         &[Algorithm::Es256],
         &mut || {},
+        &mut auths_presence::presence::pin_entry::NoPinSource,
     )
     .unwrap();
     key.touch_count()
