@@ -23,6 +23,7 @@ use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, Identity, KeyConstraint, PrivateCredential,
     PublicCredential, RemoveIdentity, Request, Response, SignRequest,
 };
+use ssh_key::public::KeyData;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -33,8 +34,11 @@ use super::codec::{
 use super::connection::{Connection, Watched};
 use super::log::{failure_line, RequestKind};
 use super::server::AgentState;
+use super::userauth::{
+    parse_session_bind, parse_userauth, Bindings, LoginError, Userauth, SESSION_BIND_EXTENSION,
+};
 use super::AgentError;
-use crate::presence::request::{ApprovalRequest, Requester};
+use crate::presence::request::{ApprovalRequest, LoginDetails, PayloadKind, Requester};
 
 /// Added to the answer to a wrong unlock passphrase, per consecutive failure (at most 10 s).
 const UNLOCK_FAILURE_DELAY: Duration = Duration::from_millis(100);
@@ -55,20 +59,27 @@ pub fn failure(state: &AgentState, kind: &RequestKind, peer: &Requester, error: 
     state.log().record(&failure_line(kind, peer, error));
 }
 
-/// The requests of one connection's peer.
+/// The requests of one connection's peer, and what the connection was bound to.
 pub(crate) struct Handler<'a> {
     state: &'a Arc<AgentState>,
     peer: &'a Requester,
+    /// `session-bind@openssh.com` bindings: they last as long as the connection.
+    bindings: Bindings,
 }
 
 impl<'a> Handler<'a> {
     pub(crate) fn new(state: &'a Arc<AgentState>, peer: &'a Requester) -> Self {
-        Handler { state, peer }
+        Handler {
+            state,
+            peer,
+            bindings: Bindings::new(),
+        }
     }
 
-    /// Decode `body` and answer it; a failure is logged and answered `SSH_AGENT_FAILURE`.
+    /// Decode `body` and answer it; a failure is logged and answered `SSH_AGENT_FAILURE`
+    /// (`SSH_AGENT_EXTENSION_FAILURE` for a refused session bind, as OpenSSH answers).
     pub(crate) async fn dispatch<S: AsyncRead + AsyncWrite + Unpin + Send>(
-        &self,
+        &mut self,
         body: &[u8],
         conn: &mut Connection<S>,
         shutdown: &mut watch::Receiver<bool>,
@@ -86,6 +97,13 @@ impl<'a> Handler<'a> {
             Request::RemoveAllIdentities => (RequestKind::Remove, self.remove_all()),
             Request::Lock(p) => (RequestKind::Lock, self.lock(Zeroizing::new(p)).await),
             Request::Unlock(p) => (RequestKind::Unlock, self.unlock(p.into(), shutdown).await),
+            Request::Extension(e) if e.name == SESSION_BIND_EXTENSION => {
+                let kind = RequestKind::Extension(e.name.clone());
+                return self.session_bind(e.details.as_ref()).unwrap_or_else(|e| {
+                    failure(self.state, &kind, self.peer, &e);
+                    Outcome::Reply(Response::ExtensionFailure)
+                });
+            }
             Request::Extension(e) => (RequestKind::Extension(e.name.clone()), self.extension(&e)),
             _ => (
                 RequestKind::Unsupported,
@@ -131,13 +149,18 @@ impl<'a> Handler<'a> {
         };
         let now = state.now();
         let held = state.with_keys(|k| k.lookup(&key, now))?;
+        let (kind, login) = match parse_userauth(&req.data) {
+            Ok(login) => (PayloadKind::Userauth, Some(self.login(&login, &key)?)),
+            Err(_) => (payload_kind(&req.data), None),
+        };
         let request = ApprovalRequest {
             key_fingerprint: held.fingerprint,
             data_digest: Sha256::digest(&req.data).into(),
             namespace: sshsig_namespace(&req.data),
             requester: self.peer.clone(),
-            kind: payload_kind(&req.data),
+            kind,
             confirm_each: held.confirm,
+            login,
         };
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
@@ -165,6 +188,24 @@ impl<'a> Handler<'a> {
             state.keys_wiped(reason);
         }
         result
+    }
+
+    /// What the prompt shows for `login`, signed by `key`; refused when it offers another
+    /// key, or does not fit the connection's bindings ([`Bindings::login`]).
+    fn login(&self, login: &Userauth, key: &KeyData) -> Result<LoginDetails, AgentError> {
+        if !login.offers(key) {
+            return Err(AgentError::Login(LoginError::OtherKey));
+        }
+        self.bindings.login(login).map_err(AgentError::Login)
+    }
+
+    /// `session-bind@openssh.com` (OpenSSH `PROTOCOL.agent` §1): verify the host key's
+    /// signature over the session identifier and record the binding on this connection. Served
+    /// while the agent is locked too, as OpenSSH does: a binding holds no key.
+    pub(crate) fn session_bind(&mut self, details: &[u8]) -> Result<Outcome, AgentError> {
+        let bind = parse_session_bind(details).map_err(AgentError::SessionBind)?;
+        self.bindings.bind(bind).map_err(AgentError::SessionBind)?;
+        Ok(Outcome::Reply(Response::Success))
     }
 
     /// `SSH_AGENTC_ADD_IDENTITY`.

@@ -75,7 +75,7 @@ where
         return (SessionEnd::ForeignUid, None);
     }
     let mut conn = Connection::new(stream, state.read_timeout());
-    let handler = Handler::new(state, peer);
+    let mut handler = Handler::new(state, peer);
     loop {
         let frame = tokio::select! {
             f = conn.read_frame() => f,

@@ -140,6 +140,7 @@ impl Receipt {
             requester: self.peer.clone(),
             kind: self.kind,
             confirm_each: false,
+            login: None,
         })
     }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::challenge::GrantTerms;
-use super::request::{ApprovalRequest, PayloadKind, Requester};
+use super::request::{ApprovalRequest, LoginDetails, PayloadKind, Requester};
 
 /// One event for watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,9 +139,26 @@ pub fn what_is_signed(req: &ApprovalRequest) -> String {
         (PayloadKind::Sshsig, Some(ns)) => {
             format!("an SSHSIG signature (namespace {})", escape_control(ns))
         }
-        (PayloadKind::Userauth, _) => "an ssh login".into(),
+        (PayloadKind::Userauth, _) => match &req.login {
+            Some(login) => format!("an ssh login {}", describe_login(login)),
+            None => "an ssh login".into(),
+        },
         (kind, _) => kind.name().to_owned(),
     }
+}
+
+/// "as git to host key SHA256:… (forwarded from another host)", "as git (host not
+/// identified)": the user name is escaped already ([`LoginDetails`]), escaped again for safety.
+pub fn describe_login(login: &LoginDetails) -> String {
+    let user = escape_control(&login.user);
+    let mut s = match &login.host_key {
+        Some(fp) => format!("as {user} to host key {}", escape_control(fp)),
+        None => format!("as {user} (host not identified)"),
+    };
+    if login.forwarded {
+        s.push_str(" (forwarded from another host)");
+    }
+    s
 }
 
 /// "one touch approves up to 50 signatures within 120 s by ssh-keygen children of git (pid
@@ -246,6 +263,7 @@ mod tests {
             requester: Requester::process(1, 1, "/tmp/\x1b[1Aevil"),
             kind: PayloadKind::Sshsig,
             confirm_each: false,
+            login: None,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -273,6 +291,7 @@ mod tests {
             },
             kind: PayloadKind::Sshsig,
             confirm_each: false,
+            login: None,
         };
         assert_eq!(
             touch_message(&req, false, None),
@@ -294,5 +313,36 @@ mod tests {
         };
         assert!(touch_message(&login, false, Some(&terms))
             .contains("approve an ssh login for ssh-keygen"));
+    }
+
+    #[test]
+    fn a_login_prompt_names_the_user_the_host_key_and_forwarding() {
+        let req = ApprovalRequest {
+            key_fingerprint: "SHA256:id".into(),
+            requester: Requester::process(1, 4242, "/usr/bin/ssh"),
+            kind: PayloadKind::Userauth,
+            login: Some(LoginDetails {
+                user: "git".into(),
+                host_key: Some("SHA256:host".into()),
+                forwarded: true,
+            }),
+            ..ApprovalRequest::default()
+        };
+        assert_eq!(
+            touch_message(&req, false, None),
+            "Touch your security key to approve an ssh login as git to host key SHA256:host \
+             (forwarded from another host) for ssh (pid 4242), key SHA256:id"
+        );
+        let unbound = ApprovalRequest {
+            login: Some(LoginDetails {
+                user: "a\x1b[2Jb".into(),
+                host_key: None,
+                forwarded: false,
+            }),
+            requester: Requester::process(1, 4242, "/tmp/\u{202e}hss"),
+            namespace: Some("n\x07".into()),
+            ..req
+        };
+        assert!(what_is_signed(&unbound).ends_with("as a\\u{1b}[2Jb (host not identified)"));
     }
 }

@@ -77,6 +77,7 @@ fn request(digest: u8) -> ApprovalRequest {
         },
         kind: PayloadKind::Sshsig,
         confirm_each: false,
+        login: None,
     }
 }
 
