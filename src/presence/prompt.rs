@@ -61,6 +61,25 @@ pub enum PromptEvent {
         /// Why.
         reason: String,
     },
+    /// A sign request reached the gate, before anything was decided (a grant, a contention, a
+    /// touch): every request is seen, also one that waits its turn or is refused. Its `id` is
+    /// the one its later events and its receipt carry. Peer text is escaped.
+    Requested {
+        /// Request id (the receipt id it will get).
+        id: String,
+        /// "ssh (pid 4242) asks to sign an ssh login as git to host key SHA256:…, key SHA256:…".
+        message: String,
+        /// Who asks, executable paths escaped.
+        peer: Requester,
+        /// Identity key.
+        key: String,
+        /// What kind of bytes.
+        kind: PayloadKind,
+        /// SSHSIG namespace, escaped.
+        namespace: Option<String>,
+        /// For an ssh login: the user (escaped), the host key and whether it was forwarded.
+        login: Option<LoginDetails>,
+    },
 }
 
 /// Sends prompts to the terminal and to watchers.
@@ -105,6 +124,8 @@ impl Prompter {
                     "Two programs asked for a touch at once ({first}, {second}): both refused."
                 ),
                 PromptEvent::Denied { reason, .. } => eprintln!("Refused: {reason}"),
+                // The touch prompt follows when one is needed; watchers see every request.
+                PromptEvent::Requested { .. } => {}
             }
         }
         // No watcher is fine.
@@ -159,6 +180,34 @@ pub fn describe_login(login: &LoginDetails) -> String {
         s.push_str(" (forwarded from another host)");
     }
     s
+}
+
+/// The [`PromptEvent::Requested`] event of a request that reached the gate as `id`.
+pub fn requested(req: &ApprovalRequest, id: &str) -> PromptEvent {
+    let escape = |s: &Option<String>| s.as_deref().map(escape_control);
+    let r = &req.requester;
+    PromptEvent::Requested {
+        id: id.to_owned(),
+        message: format!(
+            "{} asks to sign {}, key {}",
+            describe_peer(r),
+            what_is_signed(req),
+            req.key_fingerprint
+        ),
+        peer: Requester {
+            exe: escape(&r.exe),
+            parent_exe: escape(&r.parent_exe),
+            ..r.clone()
+        },
+        key: req.key_fingerprint.clone(),
+        kind: req.kind,
+        namespace: escape(&req.namespace),
+        login: req.login.as_ref().map(|l| LoginDetails {
+            user: escape_control(&l.user),
+            host_key: escape(&l.host_key),
+            forwarded: l.forwarded,
+        }),
+    }
 }
 
 /// "one touch approves up to 50 signatures within 120 s by ssh-keygen children of git (pid
@@ -344,5 +393,26 @@ mod tests {
             ..req
         };
         assert!(what_is_signed(&unbound).ends_with("as a\\u{1b}[2Jb (host not identified)"));
+        // The announcement of a request escapes what the peer chose.
+        let PromptEvent::Requested {
+            id,
+            message,
+            peer,
+            namespace,
+            login,
+            ..
+        } = requested(&unbound, "r1")
+        else {
+            unreachable!()
+        };
+        assert_eq!(id, "r1");
+        assert_eq!(
+            message,
+            "\\u{202e}hss (pid 4242) asks to sign an ssh login as a\\u{1b}[2Jb (host not \
+             identified), key SHA256:id"
+        );
+        assert_eq!(peer.exe.as_deref(), Some("/tmp/\\u{202e}hss"));
+        assert_eq!(namespace.as_deref(), Some("n\\u{7}"));
+        assert!(!login.unwrap().user.chars().any(char::is_control));
     }
 }
