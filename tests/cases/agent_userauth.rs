@@ -7,6 +7,8 @@
 //! to watchers on arrival, under the id its later events and its receipt carry.
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,18 +28,18 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
 
 use super::support::agent::{Agent, Opts};
-use super::support::gate::{self, events_until, AUTO};
-use super::support::openssh::{keygen, public_key};
+use super::support::gate::{self, events_until, wait_event, AUTO};
+use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
 use super::support::wire::{
     encode, login_data, recv, request, send, session_bind, sign_request, FAILURE,
 };
-use super::support::{short_tempdir, DEADLINE};
+use super::support::{short_tempdir, skipped, DEADLINE};
 
 /// `SSH_AGENT_EXTENSION_FAILURE`: OpenSSH's answer to a refused session bind.
 const EXTENSION_FAILURE: &[u8] = &[28];
 
 struct Rig {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     home: PathBuf,
     key: Arc<VirtualKey>,
     agent: Agent,
@@ -45,6 +47,8 @@ struct Rig {
     identity: PublicKey,
     /// An ECDSA key the agent holds too.
     other: PublicKey,
+    /// Their files; only the public halves are left, so OpenSSH clients sign through us.
+    keys: KeyFiles,
     enrolled: u64,
 }
 
@@ -84,10 +88,13 @@ impl Rig {
         let agent = Agent::start(Arc::new(gate), Opts::default());
         let keys = keygen(dir.path());
         agent.add(&[&keys.ed25519, &keys.ecdsa]);
+        std::fs::remove_file(&keys.ed25519).unwrap();
+        std::fs::remove_file(&keys.ecdsa).unwrap();
         let rig = Rig {
             identity: public_key(&keys.ed25519),
             other: public_key(&keys.ecdsa),
-            _dir: dir,
+            keys,
+            dir,
             home,
             key,
             agent,
@@ -439,4 +446,148 @@ fn a_request_under_a_grant_is_announced_under_its_receipt_id() {
         announced,
         receipts.into_iter().map(|r| r.id).collect::<Vec<_>>()
     );
+}
+
+/// OpenSSH's server, run by the client itself over a pipe (`sshd -i` as its ProxyCommand):
+/// no port, no daemon, its own host key and configuration in the test's directory.
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+
+/// sshd can run here: it is installed, and as root its privilege separation directory exists
+/// (sshd refuses to start as root without it; as any other user it needs none).
+fn sshd_or_skipped(test: &str) -> bool {
+    if !std::path::Path::new(SSHD).exists() {
+        skipped(
+            test,
+            "install OpenSSH's server (Debian: openssh-server) to run it",
+        );
+        return false;
+    }
+    if nix::unistd::geteuid().is_root() && !std::path::Path::new("/run/sshd").is_dir() {
+        skipped(
+            test,
+            "as root, sshd needs /run/sshd (mkdir -m 0755 /run/sshd)",
+        );
+        return false;
+    }
+    true
+}
+
+/// The `ssh` options of a login to the test's sshd as `user`, trusting only its host key.
+fn ssh_options(dir: &std::path::Path, identity: &std::path::Path) -> Vec<String> {
+    let d = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    [
+        "-F".to_owned(),
+        "none".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={}", d("known_hosts")),
+        "-o".to_owned(),
+        "HostKeyAlias=auths-test-host".to_owned(),
+        "-o".to_owned(),
+        "IdentitiesOnly=yes".to_owned(),
+        "-o".to_owned(),
+        format!("IdentityFile={}", identity.with_extension("pub").display()),
+        "-o".to_owned(),
+        format!("ProxyCommand={SSHD} -i -e -f {}", d("sshd_config")),
+    ]
+    .into()
+}
+
+#[test]
+fn a_real_ssh_login_and_a_forwarded_one_name_the_host_key_sshd_signed_the_session_with() {
+    const TEST: &str =
+        "a_real_ssh_login_and_a_forwarded_one_name_the_host_key_sshd_signed_the_session_with";
+    if !sshd_or_skipped(TEST) {
+        return;
+    }
+    let (rig, mut events) = Rig::new(Policy::PerSignature, TouchMode::Manual);
+    let dir = rig.dir.path();
+    // The server: its own host key, our identity key authorized, nothing from /etc.
+    let host = dir.join("ssh_host_ed25519_key");
+    let mut gen = Command::new(SSH_KEYGEN);
+    gen.args(["-q", "-t", "ed25519", "-N", "", "-f", s(&host)]);
+    assert!(run_bounded(gen).status.success());
+    let host_pub = std::fs::read_to_string(host.with_extension("pub")).unwrap();
+    std::fs::write(
+        dir.join("known_hosts"),
+        format!("auths-test-host {host_pub}"),
+    )
+    .unwrap();
+    std::fs::copy(
+        rig.keys.ed25519.with_extension("pub"),
+        dir.join("authorized_keys"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sshd_config"),
+        format!(
+            "HostKey {}\nAuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             AllowAgentForwarding yes\nLogLevel ERROR\n",
+            s(&host),
+            s(&dir.join("authorized_keys"))
+        ),
+    )
+    .unwrap();
+    let host_fp = PublicKey::from_openssh(&host_pub)
+        .unwrap()
+        .fingerprint(HashAlg::Sha256)
+        .to_string();
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    // Log in with the agent forwarded, and from there log in again through it.
+    let options = ssh_options(dir, &rig.keys.ed25519);
+    let inner: Vec<String> = options.iter().map(|o| format!("'{o}'")).collect();
+    let mut cmd = Command::new(SSH);
+    cmd.args(&options)
+        .args(["-A", &format!("{user}@auths-test-host")]);
+    cmd.arg(format!(
+        "{SSH} {} {user}@auths-test-host echo logged in twice",
+        inner.join(" ")
+    ));
+    rig.agent.client_env(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cmd.output());
+    });
+    let prompts = [
+        format!("an ssh login as {user} to host key {host_fp} for "),
+        format!("an ssh login as {user} to host key {host_fp} (forwarded from another host) for "),
+    ];
+    for want in &prompts {
+        let PromptEvent::Pending { message, .. } =
+            wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }))
+        else {
+            unreachable!()
+        };
+        assert!(message.contains(want.as_str()), "{message}\nwanted: {want}");
+        rig.key.touch().unwrap();
+    }
+    let out = rx
+        .recv_timeout(DEADLINE)
+        .expect("ssh finished within the deadline")
+        .expect("ssh could be run");
+    assert!(out.status.success(), "{out:?}");
+    // (A login shell's start-up files may print before it.)
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("logged in twice\n"),
+        "{out:?}"
+    );
+    assert_eq!(rig.touches(), 2);
+    let receipts = rig.receipts();
+    assert_eq!(receipts.len(), 2);
+    for r in &receipts {
+        assert_eq!(
+            (r.outcome(), r.kind),
+            (Outcome::Approved, PayloadKind::Userauth)
+        );
+    }
+    assert!(rig.audit_verifies());
 }
