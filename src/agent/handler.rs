@@ -736,6 +736,82 @@ mod tests {
     }
 
     #[test]
+    fn refused_binds_and_logins_are_answered_and_logged_and_never_reach_the_gate() {
+        use p256::ecdsa::signature::Signer;
+        use ssh_encoding::Encode;
+        fn string(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&u32::try_from(b.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let host = ed25519();
+        let bind = |sid: &[u8], signed: &[u8]| {
+            let sig: ssh_key::Signature = host.try_sign(signed).unwrap();
+            let mut details = Vec::new();
+            let (mut k, mut g) = (Vec::new(), Vec::new());
+            KeyData::try_from(&host).unwrap().encode(&mut k).unwrap();
+            sig.encode(&mut g).unwrap();
+            string(&mut details, &k);
+            string(&mut details, sid);
+            string(&mut details, &g);
+            details.push(0);
+            Extension {
+                name: SESSION_BIND_EXTENSION.into(),
+                details: details.into(),
+            }
+        };
+        // A signature over another session: SSH_AGENT_EXTENSION_FAILURE, as OpenSSH answers.
+        assert_eq!(
+            rig.dispatch(&Request::Extension(bind(&[1; 32], &[2; 32]))),
+            Response::ExtensionFailure
+        );
+        // Bound, then a login for another session on the same connection.
+        let mut handler = rig.handler();
+        assert!(matches!(
+            handler.session_bind(bind(&[1; 32], &[1; 32]).details.as_ref()),
+            Ok(Outcome::Reply(Response::Success))
+        ));
+        let mut login = Vec::new();
+        string(&mut login, &[2; 32]);
+        login.push(50);
+        string(&mut login, b"git");
+        string(&mut login, b"ssh-connection");
+        string(&mut login, b"publickey");
+        login.push(1);
+        string(&mut login, b"ssh-ed25519");
+        let mut blob = Vec::new();
+        key.encode(&mut blob).unwrap();
+        string(&mut login, &blob);
+        let outcome = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            let body = {
+                let mut b = Vec::new();
+                Request::SignRequest(sign_request(&key, &login))
+                    .encode(&mut b)
+                    .unwrap();
+                b
+            };
+            handler.dispatch(&body, &mut conn, &mut shutdown).await
+        });
+        assert!(matches!(outcome, Outcome::Reply(Response::Failure)));
+        assert!(rig.gate.asked.lock().unwrap().is_empty());
+        assert_eq!(
+            rig.lines(),
+            [
+                "auths agent: extension session-bind@openssh.com request from ssh-add (pid 7) \
+                 failed: the session bind was refused: the host key's signature over the \
+                 session identifier does not verify",
+                "auths agent: sign request from ssh-add (pid 7) failed: the ssh login was \
+                 refused: the login is for another ssh session than the one this connection is \
+                 bound to",
+            ]
+        );
+    }
+
+    #[test]
     fn undecodable_bodies_get_failure_and_are_logged() {
         let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
         assert!(matches!(rig.dispatch_bytes(&[11, 0]), Response::Failure));
