@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             kind: cd.payload,
             confirm_each: false,
             login: None,
+            forwarded: false,
         });
     }
 });

@@ -153,14 +153,18 @@ impl<'a> Handler<'a> {
             Ok(login) => (PayloadKind::Userauth, Some(self.login(&login, &key)?)),
             Err(_) => (payload_kind(&req.data), None),
         };
+        // Another host sent it: the process that relays it (the local ssh) may hold a grant its
+        // own login opened, and that grant must not serve the far end.
+        let forwarded = self.bindings.forwarding();
         let request = ApprovalRequest {
             key_fingerprint: held.fingerprint,
             data_digest: Sha256::digest(&req.data).into(),
             namespace: sshsig_namespace(&req.data),
             requester: self.peer.clone(),
             kind,
-            confirm_each: held.confirm,
+            confirm_each: held.confirm || forwarded,
             login,
+            forwarded,
         };
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn

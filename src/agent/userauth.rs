@@ -460,7 +460,6 @@ impl Bindings {
             return Ok(LoginDetails {
                 user: login.user.clone(),
                 host_key: None,
-                forwarded: false,
             });
         };
         if !same(&last.session_id, &login.session_id) {
@@ -478,8 +477,13 @@ impl Bindings {
         Ok(LoginDetails {
             user: login.user.clone(),
             host_key: Some(last.host_key.fingerprint()),
-            forwarded,
         })
+    }
+
+    /// True when a binding is for forwarding: what comes over this connection was sent by
+    /// another host (for a login, every binding before the last is one).
+    pub fn forwarding(&self) -> bool {
+        self.bound.iter().any(|b| b.forwarding)
     }
 }
 
@@ -933,7 +937,7 @@ mod tests {
         let b = Bindings::new();
         let d = b.login(&bound(&[1; 32], &host)).unwrap();
         assert_eq!(
-            (d.user.as_str(), d.host_key, d.forwarded),
+            (d.user.as_str(), d.host_key, b.forwarding()),
             ("git", None, false)
         );
         // Bound directly: the bound host key, not forwarded.
@@ -941,7 +945,7 @@ mod tests {
         bind(&mut b, &host, &[1; 32], false).unwrap();
         let d = b.login(&plain(&[1; 32])).unwrap();
         assert_eq!(
-            (d.host_key.as_deref(), d.forwarded),
+            (d.host_key.as_deref(), b.forwarding()),
             (Some(host_fp.as_str()), false)
         );
         assert_eq!(b.login(&bound(&[1; 32], &host)).unwrap(), d);
@@ -958,7 +962,7 @@ mod tests {
         bind(&mut b, &host, &[2; 32], false).unwrap();
         let d = b.login(&bound(&[2; 32], &host)).unwrap();
         assert_eq!(
-            (d.host_key.as_deref(), d.forwarded),
+            (d.host_key.as_deref(), b.forwarding()),
             (Some(host_fp.as_str()), true)
         );
         assert_ne!(d.host_key.as_deref(), Some(hop_fp.as_str()));

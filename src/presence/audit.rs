@@ -141,6 +141,7 @@ impl Receipt {
             kind: self.kind,
             confirm_each: false,
             login: None,
+            forwarded: false,
         })
     }
 

@@ -152,6 +152,7 @@ mod tests {
             kind: PayloadKind::Sshsig,
             confirm_each: false,
             login: None,
+            forwarded: false,
         }
     }
 

@@ -77,8 +77,10 @@ pub enum PromptEvent {
         kind: PayloadKind,
         /// SSHSIG namespace, escaped.
         namespace: Option<String>,
-        /// For an ssh login: the user (escaped), the host key and whether it was forwarded.
+        /// For an ssh login: the user (escaped) and the host key.
         login: Option<LoginDetails>,
+        /// It came from another host through a forwarded agent.
+        forwarded: bool,
     },
 }
 
@@ -151,9 +153,10 @@ pub fn escape_control(text: &str) -> String {
 }
 
 /// "a git commit or tag signature (namespace git)", "an SSHSIG signature (namespace file)",
-/// "an ssh login", "unknown data": what the bytes are, with peer text escaped.
+/// "an ssh login as git to host key SHA256:…", "unknown data": what the bytes are, with peer
+/// text escaped, and "(forwarded from another host)" after it when another host sent it.
 pub fn what_is_signed(req: &ApprovalRequest) -> String {
-    match (req.kind, req.namespace.as_deref()) {
+    let what = match (req.kind, req.namespace.as_deref()) {
         (PayloadKind::Sshsig, Some("git")) => {
             "a git commit or tag signature (namespace git)".into()
         }
@@ -165,21 +168,21 @@ pub fn what_is_signed(req: &ApprovalRequest) -> String {
             None => "an ssh login".into(),
         },
         (kind, _) => kind.name().to_owned(),
+    };
+    if req.forwarded {
+        return format!("{what} (forwarded from another host)");
     }
+    what
 }
 
-/// "as git to host key SHA256:… (forwarded from another host)", "as git (host not
-/// identified)": the user name is escaped already ([`LoginDetails`]), escaped again for safety.
+/// "as git to host key SHA256:…", "as git (host not identified)": the user name is escaped
+/// already ([`LoginDetails`]); escaping is idempotent, so it is escaped again here regardless.
 pub fn describe_login(login: &LoginDetails) -> String {
     let user = escape_control(&login.user);
-    let mut s = match &login.host_key {
+    match &login.host_key {
         Some(fp) => format!("as {user} to host key {}", escape_control(fp)),
         None => format!("as {user} (host not identified)"),
-    };
-    if login.forwarded {
-        s.push_str(" (forwarded from another host)");
     }
-    s
 }
 
 /// The [`PromptEvent::Requested`] event of a request that reached the gate as `id`.
@@ -205,8 +208,8 @@ pub fn requested(req: &ApprovalRequest, id: &str) -> PromptEvent {
         login: req.login.as_ref().map(|l| LoginDetails {
             user: escape_control(&l.user),
             host_key: escape(&l.host_key),
-            forwarded: l.forwarded,
         }),
+        forwarded: req.forwarded,
     }
 }
 
@@ -313,6 +316,7 @@ mod tests {
             kind: PayloadKind::Sshsig,
             confirm_each: false,
             login: None,
+            forwarded: false,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -341,6 +345,7 @@ mod tests {
             kind: PayloadKind::Sshsig,
             confirm_each: false,
             login: None,
+            forwarded: false,
         };
         assert_eq!(
             touch_message(&req, false, None),
@@ -373,8 +378,8 @@ mod tests {
             login: Some(LoginDetails {
                 user: "git".into(),
                 host_key: Some("SHA256:host".into()),
-                forwarded: true,
             }),
+            forwarded: true,
             ..ApprovalRequest::default()
         };
         assert_eq!(
@@ -386,8 +391,8 @@ mod tests {
             login: Some(LoginDetails {
                 user: "a\x1b[2Jb".into(),
                 host_key: None,
-                forwarded: false,
             }),
+            forwarded: false,
             requester: Requester::process(1, 4242, "/tmp/\u{202e}hss"),
             namespace: Some("n\x07".into()),
             ..req

@@ -365,6 +365,71 @@ fn session_binds_that_do_not_verify_or_do_not_fit_are_refused() {
     assert_eq!(rig.touches(), 1);
 }
 
+/// Ask to sign `data` on `client`, touch when prompted, and return whether the announcement
+/// said it was forwarded, and the prompt.
+fn touch_to_sign(
+    rig: &Rig,
+    events: &mut Receiver<PromptEvent>,
+    client: &mut std::os::unix::net::UnixStream,
+    data: &[u8],
+) -> (bool, String) {
+    send(client, &encode(&sign_request(&rig.identity, data)));
+    let seen = events_until(events, |e| matches!(e, PromptEvent::Pending { .. }));
+    let [PromptEvent::Requested { forwarded, .. }, PromptEvent::Pending { message, .. }] =
+        &seen[..]
+    else {
+        panic!("announced, then prompted: {seen:?}")
+    };
+    rig.key.touch().unwrap();
+    let answer = recv(client).expect("an answer");
+    assert_eq!(answer[0], 14, "SSH_AGENT_SIGN_RESPONSE");
+    drain(events);
+    (*forwarded, message.clone())
+}
+
+#[test]
+fn a_request_from_another_host_says_so_and_no_grant_serves_it() {
+    let (rig, mut events) = Rig::new("batch:10:60s:process".parse().unwrap(), TouchMode::Manual);
+    // This process's own request opens a grant for this process.
+    let mut local = rig.agent.connect();
+    let (forwarded, prompt) = touch_to_sign(&rig, &mut events, &mut local, b"local bytes");
+    assert!(!forwarded);
+    assert!(
+        prompt.contains("; one touch approves up to 10 signatures"),
+        "{prompt}"
+    );
+    // The same process relays a request from another host (as ssh does for a forwarded
+    // agent, binding that connection for forwarding first): it needs its own touch, says
+    // where it comes from, and opens no grant.
+    let mut remote = rig.agent.connect();
+    assert_eq!(
+        request(&mut remote, &bind(&host_key(), &[1; 32], true)),
+        Response::Success
+    );
+    let (forwarded, prompt) = touch_to_sign(&rig, &mut events, &mut remote, b"remote bytes");
+    assert!(forwarded);
+    assert!(
+        prompt.starts_with(
+            "Touch your security key to approve unknown data (forwarded from another host) for "
+        ),
+        "{prompt}"
+    );
+    assert!(!prompt.contains("one touch approves"), "{prompt}");
+    assert_eq!(rig.touches(), 2);
+    // The local grant still serves local requests.
+    let answer = request(&mut local, &sign_request(&rig.identity, b"local again"));
+    assert!(matches!(answer, Response::SignResponse(_)), "{answer:?}");
+    assert_eq!(rig.touches(), 2);
+    assert_eq!(
+        rig.receipts()
+            .iter()
+            .map(|r| r.outcome())
+            .collect::<Vec<_>>(),
+        [Outcome::Approved, Outcome::Approved, Outcome::Granted]
+    );
+    assert!(rig.audit_verifies());
+}
+
 #[test]
 fn every_request_is_announced_on_arrival_even_one_refused_by_contention() {
     let (rig, mut events) = Rig::new(Policy::PerSignature, TouchMode::Manual);

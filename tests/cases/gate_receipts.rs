@@ -78,6 +78,7 @@ fn request(digest: u8) -> ApprovalRequest {
         kind: PayloadKind::Sshsig,
         confirm_each: false,
         login: None,
+        forwarded: false,
     }
 }
 
