@@ -189,6 +189,30 @@ impl Drop for AskingSlot {
     }
 }
 
+/// A request that was announced and waits for the device turn. Dropped there (its client hung
+/// up), it is denied as cancelled, so no announced request goes without an outcome; once it has
+/// the turn it is forgotten, and the grant or the touch decides.
+struct Queued<'a> {
+    inner: &'a Inner,
+    request: &'a ApprovalRequest,
+    id: &'a str,
+    waiting: bool,
+}
+
+impl Queued<'_> {
+    fn has_its_turn(mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            PresenceGate::deny(self.inner, self.request, self.id, &GateError::Cancelled);
+        }
+    }
+}
+
 /// Per credential, the highest sign counter this gate knows of.
 #[derive(Debug, Default)]
 struct CounterFloor(std::collections::HashMap<Vec<u8>, u32>);
@@ -412,8 +436,16 @@ impl Gate for PresenceGate {
             let cancel = CancelToken::new();
             let _hangup = CancelOnDrop(cancel.clone());
             let slot = Self::ask(&inner, &request, &cancel, &id)?;
+            // Announced and waiting its turn: a hang-up now ends it here, denied with a receipt.
+            let queued = Queued {
+                inner: &inner,
+                request: &request,
+                id: &id,
+                waiting: true,
+            };
             // One device interaction at a time; tokio's mutex is fair (FIFO).
             let turn = inner.device_turn.clone().lock_owned().await;
+            queued.has_its_turn();
             // A touch that happened while we waited may have opened a grant for us.
             if let Some(a) = Self::try_grant(&inner, &request, &id) {
                 return Ok(a);
