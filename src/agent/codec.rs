@@ -9,6 +9,8 @@
 //! - Responses: [`encode_response`] frames one.
 //! - SSHSIG (OpenSSH `PROTOCOL.sshsig`): [`sshsig_namespace`] reads the namespace of the
 //!   signed-data blob `ssh-keygen -Y sign` sends, for the prompt and the grant scope.
+//! - Logins: [`payload_kind`] takes data for an ssh login only when [`parse_userauth`] (in
+//!   `userauth`, with the session bindings) parses all of it.
 
 use ssh_agent_lib::proto::{ProtoError, Request, Response};
 use ssh_encoding::{Decode, Encode, Reader};

@@ -6,7 +6,10 @@
 //! implied by the gate), "Removing keys from the agent" (`Handler::remove`,
 //! `Handler::remove_all`), "Locking and unlocking an agent" (`Handler::lock`,
 //! `Handler::unlock`), "Extension mechanism" (`Handler::extension`: `query`,
-//! draft-14 §3.8.1, and [`WIPE_EXTENSION`]). Anything else gets `SSH_AGENT_FAILURE`.
+//! draft-14 §3.8.1, and [`WIPE_EXTENSION`]; `Handler::session_bind`:
+//! [`SESSION_BIND_EXTENSION`], OpenSSH `PROTOCOL.agent` §1, whose bindings the handler keeps for
+//! its connection and checks every login against, see [`super::userauth`]). Anything else gets
+//! `SSH_AGENT_FAILURE`.
 //!
 //! Every failure answered with `SSH_AGENT_FAILURE` is logged by [`failure`]; the connection
 //! stays open (ssh-agent-lib's habit), so one bad request costs the client one answer.
