@@ -4,7 +4,7 @@
 //!   draft-miller-ssh-agent "Private key operations"): `string session identifier`, `byte
 //!   SSH_MSG_USERAUTH_REQUEST`, `string user name`, `string service name`, `string method`,
 //!   `boolean TRUE`, `string public key algorithm name`, `string public key blob`, and for
-//!   OpenSSH's `publickey-hostbound-v00@openssh.com` method (OpenSSH `PROTOCOL` §2.5) a
+//!   OpenSSH's `publickey-hostbound-v00@openssh.com` method (OpenSSH `PROTOCOL` §3.1) a
 //!   trailing `string server host key`. The same checks as OpenSSH's `parse_userauth_request`
 //!   (service `ssh-connection`, the algorithm names the key's type), with every length bounded
 //!   and nothing after the end.
@@ -57,7 +57,7 @@ const SSH_MSG_USERAUTH_REQUEST: u8 = 50;
 /// The only service a login is for (RFC 4252 §7; OpenSSH's agent checks it too).
 const SERVICE: &str = "ssh-connection";
 
-/// OpenSSH's publickey method that also names the server's host key (`PROTOCOL` §2.5).
+/// OpenSSH's publickey method that also names the server's host key (`PROTOCOL` §3.1).
 const HOSTBOUND_METHOD: &str = "publickey-hostbound-v00@openssh.com";
 
 /// Which publickey method a login uses.
