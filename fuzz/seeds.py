@@ -189,6 +189,26 @@ def main():
     out.put("agent_message", "sshsig", sshsig)
     out.put("agent_message", "lock", b"\x16" + ssh_string(b"passphrase"))
     out.put("agent_message", "extension", b"\x1b" + ssh_string(b"session-bind@openssh.com") + ssh_string(ed_blob))
+    # ssh_login: a session bind of the Ed25519 host key with seed [2; 32] over the session id
+    # [5; 32] (the signature is that key's, made with ssh-key), then login data for that
+    # session (RFC 4252 §7; OpenSSH's hostbound method names the host key).
+    host_blob = bytes.fromhex(
+        "0000000b7373682d65643235353139000000208139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394")
+    host_sig = bytes.fromhex(
+        "0000000b7373682d656432353531390000004093ff77da0b820330b17b3f2c056f8f1e33bb3ed074c9b51c4086e651770d79184d"
+        "ffa590ab39819cb04e0f1eb75c69ee8970f0f935e8d0b5ce5798bc66804a04")
+    sid = bytes([5] * 32)
+
+    def login(method, tail):
+        return (ssh_string(sid) + b"\x32" + ssh_string(b"git") + ssh_string(b"ssh-connection")
+                + ssh_string(method) + b"\x01" + ssh_string(b"ssh-ed25519") + ssh_string(ed_blob) + tail)
+
+    for fwd in (0, 1):
+        bind = ssh_string(host_blob) + ssh_string(sid) + ssh_string(host_sig) + bytes([fwd])
+        for name, data in (("publickey", login(b"publickey", b"")),
+                           ("hostbound", login(b"publickey-hostbound-v00@openssh.com", ssh_string(host_blob)))):
+            out.put("ssh_login", "bind%d-%s" % (fwd, name), struct.pack(">H", len(bind)) + bind + data)
+    out.put("ssh_login", "unbound-login", b"\x00\x00" + login(b"publickey", b""))
     # virtual_key: INIT on the broadcast channel, then CTAPHID_CBOR requests on the channel
     # it allocated (op bit 2), then timer polls with time passing (op 1, 20 ms units << 3).
     def frames(cid, cmd, payload):

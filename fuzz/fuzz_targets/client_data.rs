@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
             requester: cd.peer.clone(),
             kind: cd.payload,
             confirm_each: false,
+            login: None,
+            forwarded: false,
         });
     }
 });

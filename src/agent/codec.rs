@@ -9,11 +9,14 @@
 //! - Responses: [`encode_response`] frames one.
 //! - SSHSIG (OpenSSH `PROTOCOL.sshsig`): [`sshsig_namespace`] reads the namespace of the
 //!   signed-data blob `ssh-keygen -Y sign` sends, for the prompt and the grant scope.
+//! - Logins: [`payload_kind`] takes data for an ssh login only when [`parse_userauth`] (in
+//!   `userauth`, with the session bindings) parses all of it.
 
 use ssh_agent_lib::proto::{ProtoError, Request, Response};
 use ssh_encoding::{Decode, Encode, Reader};
 use thiserror::Error;
 
+use super::userauth::{parse_userauth, SESSION_BIND_EXTENSION};
 use crate::presence::request::PayloadKind;
 
 /// Largest message body accepted (OpenSSH's `AGENT_MAX_LEN`, 256 KiB).
@@ -24,8 +27,12 @@ pub const WIPE_EXTENSION: &str = "wipe@auths-presence";
 
 /// Message extensions this agent supports, answered to `query` (draft-miller-ssh-agent-14
 /// §3.8.1).
-pub const SUPPORTED_EXTENSIONS: &[&str] =
-    &["query", WIPE_EXTENSION, super::status::STATUS_EXTENSION];
+pub const SUPPORTED_EXTENSIONS: &[&str] = &[
+    "query",
+    SESSION_BIND_EXTENSION,
+    WIPE_EXTENSION,
+    super::status::STATUS_EXTENSION,
+];
 
 /// Why a message body is not a request we accept.
 #[derive(Debug, Error)]
@@ -85,51 +92,16 @@ pub fn sshsig_namespace(data: &[u8]) -> Option<String> {
 }
 
 /// What kind of bytes a sign request carries: an SSHSIG blob, an ssh user authentication
-/// request, or anything else.
-///
-/// User authentication is the signed data of RFC 4252 §7: `string session identifier`, `byte
-/// SSH_MSG_USERAUTH_REQUEST` (50), `string user name`, `string service name`, `string
-/// "publickey"`, `boolean TRUE`, then the algorithm and key. The session identifier is an
-/// exchange hash (at most 64 bytes for SHA-512); the strings must be UTF-8.
+/// request (strictly parsed by [`parse_userauth`]: RFC 4252 §7, and OpenSSH's hostbound
+/// method), or anything else.
 pub fn payload_kind(data: &[u8]) -> PayloadKind {
     if sshsig_namespace(data).is_some() {
         return PayloadKind::Sshsig;
     }
-    if is_userauth(data).is_some() {
+    if parse_userauth(data).is_ok() {
         return PayloadKind::Userauth;
     }
     PayloadKind::Other
-}
-
-fn is_userauth(data: &[u8]) -> Option<()> {
-    let mut rest = data;
-    let session = take_string(&mut rest)?;
-    if session.is_empty() || session.len() > 64 {
-        return None;
-    }
-    let (&msg, tail) = rest.split_first()?;
-    rest = tail;
-    if msg != SSH_MSG_USERAUTH_REQUEST {
-        return None;
-    }
-    std::str::from_utf8(take_string(&mut rest)?).ok()?;
-    std::str::from_utf8(take_string(&mut rest)?).ok()?;
-    if take_string(&mut rest)? != b"publickey" {
-        return None;
-    }
-    (rest.first() == Some(&1)).then_some(())
-}
-
-/// `SSH_MSG_USERAUTH_REQUEST` (RFC 4250 §4.1.2).
-const SSH_MSG_USERAUTH_REQUEST: u8 = 50;
-
-/// One `string` (RFC 4251 §5: `uint32` length, then the bytes) from the front of `rest`.
-fn take_string<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (len, tail) = rest.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-    let s = tail.get(..len)?;
-    *rest = &tail[len..];
-    Some(s)
 }
 
 #[cfg(test)]
@@ -141,7 +113,13 @@ mod tests {
         out.extend_from_slice(s);
     }
 
+    /// A login request with a real Ed25519 key (the parser's own cases are in `userauth`).
     fn userauth(session_len: usize, msg: u8, method: &[u8]) -> Vec<u8> {
+        let key = ssh_key::private::Ed25519Keypair::from_seed(&[9; 32]).public;
+        let mut blob = Vec::new();
+        ssh_key::public::KeyData::from(key)
+            .encode(&mut blob)
+            .unwrap();
         let mut d = Vec::new();
         ssh_string(&mut d, &vec![7; session_len]);
         d.push(msg);
@@ -150,6 +128,7 @@ mod tests {
         ssh_string(&mut d, method);
         d.push(1);
         ssh_string(&mut d, b"ssh-ed25519");
+        ssh_string(&mut d, &blob);
         d
     }
 
@@ -157,16 +136,19 @@ mod tests {
     fn payload_kinds() {
         let mut sshsig = b"SSHSIG".to_vec();
         ssh_string(&mut sshsig, b"git");
-        let cases: [(&[u8], PayloadKind); 9] = [
+        let mut trailing = userauth(32, 50, b"publickey");
+        trailing.push(0);
+        let cases: [(&[u8], PayloadKind); 10] = [
             (&sshsig, PayloadKind::Sshsig),
             (&userauth(32, 50, b"publickey"), PayloadKind::Userauth),
             (&userauth(64, 50, b"publickey"), PayloadKind::Userauth),
             // A session id longer than any exchange hash, or none.
             (&userauth(65, 50, b"publickey"), PayloadKind::Other),
             (&userauth(0, 50, b"publickey"), PayloadKind::Other),
-            // Another message, another method.
+            // Another message, another method, a byte too many.
             (&userauth(32, 51, b"publickey"), PayloadKind::Other),
             (&userauth(32, 50, b"password"), PayloadKind::Other),
+            (&trailing, PayloadKind::Other),
             (b"a git object, forged", PayloadKind::Other),
             (&[0xff; 3], PayloadKind::Other),
         ];

@@ -6,7 +6,10 @@
 //! implied by the gate), "Removing keys from the agent" (`Handler::remove`,
 //! `Handler::remove_all`), "Locking and unlocking an agent" (`Handler::lock`,
 //! `Handler::unlock`), "Extension mechanism" (`Handler::extension`: `query`,
-//! draft-14 §3.8.1, and [`WIPE_EXTENSION`]). Anything else gets `SSH_AGENT_FAILURE`.
+//! draft-14 §3.8.1, and [`WIPE_EXTENSION`]; `Handler::session_bind`:
+//! [`SESSION_BIND_EXTENSION`], OpenSSH `PROTOCOL.agent` §1, whose bindings the handler keeps for
+//! its connection and checks every login against, see [`super::userauth`]). Anything else gets
+//! `SSH_AGENT_FAILURE`.
 //!
 //! Every failure answered with `SSH_AGENT_FAILURE` is logged by [`failure`]; the connection
 //! stays open (ssh-agent-lib's habit), so one bad request costs the client one answer.
@@ -23,6 +26,7 @@ use ssh_agent_lib::proto::{
     AddIdentity, AddIdentityConstrained, Extension, Identity, KeyConstraint, PrivateCredential,
     PublicCredential, RemoveIdentity, Request, Response, SignRequest,
 };
+use ssh_key::public::KeyData;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -34,8 +38,11 @@ use super::connection::{Connection, Watched};
 use super::log::{failure_line, RequestKind};
 use super::server::AgentState;
 use super::status::{AgentStatus, STATUS_EXTENSION};
+use super::userauth::{
+    parse_session_bind, parse_userauth, Bindings, LoginError, Userauth, SESSION_BIND_EXTENSION,
+};
 use super::AgentError;
-use crate::presence::request::{ApprovalRequest, Requester};
+use crate::presence::request::{ApprovalRequest, LoginDetails, PayloadKind, Requester};
 
 /// Added to the answer to a wrong unlock passphrase, per consecutive failure (at most 10 s).
 const UNLOCK_FAILURE_DELAY: Duration = Duration::from_millis(100);
@@ -56,20 +63,27 @@ pub fn failure(state: &AgentState, kind: &RequestKind, peer: &Requester, error: 
     state.log().record(&failure_line(kind, peer, error));
 }
 
-/// The requests of one connection's peer.
+/// The requests of one connection's peer, and what the connection was bound to.
 pub(crate) struct Handler<'a> {
     state: &'a Arc<AgentState>,
     peer: &'a Requester,
+    /// `session-bind@openssh.com` bindings: they last as long as the connection.
+    bindings: Bindings,
 }
 
 impl<'a> Handler<'a> {
     pub(crate) fn new(state: &'a Arc<AgentState>, peer: &'a Requester) -> Self {
-        Handler { state, peer }
+        Handler {
+            state,
+            peer,
+            bindings: Bindings::new(),
+        }
     }
 
-    /// Decode `body` and answer it; a failure is logged and answered `SSH_AGENT_FAILURE`.
+    /// Decode `body` and answer it; a failure is logged and answered `SSH_AGENT_FAILURE`
+    /// (`SSH_AGENT_EXTENSION_FAILURE` for a refused session bind, as OpenSSH answers).
     pub(crate) async fn dispatch<S: AsyncRead + AsyncWrite + Unpin + Send>(
-        &self,
+        &mut self,
         body: &[u8],
         conn: &mut Connection<S>,
         shutdown: &mut watch::Receiver<bool>,
@@ -87,6 +101,13 @@ impl<'a> Handler<'a> {
             Request::RemoveAllIdentities => (RequestKind::Remove, self.remove_all()),
             Request::Lock(p) => (RequestKind::Lock, self.lock(Zeroizing::new(p)).await),
             Request::Unlock(p) => (RequestKind::Unlock, self.unlock(p.into(), shutdown).await),
+            Request::Extension(e) if e.name == SESSION_BIND_EXTENSION => {
+                let kind = RequestKind::Extension(e.name.clone());
+                return self.session_bind(e.details.as_ref()).unwrap_or_else(|e| {
+                    failure(self.state, &kind, self.peer, &e);
+                    Outcome::Reply(Response::ExtensionFailure)
+                });
+            }
             Request::Extension(e) => (RequestKind::Extension(e.name.clone()), self.extension(&e)),
             _ => (
                 RequestKind::Unsupported,
@@ -132,13 +153,22 @@ impl<'a> Handler<'a> {
         };
         let now = state.now();
         let held = state.with_keys(|k| k.lookup(&key, now))?;
+        let (kind, login) = match parse_userauth(&req.data) {
+            Ok(login) => (PayloadKind::Userauth, Some(self.login(&login, &key)?)),
+            Err(_) => (payload_kind(&req.data), None),
+        };
+        // Another host sent it: the process that relays it (the local ssh) may hold a grant its
+        // own login opened, and that grant must not serve the far end.
+        let forwarded = self.bindings.forwarding();
         let request = ApprovalRequest {
             key_fingerprint: held.fingerprint,
             data_digest: Sha256::digest(&req.data).into(),
             namespace: sshsig_namespace(&req.data),
             requester: self.peer.clone(),
-            kind: payload_kind(&req.data),
-            confirm_each: held.confirm,
+            kind,
+            confirm_each: held.confirm || forwarded,
+            login,
+            forwarded,
         };
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
@@ -166,6 +196,24 @@ impl<'a> Handler<'a> {
             state.keys_wiped(reason);
         }
         result
+    }
+
+    /// What the prompt shows for `login`, signed by `key`; refused when it offers another
+    /// key, or does not fit the connection's bindings ([`Bindings::login`]).
+    fn login(&self, login: &Userauth, key: &KeyData) -> Result<LoginDetails, AgentError> {
+        if !login.offers(key) {
+            return Err(AgentError::Login(LoginError::OtherKey));
+        }
+        self.bindings.login(login).map_err(AgentError::Login)
+    }
+
+    /// `session-bind@openssh.com` (OpenSSH `PROTOCOL.agent` §1): verify the host key's
+    /// signature over the session identifier and record the binding on this connection. Served
+    /// while the agent is locked too, as OpenSSH does: a binding holds no key.
+    pub(crate) fn session_bind(&mut self, details: &[u8]) -> Result<Outcome, AgentError> {
+        let bind = parse_session_bind(details).map_err(AgentError::SessionBind)?;
+        self.bindings.bind(bind).map_err(AgentError::SessionBind)?;
+        Ok(Outcome::Reply(Response::Success))
     }
 
     /// `SSH_AGENTC_ADD_IDENTITY`.
@@ -694,6 +742,82 @@ mod tests {
                 "auths agent: extension evil\\u{1b}[2J@example.com request from ssh-add (pid 7) \
                   failed: unsupported request: unknown extension"
                     .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_binds_and_logins_are_answered_and_logged_and_never_reach_the_gate() {
+        use p256::ecdsa::signature::Signer;
+        use ssh_encoding::Encode;
+        fn string(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&u32::try_from(b.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(b);
+        }
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let host = ed25519();
+        let bind = |sid: &[u8], signed: &[u8]| {
+            let sig: ssh_key::Signature = host.try_sign(signed).unwrap();
+            let mut details = Vec::new();
+            let (mut k, mut g) = (Vec::new(), Vec::new());
+            KeyData::try_from(&host).unwrap().encode(&mut k).unwrap();
+            sig.encode(&mut g).unwrap();
+            string(&mut details, &k);
+            string(&mut details, sid);
+            string(&mut details, &g);
+            details.push(0);
+            Extension {
+                name: SESSION_BIND_EXTENSION.into(),
+                details: details.into(),
+            }
+        };
+        // A signature over another session: SSH_AGENT_EXTENSION_FAILURE, as OpenSSH answers.
+        assert_eq!(
+            rig.dispatch(&Request::Extension(bind(&[1; 32], &[2; 32]))),
+            Response::ExtensionFailure
+        );
+        // Bound, then a login for another session on the same connection.
+        let mut handler = rig.handler();
+        assert!(matches!(
+            handler.session_bind(bind(&[1; 32], &[1; 32]).details.as_ref()),
+            Ok(Outcome::Reply(Response::Success))
+        ));
+        let mut login = Vec::new();
+        string(&mut login, &[2; 32]);
+        login.push(50);
+        string(&mut login, b"git");
+        string(&mut login, b"ssh-connection");
+        string(&mut login, b"publickey");
+        login.push(1);
+        string(&mut login, b"ssh-ed25519");
+        let mut blob = Vec::new();
+        key.encode(&mut blob).unwrap();
+        string(&mut login, &blob);
+        let outcome = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            let body = {
+                let mut b = Vec::new();
+                Request::SignRequest(sign_request(&key, &login))
+                    .encode(&mut b)
+                    .unwrap();
+                b
+            };
+            handler.dispatch(&body, &mut conn, &mut shutdown).await
+        });
+        assert!(matches!(outcome, Outcome::Reply(Response::Failure)));
+        assert!(rig.gate.asked.lock().unwrap().is_empty());
+        assert_eq!(
+            rig.lines(),
+            [
+                "auths agent: extension session-bind@openssh.com request from ssh-add (pid 7) \
+                 failed: the session bind was refused: the host key's signature over the \
+                 session identifier does not verify",
+                "auths agent: sign request from ssh-add (pid 7) failed: the ssh login was \
+                 refused: the login is for another ssh session than the one this connection is \
+                 bound to",
             ]
         );
     }

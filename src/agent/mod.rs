@@ -6,6 +6,8 @@
 //! - [`codec`]: agent messages as bytes (length cap, strict decode, SSHSIG), no I/O.
 //! - `connection`: frame I/O with timeouts, and the hang-up watch while the gate waits.
 //! - [`handler`]: one method per request type; the gate before every signature.
+//! - [`userauth`]: ssh login requests and `session-bind@openssh.com` bindings, parsed
+//!   strictly, for the prompt and OpenSSH's binding rules.
 //! - [`session`]: one connection: the uid check and the read-dispatch-write loop.
 //! - [`log`]: one line per failed request and per abnormal connection end, escaped.
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
@@ -37,6 +39,7 @@ mod registry;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod userauth;
 pub mod watch;
 
 /// What went wrong in the agent layer. Messages say what happened; what to do next is the
@@ -98,6 +101,12 @@ pub enum AgentError {
     /// The signature was made but its receipt could not be written, so it was not handed out.
     #[error("the receipt could not be written; the signature was withheld")]
     Receipt(#[source] GateError),
+    /// An ssh login that this connection may not sign (its bindings, or another key).
+    #[error("the ssh login was refused")]
+    Login(#[source] userauth::LoginError),
+    /// A `session-bind@openssh.com` request was refused; the connection's bindings are unchanged.
+    #[error("the session bind was refused")]
+    SessionBind(#[source] userauth::BindError),
     /// The approval handed to the signer is for another key or other bytes.
     #[error("the approval does not cover this key and data; nothing was signed")]
     ApprovalMismatch,

@@ -87,7 +87,7 @@ where
         return (SessionEnd::ForeignUid, None);
     }
     let mut conn = Connection::new(stream, state.read_timeout());
-    let handler = Handler::new(state, peer);
+    let mut handler = Handler::new(state, peer);
     loop {
         // Idle: waiting (without limit) for the first byte of the next message.
         let first = tokio::select! {

@@ -503,6 +503,7 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
         let text = |key: &str| escape_control(v[key].as_str().unwrap_or("?"));
         let id = text("id");
         match v["event"].as_str() {
+            Some("requested") => println!("[{id}] {}", text("message")),
             Some("pending") => println!("[{id}] {}", text("message")),
             Some("approved") => println!("[{id}] approved by touch"),
             Some("granted") => println!(

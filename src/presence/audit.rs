@@ -140,6 +140,8 @@ impl Receipt {
             requester: self.peer.clone(),
             kind: self.kind,
             confirm_each: false,
+            login: None,
+            forwarded: false,
         })
     }
 

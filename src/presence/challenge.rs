@@ -151,6 +151,8 @@ mod tests {
             requester: Requester::process(1000, 4242, "/usr/bin/ssh-keygen"),
             kind: PayloadKind::Sshsig,
             confirm_each: false,
+            login: None,
+            forwarded: false,
         }
     }
 

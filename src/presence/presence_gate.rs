@@ -18,7 +18,7 @@ use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
 use super::policy::{Covers, Grants, Policy};
-use super::prompt::{describe_peer, touch_message, PromptEvent, Prompter};
+use super::prompt::{describe_peer, requested, touch_message, PromptEvent, Prompter};
 use super::request::ApprovalRequest;
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 
@@ -189,6 +189,30 @@ impl Drop for AskingSlot {
     }
 }
 
+/// A request that was announced and waits for the device turn. Dropped there (its client hung
+/// up), it is denied as cancelled, so no announced request goes without an outcome; once it has
+/// the turn it is forgotten, and the grant or the touch decides.
+struct Queued<'a> {
+    inner: &'a Inner,
+    request: &'a ApprovalRequest,
+    id: &'a str,
+    waiting: bool,
+}
+
+impl Queued<'_> {
+    fn has_its_turn(mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            PresenceGate::deny(self.inner, self.request, self.id, &GateError::Cancelled);
+        }
+    }
+}
+
 /// Per credential, the highest sign counter this gate knows of.
 #[derive(Debug, Default)]
 struct CounterFloor(std::collections::HashMap<Vec<u8>, u32>);
@@ -266,9 +290,9 @@ impl PresenceGate {
         self.inner.grants().clear();
     }
 
-    fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest) -> Option<Approval> {
+    fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest, id: &str) -> Option<Approval> {
         let grant = inner.grants().take(request, (inner.clock)())?;
-        let id = Receipt::new_id();
+        let id = id.to_owned();
         let (grant_of, remaining) = (grant.grant_of().to_owned(), grant.remaining());
         let settle = Box::new(Settlement {
             inner: Arc::clone(inner),
@@ -356,6 +380,7 @@ impl PresenceGate {
         inner: &Arc<Inner>,
         request: &ApprovalRequest,
         cancel: &CancelToken,
+        id: &str,
     ) -> Result<AskingSlot, GateError> {
         let who = describe_peer(&request.requester);
         let mut asking = inner.asking();
@@ -372,7 +397,7 @@ impl PresenceGate {
             });
             drop(asking);
             let error = GateError::Contention(reason);
-            Self::deny(inner, request, &Receipt::new_id(), &error);
+            Self::deny(inner, request, id, &error);
             return Err(error);
         }
         let contended = Arc::new(Mutex::new(None));
@@ -402,22 +427,32 @@ impl Gate for PresenceGate {
     fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            if let Some(a) = Self::try_grant(&inner, &request) {
+            // One id per request, from its announcement to its receipt, whatever decides it.
+            let id = Receipt::new_id();
+            inner.prompter.emit(requested(&request, &id));
+            if let Some(a) = Self::try_grant(&inner, &request, &id) {
                 return Ok(a);
             }
             let cancel = CancelToken::new();
             let _hangup = CancelOnDrop(cancel.clone());
-            let slot = Self::ask(&inner, &request, &cancel)?;
+            let slot = Self::ask(&inner, &request, &cancel, &id)?;
+            // Announced and waiting its turn: a hang-up now ends it here, denied with a receipt.
+            let queued = Queued {
+                inner: &inner,
+                request: &request,
+                id: &id,
+                waiting: true,
+            };
             // One device interaction at a time; tokio's mutex is fair (FIFO).
             let turn = inner.device_turn.clone().lock_owned().await;
+            queued.has_its_turn();
             // A touch that happened while we waited may have opened a grant for us.
-            if let Some(a) = Self::try_grant(&inner, &request) {
+            if let Some(a) = Self::try_grant(&inner, &request, &id) {
                 return Ok(a);
             }
             let (tx, rx) = tokio::sync::oneshot::channel();
             let worker = inner.clone();
             tokio::task::spawn_blocking(move || {
-                let id = Receipt::new_id();
                 let touched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Self::touch_and_verify(&worker, &request, &cancel, &id)
                 }))

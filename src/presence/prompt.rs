@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::challenge::GrantTerms;
-use super::request::{ApprovalRequest, Identity, PayloadKind, Requester};
+use super::request::{ApprovalRequest, Identity, LoginDetails, PayloadKind, Requester};
 
 /// One event for watchers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,6 +67,27 @@ pub enum PromptEvent {
         /// The socket path, control characters escaped.
         path: String,
     },
+    /// A sign request reached the gate, before anything was decided (a grant, a contention, a
+    /// touch): every request is seen, also one that waits its turn or is refused. Its `id` is
+    /// the one its later events and its receipt carry. Peer text is escaped.
+    Requested {
+        /// Request id (the receipt id it will get).
+        id: String,
+        /// "ssh (pid 4242) asks to sign an ssh login as git to host key SHA256:…, key SHA256:…".
+        message: String,
+        /// Who asks, executable paths escaped.
+        peer: Requester,
+        /// Identity key.
+        key: String,
+        /// What kind of bytes.
+        kind: PayloadKind,
+        /// SSHSIG namespace, escaped.
+        namespace: Option<String>,
+        /// For an ssh login: the user (escaped) and the host key.
+        login: Option<LoginDetails>,
+        /// It came from another host through a forwarded agent.
+        forwarded: bool,
+    },
 }
 
 /// Sends prompts to the terminal and to watchers.
@@ -114,6 +135,8 @@ impl Prompter {
                 PromptEvent::SocketReplaced { path } => eprintln!(
                     "The agent's socket {path} was moved aside or replaced: every key was wiped."
                 ),
+                // The touch prompt follows when one is needed; watchers see every request.
+                PromptEvent::Requested { .. } => {}
             }
         }
         // No watcher is fine.
@@ -139,17 +162,63 @@ pub fn escape_control(text: &str) -> String {
 }
 
 /// "a git commit or tag signature (namespace git)", "an SSHSIG signature (namespace file)",
-/// "an ssh login", "unknown data": what the bytes are, with peer text escaped.
+/// "an ssh login as git to host key SHA256:…", "unknown data": what the bytes are, with peer
+/// text escaped, and "(forwarded from another host)" after it when another host sent it.
 pub fn what_is_signed(req: &ApprovalRequest) -> String {
-    match (req.kind, req.namespace.as_deref()) {
+    let what = match (req.kind, req.namespace.as_deref()) {
         (PayloadKind::Sshsig, Some("git")) => {
             "a git commit or tag signature (namespace git)".into()
         }
         (PayloadKind::Sshsig, Some(ns)) => {
             format!("an SSHSIG signature (namespace {})", escape_control(ns))
         }
-        (PayloadKind::Userauth, _) => "an ssh login".into(),
+        (PayloadKind::Userauth, _) => match &req.login {
+            Some(login) => format!("an ssh login {}", describe_login(login)),
+            None => "an ssh login".into(),
+        },
         (kind, _) => kind.name().to_owned(),
+    };
+    if req.forwarded {
+        return format!("{what} (forwarded from another host)");
+    }
+    what
+}
+
+/// "as git to host key SHA256:…", "as git (host not identified)": the user name is escaped
+/// already ([`LoginDetails`]); escaping is idempotent, so it is escaped again here regardless.
+pub fn describe_login(login: &LoginDetails) -> String {
+    let user = escape_control(&login.user);
+    match &login.host_key {
+        Some(fp) => format!("as {user} to host key {}", escape_control(fp)),
+        None => format!("as {user} (host not identified)"),
+    }
+}
+
+/// The [`PromptEvent::Requested`] event of a request that reached the gate as `id`.
+pub fn requested(req: &ApprovalRequest, id: &str) -> PromptEvent {
+    let escape = |s: &Option<String>| s.as_deref().map(escape_control);
+    let r = &req.requester;
+    PromptEvent::Requested {
+        id: id.to_owned(),
+        message: format!(
+            "{} asks to sign {}, key {}",
+            describe_peer(r),
+            what_is_signed(req),
+            req.key_fingerprint
+        ),
+        peer: Requester {
+            exe: escape(&r.exe),
+            parent_exe: escape(&r.parent_exe),
+            ..r.clone()
+        },
+        key: req.key_fingerprint.clone(),
+        kind: req.kind,
+        namespace: escape(&req.namespace),
+        login: req.login.as_ref().map(|l| LoginDetails {
+            user: escape_control(&l.user),
+            host_key: escape(&l.host_key),
+        }),
+        forwarded: req.forwarded,
     }
 }
 
@@ -262,6 +331,8 @@ mod tests {
             requester: Requester::process(1, 1, "/tmp/\x1b[1Aevil"),
             kind: PayloadKind::Sshsig,
             confirm_each: false,
+            login: None,
+            forwarded: false,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -289,6 +360,8 @@ mod tests {
             },
             kind: PayloadKind::Sshsig,
             confirm_each: false,
+            login: None,
+            forwarded: false,
         };
         assert_eq!(
             touch_message(&req, false, None),
@@ -310,5 +383,57 @@ mod tests {
         };
         assert!(touch_message(&login, false, Some(&terms))
             .contains("approve an ssh login for ssh-keygen"));
+    }
+
+    #[test]
+    fn a_login_prompt_names_the_user_the_host_key_and_forwarding() {
+        let req = ApprovalRequest {
+            key_fingerprint: "SHA256:id".into(),
+            requester: Requester::process(1, 4242, "/usr/bin/ssh"),
+            kind: PayloadKind::Userauth,
+            login: Some(LoginDetails {
+                user: "git".into(),
+                host_key: Some("SHA256:host".into()),
+            }),
+            forwarded: true,
+            ..ApprovalRequest::default()
+        };
+        assert_eq!(
+            touch_message(&req, false, None),
+            "Touch your security key to approve an ssh login as git to host key SHA256:host \
+             (forwarded from another host) for ssh (pid 4242), key SHA256:id"
+        );
+        let unbound = ApprovalRequest {
+            login: Some(LoginDetails {
+                user: "a\x1b[2Jb".into(),
+                host_key: None,
+            }),
+            forwarded: false,
+            requester: Requester::process(1, 4242, "/tmp/\u{202e}hss"),
+            namespace: Some("n\x07".into()),
+            ..req
+        };
+        assert!(what_is_signed(&unbound).ends_with("as a\\u{1b}[2Jb (host not identified)"));
+        // The announcement of a request escapes what the peer chose.
+        let PromptEvent::Requested {
+            id,
+            message,
+            peer,
+            namespace,
+            login,
+            ..
+        } = requested(&unbound, "r1")
+        else {
+            unreachable!()
+        };
+        assert_eq!(id, "r1");
+        assert_eq!(
+            message,
+            "\\u{202e}hss (pid 4242) asks to sign an ssh login as a\\u{1b}[2Jb (host not \
+             identified), key SHA256:id"
+        );
+        assert_eq!(peer.exe.as_deref(), Some("/tmp/\\u{202e}hss"));
+        assert_eq!(namespace.as_deref(), Some("n\\u{7}"));
+        assert!(!login.unwrap().user.chars().any(char::is_control));
     }
 }

@@ -108,9 +108,26 @@ pub struct ApprovalRequest {
     pub requester: Requester,
     /// What kind of bytes they are.
     pub kind: PayloadKind,
-    /// The key was added with the confirm constraint (`ssh-add -c`): this signature needs its
-    /// own touch, whatever grant is open, and its touch opens none.
+    /// This signature needs its own touch, whatever grant is open, and its touch opens none:
+    /// the key was added with the confirm constraint (`ssh-add -c`), or the request came from
+    /// another host through a forwarded agent.
     pub confirm_each: bool,
+    /// For an ssh login: who logs in where, as the prompt shows it. Display only: the client
+    /// data binds the bytes (whose digest covers all of this), not this text.
+    pub login: Option<LoginDetails>,
+    /// The request came through a forwarded agent: its connection was bound with
+    /// `session-bind@openssh.com` for forwarding, so another host sent it. Display only.
+    pub forwarded: bool,
+}
+
+/// What the prompt says about an ssh login (the agent fills it in from the signed bytes and
+/// the connection's `session-bind@openssh.com` bindings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginDetails {
+    /// The user name on the server, control characters escaped.
+    pub user: String,
+    /// `SHA256:…` of the server's host key, when a verified session binding names it.
+    pub host_key: Option<String>,
 }
 
 impl Requester {

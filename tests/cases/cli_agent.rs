@@ -144,9 +144,16 @@ fn agent_start_add_watch_sign_lock_stop() {
             }
         }
     });
-    let event: Value =
-        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    let next = || -> Value {
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap()
+    };
+    // Announced on arrival, then approved, under one id.
+    let requested = next();
+    assert_eq!(requested["event"], "requested", "{requested}");
+    assert_eq!(requested["namespace"], "git", "{requested}");
+    let event = next();
     assert_eq!(event["event"], "approved", "{event}");
+    assert_eq!(event["id"], requested["id"]);
     drop(watch);
 
     let list = json(&user.auths(&["audit", "list", "--json"]));

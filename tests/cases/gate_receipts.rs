@@ -14,7 +14,7 @@ use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::gate::{Gate, GateError};
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::presence_gate::PresenceGate;
-use auths_presence::presence::prompt::Prompter;
+use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::request::{ApprovalRequest, PayloadKind, Requester};
 use auths_presence::presence::touch::PresenceKey;
 
@@ -77,6 +77,8 @@ fn request(digest: u8) -> ApprovalRequest {
         },
         kind: PayloadKind::Sshsig,
         confirm_each: false,
+        login: None,
+        forwarded: false,
     }
 }
 
@@ -215,4 +217,41 @@ fn lowering_a_counter_in_tokens_json_does_not_let_a_cloned_key_through() {
         ),
         "{refused:?}"
     );
+}
+
+#[test]
+fn a_request_that_goes_away_while_queued_is_denied_under_its_announced_id() {
+    let s = setup(Policy::PerSignature);
+    // A touched approval holds the device turn until its receipt is written.
+    let first = s.rt.block_on(s.gate.approve(request(1))).unwrap();
+    let mut events = s.gate.prompter().subscribe();
+    let id = s.rt.block_on(async {
+        let second = s.gate.approve(request(2));
+        tokio::pin!(second);
+        tokio::select! {
+            r = &mut second => panic!("no turn while the first holds it: {r:?}"),
+            e = events.recv() => match e.unwrap() {
+                // Announced: it has polled up to its wait for the turn.
+                PromptEvent::Requested { id, .. } => id,
+                other => panic!("{other:?}"),
+            },
+        }
+        // Its client hangs up: the future is dropped while it waits.
+    });
+    assert_eq!(
+        events.try_recv().unwrap(),
+        PromptEvent::Denied {
+            id: id.clone(),
+            reason: GateError::Cancelled.to_string()
+        }
+    );
+    first.signed().unwrap();
+    let r = receipts(&s.home);
+    assert_eq!(
+        r.iter()
+            .map(|r| (r.id.as_str(), r.outcome()))
+            .collect::<Vec<_>>()[0],
+        (id.as_str(), Outcome::Denied)
+    );
+    assert_eq!(r[1].outcome(), Outcome::Approved);
 }

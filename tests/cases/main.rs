@@ -8,6 +8,8 @@ mod agent_gate;
 #[cfg(unix)]
 mod agent_socket;
 #[cfg(unix)]
+mod agent_userauth;
+#[cfg(unix)]
 mod cli_agent;
 #[cfg(unix)]
 mod cli_token;

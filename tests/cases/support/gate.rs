@@ -102,3 +102,31 @@ pub fn wait_event(
         }
     }
 }
+
+/// Every prompt event up to and including the first that `last` accepts, within [`DEADLINE`].
+pub fn events_until(
+    rx: &mut tokio::sync::broadcast::Receiver<PromptEvent>,
+    last: fn(&PromptEvent) -> bool,
+) -> Vec<PromptEvent> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no such prompt event within the deadline; saw {seen:?}"
+        );
+        match rx.try_recv() {
+            Ok(e) => {
+                let done = last(&e);
+                seen.push(e);
+                if done {
+                    return seen;
+                }
+            }
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("prompt channel: {e}"),
+        }
+    }
+}

@@ -72,3 +72,64 @@ pub fn sign_request(key: &ssh_key::PublicKey, data: &[u8]) -> Request {
         flags: 0,
     })
 }
+
+/// One SSH `string` (RFC 4251 §5).
+fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A public key (or signature) in its wire encoding.
+pub fn key_blob(key: &impl Encode) -> Vec<u8> {
+    let mut b = Vec::new();
+    key.encode(&mut b).unwrap();
+    b
+}
+
+/// The data OpenSSH's client asks its agent to sign for a publickey login (RFC 4252 §7, as
+/// `sshconnect2.c` assembles it): with `host`, the `publickey-hostbound-v00@openssh.com`
+/// method naming the server's host key.
+pub fn login_data(
+    session_id: &[u8],
+    user: &str,
+    key: &ssh_key::PublicKey,
+    host: Option<&ssh_key::PublicKey>,
+) -> Vec<u8> {
+    let mut d = Vec::new();
+    put_string(&mut d, session_id);
+    d.push(50); // SSH_MSG_USERAUTH_REQUEST
+    put_string(&mut d, user.as_bytes());
+    put_string(&mut d, b"ssh-connection");
+    let method: &[u8] = match host {
+        Some(_) => b"publickey-hostbound-v00@openssh.com",
+        None => b"publickey",
+    };
+    put_string(&mut d, method);
+    d.push(1);
+    put_string(&mut d, key.algorithm().as_str().as_bytes());
+    put_string(&mut d, &key_blob(key.key_data()));
+    if let Some(h) = host {
+        put_string(&mut d, &key_blob(h.key_data()));
+    }
+    d
+}
+
+/// `session-bind@openssh.com` (OpenSSH `PROTOCOL.agent` §1) as `ssh_agent_bind_hostkey`
+/// sends it: the host key, the session id, `signature` (the host key's over the session id,
+/// from the key exchange) and the forwarding flag.
+pub fn session_bind(
+    host: &ssh_key::PublicKey,
+    session_id: &[u8],
+    signature: &ssh_key::Signature,
+    forwarding: bool,
+) -> Request {
+    let mut details = Vec::new();
+    put_string(&mut details, &key_blob(host.key_data()));
+    put_string(&mut details, session_id);
+    put_string(&mut details, &key_blob(signature));
+    details.push(u8::from(forwarding));
+    Request::Extension(ssh_agent_lib::proto::Extension {
+        name: "session-bind@openssh.com".into(),
+        details: details.into(),
+    })
+}
