@@ -18,7 +18,9 @@ use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
 use super::policy::{Covers, Grants, Policy};
-use super::prompt::{describe_peer, requested, touch_message, PromptEvent, Prompter};
+use super::prompt::{
+    describe_peer, requested, touch_message, watched, watched_peer, PromptEvent, Prompter,
+};
 use super::request::ApprovalRequest;
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 
@@ -304,8 +306,8 @@ impl PresenceGate {
             id,
             grant_of,
             remaining,
-            peer: request.requester.clone(),
-            namespace: request.namespace.clone(),
+            peer: watched_peer(&request.requester),
+            namespace: watched(&request.namespace),
         });
         Some(approval)
     }
@@ -337,9 +339,9 @@ impl PresenceGate {
                 prompter.emit(PromptEvent::Pending {
                     id: id.to_owned(),
                     message: message.clone(),
-                    peer: request.requester.clone(),
+                    peer: watched_peer(&request.requester),
                     key: request.key_fingerprint.clone(),
-                    namespace: request.namespace.clone(),
+                    namespace: watched(&request.namespace),
                 });
             }
         };

@@ -194,9 +194,23 @@ pub fn describe_login(login: &LoginDetails) -> String {
     }
 }
 
+/// `text` as watchers get it: control characters, ANSI escapes and bidi overrides escaped.
+pub fn watched(text: &Option<String>) -> Option<String> {
+    text.as_deref().map(escape_control)
+}
+
+/// The requester as watchers get it: the executable paths escaped.
+pub fn watched_peer(r: &Requester) -> Requester {
+    Requester {
+        exe: watched(&r.exe),
+        parent_exe: watched(&r.parent_exe),
+        ..r.clone()
+    }
+}
+
 /// The [`PromptEvent::Requested`] event of a request that reached the gate as `id`.
 pub fn requested(req: &ApprovalRequest, id: &str) -> PromptEvent {
-    let escape = |s: &Option<String>| s.as_deref().map(escape_control);
+    let escape = watched;
     let r = &req.requester;
     PromptEvent::Requested {
         id: id.to_owned(),
@@ -206,11 +220,7 @@ pub fn requested(req: &ApprovalRequest, id: &str) -> PromptEvent {
             what_is_signed(req),
             req.key_fingerprint
         ),
-        peer: Requester {
-            exe: escape(&r.exe),
-            parent_exe: escape(&r.parent_exe),
-            ..r.clone()
-        },
+        peer: watched_peer(r),
         key: req.key_fingerprint.clone(),
         kind: req.kind,
         namespace: escape(&req.namespace),

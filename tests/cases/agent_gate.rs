@@ -765,3 +765,79 @@ fn a_peer_that_exited_before_it_was_identified_uses_no_grant_and_the_prompt_says
     assert_eq!(rig.touches(), 3);
     assert!(rig.audit_verifies());
 }
+
+/// The bytes `ssh-keygen -Y sign -n NAMESPACE` asks the agent to sign (PROTOCOL.sshsig): the
+/// magic, then the namespace, reserved, hash algorithm and message hash as SSH strings.
+fn sshsig_blob(namespace: &str, message: &[u8]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+    let mut b = b"SSHSIG".to_vec();
+    string(&mut b, namespace.as_bytes());
+    string(&mut b, b"");
+    string(&mut b, b"sha512");
+    string(&mut b, &sha2::Sha512::digest(message));
+    b
+}
+
+/// No character that a terminal or a bidi-aware display acts on.
+fn inert(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+#[test]
+fn a_namespace_with_escape_sequences_reaches_no_prompt_or_watcher_raw() {
+    let rig = Rig::new(
+        "batch:5:60s:process".parse().unwrap(),
+        TouchMode::Manual,
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    let mut events = rig.prompter.subscribe();
+    // Erase the screen, flip the text direction, a C1 CSI: a forged prompt would follow.
+    let evil = "git\x1b[2J\u{202e}\u{9b}31mssh-keygen \u{2190} git";
+    let blob = sshsig_blob(evil, b"tree 1234\n");
+    let public = public_key(&rig.keys.ed25519);
+    let mut client = rig.agent.connect();
+    send(&mut client, &encode(&sign_request(&public, &blob)));
+    let PromptEvent::Requested {
+        message, namespace, ..
+    } = wait_event(&mut events, |e| matches!(e, PromptEvent::Requested { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(
+        inert(&message) && inert(namespace.as_deref().unwrap()),
+        "{message:?}"
+    );
+    let PromptEvent::Pending {
+        message, namespace, ..
+    } = wait_event(&mut events, |e| matches!(e, PromptEvent::Pending { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(
+        inert(&message) && inert(namespace.as_deref().unwrap()),
+        "{message:?}"
+    );
+    assert!(message.contains("\\u{1b}[2J"), "shown escaped: {message}");
+    rig.key().touch().unwrap();
+    assert_eq!(recv(&mut client).map(|b| b[0]), Some(14));
+    // The second one rides the grant: its event is escaped too.
+    send(&mut client, &encode(&sign_request(&public, &blob)));
+    let PromptEvent::Granted { namespace, .. } =
+        wait_event(&mut events, |e| matches!(e, PromptEvent::Granted { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(inert(namespace.as_deref().unwrap()));
+    assert_eq!(recv(&mut client).map(|b| b[0]), Some(14));
+    // The receipts keep the namespace as it was (evidence), and `auths audit list` escapes
+    // it (cli_agent::audit_list_never_prints_a_peers_control_characters).
+    assert!(rig
+        .receipts()
+        .iter()
+        .all(|r| r.namespace.as_deref() == Some(evil)));
+}
