@@ -125,9 +125,12 @@ where
             Outcome::Shutdown => return (SessionEnd::Shutdown, None),
         };
         drop(body);
+        // Idle from the moment the answer goes out: stamped before the write, so a client
+        // that has read its answer is sure to be in the idle order already (the order then
+        // follows what clients see; stamped after, a descheduled thread could stamp it late).
+        slot.idle();
         if let Err(e) = conn.write_response(&response).await {
             return (SessionEnd::IoError, Some(e.into()));
         }
-        slot.idle();
     }
 }
