@@ -999,6 +999,8 @@ mod tests {
                 touch_timeout: Duration::from_secs(10),
                 prompter: Prompter::new(false),
                 clock: None,
+                uv: crate::presence::presence_gate::UserVerification::Discouraged,
+                pins: Box::new(crate::presence::pin_entry::NoPinSource),
             })
             .unwrap();
             let gate = Arc::new(Counting {

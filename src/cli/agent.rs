@@ -11,8 +11,11 @@ use auths_presence::agent::AgentError;
 use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::pin_entry::{Askpass, NoPinSource};
 use auths_presence::presence::policy::{parse_duration, Policy};
-use auths_presence::presence::presence_gate::{GateConfig, PresenceGate, SelectorOpener};
+use auths_presence::presence::presence_gate::{
+    GateConfig, PresenceGate, SelectorOpener, UserVerification,
+};
 use auths_presence::presence::prompt::{escape_control, Prompter};
 use auths_presence::text::{env_line, pid_line};
 
@@ -83,6 +86,9 @@ pub enum AgentCmd {
         /// The service agent's key (see `auths agent start --device`) [env: AUTHS_DEVICE].
         #[arg(long, value_name = "D")]
         device: Option<String>,
+        /// The service agent's user verification (see `auths agent start --uv`).
+        #[arg(long, value_enum)]
+        uv: Option<UvArg>,
     },
     /// Stop the agent service and remove its file.
     UninstallService,
@@ -108,8 +114,31 @@ pub struct StartArgs {
     /// Wipe keys after this many signatures.
     #[arg(long, value_name = "N")]
     max_signatures: Option<u64>,
+    /// required: every touch also verifies you (the key's PIN, from AUTHS_ASKPASS, or its
+    /// fingerprint); discouraged: only when the key demands it (alwaysUv).
+    #[arg(long, value_enum, default_value_t = UvArg::Discouraged)]
+    uv: UvArg,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// `--uv`: when the key verifies the user besides the touch.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UvArg {
+    /// Only when the key demands it (alwaysUv).
+    Discouraged,
+    /// On every touch.
+    Required,
+}
+
+impl UvArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            UvArg::Discouraged => "discouraged",
+            UvArg::Required => "required",
+        }
+    }
 }
 
 /// `$AUTHS_HOME/agent.sock`; on Windows the named pipe `\\.\pipe\auths-agent-<user>`.
@@ -166,7 +195,8 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             manager,
             policy,
             device,
-        } => super::service::install(print, manager, policy, device),
+            uv,
+        } => super::service::install(print, manager, policy, device, uv),
         AgentCmd::UninstallService => super::service::uninstall(),
     }
 }
@@ -229,7 +259,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         .arg("--max-unlock")
         .arg(format!("{}s", args.max_unlock.as_secs()))
         .arg("--touch-timeout")
-        .arg(format!("{}s", args.device.touch_timeout.as_secs().max(1)));
+        .arg(format!("{}s", args.device.touch_timeout.as_secs().max(1)))
+        .arg("--uv")
+        .arg(args.uv.name());
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());
     }
@@ -290,6 +322,15 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
         touch_timeout: args.device.touch_timeout,
         prompter: prompter.clone(),
         clock: None,
+        uv: match args.uv {
+            UvArg::Discouraged => UserVerification::Discouraged,
+            UvArg::Required => UserVerification::Required,
+        },
+        // The agent has no terminal: PINs come from AUTHS_ASKPASS or not at all.
+        pins: match Askpass::from_env() {
+            Some(a) => Box::new(a),
+            None => Box::new(NoPinSource),
+        },
     })?;
     let enrolled = TokenStore::open(&home)?.list()?;
     if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {

@@ -230,6 +230,7 @@ fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {
 fn spec(
     policy: Option<String>,
     device: Option<String>,
+    uv: Option<super::agent::UvArg>,
 ) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let home = super::home();
@@ -255,6 +256,9 @@ fn spec(
         d.parse::<auths_presence::ctap::select::DeviceSelector>()?;
         extra_args.extend(["--device".to_owned(), d]);
     }
+    if let Some(uv) = uv {
+        extra_args.extend(["--uv".to_owned(), uv.name().to_owned()]);
+    }
     Ok(ServiceSpec {
         exe,
         home,
@@ -262,17 +266,18 @@ fn spec(
     })
 }
 
-/// `auths agent install-service [--print] [--policy P] [--device D]`.
+/// `auths agent install-service [--print] [--policy P] [--device D] [--uv U]`.
 pub fn install(
     print_only: bool,
     manager: Option<ServiceManager>,
     policy: Option<String>,
     device: Option<String>,
+    uv: Option<super::agent::UvArg>,
 ) -> CliResult {
     if manager.is_some_and(|m| Some(m) != super::os::SERVICE_MANAGER) && !print_only {
         return Err("--manager names another platform's service manager: it goes with --print (the file is for another machine)".into());
     }
-    let spec = spec(policy, device)?;
+    let spec = spec(policy, device, uv)?;
     let plan = plan(&spec, manager.or(super::os::SERVICE_MANAGER))?;
     if print_only {
         println!("# {}", plan.path.display());
@@ -330,7 +335,7 @@ pub fn install(
 
 /// `auths agent uninstall-service`.
 pub fn uninstall() -> CliResult {
-    let spec = spec(None, None)?;
+    let spec = spec(None, None, None)?;
     let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
     if !plan.path.exists() {
         println!("no service installed at {}", plan.path.display());

@@ -184,6 +184,25 @@ fn list(json: bool) -> CliResult {
     Ok(())
 }
 
+/// A pinUvAuthToken (ga permission) for `auths token test`, from the PIN source of this run.
+fn test_pin_token(
+    key: &mut Box<dyn SecurityKey>,
+    rp_id: &str,
+) -> Result<auths_presence::ctap::client_pin::PinUvAuthToken, Box<dyn std::error::Error>> {
+    use auths_presence::presence::pin_entry::PinRequest;
+    let description = key.description().to_owned();
+    let pin = super::pin::source().pin(&PinRequest {
+        key: &description,
+        purpose: "test it",
+        retries: None,
+    })?;
+    Ok(key.pin_token(
+        pin.as_bytes(),
+        auths_presence::ctap::client_pin::permissions::GET_ASSERTION,
+        rp_id,
+    )?)
+}
+
 fn test(json: bool, device: &DeviceArgs) -> CliResult {
     let store = TokenStore::open(&home())?;
     let tokens = store.list()?;
@@ -197,14 +216,39 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     // A self-test client data: it names no identity key and no bytes, so it approves nothing.
     let client_data = self_test_client_data(now_unix());
     let mut prompt = touch_prompt("test it", key.description());
-    let touched = touch(
+    // A key that verifies the user on every assertion (alwaysUv) needs its PIN here too.
+    let mut token = None;
+    if key.uv_info().is_some_and(|u| u.needed_to_sign()) {
+        token = Some(test_pin_token(&mut key, &rp_id)?);
+    }
+    let mut touched = touch(
         &mut key,
         &creds,
         &client_data,
         false,
+        token.as_ref(),
         &mut prompt,
         &CancelToken::new(),
     );
+    if token.is_none()
+        && matches!(
+            touched,
+            Err(TouchError::Device(CtapError::Status(
+                StatusCode::PuatRequired
+            )))
+        )
+    {
+        token = Some(test_pin_token(&mut key, &rp_id)?);
+        touched = touch(
+            &mut key,
+            &creds,
+            &client_data,
+            false,
+            token.as_ref(),
+            &mut prompt,
+            &CancelToken::new(),
+        );
+    }
     let verified = match touched {
         Err(TouchError::Device(CtapError::Status(StatusCode::NoCredentials))) => {
             return Err("this security key holds none of the enrolled credentials; plug in an enrolled key or enroll this one".into())

@@ -44,6 +44,10 @@ pub enum Evidence {
         /// The approving credential lives on the virtual key.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         virtual_key: bool,
+        /// The key verified the user too (PIN or built-in UV): the UV flag of the signed
+        /// authenticatorData, which `auths audit verify` checks.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        user_verified: bool,
     },
     /// Covered by the grant that the touch of receipt `grant_of` opened.
     Granted {
@@ -307,9 +311,18 @@ pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport
         let checked = match &receipt.evidence {
             Evidence::Denied if receipt.signed => Err("a denial that claims a signature".into()),
             Evidence::Denied => Ok(()),
-            Evidence::Approved { touch, .. } => {
-                verify_approved(receipt, touch, enrollments, &mut counters, &mut grants)
-            }
+            Evidence::Approved {
+                touch,
+                user_verified,
+                ..
+            } => verify_approved(
+                receipt,
+                touch,
+                *user_verified,
+                enrollments,
+                &mut counters,
+                &mut grants,
+            ),
             Evidence::Granted { grant_of } => verify_granted(receipt, grant_of, &mut grants),
         };
         match checked {
@@ -333,6 +346,7 @@ pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport
 fn verify_approved(
     receipt: &Receipt,
     evidence: &TouchEvidence,
+    user_verified: bool,
     enrollments: &[Enrollment],
     counters: &mut HashMap<Vec<u8>, u32>,
     grants: &mut HashMap<String, OpenGrant>,
@@ -346,7 +360,9 @@ fn verify_approved(
     allowed.sign_count = counters.get(&evidence.credential_id).copied().unwrap_or(0);
     let creds = Credentials::new(enrolled.rp_id.clone(), vec![allowed]);
     let verified =
-        touch::verify_evidence(&creds, evidence, false).map_err(|e| super::error_chain(&e))?;
+        // A receipt that says the user was verified must show it in what the key signed.
+        touch::verify_evidence(&creds, evidence, user_verified)
+            .map_err(|e| super::error_chain(&e))?;
     let request = receipt.request()?;
     let client_data = ClientData::parse(&evidence.client_data).map_err(|e| e.to_string())?;
     client_data

@@ -60,6 +60,12 @@ pub enum GateError {
     /// The gate's key worker stopped without an answer (it panicked); nothing was approved.
     #[error("the gate's key worker stopped unexpectedly; nothing was approved")]
     WorkerStopped,
+    /// The key needs the user verified and its PIN was wrong, blocked or not usable.
+    #[error("the security key's PIN did not verify you")]
+    Pin(#[source] crate::ctap::client_pin::PinError),
+    /// The key needs the user verified and no PIN was given.
+    #[error("the security key needs its PIN")]
+    PinEntry(#[source] super::pin_entry::PinEntryError),
 }
 
 impl From<TouchError> for GateError {
@@ -180,6 +186,7 @@ impl Approval {
                 Evidence::Approved {
                     touch: t.evidence().clone(),
                     virtual_key: t.virtual_key(),
+                    user_verified: t.assertion().flags().user_verified(),
                 },
                 Some(t),
             ),

@@ -9,6 +9,7 @@ use std::sync::MutexGuard;
 
 use tokio::sync::OwnedMutexGuard;
 
+use crate::ctap::client_pin::{permissions, PinUvAuthToken};
 use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::select::{self, DeviceSelector};
 use crate::ctap::{CtapError, StatusCode};
@@ -17,9 +18,11 @@ use super::audit::{AuditLog, Evidence, Receipt};
 use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
+use super::pin_entry::{PinRequest, PinSource};
 use super::policy::{Covers, Grants, Policy};
 use super::prompt::{
-    describe_peer, requested, touch_message, watched, watched_peer, PromptEvent, Prompter,
+    describe_peer, requested, touch_message, watched, watched_peer, what_is_signed, PromptEvent,
+    Prompter,
 };
 use super::request::ApprovalRequest;
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
@@ -60,6 +63,16 @@ impl KeyOpener for SelectorOpener {
     }
 }
 
+/// When the gate has the key verify the user (PIN or built-in UV) besides the touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserVerification {
+    /// Only when the key demands it (alwaysUv): a touch is enough otherwise.
+    #[default]
+    Discouraged,
+    /// Every touch also verifies the user: the UV flag must be set in the verified assertion.
+    Required,
+}
+
 /// How the gate runs.
 pub struct GateConfig {
     /// `AUTHS_HOME`: enrollments and the audit log.
@@ -74,6 +87,10 @@ pub struct GateConfig {
     pub prompter: Prompter,
     /// Time for grant lifetimes; `None` is the system's monotonic clock.
     pub clock: Option<GateClock>,
+    /// When the user is verified besides the touch.
+    pub uv: UserVerification,
+    /// Where the PIN comes from when it is needed (the agent: `AUTHS_ASKPASS`).
+    pub pins: Box<dyn PinSource + Send>,
 }
 
 /// The gate: one device interaction at a time, every approval verified and logged.
@@ -98,6 +115,11 @@ struct Inner {
     prompter: Prompter,
     touch_timeout: Duration,
     clock: GateClock,
+    uv: UserVerification,
+    pins: Mutex<Box<dyn PinSource + Send>>,
+    /// The pinUvAuthToken of the unlock window, never the PIN: zeroized when the keys are
+    /// wiped (lock, timeouts, shutdown) or the key refuses it.
+    pin_token: Mutex<Option<PinUvAuthToken>>,
 }
 
 impl std::fmt::Debug for PresenceGate {
@@ -231,6 +253,10 @@ impl CounterFloor {
 }
 
 impl Inner {
+    fn pin_token(&self) -> MutexGuard<'_, Option<PinUvAuthToken>> {
+        self.pin_token.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn asking(&self) -> MutexGuard<'_, Option<Asking>> {
         self.asking.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -273,6 +299,9 @@ impl PresenceGate {
                 prompter: config.prompter,
                 touch_timeout: config.touch_timeout,
                 clock: config.clock.unwrap_or_else(|| Arc::new(Instant::now)),
+                uv: config.uv,
+                pins: Mutex::new(config.pins),
+                pin_token: Mutex::new(None),
             }),
         })
     }
@@ -290,6 +319,7 @@ impl PresenceGate {
     /// Forget every open grant (on lock).
     pub fn clear_grants(&self) {
         self.inner.grants().clear();
+        *self.inner.pin_token() = None;
     }
 
     fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest, id: &str) -> Option<Approval> {
@@ -345,14 +375,51 @@ impl PresenceGate {
                 });
             }
         };
-        let touched = touch::touch(
-            key.as_mut(),
-            &creds,
-            &client_data,
-            false,
-            &mut on_up,
-            cancel,
-        );
+        // The user is verified too when the agent requires it or the key demands it
+        // (alwaysUv); a key that says so only by refusing (PUAT_REQUIRED) gets the PIN then.
+        // The token of the unlock window is used until the key refuses it (it expired, or
+        // the key was re-plugged): then the PIN is asked for once more.
+        let uv_info = key.uv_info();
+        let mut need_uv =
+            inner.uv == UserVerification::Required || uv_info.is_some_and(|u| u.needed_to_sign());
+        let mut token = inner.pin_token().take();
+        let mut fresh = false;
+        if need_uv && token.is_none() && uv_info.is_some() {
+            token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+            fresh = true;
+        }
+        let touched = loop {
+            let r = touch::touch(
+                key.as_mut(),
+                &creds,
+                &client_data,
+                need_uv,
+                token.as_ref().filter(|_| need_uv),
+                &mut on_up,
+                cancel,
+            );
+            match r {
+                Err(TouchError::Device(CtapError::Status(StatusCode::PinAuthInvalid)))
+                    if need_uv && !fresh && !cancel.is_cancelled() =>
+                {
+                    token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+                    fresh = true;
+                }
+                Err(TouchError::Device(CtapError::Status(StatusCode::PuatRequired)))
+                    if !need_uv && uv_info.is_some() && !cancel.is_cancelled() =>
+                {
+                    need_uv = true;
+                    if token.is_none() {
+                        token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+                        fresh = true;
+                    }
+                }
+                other => break other,
+            }
+        };
+        if touched.is_ok() {
+            *inner.pin_token() = token;
+        }
         drop(key);
         let verified = touched.map_err(|e| match e {
             _ if cancel.is_cancelled() => GateError::Cancelled,
@@ -374,6 +441,34 @@ impl PresenceGate {
             return Err(GateError::Cancelled);
         }
         Ok(verified)
+    }
+
+    /// A pinUvAuthToken with the ga permission, from the PIN the gate's source gives for
+    /// `request`. One try: a wrong PIN refuses the request and says how many tries are left.
+    fn pin_token(
+        inner: &Inner,
+        key: &mut dyn PresenceKey,
+        request: &ApprovalRequest,
+        creds: &Credentials,
+    ) -> Result<PinUvAuthToken, GateError> {
+        let purpose = format!(
+            "approve {} for {}",
+            what_is_signed(request),
+            describe_peer(&request.requester)
+        );
+        let description = key.description().to_owned();
+        let pin = inner
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pin(&PinRequest {
+                key: &description,
+                purpose: &purpose,
+                retries: None,
+            })
+            .map_err(GateError::PinEntry)?;
+        key.pin_token(pin.as_bytes(), permissions::GET_ASSERTION, creds.rp_id())
+            .map_err(GateError::Pin)
     }
 
     /// Take the asking slot for `request`, or, when another request is asking for a touch,

@@ -15,7 +15,8 @@ use super::verify::{
     verify_assertion, AllowedCredential, Expected, VerifiedAssertion, VerifyError,
 };
 use crate::ctap::authdata::AuthenticatorData;
-use crate::ctap::backend::{client_data_hash, GetAssertionArgs, SecurityKey, Waiting};
+use crate::ctap::backend::{client_data_hash, GetAssertionArgs, SecurityKey, UvInfo, Waiting};
+use crate::ctap::client_pin::{PinError, PinUvAuthToken};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
 use crate::ctap::device::CancelToken;
 use crate::ctap::CtapError;
@@ -33,6 +34,29 @@ pub trait PresenceKey: Send {
 
     /// True for the virtual key.
     fn is_virtual(&self) -> bool;
+
+    /// For people: the product name, or the sim socket.
+    fn description(&self) -> &str {
+        "the security key"
+    }
+
+    /// What the key says about user verification (`None`: the backend asks itself, or tells
+    /// nothing).
+    fn uv_info(&self) -> Option<UvInfo> {
+        None
+    }
+
+    /// A pinUvAuthToken from `pin` with `permissions` for `rp_id`.
+    fn pin_token(
+        &mut self,
+        _pin: &[u8],
+        _permissions: u64,
+        _rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        Err(PinError::Ctap(CtapError::Unsupported(
+            "this key takes no PIN from us".into(),
+        )))
+    }
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {
@@ -46,6 +70,23 @@ impl<K: SecurityKey + ?Sized> PresenceKey for K {
 
     fn is_virtual(&self) -> bool {
         SecurityKey::is_virtual(self)
+    }
+
+    fn description(&self) -> &str {
+        SecurityKey::description(self)
+    }
+
+    fn uv_info(&self) -> Option<UvInfo> {
+        SecurityKey::uv_info(self)
+    }
+
+    fn pin_token(
+        &mut self,
+        pin: &[u8],
+        permissions: u64,
+        rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        SecurityKey::pin_token(self, pin, permissions, rp_id)
     }
 }
 
@@ -165,21 +206,25 @@ pub enum TouchError {
 }
 
 /// Ask `key` for a touch over `client_data` with `creds` in the allowList, and verify the
-/// answer. `on_up_needed` runs when the key starts to blink.
+/// answer. `on_up_needed` runs when the key starts to blink. With `pin_token`, the request
+/// carries its pinUvAuthParam and the answer must have the UV flag; `require_uv` asks for the
+/// flag without a token (a backend that verifies the user itself).
 pub fn touch(
     key: &mut dyn PresenceKey,
     creds: &Credentials,
     client_data: &str,
     require_uv: bool,
+    pin_token: Option<&PinUvAuthToken>,
     on_up_needed: &mut dyn FnMut(),
     cancel: &CancelToken,
 ) -> Result<VerifiedTouch, TouchError> {
     let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
+    let require_uv = require_uv || pin_token.is_some();
     let args = GetAssertionArgs {
         rp_id: &creds.rp_id,
         client_data: client_data.as_bytes(),
         allow_list: &ids,
-        pin_token: None,
+        pin_token,
     };
     let wait = Waiting {
         on_up_needed,

@@ -10,16 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auths_presence::agent::keys::UnlockPolicy;
-use auths_presence::ctap::backend::{GetAssertionArgs, SecurityKey, Waiting};
+use auths_presence::ctap::backend::{GetAssertionArgs, SecurityKey, UvInfo, Waiting};
+use auths_presence::ctap::client_pin::{PinError, PinUvAuthToken};
 use auths_presence::ctap::command::GetAssertionResponse;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::OpenedKey;
-use auths_presence::ctap::virtual_key::{HidTimings, TouchError, TouchMode, VirtualKey};
+use auths_presence::ctap::virtual_key::{HidTimings, PinConfig, TouchError, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::gate::GateError;
+use auths_presence::presence::pin_entry::{NoPinSource, PinSource};
 use auths_presence::presence::policy::Policy;
+use auths_presence::presence::presence_gate::UserVerification;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::touch::PresenceKey;
 use sha2::Digest as _;
@@ -107,6 +110,30 @@ impl PresenceKey for Recording {
     fn is_virtual(&self) -> bool {
         true
     }
+
+    fn description(&self) -> &str {
+        SecurityKey::description(&self.inner)
+    }
+
+    fn uv_info(&self) -> Option<UvInfo> {
+        SecurityKey::uv_info(&self.inner)
+    }
+
+    fn pin_token(
+        &mut self,
+        pin: &[u8],
+        permissions: u64,
+        rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError> {
+        SecurityKey::pin_token(&mut self.inner, pin, permissions, rp_id)
+    }
+}
+
+/// A key with clientPIN, and how the gate verifies the user on it.
+struct UvSetup {
+    config: PinConfig,
+    uv: UserVerification,
+    pins: gate::CountedPin,
 }
 
 impl Rig {
@@ -127,13 +154,36 @@ impl Rig {
     }
 
     fn with_opts(policy: Policy, mode: TouchMode, opts: Opts) -> Rig {
+        Rig::build(policy, mode, opts, None)
+    }
+
+    /// A rig whose key has clientPIN as `uv.config` says and whose gate verifies the user as
+    /// `uv.uv` says, with PINs from `uv.pins`.
+    fn build(policy: Policy, mode: TouchMode, opts: Opts, uv: Option<UvSetup>) -> Rig {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let state = dir.path().join("key.json");
         let wait = touch_wait(&mode);
-        let key = start_key(&state, &mode);
+        let (pin_config, gate_uv) = match uv {
+            Some(u) => (Some(u.config), Some((u.uv, u.pins))),
+            None => (None, None),
+        };
+        let key = gate::start_key_with_pin(
+            &state,
+            AUTO,
+            HidTimings {
+                touch_timeout: wait,
+                ..HidTimings::default()
+            },
+            pin_config,
+        );
         // Enroll through the real client, as `auths token enroll` does.
-        let enroll_touches = gate::enroll(&key, &home, device_options(wait));
+        let enroll_touches = match &gate_uv {
+            Some((_, pins)) => {
+                gate::enroll_with_pins(&key, &home, device_options(wait), &mut pins.clone())
+            }
+            None => gate::enroll(&key, &home, device_options(wait)),
+        };
         key.set_touch_mode(mode);
         let slot: KeySlot = Arc::new(Mutex::new(key));
         let replay = Arc::new(Mutex::new(None));
@@ -156,13 +206,18 @@ impl Rig {
         let base = Instant::now();
         let offset = clock_offset.clone();
         let prompter = Prompter::new(false);
-        let gate = gate::presence_gate(
+        let (uv, pins): (UserVerification, Box<dyn PinSource + Send>) = match gate_uv {
+            Some((uv, pins)) => (uv, Box::new(pins)),
+            None => (UserVerification::Discouraged, Box::new(NoPinSource)),
+        };
+        let gate = gate::presence_gate_with_uv(
             &home,
             opener,
             policy,
             wait + Duration::from_secs(1),
             prompter.clone(),
             Some(Arc::new(move || base + *offset.lock().unwrap())),
+            (uv, pins),
         );
         let agent = Agent::start(Arc::new(gate), opts);
         let keys = keygen(dir.path());
@@ -840,4 +895,123 @@ fn a_namespace_with_escape_sequences_reaches_no_prompt_or_watcher_raw() {
         .receipts()
         .iter()
         .all(|r| r.namespace.as_deref() == Some(evil)));
+}
+
+/// A rig whose virtual key has the PIN `pin` set, `always_uv` as given, and whose gate
+/// verifies the user as `uv` says, with the PIN source it returns.
+fn pin_rig(
+    pin: &str,
+    always_uv: bool,
+    uv: UserVerification,
+    given: &str,
+) -> (Rig, gate::CountedPin) {
+    let pins = gate::CountedPin::new(given);
+    let rig = Rig::build(
+        Policy::PerSignature,
+        AUTO,
+        Opts::default(),
+        Some(UvSetup {
+            config: PinConfig {
+                pin: Some(zeroize::Zeroizing::new(pin.as_bytes().to_vec())),
+                always_uv,
+                ..PinConfig::default()
+            },
+            uv,
+            pins: pins.clone(),
+        }),
+    );
+    // Keep the key files: the test adds the key again after a wipe.
+    rig.agent.add(&[&rig.keys.ed25519]);
+    (rig, pins)
+}
+
+fn signed(rig: &Rig, data: &[u8]) -> bool {
+    let public = public_key(&rig.keys.ed25519);
+    matches!(
+        request(&mut rig.agent.connect(), &sign_request(&public, data)),
+        Response::SignResponse(_)
+    )
+}
+
+#[test]
+fn an_always_uv_key_gets_its_pin_once_per_unlock_window_and_a_touch_every_time() {
+    let (rig, pins) = pin_rig("2468", true, UserVerification::Discouraged, "2468");
+    assert_eq!(pins.asked(), 1, "enrollment needed the PIN");
+    for i in 0..3 {
+        assert!(signed(&rig, format!("commit {i}").as_bytes()));
+    }
+    assert_eq!(rig.touches(), 3, "every signature still needs its touch");
+    assert_eq!(pins.asked(), 2, "the PIN once for the unlock window");
+    let prompt = pins.prompts.lock().unwrap()[1].clone();
+    assert!(
+        prompt.starts_with("PIN for virtual, to approve unknown data for "),
+        "{prompt}"
+    );
+    // The receipts record the verified user, and audit verify checks it against what the key
+    // signed; the PIN is nowhere in them.
+    let receipts = rig.receipts();
+    assert!(receipts.iter().all(|r| matches!(
+        r.evidence,
+        auths_presence::presence::audit::Evidence::Approved {
+            user_verified: true,
+            ..
+        }
+    )));
+    assert!(rig.audit_verifies());
+    let audit = std::fs::read_to_string(rig.home.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("2468"));
+
+    // Wiping the keys (lock, timeouts) wipes the token: the next window asks again.
+    rig.agent.state.wipe_keys();
+    rig.agent.add(&[&rig.keys.ed25519]);
+    assert!(signed(&rig, b"after the wipe"));
+    assert_eq!(pins.asked(), 3);
+}
+
+#[test]
+fn uv_required_asks_the_pin_and_a_wrong_one_signs_nothing_and_says_how_many_tries_are_left() {
+    let (rig, pins) = pin_rig("2468", false, UserVerification::Required, "1111");
+    assert_eq!(pins.asked(), 0, "a CTAP 2.1 key enrolls without the PIN");
+    assert!(!signed(&rig, b"commit"));
+    assert_eq!(pins.asked(), 1, "one try, never retried on our own");
+    assert_eq!(
+        rig.touches(),
+        0,
+        "no touch was asked for without a verified user"
+    );
+    let r = rig.receipts();
+    assert_eq!(r.last().unwrap().outcome(), Outcome::Denied);
+    let reason = r.last().unwrap().reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("wrong PIN") && reason.contains("7 tries left"),
+        "{reason}"
+    );
+    assert!(!reason.contains("1111"));
+}
+
+#[test]
+fn a_token_the_key_no_longer_takes_is_replaced_by_asking_for_the_pin_again() {
+    let (rig, pins) = pin_rig("2468", false, UserVerification::Required, "2468");
+    assert!(signed(&rig, b"one"));
+    assert_eq!(pins.asked(), 1);
+    // The key is unplugged and plugged in again: a new power cycle, the old token is void.
+    let state = rig.state.clone();
+    let replugged = gate::start_key_with_pin(
+        &state,
+        AUTO,
+        HidTimings::default(),
+        Some(PinConfig {
+            pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
+            ..PinConfig::default()
+        }),
+    );
+    let old = std::mem::replace(&mut *rig.key.lock().unwrap(), replugged);
+    drop(old);
+    assert!(signed(&rig, b"two"));
+    assert_eq!(
+        pins.asked(),
+        2,
+        "the refused token made the gate ask once more"
+    );
+    assert!(rig.audit_verifies());
 }

@@ -327,6 +327,8 @@ impl Demo {
             touch_timeout,
             prompter: prompter.clone(),
             clock: None,
+            uv: auths_presence::presence::presence_gate::UserVerification::Discouraged,
+            pins: Box::new(auths_presence::presence::pin_entry::NoPinSource),
         })
         .map_err(|e| e.to_string())?;
         let config = AgentConfig::new(self.socket.clone());

@@ -10,12 +10,15 @@ use auths_presence::ctap::command::Algorithm;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::OpenedKey;
 use auths_presence::ctap::virtual_key::{
-    HidTimings, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
+    HidTimings, PinConfig, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
 };
 use auths_presence::ctap::CtapError;
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
+use auths_presence::presence::pin_entry::{NoPinSource, PinEntryError, PinRequest, PinSource};
 use auths_presence::presence::policy::Policy;
-use auths_presence::presence::presence_gate::{GateClock, GateConfig, KeyOpener, PresenceGate};
+use auths_presence::presence::presence_gate::{
+    GateClock, GateConfig, KeyOpener, PresenceGate, UserVerification,
+};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 
 use super::DEADLINE;
@@ -27,15 +30,58 @@ pub const AUTO: TouchMode = TouchMode::Auto {
 
 /// Start a virtual key keeping its secret and counter in `state`.
 pub fn start_key(state: &Path, mode: TouchMode, timings: HidTimings) -> Arc<VirtualKey> {
+    start_key_with_pin(state, mode, timings, None)
+}
+
+/// [`start_key`], with clientPIN as `pin` says.
+pub fn start_key_with_pin(
+    state: &Path,
+    mode: TouchMode,
+    timings: HidTimings,
+    pin: Option<PinConfig>,
+) -> Arc<VirtualKey> {
     Arc::new(
         VirtualKey::start(VirtualKeyConfig {
             state: StateLocation::File(state.to_path_buf()),
             touch_mode: mode,
             timings,
-            pin: None,
+            pin,
         })
         .unwrap(),
     )
+}
+
+/// A PIN source that always gives `pin`, counting how often it was asked and keeping the
+/// prompts.
+#[derive(Clone)]
+pub struct CountedPin {
+    pin: String,
+    /// The prompts it was shown.
+    pub prompts: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl CountedPin {
+    pub fn new(pin: &str) -> CountedPin {
+        CountedPin {
+            pin: pin.to_owned(),
+            prompts: Arc::default(),
+        }
+    }
+
+    /// How often it was asked.
+    pub fn asked(&self) -> usize {
+        self.prompts.lock().unwrap().len()
+    }
+}
+
+impl PinSource for CountedPin {
+    fn pin(
+        &mut self,
+        request: &PinRequest<'_>,
+    ) -> Result<zeroize::Zeroizing<String>, PinEntryError> {
+        self.prompts.lock().unwrap().push(request.prompt());
+        Ok(zeroize::Zeroizing::new(self.pin.clone()))
+    }
 }
 
 /// Open the key as the agent opens a real one: the real CTAPHID channel over its reports.
@@ -46,6 +92,16 @@ pub fn open(key: &VirtualKey, options: DeviceOptions) -> Result<OpenedKey, CtapE
 /// Enroll an ES256 credential of `key` in the token store at `home`, as `auths token enroll`
 /// does (the key must touch: give it [`AUTO`]). Returns the key's touch count afterwards.
 pub fn enroll(key: &VirtualKey, home: &Path, options: DeviceOptions) -> u64 {
+    enroll_with_pins(key, home, options, &mut NoPinSource)
+}
+
+/// [`enroll`], with PINs from `pins` when the key needs one.
+pub fn enroll_with_pins(
+    key: &VirtualKey,
+    home: &Path,
+    options: DeviceOptions,
+    pins: &mut dyn PinSource,
+) -> u64 {
     let store = TokenStore::open(home).unwrap();
     let mut opened = open(key, options).unwrap();
     enroll_key(
@@ -55,7 +111,7 @@ pub fn enroll(key: &VirtualKey, home: &Path, options: DeviceOptions) -> u64 {
         "auths:presence",
         &[Algorithm::Es256],
         &mut || {},
-        &mut auths_presence::presence::pin_entry::NoPinSource,
+        pins,
     )
     .unwrap();
     key.touch_count()
@@ -70,6 +126,27 @@ pub fn presence_gate(
     prompter: Prompter,
     clock: Option<GateClock>,
 ) -> PresenceGate {
+    presence_gate_with_uv(
+        home,
+        opener,
+        policy,
+        touch_timeout,
+        prompter,
+        clock,
+        (UserVerification::Discouraged, Box::new(NoPinSource)),
+    )
+}
+
+/// [`presence_gate`], verifying the user as `uv` says, with PINs from its source.
+pub fn presence_gate_with_uv(
+    home: &Path,
+    opener: impl KeyOpener + 'static,
+    policy: Policy,
+    touch_timeout: Duration,
+    prompter: Prompter,
+    clock: Option<GateClock>,
+    uv: (UserVerification, Box<dyn PinSource + Send>),
+) -> PresenceGate {
     PresenceGate::new(GateConfig {
         home: home.to_path_buf(),
         opener: Box::new(opener),
@@ -77,6 +154,8 @@ pub fn presence_gate(
         touch_timeout,
         prompter,
         clock,
+        uv: uv.0,
+        pins: uv.1,
     })
     .unwrap()
 }
