@@ -42,6 +42,16 @@ pub enum SimCmd {
         #[arg(long, value_name = "P")]
         socket: PathBuf,
     },
+    /// Another program holds the virtual key for a while (a browser waiting for a touch):
+    /// every request gets CHANNEL_BUSY until then.
+    Busy {
+        /// Data socket path given to `auths sim serve`.
+        #[arg(long, value_name = "P")]
+        socket: PathBuf,
+        /// How long, at most 600000 ms.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=600_000))]
+        for_ms: u64,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +83,18 @@ pub fn run(cmd: SimCmd) -> CliResult {
             pin_config(pin, pin_protocol, always_uv, fido_version == "2.0")?,
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
+        SimCmd::Busy { socket, for_ms } => {
+            sim_available()?;
+            auths_presence::ctap::virtual_key::sim_busy(
+                &socket,
+                std::time::Duration::from_millis(for_ms),
+            )?;
+            eprintln!(
+                "the virtual key at {} is busy with another program for {for_ms} ms",
+                socket.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};
 use auths_presence::presence::challenge::self_test_client_data;
 use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};
+use auths_presence::presence::prompt::escape_control;
 use auths_presence::presence::touch::{touch, Credentials, TouchError};
 
 use super::{home, CliResult, DeviceArgs};
@@ -93,7 +94,8 @@ fn now_unix() -> u64 {
 
 /// The prompt shown once, when the key starts to blink: "Touch your security key to WHY: KEY".
 fn touch_prompt(why: &'static str, key: &str) -> impl FnMut() {
-    let key = key.to_owned();
+    // The description carries the USB product name: the device's own text.
+    let key = escape_control(key);
     let mut shown = false;
     move || {
         if !shown {
@@ -103,15 +105,30 @@ fn touch_prompt(why: &'static str, key: &str) -> impl FnMut() {
     }
 }
 
+/// Says once that the key is busy with another program, while the request waits its turn.
+fn busy_prompt(key: &str) -> impl FnMut() {
+    let key = escape_control(key);
+    let mut shown = false;
+    move || {
+        if !shown {
+            shown = true;
+            eprintln!("The security key is busy with another program (a browser waiting for a touch?): waiting for it: {key}");
+        }
+    }
+}
+
 fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::error::Error>> {
     let selector = device.selector()?;
-    let key = select::open_key(&selector, device.options(), &mut |n| {
-        eprintln!("{n} security keys are plugged in: touch the one you want to use.")
-    })?;
+    let key = select::open_key_reporting_busy(
+        &selector,
+        device.options(),
+        &mut |n| eprintln!("{n} security keys are plugged in: touch the one you want to use."),
+        &mut busy_prompt(&selector.to_string()),
+    )?;
     if key.is_virtual() {
         eprintln!(
             "warning: {} is a VIRTUAL key (software, not hardware): it proves nothing about a person being present.",
-            key.description()
+            escape_control(key.description())
         );
     }
     Ok(key)
@@ -143,9 +160,9 @@ fn enroll(
     println!(
         "enrolled {} ({}, {}, {}){}",
         enrollment.id,
-        enrollment.label,
+        escape_control(&enrollment.label),
         enrollment.algorithm_name(),
-        enrollment.device,
+        escape_control(&enrollment.device),
         if enrollment.virtual_key {
             " [virtual key]"
         } else {
@@ -173,11 +190,11 @@ fn list(json: bool) -> CliResult {
     for t in tokens {
         println!(
             "{:<16}  {:<10}  {:<6}  {:<8}  {}{}",
-            t.id,
-            t.label,
+            escape_control(&t.id),
+            escape_control(&t.label),
             t.algorithm_name(),
             t.sign_count,
-            t.device,
+            escape_control(&t.device),
             if t.virtual_key { "  [VIRTUAL]" } else { "" }
         );
     }
@@ -203,6 +220,30 @@ fn test_pin_token(
     )?)
 }
 
+/// One touch of `auths token test`, with its prompts.
+fn test_touch(
+    key: &mut Box<dyn SecurityKey>,
+    creds: &Credentials,
+    client_data: &str,
+    pin_token: Option<&auths_presence::ctap::client_pin::PinUvAuthToken>,
+    cancel: &CancelToken,
+) -> Result<auths_presence::presence::touch::VerifiedTouch, TouchError> {
+    let mut prompt = touch_prompt("test it", key.description());
+    let mut busy = busy_prompt(key.description());
+    let ask = auths_presence::presence::touch::Ask {
+        creds,
+        client_data,
+        require_uv: false,
+        pin_token,
+    };
+    let wait = auths_presence::ctap::backend::Waiting {
+        on_up_needed: &mut prompt,
+        on_busy: Some(&mut busy),
+        cancel: Some(cancel),
+    };
+    touch(key, &ask, wait)
+}
+
 fn test(json: bool, device: &DeviceArgs) -> CliResult {
     let store = TokenStore::open(&home())?;
     let tokens = store.list()?;
@@ -215,21 +256,13 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     let mut key = open_key(device)?;
     // A self-test client data: it names no identity key and no bytes, so it approves nothing.
     let client_data = self_test_client_data(now_unix());
-    let mut prompt = touch_prompt("test it", key.description());
     // A key that verifies the user on every assertion (alwaysUv) needs its PIN here too.
     let mut token = None;
     if key.uv_info().is_some_and(|u| u.needed_to_sign()) {
         token = Some(test_pin_token(&mut key, &rp_id)?);
     }
-    let mut touched = touch(
-        &mut key,
-        &creds,
-        &client_data,
-        false,
-        token.as_ref(),
-        &mut prompt,
-        &CancelToken::new(),
-    );
+    let cancel = CancelToken::new();
+    let mut touched = test_touch(&mut key, &creds, &client_data, token.as_ref(), &cancel);
     if token.is_none()
         && matches!(
             touched,
@@ -239,15 +272,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
         )
     {
         token = Some(test_pin_token(&mut key, &rp_id)?);
-        touched = touch(
-            &mut key,
-            &creds,
-            &client_data,
-            false,
-            token.as_ref(),
-            &mut prompt,
-            &CancelToken::new(),
-        );
+        touched = test_touch(&mut key, &creds, &client_data, token.as_ref(), &cancel);
     }
     let verified = match touched {
         Err(TouchError::Device(CtapError::Status(StatusCode::NoCredentials))) => {

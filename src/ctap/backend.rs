@@ -96,6 +96,9 @@ impl UvInfo {
 pub struct Waiting<'a> {
     /// Called when the key waits for a touch.
     pub on_up_needed: &'a mut dyn FnMut(),
+    /// Called each time the key answers that it is busy with another program (the request
+    /// is sent again until the deadline).
+    pub on_busy: Option<&'a mut dyn FnMut()>,
     /// Cancels the operation (CTAPHID_CANCEL, or webauthn.dll's cancellation id).
     pub cancel: Option<&'a CancelToken>,
 }
@@ -253,10 +256,19 @@ fn pin_uv_auth(token: &PinUvAuthToken, client_data_hash: &[u8; 32]) -> PinUvAuth
 
 /// A KEEPALIVE callback that tells `wait` when the key starts to wait for a touch.
 fn up_needed(wait: Waiting<'_>) -> impl FnMut(KeepaliveStatus) + '_ {
-    move |s| {
-        if s == KeepaliveStatus::UpNeeded {
-            (wait.on_up_needed)();
+    let Waiting {
+        on_up_needed,
+        mut on_busy,
+        ..
+    } = wait;
+    move |s| match s {
+        KeepaliveStatus::UpNeeded => on_up_needed(),
+        KeepaliveStatus::Busy => {
+            if let Some(f) = on_busy.as_mut() {
+                f()
+            }
         }
+        _ => {}
     }
 }
 

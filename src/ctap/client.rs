@@ -14,7 +14,16 @@ use super::CtapError;
 impl<T: Transport> Device<T> {
     /// authenticatorGetInfo.
     pub fn get_info(&mut self) -> Result<GetInfoResponse, CtapError> {
-        let resp = self.cbor(&command::get_info_request(), &mut |_| {}, None)?;
+        self.get_info_reporting(&mut |_| {})
+    }
+
+    /// authenticatorGetInfo, telling `on_keepalive` what the key says meanwhile (it may be
+    /// [`KeepaliveStatus::Busy`]: another program holds the key).
+    pub fn get_info_reporting(
+        &mut self,
+        on_keepalive: &mut dyn FnMut(KeepaliveStatus),
+    ) -> Result<GetInfoResponse, CtapError> {
+        let resp = self.cbor(&command::get_info_request(), on_keepalive, None)?;
         GetInfoResponse::decode(command::split_status(&resp)?)
     }
 

@@ -94,7 +94,19 @@ impl OpenedKey {
         opts: DeviceOptions,
         is_virtual: bool,
     ) -> Result<OpenedKey, CtapError> {
-        finish(transport, description, opts, is_virtual)
+        finish(transport, description, opts, is_virtual, &mut || {})
+    }
+
+    /// [`OpenedKey::from_transport`], telling `on_busy` each time the key answers that
+    /// another program holds it (getInfo is asked again until the deadline).
+    pub fn from_transport_reporting_busy(
+        transport: Box<dyn Transport>,
+        description: String,
+        opts: DeviceOptions,
+        is_virtual: bool,
+        on_busy: &mut dyn FnMut(),
+    ) -> Result<OpenedKey, CtapError> {
+        finish(transport, description, opts, is_virtual, on_busy)
     }
 }
 
@@ -103,9 +115,14 @@ fn finish(
     description: String,
     opts: DeviceOptions,
     sim: bool,
+    on_busy: &mut dyn FnMut(),
 ) -> Result<OpenedKey, CtapError> {
     let mut device = Device::open(transport, opts)?;
-    let info = device.get_info()?;
+    let info = device.get_info_reporting(&mut |s| {
+        if s == KeepaliveStatus::Busy {
+            on_busy()
+        }
+    })?;
     let aaguid = info.aaguid;
     Ok(OpenedKey {
         device,
@@ -124,10 +141,20 @@ pub fn open(
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
 ) -> Result<OpenedKey, CtapError> {
+    open_reporting_busy(selector, opts, on_choose, &mut || {})
+}
+
+/// [`open`], telling `on_busy` each time the key answers that another program holds it.
+pub fn open_reporting_busy(
+    selector: &DeviceSelector,
+    opts: DeviceOptions,
+    on_choose: &mut dyn FnMut(usize),
+    on_busy: &mut dyn FnMut(),
+) -> Result<OpenedKey, CtapError> {
     match selector {
-        DeviceSelector::Sim(path) => open_sim(path, opts),
-        DeviceSelector::UsbPath(path) => open_usb_path(path, opts),
-        DeviceSelector::Usb => open_usb(opts, on_choose),
+        DeviceSelector::Sim(path) => open_sim(path, opts, on_busy),
+        DeviceSelector::UsbPath(path) => open_usb_path(path, opts, on_busy),
+        DeviceSelector::Usb => open_usb(opts, on_choose, on_busy),
         DeviceSelector::Windows => Err(CtapError::Unsupported(
             "the windows device (webauthn.dll) is not a CTAPHID channel; open it with select::open_key".into(),
         )),
@@ -142,13 +169,29 @@ pub fn open_key(
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
 ) -> Result<Box<dyn SecurityKey>, CtapError> {
+    open_key_reporting_busy(selector, opts, on_choose, &mut || {})
+}
+
+/// [`open_key`], telling `on_busy` each time the key answers that another program holds it.
+pub fn open_key_reporting_busy(
+    selector: &DeviceSelector,
+    opts: DeviceOptions,
+    on_choose: &mut dyn FnMut(usize),
+    on_busy: &mut dyn FnMut(),
+) -> Result<Box<dyn SecurityKey>, CtapError> {
     match selector {
         DeviceSelector::Windows => super::winhello::open(opts),
-        other => Ok(Box::new(open(other, opts, on_choose)?)),
+        other => Ok(Box::new(open_reporting_busy(
+            other, opts, on_choose, on_busy,
+        )?)),
     }
 }
 
-fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
+fn open_sim(
+    path: &std::path::Path,
+    opts: DeviceOptions,
+    on_busy: &mut dyn FnMut(),
+) -> Result<OpenedKey, CtapError> {
     if !super::virtual_key::SIM_AVAILABLE {
         return Err(CtapError::Open {
             path: path.display().to_string(),
@@ -167,25 +210,34 @@ fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, Ct
         format!("virtual key at {}", path.display()),
         opts,
         true,
+        on_busy,
     )
 }
 
-fn open_usb_path(path: &str, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
+fn open_usb_path(
+    path: &str,
+    opts: DeviceOptions,
+    on_busy: &mut dyn FnMut(),
+) -> Result<OpenedKey, CtapError> {
     let t = super::hid::HidTransport::open(path)?;
     let desc = super::hid::enumerate()
         .ok()
         .and_then(|l| l.into_iter().find(|k| k.path == path))
         .map(|k| k.describe())
         .unwrap_or_else(|| path.to_owned());
-    finish(Box::new(t), desc, opts, false)
+    finish(Box::new(t), desc, opts, false, on_busy)
 }
 
-fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<OpenedKey, CtapError> {
+fn open_usb(
+    opts: DeviceOptions,
+    on_choose: &mut dyn FnMut(usize),
+    on_busy: &mut dyn FnMut(),
+) -> Result<OpenedKey, CtapError> {
     use super::device::CancelToken;
     let keys = super::hid::enumerate()?;
     match keys.len() {
         0 => Err(CtapError::NoDevice),
-        1 => open_usb_path(&keys[0].path, opts),
+        1 => open_usb_path(&keys[0].path, opts, on_busy),
         n => {
             on_choose(n);
             // Every key blinks; the first touched wins, the others are cancelled.
@@ -196,7 +248,8 @@ fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<Ope
                 let tx = tx.clone();
                 let cancel = cancel.clone();
                 threads.push(std::thread::spawn(move || {
-                    let r = open_usb_path(&k.path, opts).and_then(|mut key| {
+                    // Choosing among several keys: a busy one simply is not chosen.
+                    let r = open_usb_path(&k.path, opts, &mut || {}).and_then(|mut key| {
                         key.device.selection(&mut |_| {}, Some(&cancel))?;
                         Ok(key)
                     });

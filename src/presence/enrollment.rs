@@ -407,6 +407,7 @@ pub fn enroll_key(
         args.pin_token = token.as_ref();
         let wait = crate::ctap::backend::Waiting {
             on_up_needed: &mut *on_up_needed,
+            on_busy: None,
             cancel: None,
         };
         match key.make_credential(&args, wait) {

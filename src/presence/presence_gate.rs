@@ -9,6 +9,7 @@ use std::sync::MutexGuard;
 
 use tokio::sync::OwnedMutexGuard;
 
+use crate::ctap::backend::Waiting;
 use crate::ctap::client_pin::{permissions, PinUvAuthToken};
 use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::select::{self, DeviceSelector};
@@ -31,6 +32,34 @@ use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 pub trait KeyOpener: Send + Sync {
     /// Open the key.
     fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError>;
+
+    /// Open the key, telling `on_busy` each time it answers that another program holds it.
+    fn open_reporting_busy(
+        &self,
+        on_busy: &mut dyn FnMut(),
+    ) -> Result<Box<dyn PresenceKey>, CtapError> {
+        let _ = on_busy;
+        self.open()
+    }
+}
+
+/// A [`KeyOpener`] from a function that is told when the key is busy.
+pub struct BusyAwareOpener<F>(pub F);
+
+impl<F> KeyOpener for BusyAwareOpener<F>
+where
+    F: Fn(&mut dyn FnMut()) -> Result<Box<dyn PresenceKey>, CtapError> + Send + Sync,
+{
+    fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError> {
+        (self.0)(&mut || {})
+    }
+
+    fn open_reporting_busy(
+        &self,
+        on_busy: &mut dyn FnMut(),
+    ) -> Result<Box<dyn PresenceKey>, CtapError> {
+        (self.0)(on_busy)
+    }
 }
 
 impl<F> KeyOpener for F
@@ -56,9 +85,19 @@ pub struct SelectorOpener {
 
 impl KeyOpener for SelectorOpener {
     fn open(&self) -> Result<Box<dyn PresenceKey>, CtapError> {
-        let key = select::open_key(&self.selector, self.options, &mut |n| {
-            eprintln!("{n} security keys are plugged in: touch the one you want to use.")
-        })?;
+        self.open_reporting_busy(&mut || {})
+    }
+
+    fn open_reporting_busy(
+        &self,
+        on_busy: &mut dyn FnMut(),
+    ) -> Result<Box<dyn PresenceKey>, CtapError> {
+        let key = select::open_key_reporting_busy(
+            &self.selector,
+            self.options,
+            &mut |n| eprintln!("{n} security keys are plugged in: touch the one you want to use."),
+            on_busy,
+        )?;
         Ok(Box::new(key))
     }
 }
@@ -359,7 +398,25 @@ impl PresenceGate {
         let message_terms = terms.clone();
         let client_data = ClientData::new(request, terms, now_unix()).to_json();
 
-        let mut key = inner.opener.open().map_err(GateError::Device)?;
+        // Another program holds the key (a browser waiting for a touch): say so once; the
+        // request is sent again until the touch timeout.
+        let busy_told = std::cell::Cell::new(false);
+        let tell_busy = || {
+            if !busy_told.replace(true) {
+                inner.prompter.emit(PromptEvent::KeyBusy {
+                    id: id.to_owned(),
+                    message: format!(
+                        "The security key is busy with another program (a browser waiting for a touch?): waiting for it, for {}",
+                        describe_peer(&request.requester)
+                    ),
+                });
+            }
+        };
+        let mut on_busy = tell_busy;
+        let mut key = inner
+            .opener
+            .open_reporting_busy(&mut on_busy)
+            .map_err(GateError::Device)?;
         let message = touch_message(request, key.is_virtual(), message_terms.as_ref());
         let prompter = inner.prompter.clone();
         let mut announced = false;
@@ -389,15 +446,18 @@ impl PresenceGate {
             fresh = true;
         }
         let touched = loop {
-            let r = touch::touch(
-                key.as_mut(),
-                &creds,
-                &client_data,
-                need_uv,
-                token.as_ref().filter(|_| need_uv),
-                &mut on_up,
-                cancel,
-            );
+            let ask = touch::Ask {
+                creds: &creds,
+                client_data: &client_data,
+                require_uv: need_uv,
+                pin_token: token.as_ref().filter(|_| need_uv),
+            };
+            let wait = Waiting {
+                on_up_needed: &mut on_up,
+                on_busy: Some(&mut on_busy),
+                cancel: Some(cancel),
+            };
+            let r = touch::touch(key.as_mut(), &ask, wait);
             match r {
                 Err(TouchError::Device(CtapError::Status(StatusCode::PinAuthInvalid)))
                     if need_uv && !fresh && !cancel.is_cancelled() =>

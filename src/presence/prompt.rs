@@ -88,6 +88,14 @@ pub enum PromptEvent {
         /// It came from another host through a forwarded agent.
         forwarded: bool,
     },
+    /// The key answered that another program holds it: the gate waits its turn (until the
+    /// touch timeout) before the key can blink for this request.
+    KeyBusy {
+        /// Request id.
+        id: String,
+        /// The human line, peer text escaped.
+        message: String,
+    },
 }
 
 /// Sends prompts to the terminal and to watchers.
@@ -137,6 +145,7 @@ impl Prompter {
                 ),
                 // The touch prompt follows when one is needed; watchers see every request.
                 PromptEvent::Requested { .. } => {}
+                PromptEvent::KeyBusy { message, .. } => eprintln!("{message}"),
             }
         }
         // No watcher is fine.

@@ -18,7 +18,6 @@ use crate::ctap::authdata::AuthenticatorData;
 use crate::ctap::backend::{client_data_hash, GetAssertionArgs, SecurityKey, UvInfo, Waiting};
 use crate::ctap::client_pin::{PinError, PinUvAuthToken};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
-use crate::ctap::device::CancelToken;
 use crate::ctap::CtapError;
 
 /// presence's one interface to a security key: an assertion with a touch (the gate's keys
@@ -205,19 +204,36 @@ pub enum TouchError {
     Verification(#[from] VerifyError),
 }
 
-/// Ask `key` for a touch over `client_data` with `creds` in the allowList, and verify the
-/// answer. `on_up_needed` runs when the key starts to blink. With `pin_token`, the request
-/// carries its pinUvAuthParam and the answer must have the UV flag; `require_uv` asks for the
-/// flag without a token (a backend that verifies the user itself).
+/// What one touch is asked for: over which client data, from which credentials, and whether
+/// the user must be verified too.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// The credentials the touch may come from.
+    pub creds: &'a Credentials,
+    /// The client data the key signs (its SHA-256).
+    pub client_data: &'a str,
+    /// The answer must carry the UV flag.
+    pub require_uv: bool,
+    /// A pinUvAuthToken: the request carries its pinUvAuthParam (and UV is required).
+    pub pin_token: Option<&'a PinUvAuthToken>,
+}
+
+/// Ask `key` for the touch `ask` describes, and verify the answer. `wait` says when the key
+/// blinks (`on_up_needed`), when it is busy with another program (`on_busy`: the request is
+/// sent again until the deadline), and cancels. With a pinUvAuthToken the request carries its
+/// pinUvAuthParam and the answer must have the UV flag; `require_uv` asks for the flag
+/// without a token (a backend that verifies the user itself).
 pub fn touch(
     key: &mut dyn PresenceKey,
-    creds: &Credentials,
-    client_data: &str,
-    require_uv: bool,
-    pin_token: Option<&PinUvAuthToken>,
-    on_up_needed: &mut dyn FnMut(),
-    cancel: &CancelToken,
+    ask: &Ask<'_>,
+    wait: Waiting<'_>,
 ) -> Result<VerifiedTouch, TouchError> {
+    let Ask {
+        creds,
+        client_data,
+        require_uv,
+        pin_token,
+    } = *ask;
     let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
     let require_uv = require_uv || pin_token.is_some();
     let args = GetAssertionArgs {
@@ -225,10 +241,6 @@ pub fn touch(
         client_data: client_data.as_bytes(),
         allow_list: &ids,
         pin_token,
-    };
-    let wait = Waiting {
-        on_up_needed,
-        cancel: Some(cancel),
     };
     let response = key.get_assertion(&args, wait)?;
     let mut verified = verify_response(creds, client_data, &response, require_uv)?;

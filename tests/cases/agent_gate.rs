@@ -22,7 +22,7 @@ use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::gate::GateError;
 use auths_presence::presence::pin_entry::{NoPinSource, PinSource};
 use auths_presence::presence::policy::Policy;
-use auths_presence::presence::presence_gate::UserVerification;
+use auths_presence::presence::presence_gate::{BusyAwareOpener, UserVerification};
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::touch::PresenceKey;
 use sha2::Digest as _;
@@ -192,15 +192,17 @@ impl Rig {
             let slot = slot.clone();
             let replay = replay.clone();
             let recorded = recorded.clone();
-            move || -> Result<Box<dyn PresenceKey>, CtapError> {
-                let key = slot.lock().unwrap().clone();
-                let inner = gate::open(&key, device_options(wait))?;
-                Ok(Box::new(Recording {
-                    inner,
-                    replay: replay.clone(),
-                    recorded: recorded.clone(),
-                }))
-            }
+            BusyAwareOpener(
+                move |on_busy: &mut dyn FnMut()| -> Result<Box<dyn PresenceKey>, CtapError> {
+                    let key = slot.lock().unwrap().clone();
+                    let inner = gate::open_reporting_busy(&key, device_options(wait), on_busy)?;
+                    Ok(Box::new(Recording {
+                        inner,
+                        replay: replay.clone(),
+                        recorded: recorded.clone(),
+                    }))
+                },
+            )
         };
         let clock_offset = Arc::new(Mutex::new(Duration::ZERO));
         let base = Instant::now();
@@ -1014,4 +1016,43 @@ fn a_token_the_key_no_longer_takes_is_replaced_by_asking_for_the_pin_again() {
         "the refused token made the gate ask once more"
     );
     assert!(rig.audit_verifies());
+}
+
+#[test]
+fn a_key_busy_with_another_program_is_waited_for_and_the_wait_is_told() {
+    let rig = Rig::touching(Policy::PerSignature);
+    rig.add_keys();
+    let mut events = rig.prompter.subscribe();
+    // A browser holds the key, waiting for a WebAuthn touch.
+    rig.key().hold_for(Duration::from_secs(600));
+    let mut client = rig.agent.connect();
+    rig.ask_to_sign(&mut client, b"while the browser holds the key");
+    let PromptEvent::KeyBusy { message, .. } =
+        wait_event(&mut events, |e| matches!(e, PromptEvent::KeyBusy { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(message.contains("busy with another program"), "{message}");
+    // The browser is done: our request reaches the key and is signed after its touch.
+    rig.key().hold_for(Duration::ZERO);
+    assert_eq!(recv(&mut client).map(|b| b[0]), Some(14));
+    assert_eq!(rig.touches(), 1);
+    assert_eq!(rig.outcomes(), vec![Outcome::Approved]);
+}
+
+#[test]
+fn a_key_busy_until_the_touch_timeout_refuses_and_says_why() {
+    let rig = Rig::new(
+        Policy::PerSignature,
+        TouchMode::Never,
+        UnlockPolicy::default(),
+    );
+    rig.add_keys();
+    rig.key().hold_for(Duration::from_secs(600));
+    assert!(!rig.sign(&rig.keys.ed25519, "held", false));
+    let r = rig.receipts();
+    assert_eq!(r.len(), 1);
+    let reason = r[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("busy with another program"), "{reason}");
+    assert_eq!(rig.touches(), 0);
 }

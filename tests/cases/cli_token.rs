@@ -228,3 +228,31 @@ fn enrolling_an_always_uv_key_uses_the_pin_up_front() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn token_test_waits_for_a_key_busy_with_another_program_and_says_so() {
+    use std::io::{BufRead, BufReader};
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "busy", &[]);
+    let device = sim.device();
+    user.ok(&["token", "enroll", "--device", &device]);
+    let socket = sim.socket.to_str().unwrap();
+    // A browser holds the key, for longer than this test may run.
+    user.ok(&["sim", "busy", "--socket", socket, "--for-ms", "600000"]);
+    let mut child = user.spawn(&["token", "test", "--device", &device]);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    // Bounded: the sim keeps the key busy, so the line comes or `token test` fails at its
+    // deadline and stderr ends.
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no busy line");
+        if line.contains("busy with another program") {
+            break;
+        }
+    }
+    // The browser is done: the test goes on and succeeds.
+    user.ok(&["sim", "busy", "--socket", socket, "--for-ms", "0"]);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}

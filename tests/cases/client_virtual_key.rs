@@ -732,6 +732,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
             },
             Waiting {
                 on_up_needed: &mut || prompts += 1,
+                on_busy: None,
                 cancel: None,
             },
         )
@@ -756,6 +757,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
         },
         Waiting {
             on_up_needed: &mut || prompts += 1,
+            on_busy: None,
             cancel: None,
         },
     );

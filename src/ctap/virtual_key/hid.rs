@@ -174,7 +174,14 @@ impl HidDevice {
         self.waiting.is_some()
     }
 
-    /// Change the touch mode; a waiting request follows the new mode.
+    /// Another program holds the key for `duration` (a browser waiting for a WebAuthn
+    /// touch): every channel's request gets ERR_CHANNEL_BUSY until then, as under a CTAPHID
+    /// LOCK that no channel of ours owns.
+    pub fn hold_for(&mut self, duration: Duration, now: Instant) {
+        self.lock = Some((CID_BROADCAST, now + duration));
+    }
+
+    /// Change how the virtual user answers; a waiting request follows the new mode.
     pub fn set_touch_mode(&mut self, mode: TouchMode, now: Instant) -> Vec<Report> {
         self.mode = mode;
         if let Some(w) = &mut self.waiting {

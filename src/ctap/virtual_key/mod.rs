@@ -30,7 +30,7 @@ pub use client_pin::PinConfig;
 pub use hid::{HidDevice, HidTimings, TouchError, TouchMode};
 pub use sim::control::{ControlCommand, ControlError, ControlReply};
 pub use sim::{
-    control_path, serve_unix, sim_touch, SimError, SimServer, SimTransport,
+    control_path, serve_unix, sim_busy, sim_touch, SimError, SimServer, SimTransport,
     AVAILABLE as SIM_AVAILABLE,
 };
 pub use state::{KeyState, StateError};
@@ -87,6 +87,7 @@ pub enum VirtualKeyError {
 
 enum Event {
     Report(Report),
+    Hold(Duration),
     Connect(Sender<Report>),
     Touch(Sender<Result<(), TouchError>>),
     SetMode(TouchMode),
@@ -109,6 +110,10 @@ impl Handle {
             events: self.events.clone(),
             reports: rx,
         }
+    }
+
+    fn hold_for(&self, duration: Duration) {
+        let _ = self.events.send(Event::Hold(duration));
     }
 
     fn touch(&self) -> Result<(), TouchError> {
@@ -179,6 +184,11 @@ impl VirtualKey {
         self.handle.touches.load(Ordering::SeqCst)
     }
 
+    /// Another program holds the key for `duration`: requests get CHANNEL_BUSY until then.
+    pub fn hold_for(&self, duration: Duration) {
+        self.handle.hold_for(duration);
+    }
+
     /// Change how the virtual user answers; a waiting request follows the new mode.
     pub fn set_touch_mode(&self, mode: TouchMode) {
         let _ = self.handle.events.send(Event::SetMode(mode));
@@ -236,6 +246,10 @@ fn run(mut device: HidDevice, events: Receiver<Event>, touches: Arc<AtomicU64>) 
                 out
             }
             Some(Event::SetMode(mode)) => device.set_touch_mode(mode, now),
+            Some(Event::Hold(d)) => {
+                device.hold_for(d, now);
+                Vec::new()
+            }
             Some(Event::Shutdown) => return,
         };
         touches.store(device.touch_count(), Ordering::SeqCst);

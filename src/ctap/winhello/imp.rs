@@ -260,9 +260,11 @@ impl SecurityKey for WinHelloKey {
         args: &MakeCredentialArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<MakeCredentialResponse, CtapError> {
+        // webauthn.dll waits for a busy key itself.
         let Waiting {
             on_up_needed,
             cancel,
+            ..
         } = wait;
         let mut f = make_credential_fields(args, self.timeout)?;
         let rp = wa::WEBAUTHN_RP_ENTITY_INFORMATION {
@@ -346,14 +348,18 @@ impl SecurityKey for WinHelloKey {
         args: &GetAssertionArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
+        // The PIN is webauthn.dll's to ask for: a pinUvAuthToken of ours is not used.
         let GetAssertionArgs {
             rp_id,
             client_data,
             allow_list,
+            ..
         } = *args;
+        // webauthn.dll waits for a busy key itself.
         let Waiting {
             on_up_needed,
             cancel,
+            ..
         } = wait;
         let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
         let client = client_data_struct(&mut f.client_data);

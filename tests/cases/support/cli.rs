@@ -149,6 +149,17 @@ impl User {
         }
     }
 
+    /// Start `auths ARGS` with stderr piped (the caller reads it and waits).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        auths_command()
+            .args(args)
+            .env("AUTHS_HOME", &self.home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn auths")
+    }
+
     /// Run and require success.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.auths(args);

@@ -89,6 +89,21 @@ pub fn open(key: &VirtualKey, options: DeviceOptions) -> Result<OpenedKey, CtapE
     OpenedKey::from_transport(Box::new(key.connect()), "virtual".into(), options, true)
 }
 
+/// [`open`], telling `on_busy` when the key answers that another program holds it.
+pub fn open_reporting_busy(
+    key: &VirtualKey,
+    options: DeviceOptions,
+    on_busy: &mut dyn FnMut(),
+) -> Result<OpenedKey, CtapError> {
+    OpenedKey::from_transport_reporting_busy(
+        Box::new(key.connect()),
+        "virtual".into(),
+        options,
+        true,
+        on_busy,
+    )
+}
+
 /// Enroll an ES256 credential of `key` in the token store at `home`, as `auths token enroll`
 /// does (the key must touch: give it [`AUTO`]). Returns the key's touch count afterwards.
 pub fn enroll(key: &VirtualKey, home: &Path, options: DeviceOptions) -> u64 {

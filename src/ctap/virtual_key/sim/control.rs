@@ -1,13 +1,17 @@
 //! The control socket's line protocol, pure (no sockets, every platform), so it can be
 //! tested and fuzzed on its own: one text line per request, one per answer.
 //!
-//! Requests (surrounding whitespace ignored): `touch`, `count`. Answers: `ok`,
+//! Requests (surrounding whitespace ignored): `touch`, `count`, `busy MS` (another program
+//! holds the key for MS milliseconds, at most [`MAX_BUSY_MS`]). Answers: `ok`,
 //! `error nothing is waiting for a touch`, a decimal touch count, `error unknown command`.
 
 use thiserror::Error;
 
 /// Longest request line accepted, newline included (the server stops reading past it).
 pub const MAX_CONTROL_LINE: usize = 4096;
+
+/// Longest `busy` a control line may ask for: ten minutes.
+pub const MAX_BUSY_MS: u64 = 600_000;
 
 /// One request on the control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +21,8 @@ pub enum ControlCommand {
     Touch,
     /// `count`: how many touches approved a request so far.
     Count,
+    /// `busy MS`: another program holds the key for MS milliseconds.
+    Busy(u64),
 }
 
 /// A request line that is not a control command.
@@ -43,15 +49,28 @@ impl ControlCommand {
         match line.trim() {
             "touch" => Ok(ControlCommand::Touch),
             "count" => Ok(ControlCommand::Count),
-            _ => Err(ControlError::UnknownCommand),
+            other => match other.strip_prefix("busy ") {
+                Some(ms)
+                    if !ms.is_empty()
+                        && ms.len() <= 6
+                        && ms.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    match ms.parse() {
+                        Ok(ms) if ms <= MAX_BUSY_MS => Ok(ControlCommand::Busy(ms)),
+                        _ => Err(ControlError::UnknownCommand),
+                    }
+                }
+                _ => Err(ControlError::UnknownCommand),
+            },
         }
     }
 
     /// The request line, without its newline.
-    pub fn as_line(self) -> &'static str {
+    pub fn as_line(self) -> String {
         match self {
-            ControlCommand::Touch => "touch",
-            ControlCommand::Count => "count",
+            ControlCommand::Touch => "touch".to_owned(),
+            ControlCommand::Count => "count".to_owned(),
+            ControlCommand::Busy(ms) => format!("busy {ms}"),
         }
     }
 }
@@ -125,8 +144,28 @@ mod tests {
             ControlCommand::parse(&long),
             Err(ControlError::TooLong(MAX_CONTROL_LINE + 1))
         );
-        for c in [ControlCommand::Touch, ControlCommand::Count] {
-            assert_eq!(ControlCommand::parse(c.as_line()), Ok(c));
+        for c in [
+            ControlCommand::Touch,
+            ControlCommand::Count,
+            ControlCommand::Busy(0),
+            ControlCommand::Busy(MAX_BUSY_MS),
+        ] {
+            assert_eq!(ControlCommand::parse(&c.as_line()), Ok(c));
+        }
+        for bad in [
+            "busy",
+            "busy ",
+            "busy -1",
+            "busy 600001",
+            "busy 1.5",
+            "busy 0x10",
+            "busy 1 2",
+        ] {
+            assert_eq!(
+                ControlCommand::parse(bad),
+                Err(ControlError::UnknownCommand),
+                "{bad:?}"
+            );
         }
     }
 

@@ -34,7 +34,7 @@ mod unsupported;
 #[cfg(not(unix))]
 use unsupported as imp;
 
-pub use imp::{serve_unix, sim_touch, SimServer, SimTransport, AVAILABLE};
+pub use imp::{serve_unix, sim_busy, sim_touch, SimServer, SimTransport, AVAILABLE};
 
 /// A sim socket problem.
 #[derive(Debug, Error)]

@@ -223,6 +223,10 @@ fn control_session(conn: UnixStream, key: &Handle) {
                 Err(TouchError::NothingWaiting) => ControlReply::NothingWaiting,
             },
             Ok(ControlCommand::Count) => ControlReply::Count(key.touches.load(Ordering::SeqCst)),
+            Ok(ControlCommand::Busy(ms)) => {
+                key.hold_for(Duration::from_millis(ms));
+                ControlReply::Ok
+            }
             // Unknown or over-long lines get the same answer as before the parser existed.
             Err(_) => ControlReply::UnknownCommand,
         };
@@ -235,11 +239,21 @@ fn control_session(conn: UnixStream, key: &Handle) {
 
 /// `auths sim touch`: press the button of the key served at `socket_path`.
 pub fn sim_touch(socket_path: &Path) -> Result<(), SimError> {
+    control(socket_path, ControlCommand::Touch)
+}
+
+/// `auths sim busy`: another program holds the key served at `socket_path` for `duration`.
+pub fn sim_busy(socket_path: &Path, duration: Duration) -> Result<(), SimError> {
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    control(socket_path, ControlCommand::Busy(ms))
+}
+
+fn control(socket_path: &Path, command: ControlCommand) -> Result<(), SimError> {
     let ctl = control_path(socket_path);
     let mut conn = UnixStream::connect(&ctl).map_err(io(&ctl))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io(&ctl))?;
-    writeln!(conn, "{}", ControlCommand::Touch.as_line()).map_err(io(&ctl))?;
+    writeln!(conn, "{}", command.as_line()).map_err(io(&ctl))?;
     let mut line = String::new();
     BufReader::new((&conn).take(256))
         .read_line(&mut line)

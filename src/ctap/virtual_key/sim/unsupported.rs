@@ -37,6 +37,11 @@ pub fn sim_touch(_socket_path: &Path) -> Result<(), SimError> {
     Err(SimError::Unsupported)
 }
 
+/// No Unix sockets: no sim.
+pub fn sim_busy(_socket_path: &Path, _duration: std::time::Duration) -> Result<(), SimError> {
+    Err(SimError::Unsupported)
+}
+
 /// Never constructed: [`SimTransport::connect`] fails.
 #[derive(Debug)]
 pub enum SimTransport {}
