@@ -32,6 +32,9 @@ mod unix {
     use super::support::agent::{Agent, Opts};
     use super::support::gate::{self, AUTO};
     use super::support::{wait_until, KillOnDrop};
+    use auths_presence::ctap::virtual_key::PinConfig;
+    use auths_presence::presence::pin_entry::{NoPinSource, PinSource};
+    use auths_presence::presence::presence_gate::UserVerification;
 
     const N: usize = 300;
 
@@ -83,25 +86,47 @@ mod unix {
     }
 
     /// Our agent on its own socket, gating with `policy` on an enrolled virtual key that
-    /// touches at once.
-    fn our_agent(dir: &Path, name: &str, policy: Policy) -> (Agent, Arc<VirtualKey>) {
+    /// touches at once; with `pin`, the key has that PIN and alwaysUv, and the gate verifies
+    /// the user with it.
+    fn our_agent(
+        dir: &Path,
+        name: &str,
+        policy: Policy,
+        pin: Option<&str>,
+    ) -> (Agent, Arc<VirtualKey>, Option<gate::CountedPin>) {
         let home = dir.join(format!("{name}-home"));
         let state = dir.join(format!("{name}-key.json"));
-        let key = gate::start_key(&state, AUTO, HidTimings::default());
-        gate::enroll(&key, &home, DeviceOptions::default());
+        let config = pin.map(|p| PinConfig {
+            pin: Some(zeroize::Zeroizing::new(p.as_bytes().to_vec())),
+            always_uv: true,
+            ..PinConfig::default()
+        });
+        let key = gate::start_key_with_pin(&state, AUTO, HidTimings::default(), config);
+        let pins = pin.map(gate::CountedPin::new);
+        match &pins {
+            Some(p) => {
+                gate::enroll_with_pins(&key, &home, DeviceOptions::default(), &mut p.clone())
+            }
+            None => gate::enroll(&key, &home, DeviceOptions::default()),
+        };
         let k = key.clone();
         let opener = move || -> Result<Box<dyn PresenceKey>, CtapError> {
             Ok(Box::new(gate::open(&k, DeviceOptions::default())?))
         };
-        let gate = gate::presence_gate(
+        let (uv, source): (UserVerification, Box<dyn PinSource + Send>) = match &pins {
+            Some(p) => (UserVerification::Required, Box::new(p.clone())),
+            None => (UserVerification::Discouraged, Box::new(NoPinSource)),
+        };
+        let gate = gate::presence_gate_with_uv(
             &home,
             opener,
             policy,
             Duration::from_secs(10),
             Prompter::new(false),
             None,
+            (uv, source),
         );
-        (Agent::start(Arc::new(gate), Opts::default()), key)
+        (Agent::start(Arc::new(gate), Opts::default()), key, pins)
     }
 
     pub fn main() {
@@ -127,11 +152,18 @@ mod unix {
             .stderr(Stdio::null())
             .spawn()
             .map(KillOnDrop);
-        let (batch, _k1) = our_agent(dir, "batch", "batch:1000000:1h:process".parse().unwrap());
-        let (gated, k2) = our_agent(dir, "gated", Policy::PerSignature);
-        let (batch_sock, gated_sock) = (&batch.path, &gated.path);
+        let (batch, _k1, _) = our_agent(
+            dir,
+            "batch",
+            "batch:1000000:1h:process".parse().unwrap(),
+            None,
+        );
+        let (gated, k2, _) = our_agent(dir, "gated", Policy::PerSignature, None);
+        let (uv, k3, pins) = our_agent(dir, "uv", Policy::PerSignature, Some("2468"));
+        let (batch_sock, gated_sock, uv_sock) = (&batch.path, &gated.path, &uv.path);
         add(batch_sock, &key);
         add(gated_sock, &key);
+        add(uv_sock, &key);
 
         println!("sign latency through the agent socket, Ed25519 identity key, same client, {N} requests each");
         match openssh {
@@ -159,6 +191,16 @@ mod unix {
         println!(
             "virtual key touches during the gated run: {}",
             k2.touch_count() - before
+        );
+        let before = k3.touch_count();
+        report(
+            "auths, gated + PIN (cached pinUvAuthToken)",
+            &measure("uv", uv_sock, &key),
+        );
+        println!(
+            "virtual key touches during the PIN run: {}; PIN asked {} time(s) in all (enrollment included)",
+            k3.touch_count() - before,
+            pins.map(|p| p.asked()).unwrap_or(0)
         );
     }
 }
