@@ -31,6 +31,9 @@ pub enum SimCmd {
         /// alwaysUv: every request needs the PIN (implies clientPIN support).
         #[arg(long)]
         always_uv: bool,
+        /// Built-in user verification (a fingerprint): the virtual finger is the touch.
+        #[arg(long)]
+        builtin_uv: bool,
         /// Behave as a CTAP 2.0 key (like a YubiKey 5 before firmware 5.4): getPinToken only,
         /// and makeCredential needs the PIN once one is set.
         #[arg(long, value_name = "V", value_parser = ["2.0", "2.1"], default_value = "2.1")]
@@ -74,13 +77,20 @@ pub fn run(cmd: SimCmd) -> CliResult {
             pin,
             pin_protocol,
             always_uv,
+            builtin_uv,
             fido_version,
         } => serve(
             socket,
             state,
             touch,
             touch_delay_ms,
-            pin_config(pin, pin_protocol, always_uv, fido_version == "2.0")?,
+            pin_config(
+                pin,
+                pin_protocol,
+                always_uv,
+                builtin_uv,
+                fido_version == "2.0",
+            )?,
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
         SimCmd::Busy { socket, for_ms } => {
@@ -103,12 +113,13 @@ fn pin_config(
     pin: Option<String>,
     protocol: Option<u8>,
     always_uv: bool,
+    builtin_uv: bool,
     ctap_2_0: bool,
 ) -> Result<Option<auths_presence::ctap::virtual_key::PinConfig>, Box<dyn std::error::Error>> {
     use auths_presence::ctap::pin::PinProtocol;
     use auths_presence::ctap::virtual_key::client_pin::MIN_PIN_LENGTH;
     use auths_presence::ctap::virtual_key::PinConfig;
-    if pin.is_none() && protocol.is_none() && !always_uv && !ctap_2_0 {
+    if pin.is_none() && protocol.is_none() && !always_uv && !builtin_uv && !ctap_2_0 {
         return Ok(None);
     }
     if let Some(p) = &pin {
@@ -129,6 +140,7 @@ fn pin_config(
         protocols,
         pin: pin.map(|p| zeroize::Zeroizing::new(p.into_bytes())),
         always_uv,
+        builtin_uv,
         ctap_2_0,
     }))
 }

@@ -154,6 +154,19 @@ pub trait SecurityKey: Send {
             "this backend asks for the PIN itself".into(),
         )))
     }
+
+    /// A pinUvAuthToken from the key's built-in user verification (a fingerprint), with
+    /// `permissions` for `rp_id`; the key waits for the finger as for a touch.
+    fn uv_token(
+        &mut self,
+        _permissions: u64,
+        _rp_id: &str,
+        _wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        Err(PinError::Ctap(CtapError::Unsupported(
+            "this backend verifies the user itself".into(),
+        )))
+    }
 }
 
 /// SHA-256 of the client data: the `clientDataHash` a CTAP key signs over.
@@ -178,6 +191,17 @@ impl SecurityKey for OpenedKey {
         rp_id: &str,
     ) -> Result<PinUvAuthToken, PinError> {
         self.device.pin_token(&self.info, pin, permissions, rp_id)
+    }
+
+    fn uv_token(
+        &mut self,
+        permissions: u64,
+        rp_id: &str,
+        wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        let cancel = wait.cancel;
+        self.device
+            .uv_token(&self.info, permissions, rp_id, &mut up_needed(wait), cancel)
     }
 
     fn is_virtual(&self) -> bool {
@@ -313,5 +337,14 @@ impl SecurityKey for Box<dyn SecurityKey> {
         rp_id: &str,
     ) -> Result<PinUvAuthToken, PinError> {
         self.as_mut().pin_token(pin, permissions, rp_id)
+    }
+
+    fn uv_token(
+        &mut self,
+        permissions: u64,
+        rp_id: &str,
+        wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        self.as_mut().uv_token(permissions, rp_id, wait)
     }
 }

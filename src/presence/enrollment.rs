@@ -301,8 +301,33 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
     }
 }
 
-/// A pinUvAuthToken with the mc permission for `rp_id`, from a PIN `pins` gives. One try: a
-/// wrong PIN is an error that says how many tries are left, never asked again on its own.
+/// A pinUvAuthToken with the mc permission for `rp_id`: from the key's built-in user
+/// verification when it has one (unless it is blocked), else from a PIN `pins` gives. One
+/// try: a wrong PIN is an error that says how many tries are left, never asked again on its
+/// own.
+fn user_token(
+    key: &mut dyn crate::ctap::backend::SecurityKey,
+    pins: &mut dyn super::pin_entry::PinSource,
+    rp_id: &str,
+    on_up_needed: &mut dyn FnMut(),
+) -> Result<crate::ctap::client_pin::PinUvAuthToken, EnrollmentError> {
+    use crate::ctap::client_pin::{permissions, PinError};
+    if key.uv_info().is_some_and(|u| u.builtin_uv) {
+        let wait = crate::ctap::backend::Waiting {
+            on_up_needed,
+            on_busy: None,
+            cancel: None,
+        };
+        match key.uv_token(permissions::MAKE_CREDENTIAL, rp_id, wait) {
+            Ok(t) => return Ok(t),
+            Err(PinError::UvBlocked) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    pin_token(key, pins, rp_id)
+}
+
+/// A pinUvAuthToken with the mc permission for `rp_id`, from a PIN `pins` gives.
 fn pin_token(
     key: &mut dyn crate::ctap::backend::SecurityKey,
     pins: &mut dyn super::pin_entry::PinSource,
@@ -386,7 +411,7 @@ pub fn enroll_key(
     let uv = key.uv_info();
     let mut token = None;
     if uv.is_some_and(|u| u.needed_to_enroll()) {
-        token = Some(pin_token(key, pins, rp_id)?);
+        token = Some(user_token(key, pins, rp_id, &mut *on_up_needed)?);
     }
     let resp = loop {
         let mut args = MakeCredentialArgs {
@@ -412,7 +437,7 @@ pub fn enroll_key(
         };
         match key.make_credential(&args, wait) {
             Err(CtapError::Status(StatusCode::PuatRequired)) if token.is_none() && uv.is_some() => {
-                token = Some(pin_token(key, pins, rp_id)?);
+                token = Some(user_token(key, pins, rp_id, &mut *on_up_needed)?);
             }
             Err(CtapError::Status(StatusCode::CredentialExcluded)) => {
                 return Err(EnrollmentError::KeyAlreadyEnrolled)

@@ -442,7 +442,14 @@ impl PresenceGate {
         let mut token = inner.pin_token().take();
         let mut fresh = false;
         if need_uv && token.is_none() && uv_info.is_some() {
-            token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+            token = Some(Self::user_token(
+                inner,
+                key.as_mut(),
+                request,
+                &creds,
+                &mut on_up,
+                cancel,
+            )?);
             fresh = true;
         }
         let touched = loop {
@@ -462,7 +469,14 @@ impl PresenceGate {
                 Err(TouchError::Device(CtapError::Status(StatusCode::PinAuthInvalid)))
                     if need_uv && !fresh && !cancel.is_cancelled() =>
                 {
-                    token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+                    token = Some(Self::user_token(
+                        inner,
+                        key.as_mut(),
+                        request,
+                        &creds,
+                        &mut on_up,
+                        cancel,
+                    )?);
                     fresh = true;
                 }
                 Err(TouchError::Device(CtapError::Status(StatusCode::PuatRequired)))
@@ -470,7 +484,14 @@ impl PresenceGate {
                 {
                     need_uv = true;
                     if token.is_none() {
-                        token = Some(Self::pin_token(inner, key.as_mut(), request, &creds)?);
+                        token = Some(Self::user_token(
+                            inner,
+                            key.as_mut(),
+                            request,
+                            &creds,
+                            &mut on_up,
+                            cancel,
+                        )?);
                         fresh = true;
                     }
                 }
@@ -505,6 +526,32 @@ impl PresenceGate {
 
     /// A pinUvAuthToken with the ga permission, from the PIN the gate's source gives for
     /// `request`. One try: a wrong PIN refuses the request and says how many tries are left.
+    /// A pinUvAuthToken with the ga permission: from the key's built-in user verification
+    /// when it has one (the finger on the sensor, announced as the touch is), else, or when
+    /// built-in UV is blocked, from the PIN.
+    fn user_token(
+        inner: &Inner,
+        key: &mut dyn PresenceKey,
+        request: &ApprovalRequest,
+        creds: &Credentials,
+        on_up: &mut dyn FnMut(),
+        cancel: &CancelToken,
+    ) -> Result<PinUvAuthToken, GateError> {
+        if key.uv_info().is_some_and(|u| u.builtin_uv) {
+            let wait = Waiting {
+                on_up_needed: on_up,
+                on_busy: None,
+                cancel: Some(cancel),
+            };
+            match key.uv_token(permissions::GET_ASSERTION, creds.rp_id(), wait) {
+                Ok(t) => return Ok(t),
+                Err(crate::ctap::client_pin::PinError::UvBlocked) => {}
+                Err(e) => return Err(GateError::Pin(e)),
+            }
+        }
+        Self::pin_token(inner, key, request, creds)
+    }
+
     fn pin_token(
         inner: &Inner,
         key: &mut dyn PresenceKey,

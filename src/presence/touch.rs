@@ -56,6 +56,18 @@ pub trait PresenceKey: Send {
             "this key takes no PIN from us".into(),
         )))
     }
+
+    /// A pinUvAuthToken from the key's built-in user verification.
+    fn uv_token(
+        &mut self,
+        _permissions: u64,
+        _rp_id: &str,
+        _wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        Err(PinError::Ctap(CtapError::Unsupported(
+            "this key verifies nobody for us".into(),
+        )))
+    }
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {
@@ -86,6 +98,15 @@ impl<K: SecurityKey + ?Sized> PresenceKey for K {
         rp_id: &str,
     ) -> Result<PinUvAuthToken, PinError> {
         SecurityKey::pin_token(self, pin, permissions, rp_id)
+    }
+
+    fn uv_token(
+        &mut self,
+        permissions: u64,
+        rp_id: &str,
+        wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        SecurityKey::uv_token(self, permissions, rp_id, wait)
     }
 }
 

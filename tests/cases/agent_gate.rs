@@ -127,6 +127,15 @@ impl PresenceKey for Recording {
     ) -> Result<PinUvAuthToken, PinError> {
         SecurityKey::pin_token(&mut self.inner, pin, permissions, rp_id)
     }
+
+    fn uv_token(
+        &mut self,
+        permissions: u64,
+        rp_id: &str,
+        wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError> {
+        SecurityKey::uv_token(&mut self.inner, permissions, rp_id, wait)
+    }
 }
 
 /// A key with clientPIN, and how the gate verifies the user on it.
@@ -1055,4 +1064,38 @@ fn a_key_busy_until_the_touch_timeout_refuses_and_says_why() {
     let reason = r[0].reason.clone().unwrap_or_default();
     assert!(reason.contains("busy with another program"), "{reason}");
     assert_eq!(rig.touches(), 0);
+}
+
+#[test]
+fn a_key_with_built_in_uv_verifies_with_the_finger_and_never_asks_for_the_pin() {
+    let pins = gate::CountedPin::new("unused");
+    let rig = Rig::build(
+        Policy::PerSignature,
+        AUTO,
+        Opts::default(),
+        Some(UvSetup {
+            // A Bio key with alwaysUv: the finger verifies, no PIN is set.
+            config: PinConfig {
+                always_uv: true,
+                builtin_uv: true,
+                ..PinConfig::default()
+            },
+            uv: UserVerification::Discouraged,
+            pins: pins.clone(),
+        }),
+    );
+    rig.agent.add(&[&rig.keys.ed25519]);
+    assert!(signed(&rig, b"one"));
+    assert!(signed(&rig, b"two"));
+    assert_eq!(pins.asked(), 0, "no PIN: the finger verified");
+    // The virtual finger is a touch: one for the unlock window's token, one per signature.
+    assert_eq!(rig.touches(), 3);
+    assert!(rig.receipts().iter().all(|r| matches!(
+        r.evidence,
+        auths_presence::presence::audit::Evidence::Approved {
+            user_verified: true,
+            ..
+        }
+    )));
+    assert!(rig.audit_verifies());
 }

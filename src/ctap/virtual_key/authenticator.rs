@@ -46,11 +46,11 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::client_pin::{PinConfig, PinState, Verified};
+use super::client_pin::{PinConfig, PinState, UvTokenRequest, Verified};
 use super::state::KeyState;
 use crate::ctap::authdata::{self, flag, AttestedCredentialData};
 use crate::ctap::cbor::{self, Value};
-use crate::ctap::client_pin::{permissions, CMD_CLIENT_PIN};
+use crate::ctap::client_pin::{permissions, SubCommand, CMD_CLIENT_PIN};
 use crate::ctap::command::{
     credential_parameters, descriptor, Algorithm, CMD_GET_ASSERTION, CMD_GET_INFO,
     CMD_MAKE_CREDENTIAL, CMD_RESET, CMD_SELECTION, PUBLIC_KEY,
@@ -178,6 +178,7 @@ enum PendingKind {
     },
     Selection,
     Reset,
+    UvToken(UvTokenRequest),
 }
 
 impl Pending {
@@ -187,6 +188,7 @@ impl Pending {
             PendingKind::MakeCredential { .. } | PendingKind::Excluded => CMD_MAKE_CREDENTIAL,
             PendingKind::GetAssertion { .. } => CMD_GET_ASSERTION,
             PendingKind::Selection => CMD_SELECTION,
+            PendingKind::UvToken(_) => CMD_CLIENT_PIN,
             PendingKind::Reset => CMD_RESET,
         }
     }
@@ -263,6 +265,9 @@ impl Authenticator {
                 if *k == Value::int(0x04) {
                     if let Value::Map(opts) = val {
                         opts.push((Value::text("clientPin"), Value::Bool(pin.is_set())));
+                        if config.builtin_uv && !config.ctap_2_0 {
+                            opts.push((Value::text("uv"), Value::Bool(true)));
+                        }
                         if !config.ctap_2_0 {
                             opts.push((Value::text("alwaysUv"), Value::Bool(config.always_uv)));
                             opts.push((Value::text("pinUvAuthToken"), Value::Bool(true)));
@@ -325,6 +330,12 @@ impl Authenticator {
     fn finish(&mut self, kind: PendingKind, up: bool) -> CtapResult<Vec<u8>> {
         match kind {
             PendingKind::Selection => Ok(vec![0x00]),
+            PendingKind::UvToken(request) => {
+                let pin = self.pin.as_mut().ok_or(StatusCode::InvalidCommand)?;
+                let mut out = vec![0x00];
+                out.extend_from_slice(&pin.uv_token(request)?.encode());
+                Ok(out)
+            }
             PendingKind::Excluded => Err(StatusCode::CredentialExcluded),
             PendingKind::Reset => {
                 self.state.reset().map_err(|_| StatusCode::Other)?;
@@ -558,6 +569,14 @@ impl Authenticator {
         let pin = self.pin.as_mut().ok_or(StatusCode::InvalidCommand)?;
         let req = decode_request(params)?;
         let field = |k: u64| opt_int_field(&req, k).cloned();
+        let sub = field(2).and_then(|v| v.as_u64());
+        if sub == Some(SubCommand::GetPinUvAuthTokenUsingUv.number()) {
+            // Built-in UV: the token comes after the (virtual) finger.
+            let request = pin.uv_token_request(&field)?;
+            return Ok(Step::NeedsTouch(Pending {
+                kind: PendingKind::UvToken(request),
+            }));
+        }
         let answer = pin.command(&field)?;
         let body = answer.encode();
         let mut out = vec![0x00];

@@ -40,6 +40,10 @@ pub struct PinConfig {
     /// pinUvAuthToken (getPinToken only, no permissions), no makeCredUvNotRqd: once a PIN is
     /// set, makeCredential needs it (CTAP2_ERR_PIN_REQUIRED).
     pub ctap_2_0: bool,
+    /// Built-in user verification (a fingerprint, like a YubiKey Bio's): getInfo `uv: true`,
+    /// getPinUvAuthTokenUsingUvWithPermissions and getUVRetries. The virtual finger is the
+    /// touch: the token comes once the virtual user touched.
+    pub builtin_uv: bool,
 }
 
 impl std::fmt::Debug for PinConfig {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for PinConfig {
             .field("pin_set", &self.pin.is_some())
             .field("always_uv", &self.always_uv)
             .field("ctap_2_0", &self.ctap_2_0)
+            .field("builtin_uv", &self.builtin_uv)
             .finish()
     }
 }
@@ -60,6 +65,7 @@ impl Default for PinConfig {
             pin: None,
             always_uv: false,
             ctap_2_0: false,
+            builtin_uv: false,
         }
     }
 }
@@ -83,6 +89,17 @@ fn fresh_token() -> Zeroizing<[u8; 32]> {
     let mut t = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut t[..]);
     t
+}
+
+/// Built-in UV retries (the virtual finger never fails).
+const MAX_UV_RETRIES: u8 = 8;
+
+/// A getPinUvAuthTokenUsingUvWithPermissions waiting for the finger.
+pub(super) struct UvTokenRequest {
+    protocol: PinProtocol,
+    secret: SharedSecret,
+    permissions: u64,
+    rp_id: String,
 }
 
 /// What a request's pinUvAuthParam proved.
@@ -227,10 +244,64 @@ impl PinState {
                 }
                 self.token_from_pin(field, perms, rp_id)
             }
+            SubCommand::GetUvRetries if self.config.builtin_uv => Ok(ClientPinResponse {
+                uv_retries: Some(u64::from(MAX_UV_RETRIES)),
+                ..ClientPinResponse::default()
+            }),
+            // GetPinUvAuthTokenUsingUv waits for the finger: `Authenticator::client_pin` takes
+            // it through `uv_token_request` and `uv_token`.
             SubCommand::ChangePin
             | SubCommand::GetPinUvAuthTokenUsingUv
             | SubCommand::GetUvRetries => Err(StatusCode::InvalidSubcommand),
         }
+    }
+
+    /// The first half of getPinUvAuthTokenUsingUvWithPermissions: check the request and agree
+    /// on the secret; the token is issued by [`PinState::uv_token`] after the finger.
+    pub(super) fn uv_token_request(
+        &self,
+        field: &dyn Fn(u64) -> Option<Value>,
+    ) -> CtapResult<UvTokenRequest> {
+        if !self.config.builtin_uv || self.config.ctap_2_0 {
+            return Err(StatusCode::InvalidSubcommand);
+        }
+        let protocol = self.protocol(field(1).as_ref())?;
+        let perms = field(9).ok_or(StatusCode::MissingParameter)?;
+        let perms = perms.as_u64().ok_or(StatusCode::CborUnexpectedType)?;
+        if perms == 0 {
+            return Err(StatusCode::InvalidParameter);
+        }
+        if perms & !(permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION) != 0 {
+            return Err(StatusCode::UnauthorizedPermission);
+        }
+        let rp_id = field(0x0a)
+            .ok_or(StatusCode::MissingParameter)?
+            .as_text()
+            .ok_or(StatusCode::CborUnexpectedType)?
+            .to_owned();
+        let secret = self.shared_secret(protocol, field(3).as_ref())?;
+        Ok(UvTokenRequest {
+            protocol,
+            secret,
+            permissions: perms,
+            rp_id,
+        })
+    }
+
+    /// The finger was recognised: a new token with the request's permissions, encrypted.
+    pub(super) fn uv_token(&mut self, req: UvTokenRequest) -> CtapResult<ClientPinResponse> {
+        self.token = fresh_token();
+        self.token_valid = true;
+        self.token_permissions = req.permissions;
+        self.token_rp_id = Some(req.rp_id);
+        let enc = req
+            .protocol
+            .encrypt(&req.secret, &self.token[..])
+            .map_err(|_| StatusCode::Other)?;
+        Ok(ClientPinResponse {
+            pin_uv_auth_token: Some(enc),
+            ..ClientPinResponse::default()
+        })
     }
 
     fn set_pin(&mut self, field: &dyn Fn(u64) -> Option<Value>) -> CtapResult<ClientPinResponse> {
@@ -338,7 +409,7 @@ impl PinState {
         };
         let param = param.as_bytes().ok_or(StatusCode::CborUnexpectedType)?;
         let protocol = self.protocol(protocol)?;
-        if self.pin_hash.is_none() {
+        if self.pin_hash.is_none() && !self.config.builtin_uv {
             return Err(StatusCode::PinNotSet);
         }
         if !self.token_valid || !protocol.verify(&self.token[..], client_data_hash, param) {
