@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(cmd) = ControlCommand::parse(line) {
-        assert_eq!(ControlCommand::parse(cmd.as_line()), Ok(cmd));
+        assert_eq!(ControlCommand::parse(&cmd.as_line()), Ok(cmd));
     }
     if let Ok(reply) = ControlReply::parse(line) {
         assert_eq!(ControlReply::parse(&reply.to_line()), Ok(reply));

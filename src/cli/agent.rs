@@ -12,6 +12,7 @@ use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::pin_entry::{Askpass, NoPinSource};
+use auths_presence::presence::pinentry::Pinentry;
 use auths_presence::presence::policy::{parse_duration, Policy};
 use auths_presence::presence::presence_gate::{
     GateConfig, PresenceGate, SelectorOpener, UserVerification,
@@ -118,6 +119,10 @@ pub struct StartArgs {
     /// fingerprint); discouraged: only when the key demands it (alwaysUv).
     #[arg(long, value_enum, default_value_t = UvArg::Discouraged)]
     uv: UvArg,
+    /// A pinentry program (pinentry-gnome3, -curses, -mac, -w32) to ask for the key's PIN,
+    /// when AUTHS_ASKPASS is not set.
+    #[arg(long, value_name = "PROG", env = "AUTHS_PINENTRY")]
+    pinentry: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -262,6 +267,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         .arg(format!("{}s", args.device.touch_timeout.as_secs().max(1)))
         .arg("--uv")
         .arg(args.uv.name());
+    if let Some(p) = &args.pinentry {
+        cmd.arg("--pinentry").arg(p);
+    }
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());
     }
@@ -327,9 +335,10 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
             UvArg::Required => UserVerification::Required,
         },
         // The agent has no terminal: PINs come from AUTHS_ASKPASS or not at all.
-        pins: match Askpass::from_env() {
-            Some(a) => Box::new(a),
-            None => Box::new(NoPinSource),
+        pins: match (Askpass::from_env(), &args.pinentry) {
+            (Some(a), _) => Box::new(a),
+            (None, Some(p)) => Box::new(Pinentry::new(p)),
+            (None, None) => Box::new(NoPinSource),
         },
     })?;
     let enrolled = TokenStore::open(&home)?.list()?;

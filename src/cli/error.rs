@@ -221,7 +221,8 @@ fn pin_entry_hint(e: &PinEntryError) -> Option<String> {
     Some(match e {
         PinEntryError::NoSource => {
             "run it in a terminal, or set AUTHS_ASKPASS to a program that prints the PIN \
-             (it gets the prompt as its argument, like SSH_ASKPASS)"
+             (it gets the prompt as its argument, like SSH_ASKPASS), or AUTHS_PINENTRY to a \
+             pinentry program (pinentry-gnome3, pinentry-mac, …)"
                 .into()
         }
         PinEntryError::Cancelled => "run the command again and enter the PIN".into(),

@@ -1,6 +1,7 @@
 //! Where the CLI gets a security key's PIN: the program `AUTHS_ASKPASS` names, when set (so
-//! scripts and tests never block on a terminal); otherwise the terminal without echo, when
-//! stdin is one; otherwise nowhere, and the refusal says how to set one up.
+//! scripts and tests never block on a terminal); else the pinentry program `AUTHS_PINENTRY`
+//! names (Assuan); else the terminal without echo, when stdin is one; otherwise nowhere, and
+//! the refusal says how to set one up.
 
 use std::io::IsTerminal;
 
@@ -32,6 +33,9 @@ impl PinSource for Terminal {
 pub fn source() -> Box<dyn PinSource> {
     if let Some(askpass) = Askpass::from_env() {
         return Box::new(askpass);
+    }
+    if let Some(pinentry) = auths_presence::presence::pinentry::Pinentry::from_env() {
+        return Box::new(pinentry);
     }
     if std::io::stdin().is_terminal() {
         return Box::new(Terminal);

@@ -7,6 +7,7 @@ pub mod enrollment;
 pub mod gate;
 pub mod home;
 pub mod pin_entry;
+pub mod pinentry;
 pub mod policy;
 pub mod presence_gate;
 pub mod prompt;
