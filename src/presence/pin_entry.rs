@@ -95,6 +95,7 @@ impl PinSource for NoPinSource {
 #[derive(Debug, Clone)]
 pub struct Askpass {
     program: PathBuf,
+    answer_time: std::time::Duration,
 }
 
 impl Askpass {
@@ -102,6 +103,15 @@ impl Askpass {
     pub fn new(program: impl Into<PathBuf>) -> Askpass {
         Askpass {
             program: program.into(),
+            answer_time: super::pinentry::ANSWER_TIME,
+        }
+    }
+
+    /// The user has `time` to answer (default two minutes); then the program is killed.
+    pub fn with_answer_time(self, time: std::time::Duration) -> Askpass {
+        Askpass {
+            answer_time: time,
+            ..self
         }
     }
 
@@ -141,18 +151,35 @@ impl PinSource for Askpass {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(program_error)?;
-        let mut out = Zeroizing::new(Vec::with_capacity(MAX_PIN_LEN + 3));
-        let read = match child.stdout.take() {
-            // At most one byte more than the longest answer we accept (PIN, CR, LF): a longer
-            // one is refused without reading it all.
-            Some(stdout) => stdout
-                .take((MAX_PIN_LEN + 3) as u64)
-                .read_to_end(&mut out)
-                .map(|_| ()),
-            None => Ok(()),
+        let stdout = child.stdout.take();
+        // Read on a thread, so a program that never answers is waited for only so long.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = Zeroizing::new(Vec::with_capacity(MAX_PIN_LEN + 3));
+            // At most a few bytes more than the longest answer we accept (PIN, CR, LF): a
+            // longer one is refused without reading it all.
+            let read = match stdout {
+                Some(s) => s
+                    .take((MAX_PIN_LEN + 3) as u64)
+                    .read_to_end(&mut out)
+                    .map(|_| ()),
+                None => Ok(()),
+            };
+            let _ = tx.send(read.map(|()| out));
+        });
+        let out = match rx.recv_timeout(self.answer_time) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(program_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no PIN within {:?}", self.answer_time),
+                )));
+            }
         };
         let status = child.wait().map_err(program_error)?;
-        read.map_err(program_error)?;
+        let out = out.map_err(program_error)?;
         if !status.success() {
             return Err(PinEntryError::Cancelled);
         }
@@ -234,5 +261,11 @@ mod tests {
             Askpass::new(dir.path().join("missing")).pin(&req),
             Err(PinEntryError::Program { .. })
         ));
+        // One that never answers is given up on, and killed.
+        std::fs::write(&prog, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+        let r = Askpass::new(&prog)
+            .with_answer_time(std::time::Duration::from_millis(200))
+            .pin(&req);
+        assert!(matches!(r, Err(PinEntryError::Program { .. })), "{r:?}");
     }
 }
