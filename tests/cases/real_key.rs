@@ -111,3 +111,101 @@ fn real_key_enrolls_and_asserts_with_touches() {
     )
     .expect("the real key's assertion verifies");
 }
+
+/// The PIN path on a real key with a PIN set: `AUTHS_TEST_PIN` is the key's PIN (a wrong one
+/// costs one of its retries, so the test asks for it explicitly). Needs two touches.
+#[test]
+fn real_key_pin_token_makes_a_user_verified_assertion() {
+    use auths_presence::ctap::client_pin::{self, permissions};
+    use auths_presence::ctap::command::PinUvAuth;
+    const TEST: &str = "real_key_pin_token_makes_a_user_verified_assertion";
+    let Some(sel) = device(TEST) else {
+        return;
+    };
+    let Ok(pin) = std::env::var("AUTHS_TEST_PIN") else {
+        eprintln!("{TEST}: skipped: set AUTHS_TEST_PIN to the key's PIN (and AUTHS_TEST_TOUCH=1)");
+        return;
+    };
+    if std::env::var("AUTHS_TEST_TOUCH").as_deref() != Ok("1") {
+        eprintln!("{TEST}: skipped: set AUTHS_TEST_TOUCH=1 too (it needs two touches)");
+        return;
+    }
+    let mut key = select::open(&sel, DeviceOptions::default(), &mut |_| {}).expect("open the key");
+    let info = key.device.get_info().expect("getInfo");
+    assert_eq!(
+        info.option("clientPin"),
+        Some(true),
+        "the key has a PIN set"
+    );
+    let protocol = client_pin::protocol_for(&info).expect("a PIN protocol we speak");
+    let (retries, _) = key.device.pin_retries(protocol).expect("getPINRetries");
+    eprintln!("{TEST}: {retries} PIN tries left before this test");
+    let perms = permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION;
+    let token = key
+        .device
+        .pin_token(&info, pin.as_bytes(), perms, "auths:test")
+        .expect("a pinUvAuthToken from the PIN");
+    let mut prompt = |s| {
+        if s == KeepaliveStatus::UpNeeded {
+            eprintln!("touch the security key now");
+        }
+    };
+    let auth = |cdh: &[u8; 32]| PinUvAuth {
+        protocol: token.protocol().number(),
+        param: token.param(cdh),
+    };
+    let made = key
+        .device
+        .make_credential(
+            &MakeCredentialRequest {
+                client_data_hash: [3; 32],
+                rp: RelyingParty {
+                    id: "auths:test",
+                    name: None,
+                },
+                user: UserEntity {
+                    id: b"auths-test",
+                    name: Some("test"),
+                    display_name: None,
+                },
+                algorithms: &[Algorithm::Es256, Algorithm::EdDsa],
+                exclude_list: &[],
+                pin_uv_auth: Some(auth(&[3; 32])),
+            },
+            &mut prompt,
+            None,
+        )
+        .expect("makeCredential with the PIN");
+    assert!(made.auth_data.flags.user_verified());
+    let att = made.auth_data.attested_credential_data.unwrap();
+    let allowed = [AllowedCredential {
+        id: att.credential_id.clone(),
+        public_key: att.public_key().unwrap(),
+        sign_count: made.auth_data.sign_count,
+    }];
+    let ids = [att.credential_id.as_slice()];
+    let resp = key
+        .device
+        .get_assertion(
+            &GetAssertionRequest {
+                rp_id: "auths:test",
+                client_data_hash: [4; 32],
+                allow_list: &ids,
+                user_verification: false,
+                pin_uv_auth: Some(auth(&[4; 32])),
+            },
+            &mut prompt,
+            None,
+        )
+        .expect("getAssertion with the PIN");
+    verify_assertion(
+        &Expected {
+            rp_id: "auths:test",
+            client_data_hash: [4; 32],
+            allowed: &allowed,
+            require_uv: true,
+        },
+        &resp,
+    )
+    .expect("the real key's user-verified assertion verifies");
+}
