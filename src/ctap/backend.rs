@@ -50,6 +50,9 @@ pub struct GetAssertionArgs<'a> {
     /// A pinUvAuthToken with the ga permission, when the user is to be verified (ignored by
     /// webauthn.dll, which asks for the PIN itself).
     pub pin_token: Option<&'a PinUvAuthToken>,
+    /// The user must be verified: webauthn.dll asks for the PIN in its own dialog (CTAP keys
+    /// verify through `pin_token`).
+    pub user_verification: bool,
 }
 
 /// What a key's getInfo says about user verification.

@@ -57,6 +57,9 @@ pub mod consts {
     pub const ATTACHMENT_CROSS_PLATFORM: u32 = 2;
     /// `WEBAUTHN_USER_VERIFICATION_REQUIREMENT_DISCOURAGED`: a touch, no PIN.
     pub const USER_VERIFICATION_DISCOURAGED: u32 = 3;
+    /// `WEBAUTHN_USER_VERIFICATION_REQUIREMENT_REQUIRED`: Windows asks for the PIN (or
+    /// fingerprint) in its own dialog (`auths agent start --uv required`, alwaysUv keys).
+    pub const USER_VERIFICATION_REQUIRED: u32 = 1;
     /// `WEBAUTHN_ATTESTATION_CONVEYANCE_PREFERENCE_DIRECT`: keeps the key's AAGUID in authData
     /// (with `none` a client may zero it), which enrollment records.
     pub const ATTESTATION_DIRECT: u32 = 3;
@@ -156,6 +159,7 @@ pub fn assertion_fields(
     client_data: &[u8],
     allow_list: &[&[u8]],
     timeout: Duration,
+    user_verification: bool,
 ) -> Result<AssertionFields, CtapError> {
     Ok(AssertionFields {
         rp_id: to_wide(rp_id)?,
@@ -163,7 +167,11 @@ pub fn assertion_fields(
         options_version: consts::GET_ASSERTION_OPTIONS_VERSION,
         timeout_ms: timeout_ms(timeout),
         attachment: consts::ATTACHMENT_CROSS_PLATFORM,
-        user_verification: consts::USER_VERIFICATION_DISCOURAGED,
+        user_verification: if user_verification {
+            consts::USER_VERIFICATION_REQUIRED
+        } else {
+            consts::USER_VERIFICATION_DISCOURAGED
+        },
         allow_list: credential_list(allow_list)?,
     })
 }
@@ -373,6 +381,7 @@ mod tests {
             b"cd",
             &[b"one", b"two"],
             Duration::from_secs(30),
+            false,
         )
         .unwrap();
         assert_eq!(String::from_utf16_lossy(&f.rp_id), "auths:presence\0");
@@ -382,6 +391,15 @@ mod tests {
         assert_eq!(f.attachment, consts::ATTACHMENT_CROSS_PLATFORM);
         assert_eq!(f.user_verification, consts::USER_VERIFICATION_DISCOURAGED);
         assert_eq!(f.allow_list, vec![b"one".to_vec(), b"two".to_vec()]);
+        let uv = assertion_fields(
+            "auths:presence",
+            b"cd",
+            &[b"one"],
+            Duration::from_secs(1),
+            true,
+        )
+        .unwrap();
+        assert_eq!(uv.user_verification, consts::USER_VERIFICATION_REQUIRED);
     }
 
     #[test]

@@ -262,6 +262,7 @@ pub fn touch(
         client_data: client_data.as_bytes(),
         allow_list: &ids,
         pin_token,
+        user_verification: require_uv,
     };
     let response = key.get_assertion(&args, wait)?;
     let mut verified = verify_response(creds, client_data, &response, require_uv)?;

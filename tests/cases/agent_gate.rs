@@ -742,7 +742,7 @@ fn connected_by_a_process_that_exited(path: &Path) -> std::os::unix::net::UnixSt
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
+        SockFlag::empty(),
         None,
     )
     .unwrap();

@@ -729,6 +729,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
                 client_data,
                 allow_list: &ids,
                 pin_token: None,
+                user_verification: false,
             },
             Waiting {
                 on_up_needed: &mut || prompts += 1,
@@ -754,6 +755,7 @@ fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once()
             client_data,
             allow_list: &none,
             pin_token: None,
+            user_verification: false,
         },
         Waiting {
             on_up_needed: &mut || prompts += 1,

@@ -36,6 +36,9 @@ const _: () = {
         consts::USER_VERIFICATION_DISCOURAGED
             == wa::WEBAUTHN_USER_VERIFICATION_REQUIREMENT_DISCOURAGED
     );
+    assert!(
+        consts::USER_VERIFICATION_REQUIRED == wa::WEBAUTHN_USER_VERIFICATION_REQUIREMENT_REQUIRED
+    );
     assert!(consts::ATTESTATION_DIRECT == wa::WEBAUTHN_ATTESTATION_CONVEYANCE_PREFERENCE_DIRECT);
     assert!(consts::RP_ENTITY_VERSION == wa::WEBAUTHN_RP_ENTITY_INFORMATION_CURRENT_VERSION);
     assert!(consts::USER_ENTITY_VERSION == wa::WEBAUTHN_USER_ENTITY_INFORMATION_CURRENT_VERSION);
@@ -348,11 +351,13 @@ impl SecurityKey for WinHelloKey {
         args: &GetAssertionArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
-        // The PIN is webauthn.dll's to ask for: a pinUvAuthToken of ours is not used.
+        // The PIN is webauthn.dll's to ask for: a pinUvAuthToken of ours is not used, and
+        // `user_verification` has Windows ask for it in its own dialog.
         let GetAssertionArgs {
             rp_id,
             client_data,
             allow_list,
+            user_verification,
             ..
         } = *args;
         // webauthn.dll waits for a busy key itself.
@@ -361,7 +366,13 @@ impl SecurityKey for WinHelloKey {
             cancel,
             ..
         } = wait;
-        let mut f = assertion_fields(rp_id, client_data, allow_list, self.timeout)?;
+        let mut f = assertion_fields(
+            rp_id,
+            client_data,
+            allow_list,
+            self.timeout,
+            user_verification,
+        )?;
         let client = client_data_struct(&mut f.client_data);
         let mut allow = credentials(&mut f.allow_list);
         let mut cancel_id = cancellation_id();
