@@ -24,7 +24,9 @@ use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::Decode;
 
 use super::support::agent::{runtime, Agent, Opts};
-use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
+use super::support::openssh::{
+    ecdsa_key_with_short_scalar, keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN,
+};
 use super::support::wire::{
     closed, encode, recv, request, send, sign_request, FAILURE, LIST, NO_IDENTITIES,
 };
@@ -778,4 +780,43 @@ fn requests_pipelined_behind_a_pending_touch_are_answered_in_order() {
         Response::IdentitiesAnswer(ids) => assert_eq!(ids.len(), 1),
         other => panic!("expected the identities, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECDSA scalars with leading zero bytes
+
+/// One `ssh-keygen` P-256 key in 256 has a private scalar whose first byte is zero; OpenSSH
+/// writes it (in the key file, and in `ssh-add`'s message) as an mpint without that byte. Real
+/// `ssh-add` adds such keys (one and two zero bytes), and the agent lists them.
+#[test]
+fn ssh_add_an_ecdsa_key_whose_scalar_starts_with_zero_bytes() {
+    let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
+    for zeros in [1, 2] {
+        let key = ecdsa_key_with_short_scalar(agent.dir.path(), &format!("short{zeros}"), zeros);
+        // OpenSSH itself reads the file: the same public key as the one written.
+        let mut cmd = Command::new(SSH_KEYGEN);
+        cmd.args(["-y", "-f", s(&key)]);
+        let out = run_bounded(cmd);
+        assert!(out.status.success(), "{out:?}");
+        let pubfile = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let derived = String::from_utf8(out.stdout).unwrap();
+        assert!(pubfile.starts_with(derived.trim()), "{derived} / {pubfile}");
+
+        agent.add(&[&key]);
+        let fp = public_key(&key)
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string();
+        let listed = agent.listed();
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.contains(&fp) && l.ends_with("(ECDSA)")),
+            "{fp} not in {listed:?}"
+        );
+        let out = agent.ssh_add(&["-L"]);
+        assert!(String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(pubfile.trim()));
+    }
+    assert_eq!(agent.listed().len(), 2);
 }
