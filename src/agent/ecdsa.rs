@@ -188,7 +188,8 @@ pub fn normalise_private_section(
     out_block_size: usize,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, ScalarError> {
     let mut c = Cursor { rest: section };
-    if c.take(8).is_none() {
+    // The two checkints must agree (a wrong passphrase decrypts to noise).
+    if c.u32().is_none() || c.u32() != section.first_chunk::<4>().map(|b| u32::from_be_bytes(*b)) {
         return Ok(None);
     }
     let Some((mpint, size)) = find_scalar(&mut c) else {
