@@ -511,4 +511,15 @@ mod tests {
         let other = pair(2).1;
         assert!(private_key_from_openssh(&ecdsa_file(&other, &d[1..], &pad_for(31))).is_ok());
     }
+
+    /// The fuzz seed key (fuzz/seed-keys), written as ssh-keygen writes a short scalar.
+    #[test]
+    fn short_scalar_seed_key_reads() {
+        let key = private_key_from_openssh(include_str!(
+            "../fuzz/seed-keys/ecdsa-p256-short-scalar.txt"
+        ))
+        .unwrap();
+        let ecdsa = key.key_data().ecdsa().unwrap();
+        assert_eq!(ecdsa.private_key_bytes()[..2], [0, 1]);
+    }
 }

@@ -306,6 +306,37 @@ mod tests {
         }
     }
 
+    /// The fuzz seeds of short-scalar adds (fuzz/seeds.py) decode to a key whose point is its
+    /// scalar's.
+    #[test]
+    fn short_scalar_fuzz_seeds_decode() {
+        for seed in [
+            &include_bytes!("../../fuzz/seeds/agent_message/add-ecdsa-short-scalar-4fd53ef9")[..],
+            include_bytes!(
+                "../../fuzz/seeds/agent_message/add-constrained-ecdsa-short-scalar-e362a1d4"
+            ),
+        ] {
+            let (Request::AddIdentity(ssh_agent_lib::proto::AddIdentity { credential })
+            | Request::AddIdConstrained(ssh_agent_lib::proto::AddIdentityConstrained {
+                identity: ssh_agent_lib::proto::AddIdentity { credential },
+                ..
+            })) = decode_request(seed).unwrap()
+            else {
+                panic!("not an add")
+            };
+            let ssh_agent_lib::proto::PrivateCredential::Key { privkey, .. } = credential else {
+                panic!("not a key")
+            };
+            let k = privkey.ecdsa().unwrap();
+            assert_eq!(k.private_key_bytes()[0], 0);
+            let q = p256::SecretKey::from_slice(k.private_key_bytes())
+                .unwrap()
+                .public_key()
+                .to_encoded_point(false);
+            assert_eq!(q.as_bytes(), k.public_key_bytes());
+        }
+    }
+
     #[test]
     fn frame_header_is_capped_at_openssh_limit() {
         assert_eq!(frame_len([0, 0, 0, 1]), Ok(1));
