@@ -187,6 +187,10 @@ pub fn normalise_private_section(
     block_size: usize,
     out_block_size: usize,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, ScalarError> {
+    // A section not aligned to its cipher's blocks is ssh-key's to refuse.
+    if block_size == 0 || section.len() % block_size != 0 {
+        return Ok(None);
+    }
     let mut c = Cursor { rest: section };
     // The two checkints must agree (a wrong passphrase decrypts to noise).
     if c.u32().is_none() || c.u32() != section.first_chunk::<4>().map(|b| u32::from_be_bytes(*b)) {
@@ -209,7 +213,7 @@ pub fn normalise_private_section(
     let comment = &after[..after.len() - padding.len()];
     let fixed = fixed_scalar(mpint, size)?;
     let mut out = splice(head, &fixed, comment);
-    let block = out_block_size.max(1);
+    let block = out_block_size.clamp(1, 255);
     let pad = (block - out.len() % block) % block;
     out.extend((1u8..).take(pad));
     Ok(Some(out))
@@ -274,6 +278,56 @@ mod tests {
             fixed_scalar(&[1; 67], 66),
             Err(ScalarError::TooLong { len: 67, size: 66 })
         );
+    }
+
+    /// A `PROTOCOL.key` private section of a P-256 key, its scalar the mpint bytes `mpint`,
+    /// padded to `block`.
+    fn section(mpint: &[u8], checkint2: u32, block: usize) -> Vec<u8> {
+        let string = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+        };
+        let mut s = 7u32.to_be_bytes().to_vec();
+        s.extend_from_slice(&checkint2.to_be_bytes());
+        string(&mut s, b"ecdsa-sha2-nistp256");
+        string(&mut s, b"nistp256");
+        string(&mut s, &[4; 65]);
+        string(&mut s, mpint);
+        string(&mut s, b"comment");
+        let mut pad = 1;
+        while s.len() % block != 0 {
+            s.push(pad);
+            pad += 1;
+        }
+        s
+    }
+
+    #[test]
+    fn private_sections_are_fixed_and_padded_again() {
+        for block in [8, 16] {
+            let out = normalise_private_section(&section(&[0x11; 31], 7, block), block, 8);
+            let mut want = section(&[0x11; 32], 7, 8);
+            want[8 + 23 + 12 + 69 + 4] = 0; // 31 bytes of 0x11, padded with one zero
+            assert_eq!(out.unwrap().unwrap().to_vec(), want, "block {block}");
+        }
+        // Checkints that differ (a wrong passphrase), a section not aligned to its blocks, bad
+        // padding: left to ssh-key.
+        assert_eq!(
+            normalise_private_section(&section(&[0x11; 31], 8, 8), 8, 8),
+            Ok(None)
+        );
+        let mut unaligned = section(&[0x11; 31], 7, 8);
+        unaligned.push(9);
+        assert_eq!(normalise_private_section(&unaligned, 8, 8), Ok(None));
+        let mut bad_pad = section(&[0x11; 31], 7, 8);
+        let last = bad_pad.len() - 1;
+        bad_pad[last] ^= 0x40;
+        assert_eq!(normalise_private_section(&bad_pad, 8, 8), Ok(None));
+        assert_eq!(
+            normalise_private_section(&section(&[0x91; 32], 7, 8), 8, 8),
+            Err(ScalarError::Negative)
+        );
+        assert_eq!(normalise_private_section(&[], 8, 8), Ok(None));
     }
 
     #[test]
