@@ -25,7 +25,8 @@ use ssh_encoding::Decode;
 
 use super::support::agent::{runtime, Agent, Opts};
 use super::support::openssh::{
-    ecdsa_key_with_short_scalar, keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN,
+    ecdsa_key_with_short_scalar, keygen, p256_short_scalar, public_key, run_bounded, s, KeyFiles,
+    SSH_KEYGEN,
 };
 use super::support::wire::{
     closed, encode, recv, request, send, sign_request, FAILURE, LIST, NO_IDENTITIES,
@@ -819,4 +820,47 @@ fn ssh_add_an_ecdsa_key_whose_scalar_starts_with_zero_bytes() {
             .contains(pubfile.trim()));
     }
     assert_eq!(agent.listed().len(), 2);
+}
+
+/// Hand-built `SSH_AGENTC_ADD_IDENTITY` bodies over the socket: a short scalar is added; a
+/// point that is not the scalar's, a negative or zero scalar, or one not below the order is
+/// refused (the connection stays usable) and nothing is listed for it.
+#[test]
+fn ecdsa_adds_with_bad_scalars_or_points_are_refused() {
+    let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
+    let (d, q) = p256_short_scalar(1);
+    let (_, other_q) = p256_short_scalar(2);
+    let add = |q: &[u8], mpint: &[u8]| {
+        let mut m = vec![17];
+        for field in [
+            &b"ecdsa-sha2-nistp256"[..],
+            b"nistp256",
+            q,
+            mpint,
+            b"hand-built",
+        ] {
+            m.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            m.extend_from_slice(field);
+        }
+        m
+    };
+    let mut order = vec![0];
+    order.extend(
+        hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551").unwrap(),
+    );
+    let mut c = agent.connect();
+    for bad in [
+        add(&other_q, &d[1..]),
+        add(&q, &[0x80; 32]),
+        add(&q, &[]),
+        add(&q, &order),
+    ] {
+        send(&mut c, &bad);
+        assert_eq!(recv(&mut c).unwrap(), FAILURE);
+    }
+    send(&mut c, LIST);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
+    send(&mut c, &add(&q, &d[1..]));
+    assert_eq!(recv(&mut c).unwrap(), [6], "SSH_AGENT_SUCCESS");
+    assert_eq!(agent.listed().len(), 1);
 }
