@@ -278,7 +278,11 @@ impl<'a> KeyFileParts<'a> {
 
     /// The unencrypted key file with this public key and the private section `section`.
     fn unencrypted(&self, section: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
-        let mut out = zeroize::Zeroizing::new(b"openssh-key-v1\0".to_vec());
+        // Sized up front: the section is secret, and a growing vector would leave copies.
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
+            15 + 3 * 4 + 8 + 4 + 4 + self.public.len() + 4 + section.len(),
+        ));
+        out.extend_from_slice(b"openssh-key-v1\0");
         for s in [&b"none"[..], b"none", b""] {
             push_string(&mut out, s);
         }

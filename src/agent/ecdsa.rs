@@ -149,10 +149,11 @@ fn find_scalar<'a>(c: &mut Cursor<'a>) -> Option<(&'a [u8], usize)> {
     Some((c.string()?, size))
 }
 
-/// `head || mpint(fixed) || tail`, zeroized on drop.
-fn splice(head: &[u8], fixed: &[u8], tail: &[u8]) -> Zeroizing<Vec<u8>> {
+/// `head || mpint(fixed) || tail`, zeroized on drop, with room for `spare` more bytes (a
+/// secret is never left behind in memory a growing vector gave back).
+fn splice(head: &[u8], fixed: &[u8], tail: &[u8], spare: usize) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(
-        head.len() + 4 + fixed.len() + tail.len(),
+        head.len() + 4 + fixed.len() + tail.len() + spare,
     ));
     out.extend_from_slice(head);
     // The fixed scalar is at most 66 bytes.
@@ -175,7 +176,7 @@ pub fn normalise_add_request(body: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, 
     };
     let fixed = fixed_scalar(mpint, size)?;
     let head = &body[..body.len() - c.rest.len() - mpint.len() - 4];
-    Ok(Some(splice(head, &fixed, c.rest)))
+    Ok(Some(splice(head, &fixed, c.rest, 0)))
 }
 
 /// A private section of an OpenSSH key file (`PROTOCOL.key` §3, decrypted: `uint32 checkint`
@@ -212,8 +213,8 @@ pub fn normalise_private_section(
     }
     let comment = &after[..after.len() - padding.len()];
     let fixed = fixed_scalar(mpint, size)?;
-    let mut out = splice(head, &fixed, comment);
     let block = out_block_size.clamp(1, 255);
+    let mut out = splice(head, &fixed, comment, block);
     let pad = (block - out.len() % block) % block;
     out.extend((1u8..).take(pad));
     Ok(Some(out))
