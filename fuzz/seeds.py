@@ -189,6 +189,17 @@ def main():
     out.put("agent_message", "sshsig", sshsig)
     out.put("agent_message", "lock", b"\x16" + ssh_string(b"passphrase"))
     out.put("agent_message", "extension", b"\x1b" + ssh_string(b"session-bind@openssh.com") + ssh_string(ed_blob))
+    # An ECDSA P-256 add whose private scalar starts with a zero byte, as ssh-add writes it: the
+    # mpint drops that byte (31 bytes); plain and with a lifetime constraint. Q = d·G, computed
+    # once (the script needs no EC library).
+    short_d = bytes(range(1, 32))
+    short_q = bytes.fromhex(
+        "047a593180860c4037c83c12749845c8ee1424dd297fadcb895e358255d2c7d2b2a8ca25580f2626fe579062ff1b99ff91c2"
+        "4a0da06fb32b5be20148c9249f5650")
+    ecdsa_key = ssh_string(b"ecdsa-sha2-nistp256") + ssh_string(b"nistp256") + ssh_string(short_q)
+    out.put("agent_message", "add-ecdsa-short-scalar", b"\x11" + ecdsa_key + ssh_string(short_d) + ssh_string(b"short"))
+    out.put("agent_message", "add-constrained-ecdsa-short-scalar",
+            b"\x19" + ecdsa_key + ssh_string(short_d) + ssh_string(b"short") + b"\x01" + struct.pack(">I", 60))
     # ssh_login: a session bind of the Ed25519 host key with seed [2; 32] over the session id
     # [5; 32] (the signature is that key's, made with ssh-key), then login data for that
     # session (RFC 4252 §7; OpenSSH's hostbound method names the host key).

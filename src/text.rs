@@ -9,9 +9,12 @@
 //! - launchd plists (XML 1.0 §2.4 character data, §2.2 allowed characters).
 //! - git's allowed-signers file (ssh-keygen(1) "ALLOWED SIGNERS").
 //! - OpenSSH public key lines (`~/.ssh/id_ed25519.pub`) and private key files
-//!   (PROTOCOL.key), through `ssh-key`.
+//!   (PROTOCOL.key), through `ssh-key` (an ECDSA scalar is first put in the fixed-size form
+//!   ssh-key reads: OpenSSH drops its leading zero bytes).
 
 use thiserror::Error;
+
+use crate::agent::ecdsa::{normalise_private_section, ScalarError};
 
 /// Why a text could not be written or read.
 #[derive(Debug, Error)]
@@ -29,6 +32,9 @@ pub enum TextError {
     /// Not an OpenSSH public or private key.
     #[error("not an OpenSSH key: {0}")]
     Key(#[from] ssh_key::Error),
+    /// An ECDSA private key whose scalar is not a valid mpint of its curve.
+    #[error("not a valid ECDSA private key: {0}")]
+    EcdsaScalar(#[from] ScalarError),
 }
 
 /// Characters a POSIX shell never treats specially inside a word (anywhere in it).
@@ -164,9 +170,133 @@ pub fn allowed_signers_line(email: &str, key: &str) -> Result<String, TextError>
 }
 
 /// An OpenSSH private key file (`-----BEGIN OPENSSH PRIVATE KEY-----`, PROTOCOL.key), as
-/// `auths agent add KEYFILE` reads it. Encrypted keys come back encrypted.
+/// `auths agent add KEYFILE` reads it. Encrypted keys come back encrypted (open them with
+/// [`decrypt_private_key`]).
+///
+/// The private scalar of an ECDSA key is an mpint, written by OpenSSH without its leading zero
+/// bytes, which ssh-key 0.6 refuses: it is put in its fixed-size form first, strictly
+/// ([`crate::agent::ecdsa`]).
 pub fn private_key_from_openssh(text: &str) -> Result<ssh_key::PrivateKey, TextError> {
+    if let Some(bytes) = openssh_key_bytes(text) {
+        if let Some(parts) = KeyFileParts::parse(&bytes) {
+            if parts.cipher == b"none" {
+                if let Some(section) = normalise_private_section(parts.private, 8, 8)? {
+                    return Ok(ssh_key::PrivateKey::from_bytes(
+                        &parts.unencrypted(&section),
+                    )?);
+                }
+            }
+        }
+    }
     Ok(ssh_key::PrivateKey::from_openssh(text.as_bytes())?)
+}
+
+/// The OpenSSH private key file `text` opened with `passphrase` (an unencrypted one as it is).
+/// An ECDSA scalar is put in its fixed-size form, as in [`private_key_from_openssh`].
+pub fn decrypt_private_key(
+    text: &str,
+    passphrase: &[u8],
+) -> Result<ssh_key::PrivateKey, TextError> {
+    let key = private_key_from_openssh(text)?;
+    if !key.is_encrypted() {
+        return Ok(key);
+    }
+    let ecdsa = matches!(key.algorithm(), ssh_key::Algorithm::Ecdsa { .. });
+    if let (true, Some(bytes)) = (ecdsa, openssh_key_bytes(text)) {
+        if let Some(parts) = KeyFileParts::parse(&bytes) {
+            // What ssh-key's `PrivateKey::decrypt` does, with the scalar fixed in between.
+            let cipher = key.cipher();
+            let (k, iv) = key.kdf().derive_key_and_iv(cipher, passphrase)?;
+            let tag = match (cipher.has_tag(), parts.tag) {
+                (false, []) => None,
+                (true, t) => Some(<[u8; 16]>::try_from(t).map_err(|_| ssh_key::Error::Crypto)?),
+                (false, _) => return Err(ssh_key::Error::Crypto.into()),
+            };
+            let mut plain = zeroize::Zeroizing::new(parts.private.to_vec());
+            cipher
+                .decrypt(&k, &iv, &mut plain, tag)
+                .map_err(ssh_key::Error::from)?;
+            if let Some(section) = normalise_private_section(&plain, cipher.block_size(), 8)? {
+                return Ok(ssh_key::PrivateKey::from_bytes(
+                    &parts.unencrypted(&section),
+                )?);
+            }
+        }
+    }
+    Ok(key.decrypt(passphrase)?)
+}
+
+/// The bytes of an `OPENSSH PRIVATE KEY` PEM document, or `None` (ssh-key then says why).
+fn openssh_key_bytes(text: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    use ssh_encoding::Reader as _;
+    let mut pem = ssh_encoding::pem::Decoder::new_wrapped(text.as_bytes(), 70).ok()?;
+    if pem.type_label() != "OPENSSH PRIVATE KEY" {
+        return None;
+    }
+    let mut out = zeroize::Zeroizing::new(vec![0; pem.remaining_len()]);
+    pem.read(&mut out).ok()?;
+    Some(out)
+}
+
+/// The fields of an OpenSSH key file (PROTOCOL.key §1) holding one key.
+struct KeyFileParts<'a> {
+    cipher: &'a [u8],
+    public: &'a [u8],
+    /// The private section, encrypted unless the cipher is `none`.
+    private: &'a [u8],
+    /// What follows it: the tag of an AEAD cipher.
+    tag: &'a [u8],
+}
+
+impl<'a> KeyFileParts<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        fn string<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+            let s = tail.get(..len)?;
+            *rest = &tail[len..];
+            Some(s)
+        }
+        let mut rest = bytes.strip_prefix(b"openssh-key-v1\0")?;
+        let cipher = string(&mut rest)?;
+        string(&mut rest)?; // kdfname
+        string(&mut rest)?; // kdfoptions
+        let (n, tail) = rest.split_first_chunk::<4>()?;
+        if u32::from_be_bytes(*n) != 1 {
+            return None;
+        }
+        rest = tail;
+        let public = string(&mut rest)?;
+        let private = string(&mut rest)?;
+        Some(KeyFileParts {
+            cipher,
+            public,
+            private,
+            tag: rest,
+        })
+    }
+
+    /// The unencrypted key file with this public key and the private section `section`.
+    fn unencrypted(&self, section: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+        // Sized up front: the section is secret, and a growing vector would leave copies.
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
+            15 + 3 * 4 + 8 + 4 + 4 + self.public.len() + 4 + section.len(),
+        ));
+        out.extend_from_slice(b"openssh-key-v1\0");
+        for s in [&b"none"[..], b"none", b""] {
+            push_string(&mut out, s);
+        }
+        out.extend_from_slice(&1u32.to_be_bytes());
+        push_string(&mut out, self.public);
+        push_string(&mut out, section);
+        out
+    }
+}
+
+fn push_string(out: &mut Vec<u8>, s: &[u8]) {
+    // A section or public key of a file read into memory: its length came from a u32.
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
 }
 
 #[cfg(test)]
@@ -274,5 +404,126 @@ mod tests {
         );
         assert!(key_without_comment("ssh-ed25519 !!!").is_err());
         assert!(private_key_from_openssh("-----BEGIN OPENSSH PRIVATE KEY-----\n").is_err());
+    }
+
+    fn ssh_string(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+
+    /// An unencrypted OpenSSH key file of the P-256 key `d` (point `q`), its scalar written as
+    /// the mpint bytes `mpint`, padded with `pad` (PROTOCOL.key; ssh-keygen pads to 8).
+    fn ecdsa_file(q: &[u8], mpint: &[u8], pad: &[u8]) -> String {
+        use base64::Engine as _;
+        let mut public = Vec::new();
+        ssh_string(&mut public, b"ecdsa-sha2-nistp256");
+        ssh_string(&mut public, b"nistp256");
+        ssh_string(&mut public, q);
+        let mut private = vec![1, 2, 3, 4, 1, 2, 3, 4];
+        private.extend_from_slice(&public);
+        ssh_string(&mut private, mpint);
+        ssh_string(&mut private, b"c");
+        private.extend_from_slice(pad);
+        let mut file = b"openssh-key-v1\0".to_vec();
+        for s in [&b"none"[..], b"none", b""] {
+            ssh_string(&mut file, s);
+        }
+        file.extend_from_slice(&1u32.to_be_bytes());
+        ssh_string(&mut file, &public);
+        ssh_string(&mut file, &private);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&file);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(70)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    fn pair(zeros: usize) -> ([u8; 32], Vec<u8>) {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let mut d = [0x77u8; 32];
+        d[..zeros].fill(0);
+        let q = p256::SecretKey::from_slice(&d)
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false);
+        (d, q.as_bytes().to_vec())
+    }
+
+    /// Padding `1, 2, …` that brings the section of [`ecdsa_file`] to a multiple of 8.
+    fn pad_for(mpint_len: usize) -> Vec<u8> {
+        // checkints 8, alg 23, curve 12, Q 69, mpint 4 + len, comment 5.
+        let len = 8 + 23 + 12 + 69 + 4 + mpint_len + 5;
+        (1..=((8 - len % 8) % 8) as u8).collect()
+    }
+
+    #[test]
+    fn ecdsa_key_files_whose_scalar_lost_its_leading_zeros_are_read() {
+        use p256::ecdsa::signature::{Signer, Verifier};
+        for zeros in [1, 2] {
+            let (d, q) = pair(zeros);
+            let text = ecdsa_file(&q, &d[zeros..], &pad_for(32 - zeros));
+            // ssh-key alone refuses it.
+            assert!(ssh_key::PrivateKey::from_openssh(text.as_bytes()).is_err());
+            let key = private_key_from_openssh(&text).unwrap();
+            assert_eq!(key.comment(), "c");
+            let ecdsa = key.key_data().ecdsa().unwrap();
+            assert_eq!(ecdsa.private_key_bytes(), d);
+            assert_eq!(ecdsa.public_key_bytes(), q);
+            let sig: ssh_key::Signature = key.try_sign(b"m").unwrap();
+            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&q).unwrap();
+            vk.verify(b"m", &p256::ecdsa::Signature::try_from(&sig).unwrap())
+                .unwrap();
+            // Unencrypted: "decrypting" gives the same key.
+            assert_eq!(
+                decrypt_private_key(&text, b"").unwrap().key_data(),
+                key.key_data()
+            );
+        }
+    }
+
+    #[test]
+    fn ecdsa_key_files_with_bad_scalars_or_padding_are_refused() {
+        let (mut d, _) = pair(0);
+        d[0] = 0x80;
+        let q = pair(0).1;
+        // A negative scalar (no sign byte), a 34-byte one: refused as such.
+        assert!(matches!(
+            private_key_from_openssh(&ecdsa_file(&q, &d, &pad_for(32))),
+            Err(TextError::EcdsaScalar(ScalarError::Negative))
+        ));
+        let mut long = vec![0, 0];
+        long.extend_from_slice(&pair(0).0);
+        assert!(matches!(
+            private_key_from_openssh(&ecdsa_file(&q, &long, &pad_for(34))),
+            Err(TextError::EcdsaScalar(ScalarError::TooLong { .. }))
+        ));
+        // Bad padding is left to ssh-key, which refuses it.
+        let (d, q) = pair(1);
+        let mut pad = pad_for(31);
+        pad.extend_from_slice(&[1; 8]);
+        assert!(matches!(
+            private_key_from_openssh(&ecdsa_file(&q, &d[1..], &pad)),
+            Err(TextError::Key(_))
+        ));
+        // A point that is not this scalar's still reads (the file's two public keys agree);
+        // the agent refuses the pair when it is added (`keys::KeyStore::add`).
+        let other = pair(2).1;
+        assert!(private_key_from_openssh(&ecdsa_file(&other, &d[1..], &pad_for(31))).is_ok());
+    }
+
+    /// The fuzz seed key (fuzz/seed-keys), written as ssh-keygen writes a short scalar.
+    #[test]
+    fn short_scalar_seed_key_reads() {
+        let key = private_key_from_openssh(include_str!(
+            "../fuzz/seed-keys/ecdsa-p256-short-scalar.txt"
+        ))
+        .unwrap();
+        let ecdsa = key.key_data().ecdsa().unwrap();
+        assert_eq!(ecdsa.private_key_bytes()[..2], [0, 1]);
     }
 }

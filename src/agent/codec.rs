@@ -5,7 +5,8 @@
 //!   contents`): ssh-agent-lib's codec accepts any length, so the cap is ours:
 //!   [`frame_len`] refuses a length over [`MAX_MESSAGE_LEN`] (OpenSSH's `AGENT_MAX_LEN`).
 //! - Requests: [`decode_request`] is strict: an unknown type, a malformed body or trailing
-//!   bytes are refused.
+//!   bytes are refused. The private scalar of an ECDSA key is first put in the fixed-size form
+//!   ssh-key reads ([`super::ecdsa`]): OpenSSH drops its leading zero bytes.
 //! - Responses: [`encode_response`] frames one.
 //! - SSHSIG (OpenSSH `PROTOCOL.sshsig`): [`sshsig_namespace`] reads the namespace of the
 //!   signed-data blob `ssh-keygen -Y sign` sends, for the prompt and the grant scope.
@@ -16,6 +17,7 @@ use ssh_agent_lib::proto::{ProtoError, Request, Response};
 use ssh_encoding::{Decode, Encode, Reader};
 use thiserror::Error;
 
+use super::ecdsa::{normalise_add_request, ScalarError};
 use super::userauth::{parse_userauth, SESSION_BIND_EXTENSION};
 use crate::presence::request::PayloadKind;
 
@@ -41,6 +43,10 @@ pub enum DecodeError {
     /// The body is not a well-formed request of a known type.
     #[error("malformed or unknown request")]
     Malformed(#[source] ProtoError),
+    /// An ECDSA key whose private scalar is not a valid mpint of its curve (negative,
+    /// over-long, zero, not below the order).
+    #[error("the ECDSA private key is refused")]
+    EcdsaScalar(#[source] ScalarError),
     /// A well-formed request followed by bytes that belong to nothing.
     #[error("{0} bytes after the end of the request")]
     TrailingBytes(usize),
@@ -62,7 +68,10 @@ pub fn frame_len(header: [u8; 4]) -> Result<usize, TooLarge> {
 
 /// Decode one message body: malformed, unknown, or with trailing bytes is an error.
 pub fn decode_request(body: &[u8]) -> Result<Request, DecodeError> {
-    let mut reader = body;
+    // OpenSSH writes an ECDSA private scalar as a minimal mpint, which ssh-key 0.6 refuses
+    // when its leading byte is zero: put it in the fixed-size form first (strictly).
+    let fixed = normalise_add_request(body).map_err(DecodeError::EcdsaScalar)?;
+    let mut reader = fixed.as_deref().map_or(body, Vec::as_slice);
     let request = Request::decode(&mut reader).map_err(DecodeError::Malformed)?;
     if !reader.is_finished() {
         return Err(DecodeError::TrailingBytes(reader.remaining_len()));
@@ -107,6 +116,7 @@ pub fn payload_kind(data: &[u8]) -> PayloadKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
 
     fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
@@ -189,6 +199,142 @@ mod tests {
             Err(DecodeError::Malformed(_))
         ));
         assert!(decode_request(&[13, 0, 0, 0, 50, 1]).is_err());
+    }
+
+    /// A P-256 scalar whose first byte is zero (one ssh-keygen key in 256), and its point.
+    fn short_scalar(zeros: usize) -> ([u8; 32], Vec<u8>) {
+        let mut d = [0u8; 32];
+        for (i, b) in d.iter_mut().enumerate().skip(zeros) {
+            *b = 0x40 + i as u8;
+        }
+        let q = p256::SecretKey::from_slice(&d)
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false);
+        (d, q.as_bytes().to_vec())
+    }
+
+    /// `SSH_AGENTC_ADD_IDENTITY` of a P-256 key as ssh-add writes it (draft-miller-ssh-agent
+    /// §3.2): `string alg, string curve, string Q, mpint d, string comment`.
+    fn ecdsa_add(q: &[u8], mpint: &[u8]) -> Vec<u8> {
+        let mut m = vec![17];
+        ssh_string(&mut m, b"ecdsa-sha2-nistp256");
+        ssh_string(&mut m, b"nistp256");
+        ssh_string(&mut m, q);
+        ssh_string(&mut m, mpint);
+        ssh_string(&mut m, b"short");
+        m
+    }
+
+    fn added_scalar(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        match decode_request(body)? {
+            Request::AddIdentity(ssh_agent_lib::proto::AddIdentity {
+                credential: ssh_agent_lib::proto::PrivateCredential::Key { privkey, comment },
+            }) => {
+                assert_eq!(comment, "short");
+                Ok(privkey.ecdsa().unwrap().private_key_bytes().to_vec())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ecdsa_scalars_without_their_leading_zeros_decode() {
+        for zeros in [1, 2] {
+            let (d, q) = short_scalar(zeros);
+            // OpenSSH's mpint drops the leading zero bytes: 31 and 30 bytes.
+            assert_eq!(added_scalar(&ecdsa_add(&q, &d[zeros..])).unwrap(), d);
+            // The fixed-size form ssh-key writes.
+            assert_eq!(added_scalar(&ecdsa_add(&q, &d)).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn ecdsa_scalar_forms_are_strict() {
+        // Top bit set: OpenSSH adds a sign byte (33 bytes); without it the mpint is negative.
+        let mut d = [0x99u8; 32];
+        d[31] = 1;
+        let q = p256::SecretKey::from_slice(&d)
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false);
+        let mut signed = vec![0];
+        signed.extend_from_slice(&d);
+        assert_eq!(added_scalar(&ecdsa_add(q.as_bytes(), &signed)).unwrap(), d);
+        let refused = |mpint: &[u8]| match decode_request(&ecdsa_add(q.as_bytes(), mpint)) {
+            Err(DecodeError::EcdsaScalar(e)) => e,
+            other => panic!("{mpint:?}: {other:?}"),
+        };
+        assert_eq!(refused(&d), ScalarError::Negative);
+        let mut over = vec![0, 0];
+        over.extend_from_slice(&d);
+        assert_eq!(refused(&over), ScalarError::TooLong { len: 34, size: 32 });
+        assert_eq!(refused(&[]), ScalarError::Zero);
+        assert_eq!(refused(&[0]), ScalarError::Zero);
+        let mut n = vec![0];
+        n.extend(
+            hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
+                .unwrap(),
+        );
+        assert_eq!(refused(&n), ScalarError::NotBelowOrder);
+        // A body that ends inside the scalar is still the decoder's to refuse.
+        let whole = ecdsa_add(q.as_bytes(), &signed);
+        assert!(matches!(
+            decode_request(&whole[..whole.len() - 12]),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn constrained_ecdsa_add_with_a_short_scalar_decodes() {
+        let (d, q) = short_scalar(1);
+        let mut body = ecdsa_add(&q, &d[1..]);
+        body[0] = 25;
+        body.push(1); // SSH_AGENT_CONSTRAIN_LIFETIME
+        body.extend_from_slice(&60u32.to_be_bytes());
+        match decode_request(&body).unwrap() {
+            Request::AddIdConstrained(a) => {
+                let ssh_agent_lib::proto::PrivateCredential::Key { privkey, .. } =
+                    a.identity.credential
+                else {
+                    panic!("not a key")
+                };
+                assert_eq!(privkey.ecdsa().unwrap().private_key_bytes(), d);
+                assert_eq!(a.constraints.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The fuzz seeds of short-scalar adds (fuzz/seeds.py) decode to a key whose point is its
+    /// scalar's.
+    #[test]
+    fn short_scalar_fuzz_seeds_decode() {
+        for seed in [
+            &include_bytes!("../../fuzz/seeds/agent_message/add-ecdsa-short-scalar-4fd53ef9")[..],
+            include_bytes!(
+                "../../fuzz/seeds/agent_message/add-constrained-ecdsa-short-scalar-e362a1d4"
+            ),
+        ] {
+            let (Request::AddIdentity(ssh_agent_lib::proto::AddIdentity { credential })
+            | Request::AddIdConstrained(ssh_agent_lib::proto::AddIdentityConstrained {
+                identity: ssh_agent_lib::proto::AddIdentity { credential },
+                ..
+            })) = decode_request(seed).unwrap()
+            else {
+                panic!("not an add")
+            };
+            let ssh_agent_lib::proto::PrivateCredential::Key { privkey, .. } = credential else {
+                panic!("not a key")
+            };
+            let k = privkey.ecdsa().unwrap();
+            assert_eq!(k.private_key_bytes()[0], 0);
+            let q = p256::SecretKey::from_slice(k.private_key_bytes())
+                .unwrap()
+                .public_key()
+                .to_encoded_point(false);
+            assert_eq!(q.as_bytes(), k.public_key_bytes());
+        }
     }
 
     #[test]

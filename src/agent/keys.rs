@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
 use p256::ecdsa::signature::Signer;
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 use sha2::{Digest, Sha256};
-use ssh_key::private::KeypairData;
+use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData};
 use ssh_key::public::KeyData;
-use ssh_key::{EcdsaCurve, HashAlg, PrivateKey, Signature};
+use ssh_key::{HashAlg, PrivateKey, Signature};
 use zeroize::Zeroizing;
 
-use super::{AgentError, SealError};
+use super::{AgentError, KeyCheck, SealError};
 use crate::presence::gate::Approval;
 
 /// Where the agent reads the time. Injected so tests move time instead of sleeping.
@@ -229,10 +230,28 @@ pub fn fingerprint(key: &KeyData) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// A key the agent can hold, whose public half is its private half's: an Ed25519 key whose
+/// public key is derived from its seed, or a P-256 key whose scalar `d` is in `[1, n)` and whose
+/// point is `d·G`, uncompressed (as OpenSSH writes it). A mismatched pair would be listed under
+/// one key and sign with another.
 fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
     match key {
-        KeypairData::Ed25519(_) => Ok(()),
-        KeypairData::Ecdsa(k) if k.curve() == EcdsaCurve::NistP256 => Ok(()),
+        KeypairData::Ed25519(k) => {
+            if Ed25519Keypair::from(k.private.clone()).public == k.public {
+                Ok(())
+            } else {
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            }
+        }
+        KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public, private }) => {
+            let secret = p256::SecretKey::from_slice(private.as_slice())
+                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
+            if secret.public_key().to_encoded_point(false) == *public {
+                Ok(())
+            } else {
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            }
+        }
         other => Err(AgentError::UnsupportedKey(
             other
                 .algorithm()
@@ -602,7 +621,9 @@ fn derive_key(
 mod tests {
     use super::*;
     use p256::ecdsa::signature::Verifier;
-    use ssh_key::Algorithm;
+    use ssh_encoding::Decode;
+    use ssh_key::private::EcdsaPrivateKey;
+    use ssh_key::{Algorithm, EcdsaCurve};
 
     const FAST: SealParams = SealParams {
         m_cost: 64,
@@ -839,5 +860,81 @@ mod tests {
         let (mut s, _) = one_key(UnlockPolicy::default(), t0);
         assert_eq!(s.wipe(), WipeReason::Explicit);
         assert!(s.is_empty());
+    }
+
+    /// A P-256 keypair of the scalar `d` (any 32 bytes, through ssh-key's decoder) and the
+    /// point `q`.
+    fn p256_pair(d: [u8; 32], q: p256::EncodedPoint) -> KeypairData {
+        let mut mpint = vec![0, 0, 0, 32];
+        mpint.extend_from_slice(&d);
+        let private = EcdsaPrivateKey::<32>::decode(&mut mpint.as_slice()).unwrap();
+        KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public: q, private })
+    }
+
+    fn point(d: &[u8; 32]) -> p256::EncodedPoint {
+        p256::SecretKey::from_slice(d)
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false)
+    }
+
+    #[test]
+    fn a_p256_key_whose_point_is_not_its_scalars_is_refused() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let (d, other) = ([7u8; 32], [8u8; 32]);
+        for q in [point(&other), point(&d).compress()] {
+            assert!(matches!(
+                s.add(p256_pair(d, q), String::new(), None, t0),
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            ));
+        }
+        let n = hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
+            .unwrap();
+        for bad in [[0u8; 32], <[u8; 32]>::try_from(n).unwrap(), [0xff; 32]] {
+            assert!(matches!(
+                s.add(p256_pair(bad, point(&d)), String::new(), None, t0),
+                Err(AgentError::InvalidKey(KeyCheck::Scalar))
+            ));
+        }
+        assert!(s.is_empty());
+        s.add(p256_pair(d, point(&d)), String::new(), None, t0)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_ed25519_key_whose_public_key_is_not_its_seeds_is_refused() {
+        let mut k = Ed25519Keypair::from_seed(&[1; 32]);
+        k.public = Ed25519Keypair::from_seed(&[2; 32]).public;
+        assert!(matches!(
+            store(UnlockPolicy::default()).add(
+                KeypairData::Ed25519(k),
+                String::new(),
+                None,
+                Instant::now()
+            ),
+            Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+        ));
+    }
+
+    /// A scalar with a leading zero byte (OpenSSH's mpint drops it) signs, and survives the
+    /// protocol lock: ssh-key seals it in its fixed-size form.
+    #[test]
+    fn a_p256_scalar_with_leading_zeros_signs_and_survives_the_lock() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let mut d = [0x5au8; 32];
+        d[..2].fill(0);
+        let k = p256_pair(d, point(&d));
+        let pk = public(&k);
+        s.add(k, "short".into(), None, t0).unwrap();
+        let pass = Zeroizing::new("p".to_string());
+        s.lock(&pass, t0).unwrap();
+        s.unlock(&pass, t0).unwrap();
+        let sig = s.sign_approved(&pk, b"data", t0).unwrap();
+        pk.verify(b"data", &sig).unwrap();
+        let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point(&d).as_bytes()).unwrap();
+        let sig = p256::ecdsa::Signature::try_from(&sig).unwrap();
+        vk.verify(b"data", &sig).unwrap();
     }
 }

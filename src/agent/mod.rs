@@ -4,6 +4,8 @@
 //!   parent), read once when the connection is accepted.
 //! - [`keys`]: identity keys in zeroizing memory, the unlock window, the sealed protocol lock.
 //! - [`codec`]: agent messages as bytes (length cap, strict decode, SSHSIG), no I/O.
+//! - [`ecdsa`]: ECDSA private scalars as OpenSSH writes them (mpints that drop leading zero
+//!   bytes), put in the fixed-size form ssh-key reads, strictly.
 //! - `connection`: frame I/O with timeouts, and the hang-up watch while the gate waits.
 //! - [`handler`]: one method per request type; the gate before every signature.
 //! - [`userauth`]: ssh login requests and `session-bind@openssh.com` bindings, parsed
@@ -29,6 +31,7 @@ use crate::secure_fs::SecureFsError;
 pub mod client;
 pub mod codec;
 mod connection;
+pub mod ecdsa;
 pub mod handler;
 mod harden;
 pub mod keys;
@@ -74,6 +77,9 @@ pub enum AgentError {
     /// A key type the agent does not hold.
     #[error("unsupported key type {0}: the agent holds only ssh-ed25519 and ecdsa-sha2-nistp256 identity keys")]
     UnsupportedKey(String),
+    /// A key whose halves do not belong together, or whose private scalar is out of range.
+    #[error("the key is refused: {0}")]
+    InvalidKey(KeyCheck),
     /// A certificate, an unknown constraint or an unsupported request was offered.
     #[error("unsupported request: {0}")]
     Unsupported(&'static str),
@@ -145,6 +151,19 @@ pub type HardeningSource = nix::Error;
 /// The error behind [`AgentError::Hardening`] (never built on this platform).
 #[cfg(not(unix))]
 pub type HardeningSource = std::io::Error;
+
+/// Why a key offered to the agent is refused although it decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum KeyCheck {
+    /// The public key is not the one the private key derives (an ECDSA point other than
+    /// `d·G`, or not in uncompressed form; an Ed25519 public key not of its seed).
+    #[error("its public key does not belong to its private key")]
+    Mismatch,
+    /// The ECDSA private scalar is zero or not below the curve order.
+    #[error("its ECDSA private scalar is zero or not below the curve order")]
+    Scalar,
+}
 
 /// Why the protocol lock's seal could not be made or opened (the passphrase was right).
 #[derive(Debug, Error)]

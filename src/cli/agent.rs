@@ -481,8 +481,7 @@ fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
         .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
     if key.is_encrypted() {
         let pass = os::read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
-        key = key
-            .decrypt(pass.as_bytes())
+        key = auths_presence::text::decrypt_private_key(&text, pass.as_bytes())
             .map_err(|_| "wrong passphrase for this key")?;
     }
     let fingerprint = key.public_key().fingerprint(ssh_key::HashAlg::Sha256);

@@ -30,7 +30,9 @@ use ssh_agent_lib::proto::{Request, Response};
 
 use super::support::agent::{Agent, Opts};
 use super::support::gate::{self, wait_event, AUTO};
-use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
+use super::support::openssh::{
+    ecdsa_key_with_short_scalar, keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN,
+};
 use super::support::wire::{encode, recv, request, send, sign_request, FAILURE};
 use super::support::{short_tempdir, DEADLINE};
 
@@ -1098,4 +1100,18 @@ fn a_key_with_built_in_uv_verifies_with_the_finger_and_never_asks_for_the_pin() 
         }
     )));
     assert!(rig.audit_verifies());
+}
+
+/// An ECDSA key whose private scalar starts with a zero byte (OpenSSH drops it from the mpint
+/// `ssh-add` sends; one `ssh-keygen` key in 256) signs after a touch, and `ssh-keygen -Y verify`
+/// accepts the signature.
+#[test]
+fn an_ecdsa_key_whose_scalar_starts_with_zero_signs_what_ssh_keygen_verifies() {
+    let rig = Rig::new(Policy::PerSignature, AUTO, UnlockPolicy::default());
+    let key = ecdsa_key_with_short_scalar(rig.dir.path(), "id_short", 1);
+    rig.agent.add(&[&key]);
+    std::fs::remove_file(&key).unwrap();
+    assert!(rig.sign(&key, "short", false));
+    assert!(rig.verify(&key, "short"), "ssh-keygen -Y verify accepts it");
+    assert_eq!(rig.touches(), 1);
 }

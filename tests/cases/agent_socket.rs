@@ -24,7 +24,10 @@ use ssh_agent_lib::proto::{Extension, Request, Response};
 use ssh_encoding::Decode;
 
 use super::support::agent::{runtime, Agent, Opts};
-use super::support::openssh::{keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN};
+use super::support::openssh::{
+    ecdsa_key_with_short_scalar, keygen, p256_short_scalar, public_key, run_bounded, s, KeyFiles,
+    SSH_KEYGEN,
+};
 use super::support::wire::{
     closed, encode, recv, request, send, sign_request, FAILURE, LIST, NO_IDENTITIES,
 };
@@ -778,4 +781,86 @@ fn requests_pipelined_behind_a_pending_touch_are_answered_in_order() {
         Response::IdentitiesAnswer(ids) => assert_eq!(ids.len(), 1),
         other => panic!("expected the identities, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECDSA scalars with leading zero bytes
+
+/// One `ssh-keygen` P-256 key in 256 has a private scalar whose first byte is zero; OpenSSH
+/// writes it (in the key file, and in `ssh-add`'s message) as an mpint without that byte. Real
+/// `ssh-add` adds such keys (one and two zero bytes), and the agent lists them.
+#[test]
+fn ssh_add_an_ecdsa_key_whose_scalar_starts_with_zero_bytes() {
+    let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
+    for zeros in [1, 2] {
+        let key = ecdsa_key_with_short_scalar(agent.dir.path(), &format!("short{zeros}"), zeros);
+        // OpenSSH itself reads the file: the same public key as the one written.
+        let mut cmd = Command::new(SSH_KEYGEN);
+        cmd.args(["-y", "-f", s(&key)]);
+        let out = run_bounded(cmd);
+        assert!(out.status.success(), "{out:?}");
+        let pubfile = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let derived = String::from_utf8(out.stdout).unwrap();
+        assert!(pubfile.starts_with(derived.trim()), "{derived} / {pubfile}");
+
+        agent.add(&[&key]);
+        let fp = public_key(&key)
+            .fingerprint(ssh_key::HashAlg::Sha256)
+            .to_string();
+        let listed = agent.listed();
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.contains(&fp) && l.ends_with("(ECDSA)")),
+            "{fp} not in {listed:?}"
+        );
+        let out = agent.ssh_add(&["-L"]);
+        assert!(String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(pubfile.trim()));
+    }
+    assert_eq!(agent.listed().len(), 2);
+}
+
+/// Hand-built `SSH_AGENTC_ADD_IDENTITY` bodies over the socket: a short scalar is added; a
+/// point that is not the scalar's, a negative or zero scalar, or one not below the order is
+/// refused (the connection stays usable) and nothing is listed for it.
+#[test]
+fn ecdsa_adds_with_bad_scalars_or_points_are_refused() {
+    let agent = Agent::start(Arc::new(NeverTouched::default()), Opts::default());
+    let (d, q) = p256_short_scalar(1);
+    let (_, other_q) = p256_short_scalar(2);
+    let add = |q: &[u8], mpint: &[u8]| {
+        let mut m = vec![17];
+        for field in [
+            &b"ecdsa-sha2-nistp256"[..],
+            b"nistp256",
+            q,
+            mpint,
+            b"hand-built",
+        ] {
+            m.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            m.extend_from_slice(field);
+        }
+        m
+    };
+    let mut order = vec![0];
+    order.extend(
+        hex::decode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551").unwrap(),
+    );
+    let mut c = agent.connect();
+    for bad in [
+        add(&other_q, &d[1..]),
+        add(&q, &[0x80; 32]),
+        add(&q, &[]),
+        add(&q, &order),
+    ] {
+        send(&mut c, &bad);
+        assert_eq!(recv(&mut c).unwrap(), FAILURE);
+    }
+    send(&mut c, LIST);
+    assert_eq!(recv(&mut c).unwrap(), NO_IDENTITIES);
+    send(&mut c, &add(&q, &d[1..]));
+    assert_eq!(recv(&mut c).unwrap(), [6], "SSH_AGENT_SUCCESS");
+    assert_eq!(agent.listed().len(), 1);
 }

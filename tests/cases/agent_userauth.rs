@@ -45,15 +45,15 @@ struct Rig {
     agent: Agent,
     /// The Ed25519 identity key the agent holds.
     identity: PublicKey,
-    /// An ECDSA key the agent does not hold.
+    /// An ECDSA key the agent holds too.
     other: PublicKey,
-    /// Their files; the Ed25519 private half is gone, so OpenSSH clients sign through us.
+    /// Their files; only the public halves are left, so OpenSSH clients sign through us.
     keys: KeyFiles,
     enrolled: u64,
 }
 
 impl Rig {
-    /// An agent holding an Ed25519 identity key, over the presence gate and a virtual key that
+    /// An agent holding two identity keys, over the presence gate and a virtual key that
     /// touches as `mode` says, and a subscription to its prompts.
     fn new(policy: Policy, mode: TouchMode) -> (Rig, Receiver<PromptEvent>) {
         let dir = short_tempdir();
@@ -87,11 +87,9 @@ impl Rig {
         );
         let agent = Agent::start(Arc::new(gate), Opts::default());
         let keys = keygen(dir.path());
-        // Only the Ed25519 key: ssh-key 0.6 refuses the one ECDSA key in 256 whose private
-        // scalar OpenSSH writes with a leading zero byte dropped, which would make this rig
-        // flaky; the ECDSA key serves as a key the agent does not hold.
-        agent.add(&[&keys.ed25519]);
+        agent.add(&[&keys.ed25519, &keys.ecdsa]);
         std::fs::remove_file(&keys.ed25519).unwrap();
+        std::fs::remove_file(&keys.ecdsa).unwrap();
         let rig = Rig {
             identity: public_key(&keys.ed25519),
             other: public_key(&keys.ecdsa),

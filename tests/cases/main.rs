@@ -18,6 +18,8 @@ mod ctaphid_host;
 #[cfg(unix)]
 mod demo;
 #[cfg(unix)]
+mod ecdsa_keys;
+#[cfg(unix)]
 mod gate_receipts;
 #[cfg(unix)]
 mod git_signing;
