@@ -1115,3 +1115,31 @@ fn an_ecdsa_key_whose_scalar_starts_with_zero_signs_what_ssh_keygen_verifies() {
     assert!(rig.verify(&key, "short"), "ssh-keygen -Y verify accepts it");
     assert_eq!(rig.touches(), 1);
 }
+
+#[test]
+fn a_ctap_2_0_key_with_a_pin_enrolls_with_it_and_signs_with_its_legacy_token() {
+    let pins = gate::CountedPin::new("2468");
+    let rig = Rig::build(
+        Policy::PerSignature,
+        AUTO,
+        Opts::default(),
+        Some(UvSetup {
+            // A YubiKey 5 before 5.4: getPinToken only, makeCredential needs the PIN.
+            config: PinConfig {
+                pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
+                ctap_2_0: true,
+                protocols: vec![auths_presence::ctap::pin::PinProtocol::One],
+                ..PinConfig::default()
+            },
+            uv: UserVerification::Required,
+            pins: pins.clone(),
+        }),
+    );
+    assert_eq!(pins.asked(), 1, "enrollment needed the PIN");
+    rig.agent.add(&[&rig.keys.ed25519]);
+    assert!(signed(&rig, b"one"));
+    assert!(signed(&rig, b"two"));
+    assert_eq!(pins.asked(), 2, "once more for the unlock window");
+    assert_eq!(rig.touches(), 2);
+    assert!(rig.audit_verifies());
+}
