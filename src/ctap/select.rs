@@ -9,10 +9,13 @@ use std::str::FromStr;
 use super::backend::SecurityKey;
 use super::command::GetInfoResponse;
 use super::device::{Device, DeviceOptions};
+use super::framing::capability;
+use super::status::StatusCode;
 use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
+use super::u2f::U2fKey;
 use super::virtual_key::authenticator::VIRTUAL_AAGUID;
-use super::CtapError;
+use super::{CtapError, HidErrorCode};
 
 /// A device selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,22 +101,96 @@ impl OpenedKey {
     }
 }
 
+/// What a channel turned out to speak.
+enum Opened {
+    /// CTAP2: getInfo answered.
+    Ctap2(Box<OpenedKey>),
+    /// U2F only (CTAP1 over CTAPHID_MSG).
+    U2f(U2fKey),
+}
+
+impl Opened {
+    fn boxed(self) -> Box<dyn SecurityKey> {
+        match self {
+            Opened::Ctap2(k) => k,
+            Opened::U2f(k) => Box::new(k),
+        }
+    }
+
+    fn ctap2(self) -> Result<OpenedKey, CtapError> {
+        match self {
+            Opened::Ctap2(k) => Ok(*k),
+            Opened::U2f(k) => Err(CtapError::Unsupported(format!(
+                "{} is a U2F-only key (no CTAP2): open it with select::open_key",
+                k.description()
+            ))),
+        }
+    }
+
+    /// Blink and wait for a touch (choosing among several keys).
+    fn select(&mut self, cancel: &super::device::CancelToken) -> Result<(), CtapError> {
+        match self {
+            Opened::Ctap2(k) => k.device.selection(&mut |_| {}, Some(cancel)),
+            Opened::U2f(k) => k.wait_for_touch(super::backend::Waiting {
+                on_up_needed: &mut || {},
+                cancel: Some(cancel),
+            }),
+        }
+    }
+}
+
 fn finish(
     transport: Box<dyn Transport>,
     description: String,
     opts: DeviceOptions,
     sim: bool,
 ) -> Result<OpenedKey, CtapError> {
+    open_channel(transport, description, opts, sim)?.ctap2()
+}
+
+/// Allocate a channel and find what the key speaks: U2F when the INIT capabilities lack CBOR,
+/// or when getInfo is refused as an unknown command (CTAP1_ERR_INVALID_COMMAND, or
+/// CTAPHID's ERR_INVALID_CMD) by a key that has CTAPHID_MSG (no NMSG); CTAP2 otherwise.
+fn open_channel(
+    transport: Box<dyn Transport>,
+    description: String,
+    opts: DeviceOptions,
+    sim: bool,
+) -> Result<Opened, CtapError> {
     let mut device = Device::open(transport, opts)?;
-    let info = device.get_info()?;
+    let capabilities = device.info().capabilities;
+    let has_msg = capabilities & capability::NMSG == 0;
+    if capabilities & capability::CBOR == 0 {
+        return Ok(Opened::U2f(U2fKey::open(device, description, sim)?));
+    }
+    let info = match device.get_info() {
+        Ok(info) => info,
+        Err(
+            CtapError::Status(StatusCode::InvalidCommand)
+            | CtapError::Hid(HidErrorCode::InvalidCmd),
+        ) if has_msg => return Ok(Opened::U2f(U2fKey::open(device, description, sim)?)),
+        Err(e) => return Err(e),
+    };
     let aaguid = info.aaguid;
-    Ok(OpenedKey {
+    Ok(Opened::Ctap2(Box::new(OpenedKey {
         device,
         description,
         aaguid,
         is_virtual: sim || aaguid == VIRTUAL_AAGUID,
         info,
-    })
+    })))
+}
+
+/// Open a channel on any report transport (e.g. an in-process virtual key) behind the
+/// backend-neutral [`SecurityKey`]: [`OpenedKey`] for CTAP2, [`U2fKey`] for a U2F-only key,
+/// chosen as [`open_key`] chooses. `is_virtual` is forced on.
+pub fn open_transport(
+    transport: Box<dyn Transport>,
+    description: String,
+    opts: DeviceOptions,
+    is_virtual: bool,
+) -> Result<Box<dyn SecurityKey>, CtapError> {
+    Ok(open_channel(transport, description, opts, is_virtual)?.boxed())
 }
 
 /// Open the selected key. With `usb` and several keys plugged in, every key blinks
@@ -124,6 +201,14 @@ pub fn open(
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
 ) -> Result<OpenedKey, CtapError> {
+    open_channel_of(selector, opts, on_choose)?.ctap2()
+}
+
+fn open_channel_of(
+    selector: &DeviceSelector,
+    opts: DeviceOptions,
+    on_choose: &mut dyn FnMut(usize),
+) -> Result<Opened, CtapError> {
     match selector {
         DeviceSelector::Sim(path) => open_sim(path, opts),
         DeviceSelector::UsbPath(path) => open_usb_path(path, opts),
@@ -135,7 +220,8 @@ pub fn open(
 }
 
 /// Open the selected key behind the backend-neutral [`SecurityKey`] interface: `windows`
-/// through webauthn.dll ([`super::winhello`]), everything else as a CTAPHID channel ([`open`]).
+/// through webauthn.dll ([`super::winhello`]), everything else as a CTAPHID channel: CTAP2
+/// ([`OpenedKey`]) or, for a U2F-only key, U2F ([`U2fKey`]).
 /// Enrollment, `auths token test` and the gate use this.
 pub fn open_key(
     selector: &DeviceSelector,
@@ -144,11 +230,11 @@ pub fn open_key(
 ) -> Result<Box<dyn SecurityKey>, CtapError> {
     match selector {
         DeviceSelector::Windows => super::winhello::open(opts),
-        other => Ok(Box::new(open(other, opts, on_choose)?)),
+        other => Ok(open_channel_of(other, opts, on_choose)?.boxed()),
     }
 }
 
-fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
+fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<Opened, CtapError> {
     if !super::virtual_key::SIM_AVAILABLE {
         return Err(CtapError::Open {
             path: path.display().to_string(),
@@ -162,7 +248,7 @@ fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, Ct
             path.display()
         ),
     })?;
-    finish(
+    open_channel(
         Box::new(t),
         format!("virtual key at {}", path.display()),
         opts,
@@ -170,17 +256,17 @@ fn open_sim(path: &std::path::Path, opts: DeviceOptions) -> Result<OpenedKey, Ct
     )
 }
 
-fn open_usb_path(path: &str, opts: DeviceOptions) -> Result<OpenedKey, CtapError> {
+fn open_usb_path(path: &str, opts: DeviceOptions) -> Result<Opened, CtapError> {
     let t = super::hid::HidTransport::open(path)?;
     let desc = super::hid::enumerate()
         .ok()
         .and_then(|l| l.into_iter().find(|k| k.path == path))
         .map(|k| k.describe())
         .unwrap_or_else(|| path.to_owned());
-    finish(Box::new(t), desc, opts, false)
+    open_channel(Box::new(t), desc, opts, false)
 }
 
-fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<OpenedKey, CtapError> {
+fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<Opened, CtapError> {
     use super::device::CancelToken;
     let keys = super::hid::enumerate()?;
     match keys.len() {
@@ -197,7 +283,7 @@ fn open_usb(opts: DeviceOptions, on_choose: &mut dyn FnMut(usize)) -> Result<Ope
                 let cancel = cancel.clone();
                 threads.push(std::thread::spawn(move || {
                     let r = open_usb_path(&k.path, opts).and_then(|mut key| {
-                        key.device.selection(&mut |_| {}, Some(&cancel))?;
+                        key.select(&cancel)?;
                         Ok(key)
                     });
                     let _ = tx.send(r);
