@@ -344,6 +344,17 @@ fn the_agent_signs_after_a_u2f_touch_and_the_receipt_verifies() {
 }
 
 #[test]
+fn enrollments_written_before_the_protocol_field_read_as_ctap2() {
+    use auths_presence::presence::enrollment::parse_tokens;
+    let old = br#"{"version":1,"tokens":[{"id":"0123456789abcdef","label":"main",
+        "credential_id":"11","public_key_cose":"a0","algorithm":-7,"rp_id":"auths:presence",
+        "aaguid":"00","virtual_key":false,"device":"usb","created":1,"sign_count":3}]}"#;
+    let t = parse_tokens(old, Path::new("tokens.json")).unwrap();
+    assert_eq!(t[0].protocol, "ctap2");
+    assert!(t[0].attestation_certificate.is_empty());
+}
+
+#[test]
 fn auths_sim_serve_u2f_only_enrolls_lists_u2f_and_tests() {
     let user = User::new();
     let mut sim = Sim::start(&user.dir, "u", &["--u2f-only"]);
