@@ -832,7 +832,8 @@ impl SecurityKey for U2fKey {
         let p1 = auth_control::ENFORCE_USER_PRESENCE_AND_SIGN;
         let body = match self.until_touched(ins::AUTHENTICATE, p1, &data, &mut wait)? {
             Polled::Done(body) => body,
-            Polled::Refused(StatusWord::WrongData) => {
+            // Not the key's handle (0x6a80; 0x6700 from keys that check the length first).
+            Polled::Refused(StatusWord::WrongData | StatusWord::WrongLength) => {
                 return Err(CtapError::Status(StatusCode::NoCredentials))
             }
             Polled::Refused(sw) => return Err(U2fError::Status(sw).into()),

@@ -139,6 +139,65 @@ fn u2f_only_key_enrolls_and_signs_through_ctaphid_and_verifies() {
     assert_eq!(key.touch_count(), 3);
 }
 
+/// A U2F-only key whose INIT reply claims CBOR (reports pass through, the capability byte gains
+/// CAPABILITY_CBOR): its CTAPHID_CBOR still gets ERR_INVALID_CMD, as such keys answer.
+struct ClaimsCbor(auths_presence::ctap::virtual_key::VirtualTransport);
+
+impl auths_presence::ctap::Transport for ClaimsCbor {
+    fn write_report(
+        &mut self,
+        report: &[u8; 64],
+    ) -> Result<(), auths_presence::ctap::TransportError> {
+        self.0.write_report(report)
+    }
+
+    fn read_report(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<[u8; 64]>, auths_presence::ctap::TransportError> {
+        use auths_presence::ctap::framing::{capability, cmd};
+        let mut r = self.0.read_report(timeout)?;
+        if let Some(report) = &mut r {
+            if report[4] == 0x80 | cmd::INIT {
+                // 7 header bytes, then nonce (8), cid (4), versions (4), capabilities.
+                report[7 + 16] |= capability::CBOR;
+            }
+        }
+        Ok(r)
+    }
+}
+
+#[test]
+fn a_key_that_claims_cbor_but_refuses_get_info_falls_back_to_u2f() {
+    let dir = short_tempdir();
+    let key = start(&dir.path().join("k.state"), AUTO);
+    let open_claiming = || {
+        select::open_transport(
+            Box::new(ClaimsCbor(key.connect())),
+            "claims cbor".into(),
+            options(DEADLINE),
+            true,
+        )
+        .unwrap()
+    };
+    let mut k = open_claiming();
+    assert_eq!(k.protocol(), "u2f");
+    let store = TokenStore::open(&dir.path().join("home")).unwrap();
+    let e = enroll_key(
+        k.as_mut(),
+        &store,
+        None,
+        RP_ID,
+        &[Algorithm::Es256],
+        &mut || {},
+        &mut NoPinSource,
+    )
+    .unwrap();
+    assert_eq!(e.protocol, "u2f");
+    let mut k = open_claiming();
+    sign(&mut k, &store, &mut || {}, &CancelToken::new()).unwrap();
+}
+
 #[test]
 fn manual_touch_is_asked_for_once_and_approves_one_request() {
     let dir = short_tempdir();
