@@ -159,6 +159,8 @@ def main():
               '"aaguid":"' + "00" * 16 + '","virtual_key":false,"device":"usb","created":1700000000,"sign_count":3}]}')
     out.put("tokens_json", "one", tokens.encode())
     out.put("tokens_json", "newer", b'{"version":9,"tokens":[]}')
+    out.put("tokens_json", "u2f", tokens.replace('"sign_count":3}', '"sign_count":3,"protocol":"u2f",'
+                                                 '"attestation_certificate":"3000"}').encode())
     approved = ('{"id":"r1","time":1700000000,"outcome":"approved","key":"SHA256:abc","digest":"' + "cd" * 32
                 + '","namespace":"git","peer":' + peer + ',"client_data":' + repr_json(cd)
                 + ',"auth_data":"' + "00" * 37 + '","signature":"3045","credential_id":"' + "11" * 16 + '"}')
@@ -230,10 +232,10 @@ def main():
             rest, seq = rest[59:], seq + 1
         return [r.ljust(64, b"\0") for r in reps]
 
-    def vk(mode, requests):
+    def vk(mode, requests, cmd=0x10):
         steps = b"\x00" + frames(b"\xff\xff\xff\xff", 0x06, bytes(range(8)))[0]
         for req in requests:
-            steps += b"".join(b"\x04" + r for r in frames(b"\0\0\0\0", 0x10, req))
+            steps += b"".join(b"\x04" + r for r in frames(b"\0\0\0\0", cmd, req))
             steps += b"\x01" + bytes([5 << 3 | 1]) + bytes([31 << 3 | 1])
         return bytes([mode]) + steps
 
@@ -246,6 +248,37 @@ def main():
     out.put("virtual_key", "make-never", vk(2, [make]))
     out.put("virtual_key", "make-manual-touch", vk(3, [make]) + b"\x02")
     out.put("virtual_key", "selection-cancel", vk(0, [b"\x0b"]) + b"\x04" + frames(b"\0\0\0\0", 0x11, b"")[0])
+    # U2F (CTAP1): request APDUs in extended length encoding, as libfido2 sends them.
+    def apdu(ins, p1, data):
+        return bytes([0, ins, p1, 0, 0]) + struct.pack(">H", len(data)) + data + b"\0\0"
+
+    app = hashlib.sha256(b"auths:presence").digest()
+    reg = apdu(0x01, 0, bytes(32) + app)
+    auth = apdu(0x02, 0x07, bytes(32) + app + bytes([62]) + bytes(62))
+    # virtual_key with bit 7 of the mode byte: a U2F-only key, APDUs in CTAPHID_MSG (0x03).
+    out.put("virtual_key", "u2f-version-register-auto", vk(0x80, [apdu(0x03, 0, b""), reg], 0x03))
+    out.put("virtual_key", "u2f-register-manual-touch", vk(0x83, [reg, reg], 0x03) + b"\x02")
+    out.put("virtual_key", "u2f-check-only-foreign", vk(0x80, [auth, b"\x00\x03"], 0x03))
+    out.put("virtual_key", "u2f-cbor-refused", vk(0x80, [b"\x04"]))
+    # u2f_response: one seed per response shape a U2F key sends (Raw Message Formats §4.3,
+    # §5.4, §6.2, §3.3): the first byte picks the parser. The registration carries the virtual
+    # key's fixed attestation certificate, the P-256 generator as its point and a well-formed
+    # DER signature.
+    ok = b"\x90\x00"
+    point = bytes.fromhex("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+                          "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+    der_sig = bytes.fromhex("3044" + "0220" + "11" * 32 + "0220" + "22" * 32)
+    cert_path = os.path.join(os.path.dirname(__file__), "..", "src", "ctap", "virtual_key",
+                             "u2f_attestation.der")
+    cert = open(cert_path, "rb").read()
+    out.put("u2f_response", "register", b"\x01\x05" + point + bytes([64]) + bytes(range(64)) + cert
+            + der_sig + ok)
+    out.put("u2f_response", "authenticate", b"\x02\x01" + struct.pack(">I", 7) + der_sig + ok)
+    out.put("u2f_response", "version", b"\x03" + b"U2F_V2" + ok)
+    for sw, name in ((0x6985, "conditions-not-satisfied"), (0x6A80, "wrong-data"),
+                     (0x6700, "wrong-length"), (0x6D00, "ins-not-supported"),
+                     (0x6E00, "cla-not-supported")):
+        out.put("u2f_response", name, b"\x00" + struct.pack(">H", sw))
     keys = os.path.join(os.path.dirname(__file__), "seed-keys")
     if os.path.isdir(keys):
         for k in sorted(os.listdir(keys)):

@@ -1,6 +1,6 @@
 //! The virtual key's device side (`ctap/virtual_key/hid.rs`), as `auths sim serve` runs it
 //! behind a socket anyone with access can write raw reports to. The first byte picks the touch
-//! mode; then each step is one op byte and, for a report, 64 bytes: op bits 0-1 say what
+//! mode (bits 0-1) and, with bit 7, a U2F-only key (U2F APDUs in CTAPHID_MSG); then each step is one op byte and, for a report, 64 bytes: op bits 0-1 say what
 //! happens (report, timers, touch, touch mode), bit 2 puts the channel the device last
 //! allocated into the report (the device picks channel ids at random, which a fuzzer cannot
 //! guess), bits 3-7 how many 20 ms pass first. The check is that nothing panics and output
@@ -42,6 +42,9 @@ fuzz_target!(|data: &[u8]| {
         mode(first),
         timings,
     );
+    if first & 0x80 != 0 {
+        dev = dev.u2f_only();
+    }
     let mut now = Instant::now();
     let mut allocated = [0u8; 4];
     while let Some((&op, tail)) = rest.split_first() {

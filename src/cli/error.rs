@@ -76,6 +76,10 @@ fn hint_for(e: &(dyn Error + 'static)) -> Option<String> {
         return match e {
             GateError::NotEnrolled => Some(ENROLL.into()),
             GateError::TouchTimeout(_) => Some(TOUCH_AGAIN.into()),
+            GateError::CannotVerifyUser(_) => Some(
+                "use a key with a PIN or a fingerprint, or start the agent with --uv discouraged"
+                    .into(),
+            ),
             _ => None,
         };
     }

@@ -38,6 +38,10 @@ pub enum SimCmd {
         /// and makeCredential needs the PIN once one is set.
         #[arg(long, value_name = "V", value_parser = ["2.0", "2.1"], default_value = "2.1")]
         fido_version: String,
+        /// Behave as a U2F-only key (like a YubiKey 4 or NEO): no CTAP2, U2F over CTAPHID_MSG,
+        /// no PIN.
+        #[arg(long, conflicts_with_all = ["pin", "pin_protocol", "always_uv"])]
+        u2f_only: bool,
     },
     /// Press the virtual key's button (error if nothing waits for a touch).
     Touch {
@@ -79,6 +83,7 @@ pub fn run(cmd: SimCmd) -> CliResult {
             always_uv,
             builtin_uv,
             fido_version,
+            u2f_only,
         } => serve(
             socket,
             state,
@@ -91,6 +96,7 @@ pub fn run(cmd: SimCmd) -> CliResult {
                 builtin_uv,
                 fido_version == "2.0",
             )?,
+            u2f_only,
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
         SimCmd::Busy { socket, for_ms } => {
@@ -151,6 +157,7 @@ fn serve(
     touch: TouchArg,
     delay_ms: u64,
     pin: Option<auths_presence::ctap::virtual_key::PinConfig>,
+    u2f_only: bool,
 ) -> CliResult {
     sim_available()?;
     use auths_presence::ctap::virtual_key::{
@@ -170,11 +177,13 @@ fn serve(
         state: StateLocation::File(state.clone()),
         touch_mode,
         pin,
+        u2f_only,
         ..VirtualKeyConfig::default()
     })?;
     let server = serve_unix(&socket, &key)?;
     eprintln!(
-        "virtual security key (NOT hardware) listening on {} (touch: {:?}, state {})",
+        "virtual security key (NOT hardware{}) listening on {} (touch: {:?}, state {})",
+        if u2f_only { ", U2F only" } else { "" },
         socket.display(),
         touch,
         state.display()

@@ -184,15 +184,16 @@ fn list(json: bool) -> CliResult {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<10}  {:<6}  {:<8}  DEVICE",
-        "ID", "LABEL", "ALG", "COUNTER"
+        "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  DEVICE",
+        "ID", "LABEL", "ALG", "PROTO", "COUNTER"
     );
     for t in tokens {
         println!(
-            "{:<16}  {:<10}  {:<6}  {:<8}  {}{}",
+            "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  {}{}",
             escape_control(&t.id),
             escape_control(&t.label),
             t.algorithm_name(),
+            t.protocol,
             t.sign_count,
             escape_control(&t.device),
             if t.virtual_key { "  [VIRTUAL]" } else { "" }

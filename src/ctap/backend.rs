@@ -122,6 +122,12 @@ pub trait SecurityKey: Send {
     /// True for the virtual key.
     fn is_virtual(&self) -> bool;
 
+    /// The protocol the key speaks, as enrollments record it: `"ctap2"` (CTAP 2.x, and
+    /// webauthn.dll) or `"u2f"` (a U2F-only key, [`super::u2f::U2fKey`]).
+    fn protocol(&self) -> &'static str {
+        PROTOCOL_CTAP2
+    }
+
     /// COSE algorithms the key supports, when it says (CTAP getInfo); `None` when the backend
     /// cannot tell before a credential exists (webauthn.dll picks from our list itself).
     fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError>;
@@ -171,6 +177,9 @@ pub trait SecurityKey: Send {
         )))
     }
 }
+
+/// The protocol name of CTAP2 keys (and webauthn.dll), the default of [`SecurityKey::protocol`].
+pub const PROTOCOL_CTAP2: &str = "ctap2";
 
 /// SHA-256 of the client data: the `clientDataHash` a CTAP key signs over.
 pub fn client_data_hash(client_data: &[u8]) -> [u8; 32] {
@@ -307,6 +316,10 @@ impl SecurityKey for Box<dyn SecurityKey> {
 
     fn is_virtual(&self) -> bool {
         self.as_ref().is_virtual()
+    }
+
+    fn protocol(&self) -> &'static str {
+        self.as_ref().protocol()
     }
 
     fn supported_algorithms(&mut self) -> Result<Option<Vec<i64>>, CtapError> {

@@ -181,6 +181,20 @@ impl<T: Transport> Device<T> {
         })
     }
 
+    /// Send a CTAP1/U2F request APDU in a CTAPHID_MSG and return the response APDU (data and
+    /// status word), waiting out CHANNEL_BUSY as [`Self::cbor`] does. Refused before anything
+    /// is sent when the INIT capabilities carry NMSG (the key has no CTAPHID_MSG).
+    pub fn msg(&mut self, apdu: &[u8], cancel: Option<&CancelToken>) -> Result<Vec<u8>, CtapError> {
+        if self.info.capabilities & capability::NMSG != 0 {
+            return Err(CtapError::Unsupported(
+                "this key does not speak U2F (its INIT capabilities carry NMSG)".into(),
+            ));
+        }
+        self.when_not_busy(&mut |_| {}, cancel, |dev, on_keepalive| {
+            dev.transact(cmd::MSG, apdu, on_keepalive, cancel)
+        })
+    }
+
     /// Run `op` until the key stops answering CHANNEL_BUSY (another program holds it, e.g. a
     /// browser waiting for a WebAuthn touch): each busy answer is told to `on_keepalive` as
     /// [`KeepaliveStatus::Busy`], then `op` runs again after a backoff (20 ms doubling to

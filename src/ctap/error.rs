@@ -10,6 +10,7 @@ use super::cbor::CborError;
 use super::framing::FramingError;
 use super::status::StatusCode;
 use super::transport::TransportError;
+use super::u2f::U2fError;
 
 /// A CTAPHID-level error code sent by the key in a CTAPHID_ERROR message (CTAP 2.1 §11.2.9.1.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +170,9 @@ pub enum CtapError {
     /// The request was cancelled from our side before the key answered.
     #[error("the request was cancelled")]
     Cancelled,
+    /// A U2F (CTAP1) exchange failed: the key refused, or its answer does not parse.
+    #[error(transparent)]
+    U2f(#[from] U2fError),
     /// The key answered CHANNEL_BUSY until the deadline: another program kept it.
     #[error("the security key stayed busy with another program for {0:?}")]
     Busy(Duration),

@@ -18,6 +18,7 @@ pub mod status;
 mod test_support;
 pub mod transaction;
 pub mod transport;
+pub mod u2f;
 pub mod virtual_key;
 pub mod winhello;
 

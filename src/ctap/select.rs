@@ -9,10 +9,13 @@ use std::str::FromStr;
 use super::backend::SecurityKey;
 use super::command::GetInfoResponse;
 use super::device::{Device, DeviceOptions};
+use super::framing::capability;
+use super::status::StatusCode;
 use super::transaction::KeepaliveStatus;
 use super::transport::Transport;
+use super::u2f::U2fKey;
 use super::virtual_key::authenticator::VIRTUAL_AAGUID;
-use super::CtapError;
+use super::{CtapError, HidErrorCode};
 
 /// A device selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,45 @@ impl OpenedKey {
     }
 }
 
+/// What a channel turned out to speak.
+enum Opened {
+    /// CTAP2: getInfo answered.
+    Ctap2(Box<OpenedKey>),
+    /// U2F only (CTAP1 over CTAPHID_MSG).
+    U2f(U2fKey),
+}
+
+impl Opened {
+    fn boxed(self) -> Box<dyn SecurityKey> {
+        match self {
+            Opened::Ctap2(k) => k,
+            Opened::U2f(k) => Box::new(k),
+        }
+    }
+
+    fn ctap2(self) -> Result<OpenedKey, CtapError> {
+        match self {
+            Opened::Ctap2(k) => Ok(*k),
+            Opened::U2f(k) => Err(CtapError::Unsupported(format!(
+                "{} is a U2F-only key (no CTAP2): open it with select::open_key",
+                k.description()
+            ))),
+        }
+    }
+
+    /// Blink and wait for a touch (choosing among several keys).
+    fn select(&mut self, cancel: &super::device::CancelToken) -> Result<(), CtapError> {
+        match self {
+            Opened::Ctap2(k) => k.device.selection(&mut |_| {}, Some(cancel)),
+            Opened::U2f(k) => k.wait_for_touch(super::backend::Waiting {
+                on_up_needed: &mut || {},
+                on_busy: None,
+                cancel: Some(cancel),
+            }),
+        }
+    }
+}
+
 fn finish(
     transport: Box<dyn Transport>,
     description: String,
@@ -117,20 +159,58 @@ fn finish(
     sim: bool,
     on_busy: &mut dyn FnMut(),
 ) -> Result<OpenedKey, CtapError> {
+    open_channel(transport, description, opts, sim, on_busy)?.ctap2()
+}
+
+/// Allocate a channel and find what the key speaks: U2F when the INIT capabilities lack CBOR,
+/// or when getInfo is refused as an unknown command (CTAP1_ERR_INVALID_COMMAND, or
+/// CTAPHID's ERR_INVALID_CMD) by a key that has CTAPHID_MSG (no NMSG); CTAP2 otherwise.
+/// `on_busy` hears each time the key answers that another program holds it.
+fn open_channel(
+    transport: Box<dyn Transport>,
+    description: String,
+    opts: DeviceOptions,
+    sim: bool,
+    on_busy: &mut dyn FnMut(),
+) -> Result<Opened, CtapError> {
     let mut device = Device::open(transport, opts)?;
-    let info = device.get_info_reporting(&mut |s| {
+    let capabilities = device.info().capabilities;
+    let has_msg = capabilities & capability::NMSG == 0;
+    if capabilities & capability::CBOR == 0 {
+        return Ok(Opened::U2f(U2fKey::open(device, description, sim)?));
+    }
+    let info = match device.get_info_reporting(&mut |s| {
         if s == KeepaliveStatus::Busy {
             on_busy()
         }
-    })?;
+    }) {
+        Ok(info) => info,
+        Err(
+            CtapError::Status(StatusCode::InvalidCommand)
+            | CtapError::Hid(HidErrorCode::InvalidCmd),
+        ) if has_msg => return Ok(Opened::U2f(U2fKey::open(device, description, sim)?)),
+        Err(e) => return Err(e),
+    };
     let aaguid = info.aaguid;
-    Ok(OpenedKey {
+    Ok(Opened::Ctap2(Box::new(OpenedKey {
         device,
         description,
         aaguid,
         is_virtual: sim || aaguid == VIRTUAL_AAGUID,
         info,
-    })
+    })))
+}
+
+/// Open a channel on any report transport (e.g. an in-process virtual key) behind the
+/// backend-neutral [`SecurityKey`]: [`OpenedKey`] for CTAP2, [`U2fKey`] for a U2F-only key,
+/// chosen as [`open_key`] chooses. `is_virtual` is forced on.
+pub fn open_transport(
+    transport: Box<dyn Transport>,
+    description: String,
+    opts: DeviceOptions,
+    is_virtual: bool,
+) -> Result<Box<dyn SecurityKey>, CtapError> {
+    Ok(open_channel(transport, description, opts, is_virtual, &mut || {})?.boxed())
 }
 
 /// Open the selected key. With `usb` and several keys plugged in, every key blinks
@@ -141,16 +221,15 @@ pub fn open(
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
 ) -> Result<OpenedKey, CtapError> {
-    open_reporting_busy(selector, opts, on_choose, &mut || {})
+    open_channel_of(selector, opts, on_choose, &mut || {})?.ctap2()
 }
 
-/// [`open`], telling `on_busy` each time the key answers that another program holds it.
-pub fn open_reporting_busy(
+fn open_channel_of(
     selector: &DeviceSelector,
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
     on_busy: &mut dyn FnMut(),
-) -> Result<OpenedKey, CtapError> {
+) -> Result<Opened, CtapError> {
     match selector {
         DeviceSelector::Sim(path) => open_sim(path, opts, on_busy),
         DeviceSelector::UsbPath(path) => open_usb_path(path, opts, on_busy),
@@ -162,7 +241,8 @@ pub fn open_reporting_busy(
 }
 
 /// Open the selected key behind the backend-neutral [`SecurityKey`] interface: `windows`
-/// through webauthn.dll ([`super::winhello`]), everything else as a CTAPHID channel ([`open`]).
+/// through webauthn.dll ([`super::winhello`]), everything else as a CTAPHID channel: CTAP2
+/// ([`OpenedKey`]) or, for a U2F-only key, U2F ([`U2fKey`]).
 /// Enrollment, `auths token test` and the gate use this.
 pub fn open_key(
     selector: &DeviceSelector,
@@ -181,9 +261,7 @@ pub fn open_key_reporting_busy(
 ) -> Result<Box<dyn SecurityKey>, CtapError> {
     match selector {
         DeviceSelector::Windows => super::winhello::open(opts),
-        other => Ok(Box::new(open_reporting_busy(
-            other, opts, on_choose, on_busy,
-        )?)),
+        other => Ok(open_channel_of(other, opts, on_choose, on_busy)?.boxed()),
     }
 }
 
@@ -191,7 +269,7 @@ fn open_sim(
     path: &std::path::Path,
     opts: DeviceOptions,
     on_busy: &mut dyn FnMut(),
-) -> Result<OpenedKey, CtapError> {
+) -> Result<Opened, CtapError> {
     if !super::virtual_key::SIM_AVAILABLE {
         return Err(CtapError::Open {
             path: path.display().to_string(),
@@ -205,7 +283,7 @@ fn open_sim(
             path.display()
         ),
     })?;
-    finish(
+    open_channel(
         Box::new(t),
         format!("virtual key at {}", path.display()),
         opts,
@@ -218,21 +296,21 @@ fn open_usb_path(
     path: &str,
     opts: DeviceOptions,
     on_busy: &mut dyn FnMut(),
-) -> Result<OpenedKey, CtapError> {
+) -> Result<Opened, CtapError> {
     let t = super::hid::HidTransport::open(path)?;
     let desc = super::hid::enumerate()
         .ok()
         .and_then(|l| l.into_iter().find(|k| k.path == path))
         .map(|k| k.describe())
         .unwrap_or_else(|| path.to_owned());
-    finish(Box::new(t), desc, opts, false, on_busy)
+    open_channel(Box::new(t), desc, opts, false, on_busy)
 }
 
 fn open_usb(
     opts: DeviceOptions,
     on_choose: &mut dyn FnMut(usize),
     on_busy: &mut dyn FnMut(),
-) -> Result<OpenedKey, CtapError> {
+) -> Result<Opened, CtapError> {
     use super::device::CancelToken;
     let keys = super::hid::enumerate()?;
     match keys.len() {
@@ -250,7 +328,7 @@ fn open_usb(
                 threads.push(std::thread::spawn(move || {
                     // Choosing among several keys: a busy one simply is not chosen.
                     let r = open_usb_path(&k.path, opts, &mut || {}).and_then(|mut key| {
-                        key.device.selection(&mut |_| {}, Some(&cancel))?;
+                        key.select(&cancel)?;
                         Ok(key)
                     });
                     let _ = tx.send(r);

@@ -45,6 +45,16 @@ pub struct Enrollment {
     pub created: u64,
     /// Highest signature counter seen from this credential.
     pub sign_count: u32,
+    /// The protocol the key spoke at enrollment: `"ctap2"`, or `"u2f"` for a U2F-only key.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    /// The attestation certificate the key sent at enrollment (DER, hex; empty when none).
+    #[serde(default, with = "hex::serde")]
+    pub attestation_certificate: Vec<u8>,
+}
+
+fn default_protocol() -> String {
+    crate::ctap::backend::PROTOCOL_CTAP2.to_owned()
 }
 
 impl Enrollment {
@@ -490,6 +500,9 @@ pub fn enroll_key(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         sign_count: resp.auth_data.sign_count,
+        protocol: key.protocol().to_owned(),
+        attestation_certificate: crate::ctap::u2f::attestation_certificate(&resp)
+            .unwrap_or_default(),
     };
     store.add(enrollment.clone())?;
     Ok(enrollment)
@@ -512,6 +525,8 @@ mod tests {
             device: "sim".into(),
             created: 1,
             sign_count: 0,
+            protocol: "ctap2".into(),
+            attestation_certificate: Vec::new(),
         }
     }
 

@@ -66,6 +66,10 @@ pub enum GateError {
     /// The key needs the user verified and no PIN was given.
     #[error("the security key needs its PIN")]
     PinEntry(#[source] super::pin_entry::PinEntryError),
+    /// The user must be verified (`--uv required`) and the key can verify nobody: it has
+    /// neither clientPIN nor built-in UV (a U2F-only key).
+    #[error("{0} cannot verify you (it has no PIN and no built-in user verification), and the agent runs with --uv required")]
+    CannotVerifyUser(String),
 }
 
 impl From<TouchError> for GateError {

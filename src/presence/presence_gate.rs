@@ -537,6 +537,14 @@ impl PresenceGate {
         on_up: &mut dyn FnMut(),
         cancel: &CancelToken,
     ) -> Result<PinUvAuthToken, GateError> {
+        if key
+            .uv_info()
+            .is_some_and(|u| !u.pin_supported && !u.builtin_uv)
+        {
+            return Err(GateError::CannotVerifyUser(
+                crate::presence::prompt::escape_control(key.description()),
+            ));
+        }
         if key.uv_info().is_some_and(|u| u.builtin_uv) {
             let wait = Waiting {
                 on_up_needed: on_up,

@@ -60,6 +60,7 @@ fn start_with_pin(mode: TouchMode, touch_timeout: Duration, pin: Option<PinConfi
             keepalive_interval: Duration::from_millis(20),
         },
         pin,
+        u2f_only: false,
     })
     .unwrap()
 }

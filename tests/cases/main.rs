@@ -29,6 +29,8 @@ mod readme;
 mod real_key;
 #[cfg(unix)]
 mod support;
+#[cfg(unix)]
+mod u2f;
 mod vector_records;
 mod vectors_assertions;
 mod vectors_authdata;

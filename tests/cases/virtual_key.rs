@@ -27,6 +27,7 @@ fn config(mode: TouchMode) -> VirtualKeyConfig {
             keepalive_interval: Duration::from_millis(100),
         },
         pin: None,
+        u2f_only: false,
     }
 }
 

@@ -97,13 +97,13 @@ fn alg_from_id_byte(b: u8) -> Option<Algorithm> {
 }
 
 /// A private key unwrapped from a credential id (or just made). The seed is zeroized on drop.
-struct CredentialKey {
-    alg: Algorithm,
+pub(super) struct CredentialKey {
+    pub(super) alg: Algorithm,
     seed: Zeroizing<[u8; 32]>,
 }
 
 impl CredentialKey {
-    fn generate(alg: Algorithm) -> CredentialKey {
+    pub(super) fn generate(alg: Algorithm) -> CredentialKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         loop {
             rand::rngs::OsRng.fill_bytes(seed.as_mut());
@@ -115,7 +115,7 @@ impl CredentialKey {
     }
 
     /// The public key, for the client's own COSE_Key encoder.
-    fn public_key(&self) -> Option<CoseKey> {
+    pub(super) fn public_key(&self) -> Option<CoseKey> {
         let key = match self.alg {
             Algorithm::Es256 => CoseKey::Es256(*es256_key(&self.seed)?.verifying_key()),
             Algorithm::EdDsa => {
@@ -126,7 +126,7 @@ impl CredentialKey {
     }
 
     /// ES256: DER-encoded ECDSA signature (SHA-256 inside); EdDSA: the raw 64 bytes.
-    fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn sign(&self, msg: &[u8]) -> Option<Vec<u8>> {
         match self.alg {
             Algorithm::Es256 => {
                 use p256::ecdsa::signature::Signer;
@@ -290,6 +290,11 @@ impl Authenticator {
         self.state.counter()
     }
 
+    /// The next value of the one persisted sign counter (CTAP2 and U2F share it).
+    pub(super) fn next_counter(&mut self) -> CtapResult<u32> {
+        self.state.next_counter().map_err(|_| StatusCode::Other)
+    }
+
     /// Start a request: `request` is the CTAPHID_CBOR payload (command byte, then CBOR).
     pub fn begin(&mut self, request: &[u8]) -> Step {
         let Some((&command, params)) = request.split_first() else {
@@ -405,7 +410,9 @@ impl Authenticator {
         ChaCha20Poly1305::new(Key::from_slice(okm.as_ref()))
     }
 
-    fn wrap(&self, rp_id_hash: &[u8; 32], key: &CredentialKey) -> CtapResult<Vec<u8>> {
+    /// Wrap `key` into a credential id for `rp_id_hash` (also the U2F key handle, whose
+    /// application parameter is the same SHA-256 of the rp id).
+    pub(super) fn wrap(&self, rp_id_hash: &[u8; 32], key: &CredentialKey) -> CtapResult<Vec<u8>> {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut plaintext = Zeroizing::new([0u8; 33]);
@@ -430,7 +437,7 @@ impl Authenticator {
     }
 
     /// Open a credential id: `Some` only when this key made it for this rp id.
-    fn unwrap_id(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialKey> {
+    pub(super) fn unwrap_id(&self, rp_id_hash: &[u8; 32], id: &[u8]) -> Option<CredentialKey> {
         if id.len() != CREDENTIAL_ID_LEN || id[0] != ID_VERSION {
             return None;
         }

@@ -21,6 +21,11 @@
 //! - CANCEL has no answer of its own; the request it cancels answers
 //!   CTAP2_ERR_KEEPALIVE_CANCEL. A CANCEL with nothing to cancel is ignored.
 //! - Stray continuation packets with no message in progress are ignored (§11.2.4).
+//! - U2F-only ([`HidDevice::u2f_only`], `auths sim serve --u2f-only`), as a YubiKey 4: the
+//!   INIT capabilities are WINK alone (no CBOR, no NMSG), CTAPHID_CBOR gets ERR_INVALID_CMD,
+//!   and CTAPHID_MSG carries U2F APDUs ([`super::u2f`]). A U2F key does not hold a request
+//!   while it waits: it answers SW_CONDITIONS_NOT_SATISFIED and blinks; a touch while it
+//!   blinks (or the Auto mode's, after its delay) approves the next request that needs one.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,9 @@ pub const DEVICE_VERSION: [u8; 3] = [1, 0, b'V'];
 /// The INIT capabilities: WINK and CBOR, and NMSG because CTAP1/U2F (CTAPHID_MSG) is not
 /// spoken; getInfo's versions agree (no `U2F_V2`).
 pub const CAPABILITIES: u8 = capability::WINK | capability::CBOR | capability::NMSG;
+
+/// The INIT capabilities of a U2F-only key: WINK; no CBOR, and CTAPHID_MSG spoken (no NMSG).
+pub const U2F_CAPABILITIES: u8 = capability::WINK;
 
 /// How the virtual user answers requests for a touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,48 @@ struct Waiting {
     auto_at: Option<Instant>,
 }
 
+/// A U2F key blinking after a SW_CONDITIONS_NOT_SATISFIED: until when, and when the Auto
+/// mode's virtual user touches.
+#[derive(Debug, Clone, Copy)]
+struct U2fBlink {
+    until: Instant,
+    auto_at: Option<Instant>,
+}
+
+/// The touch state of the U2F side.
+#[derive(Debug, Default)]
+struct U2fTouch {
+    /// The key blinks (a request needed a touch and did not have one).
+    blinking: Option<U2fBlink>,
+    /// A touch came while it blinked: it approves the next request that needs one, until then.
+    touched_until: Option<Instant>,
+}
+
+impl U2fTouch {
+    /// Whether a U2F request that needs a touch may have one at `now`: one touch (manual, or
+    /// the Auto mode's) is consumed; otherwise the key blinks and the answer is 0x6985.
+    fn take(&mut self, mode: TouchMode, touch_timeout: Duration, now: Instant) -> bool {
+        let manual = self.touched_until.take().is_some_and(|until| now < until);
+        let blink = self.blinking.filter(|b| now < b.until);
+        let auto =
+            mode == TouchMode::Auto {
+                delay: Duration::ZERO,
+            } || blink.is_some_and(|b| b.auto_at.is_some_and(|at| now >= at));
+        if manual || auto {
+            self.blinking = None;
+            return true;
+        }
+        self.blinking = Some(blink.unwrap_or(U2fBlink {
+            until: now + touch_timeout,
+            auto_at: match mode {
+                TouchMode::Auto { delay } => Some(now + delay),
+                _ => None,
+            },
+        }));
+        false
+    }
+}
+
 /// The device side of CTAPHID over one [`Authenticator`].
 pub struct HidDevice {
     authenticator: Authenticator,
@@ -113,6 +163,8 @@ pub struct HidDevice {
     waiting: Option<Waiting>,
     lock: Option<(u32, Instant)>,
     touches: u64,
+    u2f_only: bool,
+    u2f: U2fTouch,
 }
 
 impl std::fmt::Debug for HidDevice {
@@ -156,6 +208,16 @@ impl HidDevice {
             waiting: None,
             lock: None,
             touches: 0,
+            u2f_only: false,
+            u2f: U2fTouch::default(),
+        }
+    }
+
+    /// This device as a U2F-only key (see the module docs).
+    pub fn u2f_only(self) -> HidDevice {
+        HidDevice {
+            u2f_only: true,
+            ..self
         }
     }
 
@@ -184,6 +246,12 @@ impl HidDevice {
     /// Change how the virtual user answers; a waiting request follows the new mode.
     pub fn set_touch_mode(&mut self, mode: TouchMode, now: Instant) -> Vec<Report> {
         self.mode = mode;
+        if let Some(b) = &mut self.u2f.blinking {
+            b.auto_at = match mode {
+                TouchMode::Auto { delay } => Some(now + delay),
+                _ => None,
+            };
+        }
         if let Some(w) = &mut self.waiting {
             w.auto_at = match mode {
                 TouchMode::Auto { delay } => Some(now + delay),
@@ -195,6 +263,12 @@ impl HidDevice {
 
     /// The user touches the key.
     pub fn touch(&mut self) -> Result<Vec<Report>, TouchError> {
+        if self.waiting.is_none() {
+            // A blinking U2F key: the touch approves the next request that needs one.
+            let b = self.u2f.blinking.take().ok_or(TouchError::NothingWaiting)?;
+            self.u2f.touched_until = Some(b.until);
+            return Ok(Vec::new());
+        }
         let w = self.waiting.take().ok_or(TouchError::NothingWaiting)?;
         Ok(self.finish_touch(w))
     }
@@ -394,7 +468,11 @@ impl HidDevice {
         payload.extend_from_slice(&new_cid.to_be_bytes());
         payload.push(PROTOCOL_VERSION);
         payload.extend_from_slice(&DEVICE_VERSION);
-        payload.push(CAPABILITIES);
+        payload.push(if self.u2f_only {
+            U2F_CAPABILITIES
+        } else {
+            CAPABILITIES
+        });
         frame(cid, cmd::INIT, &payload)
     }
 
@@ -426,6 +504,19 @@ impl HidDevice {
                 [_] => error_report(cid, err::INVALID_PAR),
                 _ => error_report(cid, err::INVALID_LEN),
             },
+            cmd::CBOR if self.u2f_only => error_report(cid, err::INVALID_CMD),
+            cmd::MSG if self.u2f_only => {
+                let (mode, timeout) = (self.mode, self.timings.touch_timeout);
+                let (u2f, touches) = (&mut self.u2f, &mut self.touches);
+                let mut touched = || {
+                    let t = u2f.take(mode, timeout, now);
+                    *touches += u64::from(t);
+                    t
+                };
+                let answer =
+                    super::u2f::handle(&mut self.authenticator, &msg.payload, &mut touched);
+                frame(cid, cmd::MSG, &answer)
+            }
             cmd::CBOR if msg.payload.is_empty() => error_report(cid, err::INVALID_LEN),
             cmd::CBOR => match self.authenticator.begin(&msg.payload) {
                 Step::Done(resp) => frame(cid, cmd::CBOR, &resp),
@@ -546,6 +637,72 @@ mod tests {
             t0,
         );
         assert_eq!(&out[0][4..8], &[0x80 | cmd::CBOR, 0, 1, 0]);
+        assert_eq!(d.touch_count(), 2);
+    }
+
+    #[test]
+    fn u2f_only_key_has_no_cbor_and_answers_msg_with_a_touch_per_request() {
+        use crate::ctap::u2f::{register_data, request_apdu, split_status, StatusWord};
+        let mut d = dev(TouchMode::Manual).u2f_only();
+        let t0 = Instant::now();
+        let r = fragment(CID_BROADCAST, cmd::INIT, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let out = d.handle_report(&r[0], t0);
+        assert_eq!(out[0][7 + 16], U2F_CAPABILITIES, "no CBOR, no NMSG");
+        let cid = init(&mut d, t0);
+        let out = d.handle_report(&fragment(cid, cmd::CBOR, &[0x04]).unwrap()[0], t0);
+        assert_eq!(&out[0][4..8], &[0x80 | cmd::ERROR, 0, 1, err::INVALID_CMD]);
+        assert_eq!(d.touch(), Err(TouchError::NothingWaiting));
+
+        let apdu = request_apdu(0x01, 0, &register_data(&[1; 32], &[2; 32])).unwrap();
+        let send = |d: &mut HidDevice, now| {
+            let mut reassembler = None;
+            for report in fragment(cid, cmd::MSG, &apdu).unwrap() {
+                for out in d.handle_report(&report, now) {
+                    let p = Packet::parse(&out);
+                    let progress = match reassembler.take() {
+                        None => {
+                            let (rest, progress) = Reassembler::start(&p).unwrap();
+                            reassembler = rest;
+                            progress
+                        }
+                        Some(mut r) => {
+                            let progress = r.push(&p).unwrap();
+                            reassembler = Some(r);
+                            progress
+                        }
+                    };
+                    if let Progress::Done(m) = progress {
+                        assert_eq!(m.cmd, cmd::MSG);
+                        return split_status(&m.payload).unwrap().1;
+                    }
+                }
+            }
+            panic!("no answer")
+        };
+        assert_eq!(send(&mut d, t0), StatusWord::ConditionsNotSatisfied);
+        assert_eq!(send(&mut d, t0), StatusWord::ConditionsNotSatisfied);
+        assert_eq!(d.touch().unwrap(), Vec::<Report>::new());
+        assert_eq!(d.touch_count(), 0, "counted when a request uses it");
+        assert_eq!(send(&mut d, t0), StatusWord::NoError);
+        assert_eq!(d.touch_count(), 1);
+        // One touch, one request.
+        assert_eq!(send(&mut d, t0), StatusWord::ConditionsNotSatisfied);
+        // Auto after a delay: blinking until then.
+        d.set_touch_mode(
+            TouchMode::Auto {
+                delay: Duration::from_millis(200),
+            },
+            t0,
+        );
+        assert_eq!(send(&mut d, t0), StatusWord::ConditionsNotSatisfied);
+        let later = t0 + Duration::from_millis(200);
+        assert_eq!(send(&mut d, later), StatusWord::NoError);
+        assert_eq!(d.touch_count(), 2);
+        // Never: a blink that ends after the touch timeout, and starts again.
+        d.set_touch_mode(TouchMode::Never, later);
+        assert_eq!(send(&mut d, later), StatusWord::ConditionsNotSatisfied);
+        let past = later + HidTimings::default().touch_timeout;
+        assert_eq!(send(&mut d, past), StatusWord::ConditionsNotSatisfied);
         assert_eq!(d.touch_count(), 2);
     }
 

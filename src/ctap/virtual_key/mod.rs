@@ -6,6 +6,8 @@
 //! - [`authenticator`]: CTAP2 (CTAP 2.1 §6), pure.
 //! - [`hid`]: the device side of CTAPHID (CTAP 2.1 §11.2), pure, clock passed in.
 //! - [`state`]: master secret and sign counter in a 0600 file.
+//! - [`u2f`]: U2F (CTAP1) request APDUs, for a key started U2F-only
+//!   ([`VirtualKeyConfig::u2f_only`]: no CTAP2, as a YubiKey 4), pure.
 //! - [`VirtualKey`]: the running device, a thread fed by a channel. [`VirtualKey::connect`]
 //!   opens a [`VirtualTransport`], like opening the hidraw node: every open transport
 //!   receives every input report (hosts filter by channel id).
@@ -17,6 +19,7 @@ pub mod client_pin;
 pub mod hid;
 mod sim;
 pub mod state;
+pub mod u2f;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +61,8 @@ pub struct VirtualKeyConfig {
     pub timings: HidTimings,
     /// authenticatorClientPIN, when set (no PIN is set at start; setPIN sets one).
     pub pin: Option<PinConfig>,
+    /// A U2F-only key (no CTAP2; U2F over CTAPHID_MSG), as a YubiKey 4 (`--u2f-only`).
+    pub u2f_only: bool,
 }
 
 impl Default for VirtualKeyConfig {
@@ -69,6 +74,7 @@ impl Default for VirtualKeyConfig {
             },
             timings: HidTimings::default(),
             pin: None,
+            u2f_only: false,
         }
     }
 }
@@ -150,7 +156,10 @@ impl VirtualKey {
         if let Some(pin) = config.pin {
             authenticator = authenticator.with_pin_support(pin);
         }
-        let device = HidDevice::new(authenticator, config.touch_mode, config.timings);
+        let mut device = HidDevice::new(authenticator, config.touch_mode, config.timings);
+        if config.u2f_only {
+            device = device.u2f_only();
+        }
         let (tx, rx) = mpsc::channel();
         let touches = Arc::new(AtomicU64::new(0));
         let t = touches.clone();

@@ -46,6 +46,7 @@ pub fn start_key_with_pin(
             touch_mode: mode,
             timings,
             pin,
+            u2f_only: false,
         })
         .unwrap(),
     )
