@@ -34,6 +34,10 @@ pub enum SimCmd {
         /// Built-in user verification (a fingerprint): the virtual finger is the touch.
         #[arg(long)]
         builtin_uv: bool,
+        /// getInfo maxCredentialCountInList (default 8): longer allowLists are refused, so the
+        /// client must split them.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+        max_creds_in_list: Option<u64>,
         /// Behave as a CTAP 2.0 key (like a YubiKey 5 before firmware 5.4): getPinToken only,
         /// and makeCredential needs the PIN once one is set.
         #[arg(long, value_name = "V", value_parser = ["2.0", "2.1"], default_value = "2.1")]
@@ -84,6 +88,7 @@ pub fn run(cmd: SimCmd) -> CliResult {
             builtin_uv,
             fido_version,
             u2f_only,
+            max_creds_in_list,
         } => serve(
             socket,
             state,
@@ -97,6 +102,7 @@ pub fn run(cmd: SimCmd) -> CliResult {
                 fido_version == "2.0",
             )?,
             u2f_only,
+            max_creds_in_list.map(|n| n as usize),
         ),
         SimCmd::Touch { socket } => touch_cmd(socket),
         SimCmd::Busy { socket, for_ms } => {
@@ -158,6 +164,7 @@ fn serve(
     delay_ms: u64,
     pin: Option<auths_presence::ctap::virtual_key::PinConfig>,
     u2f_only: bool,
+    max_credentials_in_list: Option<usize>,
 ) -> CliResult {
     sim_available()?;
     use auths_presence::ctap::virtual_key::{
@@ -178,6 +185,7 @@ fn serve(
         touch_mode,
         pin,
         u2f_only,
+        max_credentials_in_list,
         ..VirtualKeyConfig::default()
     })?;
     let server = serve_unix(&socket, &key)?;

@@ -61,6 +61,7 @@ fn start_with_pin(mode: TouchMode, touch_timeout: Duration, pin: Option<PinConfi
         },
         pin,
         u2f_only: false,
+        max_credentials_in_list: None,
     })
     .unwrap()
 }
@@ -707,9 +708,20 @@ fn wrong_pins_count_down_and_three_in_a_row_block_pin_use_until_replugged() {
 
 #[test]
 fn an_allow_list_longer_than_the_key_takes_is_probed_in_parts_and_touched_once() {
+    // The default (8 in a list), and a key that takes one credential per list.
+    for max in [None, Some(1)] {
+        allow_list_split(max);
+    }
+}
+
+fn allow_list_split(max_in_list: Option<usize>) {
     use auths_presence::ctap::backend::{GetAssertionArgs, SecurityKey, Waiting};
     use auths_presence::ctap::select::OpenedKey;
-    let key = start(AUTO, Duration::from_secs(5));
+    let key = VirtualKey::start(VirtualKeyConfig {
+        max_credentials_in_list: max_in_list,
+        ..VirtualKeyConfig::default()
+    })
+    .unwrap();
     let cred = enroll(&mut open(&key), Algorithm::Es256);
     let mut opened =
         OpenedKey::from_transport(Box::new(key.connect()), "virtual".into(), opts(), true).unwrap();

@@ -42,6 +42,7 @@ fn start(state: &Path, mode: TouchMode) -> Arc<VirtualKey> {
             timings: HidTimings::default(),
             pin: None,
             u2f_only: true,
+            max_credentials_in_list: None,
         })
         .unwrap(),
     )

@@ -28,6 +28,7 @@ fn config(mode: TouchMode) -> VirtualKeyConfig {
         },
         pin: None,
         u2f_only: false,
+        max_credentials_in_list: None,
     }
 }
 

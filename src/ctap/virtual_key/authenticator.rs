@@ -58,7 +58,8 @@ use crate::ctap::command::{
 use crate::ctap::cose::{CoseKey, ALG_EDDSA, ALG_ES256};
 use crate::ctap::status::StatusCode;
 
-/// getInfo's maxCredentialCountInList: longer allowLists get CTAP2_ERR_LIMIT_EXCEEDED.
+/// getInfo's maxCredentialCountInList by default: longer allowLists get
+/// CTAP2_ERR_LIMIT_EXCEEDED ([`Authenticator::with_max_credentials_in_list`] changes it).
 pub const MAX_CREDENTIAL_COUNT_IN_LIST: usize = 8;
 
 /// The virtual key's AAGUID: the ASCII bytes of `"auths-virtualkey"`. It is ours, registered
@@ -208,6 +209,8 @@ pub struct Authenticator {
     state: KeyState,
     /// clientPIN, when the key was started with PIN support.
     pin: Option<PinState>,
+    /// getInfo maxCredentialCountInList.
+    max_in_list: usize,
 }
 
 impl fmt::Debug for Authenticator {
@@ -233,7 +236,20 @@ fn ok_with(v: &Value) -> Vec<u8> {
 impl Authenticator {
     /// An authenticator over `state` (master secret and sign counter).
     pub fn new(state: KeyState) -> Authenticator {
-        Authenticator { state, pin: None }
+        Authenticator {
+            state,
+            pin: None,
+            max_in_list: MAX_CREDENTIAL_COUNT_IN_LIST,
+        }
+    }
+
+    /// This authenticator taking allowLists of at most `n` credentials (at least 1), as keys
+    /// that report a small maxCredentialCountInList do.
+    pub fn with_max_credentials_in_list(self, n: usize) -> Authenticator {
+        Authenticator {
+            max_in_list: n.max(1),
+            ..self
+        }
     }
 
     /// This authenticator with clientPIN (no PIN set yet), behaving as `config` says.
@@ -255,6 +271,13 @@ impl Authenticator {
     /// The getInfo response of this key.
     pub fn info(&self) -> Value {
         let mut v = get_info();
+        if let Value::Map(m) = &mut v {
+            for (k, val) in m.iter_mut() {
+                if *k == Value::int(0x07) {
+                    *val = Value::Unsigned(self.max_in_list as u64);
+                }
+            }
+        }
         let Some(pin) = &self.pin else { return v };
         let config = pin.config();
         if let Value::Map(m) = &mut v {
@@ -529,7 +552,7 @@ impl Authenticator {
         let rp_id = as_text(req_field(&req, 1)?)?;
         let client_data_hash = client_data_hash_param(req_field(&req, 2)?)?;
         let allow = opt_int_field(&req, 3).map(as_array).transpose()?;
-        if allow.is_some_and(|a| a.len() > MAX_CREDENTIAL_COUNT_IN_LIST) {
+        if allow.is_some_and(|a| a.len() > self.max_in_list) {
             // More than getInfo's maxCredentialCountInList: hosts must split the list.
             return Err(StatusCode::LimitExceeded);
         }

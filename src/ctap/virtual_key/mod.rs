@@ -63,6 +63,8 @@ pub struct VirtualKeyConfig {
     pub pin: Option<PinConfig>,
     /// A U2F-only key (no CTAP2; U2F over CTAPHID_MSG), as a YubiKey 4 (`--u2f-only`).
     pub u2f_only: bool,
+    /// getInfo maxCredentialCountInList, when not the default 8 (keys that take fewer).
+    pub max_credentials_in_list: Option<usize>,
 }
 
 impl Default for VirtualKeyConfig {
@@ -75,6 +77,7 @@ impl Default for VirtualKeyConfig {
             timings: HidTimings::default(),
             pin: None,
             u2f_only: false,
+            max_credentials_in_list: None,
         }
     }
 }
@@ -155,6 +158,9 @@ impl VirtualKey {
         let mut authenticator = Authenticator::new(state);
         if let Some(pin) = config.pin {
             authenticator = authenticator.with_pin_support(pin);
+        }
+        if let Some(n) = config.max_credentials_in_list {
+            authenticator = authenticator.with_max_credentials_in_list(n);
         }
         let mut device = HidDevice::new(authenticator, config.touch_mode, config.timings);
         if config.u2f_only {

@@ -47,6 +47,7 @@ pub fn start_key_with_pin(
             timings,
             pin,
             u2f_only: false,
+            max_credentials_in_list: None,
         })
         .unwrap(),
     )
