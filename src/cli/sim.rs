@@ -38,6 +38,10 @@ pub enum SimCmd {
         /// client must split them.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
         max_creds_in_list: Option<u64>,
+        /// Make credentials with this credProtect level unless asked otherwise (3: every
+        /// credential needs the user verified).
+        #[arg(long, value_name = "1|2|3", value_parser = clap::value_parser!(u8).range(1..=3))]
+        cred_protect: Option<u8>,
         /// Behave as a CTAP 2.0 key (like a YubiKey 5 before firmware 5.4): getPinToken only,
         /// and makeCredential needs the PIN once one is set.
         #[arg(long, value_name = "V", value_parser = ["2.0", "2.1"], default_value = "2.1")]
@@ -89,21 +93,34 @@ pub fn run(cmd: SimCmd) -> CliResult {
             fido_version,
             u2f_only,
             max_creds_in_list,
-        } => serve(
-            socket,
-            state,
-            touch,
-            touch_delay_ms,
-            pin_config(
+            cred_protect,
+        } => {
+            use auths_presence::ctap::virtual_key::{StateLocation, TouchMode, VirtualKeyConfig};
+            let touch_mode = match touch {
+                TouchArg::Auto => TouchMode::Auto {
+                    delay: std::time::Duration::from_millis(touch_delay_ms),
+                },
+                TouchArg::Never => TouchMode::Never,
+                TouchArg::Manual => TouchMode::Manual,
+            };
+            let pin = pin_config(
                 pin,
                 pin_protocol,
                 always_uv,
                 builtin_uv,
                 fido_version == "2.0",
-            )?,
-            u2f_only,
-            max_creds_in_list.map(|n| n as usize),
-        ),
+            )?;
+            let config = VirtualKeyConfig {
+                state: StateLocation::File(state),
+                touch_mode,
+                pin,
+                u2f_only,
+                max_credentials_in_list: max_creds_in_list.map(|n| n as usize),
+                cred_protect,
+                ..VirtualKeyConfig::default()
+            };
+            serve(socket, touch, config)
+        }
         SimCmd::Touch { socket } => touch_cmd(socket),
         SimCmd::Busy { socket, for_ms } => {
             sim_available()?;
@@ -159,42 +176,27 @@ fn pin_config(
 
 fn serve(
     socket: PathBuf,
-    state: PathBuf,
     touch: TouchArg,
-    delay_ms: u64,
-    pin: Option<auths_presence::ctap::virtual_key::PinConfig>,
-    u2f_only: bool,
-    max_credentials_in_list: Option<usize>,
+    config: auths_presence::ctap::virtual_key::VirtualKeyConfig,
 ) -> CliResult {
     sim_available()?;
-    use auths_presence::ctap::virtual_key::{
-        serve_unix, StateLocation, TouchMode, VirtualKey, VirtualKeyConfig,
+    use auths_presence::ctap::virtual_key::{serve_unix, StateLocation, VirtualKey};
+    let state = match &config.state {
+        StateLocation::File(p) => p.display().to_string(),
+        StateLocation::InMemory => "in memory".to_owned(),
     };
-    let touch_mode = match touch {
-        TouchArg::Auto => TouchMode::Auto {
-            delay: std::time::Duration::from_millis(delay_ms),
-        },
-        TouchArg::Never => TouchMode::Never,
-        TouchArg::Manual => TouchMode::Manual,
-    };
+    let u2f_only = config.u2f_only;
     // Block the stop signals before any thread starts, so every thread inherits the mask and
     // the signal is taken by `wait` below instead of killing the process mid-write.
     let signals = super::os::StopSignals::block()?;
-    let key = VirtualKey::start(VirtualKeyConfig {
-        state: StateLocation::File(state.clone()),
-        touch_mode,
-        pin,
-        u2f_only,
-        max_credentials_in_list,
-        ..VirtualKeyConfig::default()
-    })?;
+    let key = VirtualKey::start(config)?;
     let server = serve_unix(&socket, &key)?;
     eprintln!(
         "virtual security key (NOT hardware{}) listening on {} (touch: {:?}, state {})",
         if u2f_only { ", U2F only" } else { "" },
         socket.display(),
         touch,
-        state.display()
+        state
     );
     eprintln!(
         "use it with --device sim:{}; stop with Ctrl-C",

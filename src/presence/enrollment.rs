@@ -51,6 +51,10 @@ pub struct Enrollment {
     /// The attestation certificate the key sent at enrollment (DER, hex; empty when none).
     #[serde(default, with = "hex::serde")]
     pub attestation_certificate: Vec<u8>,
+    /// The key made the credential with credProtect userVerificationRequired (level 3, as
+    /// the key reported it): it answers for it only when the user is verified too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uv_required: bool,
 }
 
 fn default_protocol() -> String {
@@ -311,6 +315,16 @@ pub fn find(tokens: &[Enrollment], id_or_label: &str) -> Result<usize, Enrollmen
     }
 }
 
+/// The credProtect level the key reported in a new credential's authenticatorData
+/// extensions (CTAP 2.1 §12.1), if it did.
+fn cred_protect_level(auth_data: &crate::ctap::authdata::AuthenticatorData) -> Option<u64> {
+    auth_data
+        .extensions
+        .as_ref()?
+        .get_text("credProtect")?
+        .as_u64()
+}
+
 /// A pinUvAuthToken with the mc permission for `rp_id`: from the key's built-in user
 /// verification when it has one (unless it is blocked), else from a PIN `pins` gives. One
 /// try: a wrong PIN is an error that says how many tries are left, never asked again on its
@@ -503,6 +517,7 @@ pub fn enroll_key(
         protocol: key.protocol().to_owned(),
         attestation_certificate: crate::ctap::u2f::attestation_certificate(&resp)
             .unwrap_or_default(),
+        uv_required: cred_protect_level(&resp.auth_data) == Some(3),
     };
     store.add(enrollment.clone())?;
     Ok(enrollment)
@@ -527,6 +542,7 @@ mod tests {
             sign_count: 0,
             protocol: "ctap2".into(),
             attestation_certificate: Vec::new(),
+            uv_required: false,
         }
     }
 

@@ -390,7 +390,8 @@ impl PresenceGate {
         cancel: &CancelToken,
         id: &str,
     ) -> Result<VerifiedTouch, GateError> {
-        let mut creds = Credentials::enrolled(&inner.store.list()?)?;
+        let enrolled = inner.store.list()?;
+        let mut creds = Credentials::enrolled(&enrolled)?;
         creds.raise_counters(|id| inner.counters().get(id));
         // A request no grant may cover (a confirm key, an unknown executable) opens none.
         let terms =
@@ -437,8 +438,10 @@ impl PresenceGate {
         // The token of the unlock window is used until the key refuses it (it expired, or
         // the key was re-plugged): then the PIN is asked for once more.
         let uv_info = key.uv_info();
-        let mut need_uv =
-            inner.uv == UserVerification::Required || uv_info.is_some_and(|u| u.needed_to_sign());
+        // A credential made with credProtect level 3 is found only with the user verified.
+        let mut need_uv = inner.uv == UserVerification::Required
+            || uv_info.is_some_and(|u| u.needed_to_sign())
+            || enrolled.iter().any(|e| e.uv_required);
         let mut token = inner.pin_token().take();
         let mut fresh = false;
         if need_uv && token.is_none() && uv_info.is_some() {

@@ -145,6 +145,8 @@ struct UvSetup {
     config: PinConfig,
     uv: UserVerification,
     pins: gate::CountedPin,
+    /// The key's default credProtect level.
+    cred_protect: Option<u8>,
 }
 
 impl Rig {
@@ -175,11 +177,11 @@ impl Rig {
         let home = dir.path().join("home");
         let state = dir.path().join("key.json");
         let wait = touch_wait(&mode);
-        let (pin_config, gate_uv) = match uv {
-            Some(u) => (Some(u.config), Some((u.uv, u.pins))),
-            None => (None, None),
+        let (pin_config, gate_uv, cred_protect) = match uv {
+            Some(u) => (Some(u.config), Some((u.uv, u.pins)), u.cred_protect),
+            None => (None, None, None),
         };
-        let key = gate::start_key_with_pin(
+        let key = gate::start_key_with_cred_protect(
             &state,
             AUTO,
             HidTimings {
@@ -187,6 +189,7 @@ impl Rig {
                 ..HidTimings::default()
             },
             pin_config,
+            cred_protect,
         );
         // Enroll through the real client, as `auths token enroll` does.
         let enroll_touches = match &gate_uv {
@@ -931,6 +934,7 @@ fn pin_rig(
             },
             uv,
             pins: pins.clone(),
+            cred_protect: None,
         }),
     );
     // Keep the key files: the test adds the key again after a wipe.
@@ -1084,6 +1088,7 @@ fn a_key_with_built_in_uv_verifies_with_the_finger_and_never_asks_for_the_pin() 
             },
             uv: UserVerification::Discouraged,
             pins: pins.clone(),
+            cred_protect: None,
         }),
     );
     rig.agent.add(&[&rig.keys.ed25519]);
@@ -1133,6 +1138,7 @@ fn a_ctap_2_0_key_with_a_pin_enrolls_with_it_and_signs_with_its_legacy_token() {
             },
             uv: UserVerification::Required,
             pins: pins.clone(),
+            cred_protect: None,
         }),
     );
     assert_eq!(pins.asked(), 1, "enrollment needed the PIN");
@@ -1141,5 +1147,32 @@ fn a_ctap_2_0_key_with_a_pin_enrolls_with_it_and_signs_with_its_legacy_token() {
     assert!(signed(&rig, b"two"));
     assert_eq!(pins.asked(), 2, "once more for the unlock window");
     assert_eq!(rig.touches(), 2);
+    assert!(rig.audit_verifies());
+}
+
+#[test]
+fn a_key_that_makes_credentials_needing_uv_gets_its_pin_from_the_gate() {
+    // A key configured with credProtect userVerificationRequired by default: without a
+    // verified user it answers "no credentials" for ours.
+    let pins = gate::CountedPin::new("2468");
+    let rig = Rig::build(
+        Policy::PerSignature,
+        AUTO,
+        Opts::default(),
+        Some(UvSetup {
+            config: PinConfig {
+                pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
+                ..PinConfig::default()
+            },
+            uv: UserVerification::Discouraged,
+            pins: pins.clone(),
+            cred_protect: Some(3),
+        }),
+    );
+    let tokens = TokenStore::open(&rig.home).unwrap().list().unwrap();
+    assert!(tokens[0].uv_required, "enrollment recorded credProtect 3");
+    rig.agent.add(&[&rig.keys.ed25519]);
+    assert!(signed(&rig, b"needs the user verified"));
+    assert_eq!(pins.asked(), 1);
     assert!(rig.audit_verifies());
 }

@@ -62,6 +62,7 @@ fn start_with_pin(mode: TouchMode, touch_timeout: Duration, pin: Option<PinConfi
         pin,
         u2f_only: false,
         max_credentials_in_list: None,
+        cred_protect: None,
     })
     .unwrap()
 }

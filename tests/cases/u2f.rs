@@ -43,6 +43,7 @@ fn start(state: &Path, mode: TouchMode) -> Arc<VirtualKey> {
             pin: None,
             u2f_only: true,
             max_credentials_in_list: None,
+            cred_protect: None,
         })
         .unwrap(),
     )

@@ -29,6 +29,7 @@ fn config(mode: TouchMode) -> VirtualKeyConfig {
         pin: None,
         u2f_only: false,
         max_credentials_in_list: None,
+        cred_protect: None,
     }
 }
 

@@ -82,25 +82,41 @@ const MAX_USER_ID_LEN: usize = 64;
 pub const MAX_MSG_SIZE: usize = 1200;
 
 /// The algorithm byte inside a credential id (see the module docs): 1 = ES256, 2 = EdDSA.
-fn id_byte(alg: Algorithm) -> u8 {
-    match alg {
+/// The first byte of a wrapped credential: the algorithm in the low nibble (1 ES256, 2
+/// EdDSA), the credProtect level in the high nibble (0 for level 1, so ids made before
+/// credProtect read the same).
+fn id_byte(alg: Algorithm, protect: u8) -> u8 {
+    let alg = match alg {
         Algorithm::Es256 => 1,
         Algorithm::EdDsa => 2,
-    }
+    };
+    let level = if protect > 1 { protect << 4 } else { 0 };
+    alg | level
 }
 
-fn alg_from_id_byte(b: u8) -> Option<Algorithm> {
-    match b {
-        1 => Some(Algorithm::Es256),
-        2 => Some(Algorithm::EdDsa),
-        _ => None,
-    }
+fn from_id_byte(b: u8) -> Option<(Algorithm, u8)> {
+    let alg = match b & 0x0f {
+        1 => Algorithm::Es256,
+        2 => Algorithm::EdDsa,
+        _ => return None,
+    };
+    let protect = match b >> 4 {
+        0 => 1,
+        l @ 2..=3 => l,
+        _ => return None,
+    };
+    Some((alg, protect))
 }
+
+/// credProtect levels (CTAP 2.1 §12.1): 1 userVerificationOptional, 2 ...OptionalWithCredentialIDList, 3 ...Required.
+pub const CRED_PROTECT_UV_REQUIRED: u8 = 3;
 
 /// A private key unwrapped from a credential id (or just made). The seed is zeroized on drop.
 pub(super) struct CredentialKey {
     pub(super) alg: Algorithm,
     seed: Zeroizing<[u8; 32]>,
+    /// credProtect level (1 to 3).
+    pub(super) protect: u8,
 }
 
 impl CredentialKey {
@@ -110,7 +126,11 @@ impl CredentialKey {
             rand::rngs::OsRng.fill_bytes(seed.as_mut());
             // A P-256 scalar must be in [1, n); the chance of a retry is about 2^-32.
             if alg == Algorithm::EdDsa || es256_key(&seed).is_some() {
-                return CredentialKey { alg, seed };
+                return CredentialKey {
+                    alg,
+                    seed,
+                    protect: 1,
+                };
             }
         }
     }
@@ -168,6 +188,8 @@ enum PendingKind {
         client_data_hash: Vec<u8>,
         alg: Algorithm,
         uv: bool,
+        /// credProtect level, and whether the request asked for it (then it is reported).
+        protect: (u8, bool),
     },
     Excluded,
     GetAssertion {
@@ -211,6 +233,8 @@ pub struct Authenticator {
     pin: Option<PinState>,
     /// getInfo maxCredentialCountInList.
     max_in_list: usize,
+    /// credProtect level of credentials whose request does not name one.
+    default_cred_protect: u8,
 }
 
 impl fmt::Debug for Authenticator {
@@ -240,6 +264,7 @@ impl Authenticator {
             state,
             pin: None,
             max_in_list: MAX_CREDENTIAL_COUNT_IN_LIST,
+            default_cred_protect: 1,
         }
     }
 
@@ -248,6 +273,15 @@ impl Authenticator {
     pub fn with_max_credentials_in_list(self, n: usize) -> Authenticator {
         Authenticator {
             max_in_list: n.max(1),
+            ..self
+        }
+    }
+
+    /// This authenticator making credentials with credProtect `level` (1 to 3) unless a
+    /// request names one, as keys configured that way do.
+    pub fn with_default_cred_protect(self, level: u8) -> Authenticator {
+        Authenticator {
+            default_cred_protect: level.clamp(1, CRED_PROTECT_UV_REQUIRED),
             ..self
         }
     }
@@ -377,8 +411,10 @@ impl Authenticator {
                 client_data_hash,
                 alg,
                 uv,
+                protect,
             } => {
-                let key = CredentialKey::generate(alg);
+                let mut key = CredentialKey::generate(alg);
+                key.protect = protect.0;
                 let id = self.wrap(&rp_id_hash, &key)?;
                 let public_key = key.public_key().ok_or(StatusCode::Other)?;
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
@@ -389,7 +425,15 @@ impl Authenticator {
                     public_key_cose: public_key.to_cbor(),
                 };
                 let flags = flag::UP | if uv { flag::UV } else { 0 };
-                let auth_data = authdata::build(&rp_id_hash, flags, counter, Some(&attested), None);
+                // The level is reported when asked for, or when it is not the default 1.
+                let ext = (protect.1 || protect.0 > 1).then(|| {
+                    Value::Map(vec![(
+                        Value::text("credProtect"),
+                        Value::Unsigned(u64::from(protect.0)),
+                    )])
+                });
+                let auth_data =
+                    authdata::build(&rp_id_hash, flags, counter, Some(&attested), ext.as_ref());
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
@@ -439,7 +483,7 @@ impl Authenticator {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut plaintext = Zeroizing::new([0u8; 33]);
-        plaintext[0] = id_byte(key.alg);
+        plaintext[0] = id_byte(key.alg, key.protect);
         plaintext[1..].copy_from_slice(key.seed.as_ref());
         let aad = id_aad(rp_id_hash);
         let sealed = self
@@ -477,10 +521,14 @@ impl Authenticator {
                 .ok()?,
         );
         let (&alg, seed) = plaintext.split_first()?;
-        let alg = alg_from_id_byte(alg)?;
+        let (alg, protect) = from_id_byte(alg)?;
         let mut s = Zeroizing::new([0u8; 32]);
         s.copy_from_slice(seed.get(..32)?);
-        Some(CredentialKey { alg, seed: s })
+        Some(CredentialKey {
+            alg,
+            seed: s,
+            protect,
+        })
     }
 
     fn make_credential(&mut self, params: &[u8]) -> CtapResult<Step> {
@@ -508,6 +556,8 @@ impl Authenticator {
         }
         let exclude = opt_int_field(&req, 5).map(as_array).transpose()?;
         let opts = extensions_options_and_pin(&req, 6)?;
+        let asked = cred_protect(opt_int_field(&req, 6))?;
+        let protect = (asked.unwrap_or(self.default_cred_protect), asked.is_some());
         let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
         let uv = self.check_pin_uv_auth(
             &req,
@@ -543,6 +593,7 @@ impl Authenticator {
                 client_data_hash: client_data_hash.to_vec(),
                 alg,
                 uv,
+                protect,
             },
         }))
     }
@@ -574,9 +625,13 @@ impl Authenticator {
             }
         }
         // No discoverable credentials: without an allowList there is nothing to find.
-        let found = ids
-            .iter()
-            .find_map(|id| self.unwrap_id(&rp_id_hash, id).map(|k| (id.to_vec(), k)));
+        // A credential made with credProtect userVerificationRequired is not there for a
+        // request whose user was not verified (§12.1).
+        let found = ids.iter().find_map(|id| {
+            self.unwrap_id(&rp_id_hash, id)
+                .filter(|k| uv || k.protect < CRED_PROTECT_UV_REQUIRED)
+                .map(|k| (id.to_vec(), k))
+        });
         let (credential_id, key) = found.ok_or(StatusCode::NoCredentials)?;
         let kind = PendingKind::GetAssertion {
             rp_id_hash,
@@ -661,8 +716,11 @@ pub fn get_info() -> Value {
             Value::int(0x01),
             Value::Array(vec![Value::text("FIDO_2_0"), Value::text("FIDO_2_1")]),
         ),
-        // No extension is implemented; unknown extensions in requests are ignored.
-        (Value::int(0x02), Value::Array(vec![])),
+        // credProtect only; unknown extensions in requests are ignored.
+        (
+            Value::int(0x02),
+            Value::Array(vec![Value::text("credProtect")]),
+        ),
         (Value::int(0x03), Value::bytes(&VIRTUAL_AAGUID)),
         (
             Value::int(0x04),
@@ -801,6 +859,23 @@ fn extensions_options_and_pin(req: &[(Value, Value)], extensions_key: u64) -> Ct
     }
     // pinUvAuthParam and pinUvAuthProtocol: [`Authenticator::check_pin_uv_auth`].
     parse_options(opt_int_field(req, extensions_key + 1))
+}
+
+/// The credProtect level a makeCredential's extensions ask for: `None` when they do not.
+fn cred_protect(extensions: Option<&Value>) -> CtapResult<Option<u8>> {
+    let Some(ext) = extensions else {
+        return Ok(None);
+    };
+    let Some((_, v)) = as_map(ext)?
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("credProtect"))
+    else {
+        return Ok(None);
+    };
+    match v.as_u64() {
+        Some(l @ 1..=3) => Ok(Some(l as u8)),
+        _ => Err(StatusCode::InvalidParameter),
+    }
 }
 
 fn parse_options(v: Option<&Value>) -> CtapResult<Options> {

@@ -65,6 +65,9 @@ pub struct VirtualKeyConfig {
     pub u2f_only: bool,
     /// getInfo maxCredentialCountInList, when not the default 8 (keys that take fewer).
     pub max_credentials_in_list: Option<usize>,
+    /// The credProtect level of new credentials whose request names none (default 1; 3 makes
+    /// every credential need the user verified).
+    pub cred_protect: Option<u8>,
 }
 
 impl Default for VirtualKeyConfig {
@@ -78,6 +81,7 @@ impl Default for VirtualKeyConfig {
             pin: None,
             u2f_only: false,
             max_credentials_in_list: None,
+            cred_protect: None,
         }
     }
 }
@@ -161,6 +165,9 @@ impl VirtualKey {
         }
         if let Some(n) = config.max_credentials_in_list {
             authenticator = authenticator.with_max_credentials_in_list(n);
+        }
+        if let Some(level) = config.cred_protect {
+            authenticator = authenticator.with_default_cred_protect(level);
         }
         let mut device = HidDevice::new(authenticator, config.touch_mode, config.timings);
         if config.u2f_only {

@@ -40,6 +40,17 @@ pub fn start_key_with_pin(
     timings: HidTimings,
     pin: Option<PinConfig>,
 ) -> Arc<VirtualKey> {
+    start_key_with_cred_protect(state, mode, timings, pin, None)
+}
+
+/// [`start_key_with_pin`], making credentials with credProtect `cred_protect` by default.
+pub fn start_key_with_cred_protect(
+    state: &Path,
+    mode: TouchMode,
+    timings: HidTimings,
+    pin: Option<PinConfig>,
+    cred_protect: Option<u8>,
+) -> Arc<VirtualKey> {
     Arc::new(
         VirtualKey::start(VirtualKeyConfig {
             state: StateLocation::File(state.to_path_buf()),
@@ -48,6 +59,7 @@ pub fn start_key_with_pin(
             pin,
             u2f_only: false,
             max_credentials_in_list: None,
+            cred_protect,
         })
         .unwrap(),
     )
