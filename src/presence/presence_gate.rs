@@ -444,18 +444,18 @@ impl PresenceGate {
             || enrolled.iter().any(|e| e.uv_required);
         let mut token = inner.pin_token().take();
         let mut fresh = false;
-        if need_uv && token.is_none() && uv_info.is_some() {
-            token = Some(Self::user_token(
-                inner,
-                key.as_mut(),
-                request,
-                &creds,
-                &mut on_up,
-                cancel,
-            )?);
-            fresh = true;
-        }
         let touched = loop {
+            if need_uv && token.is_none() && uv_info.is_some() {
+                token = Some(Self::user_token(
+                    inner,
+                    key.as_mut(),
+                    request,
+                    &creds,
+                    &mut on_up,
+                    cancel,
+                )?);
+                fresh = true;
+            }
             let ask = touch::Ask {
                 creds: &creds,
                 client_data: &client_data,
@@ -467,36 +467,18 @@ impl PresenceGate {
                 on_busy: Some(&mut on_busy),
                 cancel: Some(cancel),
             };
-            let r = touch::touch(key.as_mut(), &ask, wait);
-            match r {
+            match touch::touch(key.as_mut(), &ask, wait) {
+                // The window's token is refused: get a fresh one, once.
                 Err(TouchError::Device(CtapError::Status(StatusCode::PinAuthInvalid)))
-                    if need_uv && !fresh && !cancel.is_cancelled() =>
+                    if need_uv && !fresh && uv_info.is_some() && !cancel.is_cancelled() =>
                 {
-                    token = Some(Self::user_token(
-                        inner,
-                        key.as_mut(),
-                        request,
-                        &creds,
-                        &mut on_up,
-                        cancel,
-                    )?);
-                    fresh = true;
+                    token = None;
                 }
+                // The key wants the user verified though it did not say so up front.
                 Err(TouchError::Device(CtapError::Status(StatusCode::PuatRequired)))
                     if !need_uv && uv_info.is_some() && !cancel.is_cancelled() =>
                 {
                     need_uv = true;
-                    if token.is_none() {
-                        token = Some(Self::user_token(
-                            inner,
-                            key.as_mut(),
-                            request,
-                            &creds,
-                            &mut on_up,
-                            cancel,
-                        )?);
-                        fresh = true;
-                    }
                 }
                 other => break other,
             }

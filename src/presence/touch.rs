@@ -20,8 +20,8 @@ use crate::ctap::client_pin::{PinError, PinUvAuthToken};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
 use crate::ctap::CtapError;
 
-/// presence's one interface to a security key: an assertion with a touch (the gate's keys
-/// need nothing else; every [`SecurityKey`] is one).
+/// presence's one interface to a security key: an assertion with a touch, and the user
+/// verification a key may demand (every [`SecurityKey`] is one).
 pub trait PresenceKey: Send {
     /// authenticatorGetAssertion with `up: true` over the client data bytes (CTAP keys get its
     /// SHA-256, webauthn.dll hashes it itself).
@@ -35,39 +35,26 @@ pub trait PresenceKey: Send {
     fn is_virtual(&self) -> bool;
 
     /// For people: the product name, or the sim socket.
-    fn description(&self) -> &str {
-        "the security key"
-    }
+    fn description(&self) -> &str;
 
-    /// What the key says about user verification (`None`: the backend asks itself, or tells
-    /// nothing).
-    fn uv_info(&self) -> Option<UvInfo> {
-        None
-    }
+    /// What the key says about user verification (`None`: the backend asks itself).
+    fn uv_info(&self) -> Option<UvInfo>;
 
     /// A pinUvAuthToken from `pin` with `permissions` for `rp_id`.
     fn pin_token(
         &mut self,
-        _pin: &[u8],
-        _permissions: u64,
-        _rp_id: &str,
-    ) -> Result<PinUvAuthToken, PinError> {
-        Err(PinError::Ctap(CtapError::Unsupported(
-            "this key takes no PIN from us".into(),
-        )))
-    }
+        pin: &[u8],
+        permissions: u64,
+        rp_id: &str,
+    ) -> Result<PinUvAuthToken, PinError>;
 
     /// A pinUvAuthToken from the key's built-in user verification.
     fn uv_token(
         &mut self,
-        _permissions: u64,
-        _rp_id: &str,
-        _wait: Waiting<'_>,
-    ) -> Result<PinUvAuthToken, PinError> {
-        Err(PinError::Ctap(CtapError::Unsupported(
-            "this key verifies nobody for us".into(),
-        )))
-    }
+        permissions: u64,
+        rp_id: &str,
+        wait: Waiting<'_>,
+    ) -> Result<PinUvAuthToken, PinError>;
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {

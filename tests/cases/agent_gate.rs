@@ -921,23 +921,36 @@ fn pin_rig(
     uv: UserVerification,
     given: &str,
 ) -> (Rig, gate::CountedPin) {
+    let config = PinConfig {
+        pin: Some(zeroize::Zeroizing::new(pin.as_bytes().to_vec())),
+        always_uv,
+        ..PinConfig::default()
+    };
+    uv_rig(config, None, uv, given)
+}
+
+/// A per-signature rig whose key has clientPIN as `config` says and makes credentials with
+/// credProtect `cred_protect`, and whose gate verifies the user as `uv` says, with the PIN
+/// `given` by the source it returns. The Ed25519 key is added, its files kept (a test adds it
+/// again after a wipe).
+fn uv_rig(
+    config: PinConfig,
+    cred_protect: Option<u8>,
+    uv: UserVerification,
+    given: &str,
+) -> (Rig, gate::CountedPin) {
     let pins = gate::CountedPin::new(given);
     let rig = Rig::build(
         Policy::PerSignature,
         AUTO,
         Opts::default(),
         Some(UvSetup {
-            config: PinConfig {
-                pin: Some(zeroize::Zeroizing::new(pin.as_bytes().to_vec())),
-                always_uv,
-                ..PinConfig::default()
-            },
+            config,
             uv,
             pins: pins.clone(),
-            cred_protect: None,
+            cred_protect,
         }),
     );
-    // Keep the key files: the test adds the key again after a wipe.
     rig.agent.add(&[&rig.keys.ed25519]);
     (rig, pins)
 }
@@ -1074,24 +1087,13 @@ fn a_key_busy_until_the_touch_timeout_refuses_and_says_why() {
 
 #[test]
 fn a_key_with_built_in_uv_verifies_with_the_finger_and_never_asks_for_the_pin() {
-    let pins = gate::CountedPin::new("unused");
-    let rig = Rig::build(
-        Policy::PerSignature,
-        AUTO,
-        Opts::default(),
-        Some(UvSetup {
-            // A Bio key with alwaysUv: the finger verifies, no PIN is set.
-            config: PinConfig {
-                always_uv: true,
-                builtin_uv: true,
-                ..PinConfig::default()
-            },
-            uv: UserVerification::Discouraged,
-            pins: pins.clone(),
-            cred_protect: None,
-        }),
-    );
-    rig.agent.add(&[&rig.keys.ed25519]);
+    // A Bio key with alwaysUv: the finger verifies, no PIN is set.
+    let config = PinConfig {
+        always_uv: true,
+        builtin_uv: true,
+        ..PinConfig::default()
+    };
+    let (rig, pins) = uv_rig(config, None, UserVerification::Discouraged, "unused");
     assert!(signed(&rig, b"one"));
     assert!(signed(&rig, b"two"));
     assert_eq!(pins.asked(), 0, "no PIN: the finger verified");
@@ -1123,26 +1125,15 @@ fn an_ecdsa_key_whose_scalar_starts_with_zero_signs_what_ssh_keygen_verifies() {
 
 #[test]
 fn a_ctap_2_0_key_with_a_pin_enrolls_with_it_and_signs_with_its_legacy_token() {
-    let pins = gate::CountedPin::new("2468");
-    let rig = Rig::build(
-        Policy::PerSignature,
-        AUTO,
-        Opts::default(),
-        Some(UvSetup {
-            // A YubiKey 5 before 5.4: getPinToken only, makeCredential needs the PIN.
-            config: PinConfig {
-                pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
-                ctap_2_0: true,
-                protocols: vec![auths_presence::ctap::pin::PinProtocol::One],
-                ..PinConfig::default()
-            },
-            uv: UserVerification::Required,
-            pins: pins.clone(),
-            cred_protect: None,
-        }),
-    );
+    // A YubiKey 5 before 5.4: getPinToken only, makeCredential needs the PIN.
+    let config = PinConfig {
+        pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
+        ctap_2_0: true,
+        protocols: vec![auths_presence::ctap::pin::PinProtocol::One],
+        ..PinConfig::default()
+    };
+    let (rig, pins) = uv_rig(config, None, UserVerification::Required, "2468");
     assert_eq!(pins.asked(), 1, "enrollment needed the PIN");
-    rig.agent.add(&[&rig.keys.ed25519]);
     assert!(signed(&rig, b"one"));
     assert!(signed(&rig, b"two"));
     assert_eq!(pins.asked(), 2, "once more for the unlock window");
@@ -1154,24 +1145,13 @@ fn a_ctap_2_0_key_with_a_pin_enrolls_with_it_and_signs_with_its_legacy_token() {
 fn a_key_that_makes_credentials_needing_uv_gets_its_pin_from_the_gate() {
     // A key configured with credProtect userVerificationRequired by default: without a
     // verified user it answers "no credentials" for ours.
-    let pins = gate::CountedPin::new("2468");
-    let rig = Rig::build(
-        Policy::PerSignature,
-        AUTO,
-        Opts::default(),
-        Some(UvSetup {
-            config: PinConfig {
-                pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
-                ..PinConfig::default()
-            },
-            uv: UserVerification::Discouraged,
-            pins: pins.clone(),
-            cred_protect: Some(3),
-        }),
-    );
+    let config = PinConfig {
+        pin: Some(zeroize::Zeroizing::new(b"2468".to_vec())),
+        ..PinConfig::default()
+    };
+    let (rig, pins) = uv_rig(config, Some(3), UserVerification::Discouraged, "2468");
     let tokens = TokenStore::open(&rig.home).unwrap().list().unwrap();
     assert!(tokens[0].uv_required, "enrollment recorded credProtect 3");
-    rig.agent.add(&[&rig.keys.ed25519]);
     assert!(signed(&rig, b"needs the user verified"));
     assert_eq!(pins.asked(), 1);
     assert!(rig.audit_verifies());
