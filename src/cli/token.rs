@@ -92,29 +92,32 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// The prompt shown once, when the key starts to blink: "Touch your security key to WHY: KEY".
-fn touch_prompt(why: &'static str, key: &str) -> impl FnMut() {
-    // The description carries the USB product name: the device's own text.
-    let key = escape_control(key);
+/// A callback that prints `line` on stderr the first time it runs.
+fn say_once(line: String) -> impl FnMut() {
     let mut shown = false;
     move || {
         if !shown {
             shown = true;
-            eprintln!("Touch your security key to {why}: {key}");
+            eprintln!("{line}");
         }
     }
 }
 
+/// The prompt shown once, when the key starts to blink: "Touch your security key to WHY: KEY".
+/// The description carries the USB product name, the device's own text: it is escaped.
+fn touch_prompt(why: &'static str, key: &str) -> impl FnMut() {
+    say_once(format!(
+        "Touch your security key to {why}: {}",
+        escape_control(key)
+    ))
+}
+
 /// Says once that the key is busy with another program, while the request waits its turn.
 fn busy_prompt(key: &str) -> impl FnMut() {
-    let key = escape_control(key);
-    let mut shown = false;
-    move || {
-        if !shown {
-            shown = true;
-            eprintln!("The security key is busy with another program (a browser waiting for a touch?): waiting for it: {key}");
-        }
-    }
+    say_once(format!(
+        "The security key is busy with another program (a browser waiting for a touch?): waiting for it: {}",
+        escape_control(key)
+    ))
 }
 
 fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::error::Error>> {

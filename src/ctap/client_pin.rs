@@ -299,6 +299,18 @@ impl PinUvAuthToken {
         self.protocol.authenticate(&self.token, client_data_hash)
     }
 
+    /// The token in a clientPIN answer, decrypted with the shared secret.
+    fn from_answer(
+        protocol: PinProtocol,
+        secret: &SharedSecret,
+        answer: ClientPinResponse,
+    ) -> Result<PinUvAuthToken, PinError> {
+        let encrypted = answer
+            .pin_uv_auth_token
+            .ok_or(PinError::Missing("pinUvAuthToken"))?;
+        PinUvAuthToken::decrypt(protocol, secret, &encrypted)
+    }
+
     fn decrypt(
         protocol: PinProtocol,
         secret: &SharedSecret,
@@ -415,12 +427,7 @@ impl<T: Transport> Device<T> {
         request.key_agreement = Some(ours);
         request.pin_hash_enc = Some(protocol.encrypt(&secret, &hash[..])?);
         match self.client_pin_quiet(&request) {
-            Ok(r) => {
-                let enc = r
-                    .pin_uv_auth_token
-                    .ok_or(PinError::Missing("pinUvAuthToken"))?;
-                PinUvAuthToken::decrypt(protocol, &secret, &enc)
-            }
+            Ok(r) => PinUvAuthToken::from_answer(protocol, &secret, r),
             Err(e) => Err(match pin_error(e, info.min_pin_length) {
                 PinError::WrongPin { .. } => PinError::WrongPin {
                     retries: self.pin_retries(protocol).ok().map(|(n, _)| n),
@@ -449,12 +456,7 @@ impl<T: Transport> Device<T> {
             ..ClientPinRequest::new(protocol, SubCommand::GetPinUvAuthTokenUsingUv)
         };
         match self.client_pin(&request, on_keepalive, cancel) {
-            Ok(r) => {
-                let enc = r
-                    .pin_uv_auth_token
-                    .ok_or(PinError::Missing("pinUvAuthToken"))?;
-                PinUvAuthToken::decrypt(protocol, &secret, &enc)
-            }
+            Ok(r) => PinUvAuthToken::from_answer(protocol, &secret, r),
             Err(e) => Err(match pin_error(e, info.min_pin_length) {
                 PinError::UvInvalid { .. } => PinError::UvInvalid {
                     retries: self.uv_retries(protocol).ok(),

@@ -91,6 +91,26 @@ fn fresh_token() -> Zeroizing<[u8; 32]> {
     t
 }
 
+/// The permissions (0x09) and rp id (0x0A) of a token request with permissions: mc and ga are
+/// the only permissions this key has (others are unauthorized), and both need an rp id
+/// (§6.5.5.7.2 step 5).
+fn permissions_and_rp_id(field: &dyn Fn(u64) -> Option<Value>) -> CtapResult<(u64, String)> {
+    let perms = field(9).ok_or(StatusCode::MissingParameter)?;
+    let perms = perms.as_u64().ok_or(StatusCode::CborUnexpectedType)?;
+    if perms == 0 {
+        return Err(StatusCode::InvalidParameter);
+    }
+    if perms & !(permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION) != 0 {
+        return Err(StatusCode::UnauthorizedPermission);
+    }
+    let rp_id = field(0x0a)
+        .ok_or(StatusCode::MissingParameter)?
+        .as_text()
+        .ok_or(StatusCode::CborUnexpectedType)?
+        .to_owned();
+    Ok((perms, rp_id))
+}
+
 /// Built-in UV retries (the virtual finger never fails).
 const MAX_UV_RETRIES: u8 = 8;
 
@@ -221,28 +241,8 @@ impl PinState {
                 Err(StatusCode::InvalidSubcommand)
             }
             SubCommand::GetPinUvAuthTokenUsingPin => {
-                let perms = field(9).ok_or(StatusCode::MissingParameter)?;
-                let perms = perms.as_u64().ok_or(StatusCode::CborUnexpectedType)?;
-                if perms == 0 {
-                    return Err(StatusCode::InvalidParameter);
-                }
-                // mc and ga are the only permissions this key has; others are unauthorized.
-                if perms & !(permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION) != 0 {
-                    return Err(StatusCode::UnauthorizedPermission);
-                }
-                let rp_id = match field(0x0a) {
-                    Some(v) => Some(
-                        v.as_text()
-                            .ok_or(StatusCode::CborUnexpectedType)?
-                            .to_owned(),
-                    ),
-                    None => None,
-                };
-                if rp_id.is_none() {
-                    // mc and ga need an rp id (§6.5.5.7.2 step 5).
-                    return Err(StatusCode::MissingParameter);
-                }
-                self.token_from_pin(field, perms, rp_id)
+                let (perms, rp_id) = permissions_and_rp_id(field)?;
+                self.token_from_pin(field, perms, Some(rp_id))
             }
             SubCommand::GetUvRetries if self.config.builtin_uv => Ok(ClientPinResponse {
                 uv_retries: Some(u64::from(MAX_UV_RETRIES)),
@@ -266,19 +266,7 @@ impl PinState {
             return Err(StatusCode::InvalidSubcommand);
         }
         let protocol = self.protocol(field(1).as_ref())?;
-        let perms = field(9).ok_or(StatusCode::MissingParameter)?;
-        let perms = perms.as_u64().ok_or(StatusCode::CborUnexpectedType)?;
-        if perms == 0 {
-            return Err(StatusCode::InvalidParameter);
-        }
-        if perms & !(permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION) != 0 {
-            return Err(StatusCode::UnauthorizedPermission);
-        }
-        let rp_id = field(0x0a)
-            .ok_or(StatusCode::MissingParameter)?
-            .as_text()
-            .ok_or(StatusCode::CborUnexpectedType)?
-            .to_owned();
+        let (perms, rp_id) = permissions_and_rp_id(field)?;
         let secret = self.shared_secret(protocol, field(3).as_ref())?;
         Ok(UvTokenRequest {
             protocol,
