@@ -153,6 +153,10 @@ impl<'a> Handler<'a> {
         };
         let now = state.now();
         let held = state.with_keys(|k| k.lookup(&key, now))?;
+        // An RSA signature over SHA-1 is refused before any touch is asked for.
+        if matches!(key, ssh_key::public::KeyData::Rsa(_)) {
+            crate::agent::keys::rsa_hash(req.flags)?;
+        }
         let (kind, login) = match parse_userauth(&req.data) {
             Ok(login) => (PayloadKind::Userauth, Some(self.login(&login, &key)?)),
             Err(_) => (payload_kind(&req.data), None),
@@ -179,7 +183,9 @@ impl<'a> Handler<'a> {
             Watched::HungUp => return Ok(Outcome::HungUp),
             Watched::Shutdown => return Ok(Outcome::Shutdown),
         };
-        let signing = state.keys().sign(&key, &req.data, approval, state.now());
+        let signing = state
+            .keys()
+            .sign(&key, &req.data, req.flags, approval, state.now());
         let result = match signing.result {
             // No receipt, no signature: it leaves the agent only once its receipt is durable.
             Ok(signature) => match signing.approval.signed() {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::ChaCha20Poly1305;
-use p256::ecdsa::signature::Signer;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use sha2::{Digest, Sha256};
 use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData};
@@ -252,6 +251,34 @@ fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
                 Err(AgentError::InvalidKey(KeyCheck::Mismatch))
             }
         }
+        KeypairData::Ecdsa(EcdsaKeypair::NistP384 { public, private }) => {
+            let secret = p384::SecretKey::from_slice(private.as_slice())
+                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
+            if secret.public_key().to_encoded_point(false) == *public {
+                Ok(())
+            } else {
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            }
+        }
+        KeypairData::Ecdsa(EcdsaKeypair::NistP521 { public, private }) => {
+            let secret = p521::SecretKey::from_slice(private.as_slice())
+                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
+            if secret.public_key().to_encoded_point(false) == *public {
+                Ok(())
+            } else {
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            }
+        }
+        KeypairData::Rsa(k) => {
+            use rsa::traits::PublicKeyParts;
+            let key = rsa_private(k)?;
+            let bits = key.n().bits();
+            if !(2048..=8192).contains(&bits) {
+                return Err(AgentError::InvalidKey(KeyCheck::RsaSize(bits)));
+            }
+            key.validate()
+                .map_err(|_| AgentError::InvalidKey(KeyCheck::RsaParts))
+        }
         other => Err(AgentError::UnsupportedKey(
             other
                 .algorithm()
@@ -259,6 +286,58 @@ fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
                 .unwrap_or_else(|_| "unknown".into()),
         )),
     }
+}
+
+/// The rsa crate's private key of `k`, built from n, e, d, p and q (ssh-key 0.6.7's own
+/// conversion passes p twice for the primes, so it cannot be used).
+fn rsa_private(k: &ssh_key::private::RsaKeypair) -> Result<rsa::RsaPrivateKey, AgentError> {
+    let parts = || -> Result<rsa::RsaPrivateKey, ssh_key::Error> {
+        let n = rsa::BigUint::try_from(&k.public.n)?;
+        let e = rsa::BigUint::try_from(&k.public.e)?;
+        let d = rsa::BigUint::try_from(&k.private.d)?;
+        let p = rsa::BigUint::try_from(&k.private.p)?;
+        let q = rsa::BigUint::try_from(&k.private.q)?;
+        rsa::RsaPrivateKey::from_components(n, e, d, vec![p, q]).map_err(|_| ssh_key::Error::Crypto)
+    };
+    parts().map_err(|_| AgentError::InvalidKey(KeyCheck::RsaParts))
+}
+
+/// `SSH_AGENT_RSA_SHA2_256` and `SSH_AGENT_RSA_SHA2_512` (draft-miller-ssh-agent §4.5.1).
+const RSA_SHA2_256: u32 = 2;
+const RSA_SHA2_512: u32 = 4;
+
+/// The hash an RSA signature is made with under sign-request `flags`: SHA-512 or SHA-256 as
+/// asked; none (plain `ssh-rsa`, SHA-1) is refused.
+pub fn rsa_hash(flags: u32) -> Result<HashAlg, AgentError> {
+    if flags & RSA_SHA2_512 != 0 {
+        Ok(HashAlg::Sha512)
+    } else if flags & RSA_SHA2_256 != 0 {
+        Ok(HashAlg::Sha256)
+    } else {
+        Err(AgentError::Sha1Refused)
+    }
+}
+
+/// Sign `data` with `key`: RSA keys with the hash `flags` ask for, every other key as its
+/// algorithm defines.
+fn sign_with(key: &PrivateKey, data: &[u8], flags: u32) -> Result<Signature, AgentError> {
+    let KeypairData::Rsa(k) = key.key_data() else {
+        return key.try_sign(data).map_err(AgentError::Sign);
+    };
+    use rsa::signature::{SignatureEncoding, Signer as _};
+    let hash = rsa_hash(flags)?;
+    let private = rsa_private(k)?;
+    let bytes = match hash {
+        HashAlg::Sha256 => rsa::pkcs1v15::SigningKey::<Sha256>::new(private)
+            .try_sign(data)
+            .map_err(AgentError::Sign)?
+            .to_vec(),
+        _ => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(private)
+            .try_sign(data)
+            .map_err(AgentError::Sign)?
+            .to_vec(),
+    };
+    Signature::new(ssh_key::Algorithm::Rsa { hash: Some(hash) }, bytes).map_err(AgentError::Key)
 }
 
 impl KeyStore {
@@ -474,12 +553,13 @@ impl KeyStore {
         &mut self,
         key: &KeyData,
         data: &[u8],
+        flags: u32,
         approval: Approval,
         now: Instant,
     ) -> Signing {
         let digest: [u8; 32] = Sha256::digest(data).into();
         let result = if approval.covers(&fingerprint(key), &digest) {
-            self.sign_approved(key, data, now)
+            self.sign_approved(key, data, flags, now)
         } else {
             Err(AgentError::ApprovalMismatch)
         };
@@ -496,6 +576,7 @@ impl KeyStore {
         &mut self,
         key: &KeyData,
         data: &[u8],
+        flags: u32,
         now: Instant,
     ) -> Result<Signature, AgentError> {
         self.expire(now);
@@ -507,7 +588,7 @@ impl KeyStore {
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
             .ok_or(AgentError::NoSuchKey)?;
-        let signature = entry.key.try_sign(data).map_err(AgentError::Sign)?;
+        let signature = sign_with(&entry.key, data, flags)?;
         self.touch_window(now);
         let cap_reached = match (&mut self.window, self.policy.max_signatures) {
             (Some(w), Some(max)) => {
@@ -677,19 +758,56 @@ mod tests {
     }
 
     #[test]
-    fn other_key_types_are_refused() {
-        let k = PrivateKey::random(
+    fn p384_and_p521_keys_are_held_and_a_mismatched_pair_is_refused() {
+        let mut s = store(UnlockPolicy::default());
+        for curve in [EcdsaCurve::NistP384, EcdsaCurve::NistP521] {
+            let k = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ecdsa { curve }).unwrap();
+            s.add(k.key_data().clone(), String::new(), None, Instant::now())
+                .unwrap();
+        }
+        // A P-384 point of another scalar.
+        let a = PrivateKey::random(
             &mut rand::rngs::OsRng,
             Algorithm::Ecdsa {
                 curve: EcdsaCurve::NistP384,
             },
         )
         .unwrap();
-        let mut s = store(UnlockPolicy::default());
+        let b = PrivateKey::random(
+            &mut rand::rngs::OsRng,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+        )
+        .unwrap();
+        let (
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 { private, .. }),
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 { public, .. }),
+        ) = (a.key_data(), b.key_data())
+        else {
+            unreachable!()
+        };
+        let mixed = KeypairData::Ecdsa(EcdsaKeypair::NistP384 {
+            public: *public,
+            private: private.clone(),
+        });
         assert!(matches!(
-            s.add(k.key_data().clone(), String::new(), None, Instant::now()),
-            Err(AgentError::UnsupportedKey(_))
+            s.add(mixed, String::new(), None, Instant::now()),
+            Err(AgentError::InvalidKey(KeyCheck::Mismatch))
         ));
+    }
+
+    #[test]
+    fn rsa_signatures_use_the_hash_asked_for_and_never_sha1() {
+        assert_eq!(rsa_hash(4).unwrap(), HashAlg::Sha512);
+        assert_eq!(rsa_hash(2).unwrap(), HashAlg::Sha256);
+        assert_eq!(
+            rsa_hash(6).unwrap(),
+            HashAlg::Sha512,
+            "512 wins when both are set"
+        );
+        assert!(matches!(rsa_hash(0), Err(AgentError::Sha1Refused)));
+        assert!(matches!(rsa_hash(1), Err(AgentError::Sha1Refused)));
     }
 
     #[test]
@@ -703,17 +821,17 @@ mod tests {
         let (pa, pb) = (public(&a), public(&b));
         s.add(a, String::new(), None, t0).unwrap();
         s.add(b, String::new(), None, t0).unwrap();
-        let sig = s.sign_approved(&pa, b"one", t0).unwrap();
+        let sig = s.sign_approved(&pa, b"one", 0, t0).unwrap();
         pa.verify(b"one", &sig).unwrap();
         assert_eq!(s.len(), 2, "one signature of two: keys stay");
-        let sig = s.sign_approved(&pb, b"two", t0).unwrap();
+        let sig = s.sign_approved(&pb, b"two", 0, t0).unwrap();
         pb.verify(b"two", &sig).unwrap();
         assert!(
             s.is_empty(),
             "the second signature reached the cap: all keys wiped"
         );
         assert!(matches!(
-            s.sign_approved(&pa, b"three", t0),
+            s.sign_approved(&pa, b"three", 0, t0),
             Err(AgentError::NoSuchKey)
         ));
     }
@@ -729,7 +847,7 @@ mod tests {
             t0,
         );
         assert_eq!(s.take_wiped(), None);
-        s.sign_approved(&pa, b"one", t0).unwrap();
+        s.sign_approved(&pa, b"one", 0, t0).unwrap();
         assert_eq!(s.take_wiped(), Some(WipeReason::MaxSignatures));
         assert_eq!(s.take_wiped(), None, "reported once");
 
@@ -774,7 +892,7 @@ mod tests {
         let min = Duration::from_secs(60);
         let (mut s, pa) = one_key(UnlockPolicy::default(), t0);
         // Activity at 29 min slides the window.
-        s.sign_approved(&pa, b"x", t0 + 29 * min).unwrap();
+        s.sign_approved(&pa, b"x", 0, t0 + 29 * min).unwrap();
         assert_eq!(s.expire(t0 + 58 * min), None);
         assert_eq!(s.len(), 1);
         assert_eq!(s.expire(t0 + 59 * min), Some(WipeReason::Idle));
@@ -790,7 +908,7 @@ mod tests {
         while t < t0 + 239 * min {
             t += 20 * min;
             if t < t0 + 240 * min {
-                s.sign_approved(&pa, b"x", t).unwrap();
+                s.sign_approved(&pa, b"x", 0, t).unwrap();
             }
         }
         assert_eq!(s.expire(t0 + 240 * min), Some(WipeReason::MaxUnlock));
@@ -835,7 +953,7 @@ mod tests {
         assert_eq!(ids.len(), 1);
         assert_eq!(ids[0].comment, "a");
         assert!(s
-            .sign_approved(&pa, b"m", t0 + Duration::from_secs(11))
+            .sign_approved(&pa, b"m", 0, t0 + Duration::from_secs(11))
             .is_ok());
         assert!(matches!(s.unlock(&good, t0), Err(AgentError::NotLocked)));
     }
@@ -931,7 +1049,7 @@ mod tests {
         let pass = Zeroizing::new("p".to_string());
         s.lock(&pass, t0).unwrap();
         s.unlock(&pass, t0).unwrap();
-        let sig = s.sign_approved(&pk, b"data", t0).unwrap();
+        let sig = s.sign_approved(&pk, b"data", 0, t0).unwrap();
         pk.verify(b"data", &sig).unwrap();
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point(&d).as_bytes()).unwrap();
         let sig = p256::ecdsa::Signature::try_from(&sig).unwrap();

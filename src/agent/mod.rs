@@ -80,6 +80,12 @@ pub enum AgentError {
     /// A key whose halves do not belong together, or whose private scalar is out of range.
     #[error("the key is refused: {0}")]
     InvalidKey(KeyCheck),
+    /// An RSA signature asked for with SHA-1 (`ssh-rsa`, no SHA-2 flag): refused before any
+    /// touch is asked for.
+    #[error(
+        "an ssh-rsa signature (SHA-1) was asked for; only rsa-sha2-256 and rsa-sha2-512 are made"
+    )]
+    Sha1Refused,
     /// A certificate, an unknown constraint or an unsupported request was offered.
     #[error("unsupported request: {0}")]
     Unsupported(&'static str),
@@ -163,6 +169,12 @@ pub enum KeyCheck {
     /// The ECDSA private scalar is zero or not below the curve order.
     #[error("its ECDSA private scalar is zero or not below the curve order")]
     Scalar,
+    /// An RSA key whose parts do not make one key (n is not p·q, d does not invert e).
+    #[error("its RSA parts do not make one key")]
+    RsaParts,
+    /// An RSA modulus outside 2048 to 8192 bits.
+    #[error("its RSA modulus has {0} bits: 2048 to 8192 are accepted")]
+    RsaSize(usize),
 }
 
 /// Why the protocol lock's seal could not be made or opened (the passphrase was right).

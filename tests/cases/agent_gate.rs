@@ -31,7 +31,8 @@ use ssh_agent_lib::proto::{Request, Response};
 use super::support::agent::{Agent, Opts};
 use super::support::gate::{self, wait_event, AUTO};
 use super::support::openssh::{
-    ecdsa_key_with_short_scalar, keygen, public_key, run_bounded, s, KeyFiles, SSH_KEYGEN,
+    ecdsa_key_with_short_scalar, keygen, keygen_one, public_key, run_bounded, s, KeyFiles,
+    SSH_KEYGEN,
 };
 use super::support::wire::{encode, recv, request, send, sign_request, FAILURE};
 use super::support::{short_tempdir, DEADLINE};
@@ -1155,4 +1156,60 @@ fn a_key_that_makes_credentials_needing_uv_gets_its_pin_from_the_gate() {
     assert!(signed(&rig, b"needs the user verified"));
     assert_eq!(pins.asked(), 1);
     assert!(rig.audit_verifies());
+}
+
+/// RSA-3072, P-384 and P-521 identity keys sign through the agent after a touch, and
+/// `ssh-keygen -Y verify` accepts each signature (ssh-keygen asks for rsa-sha2-512).
+#[test]
+fn rsa_p384_and_p521_keys_sign_what_ssh_keygen_verifies() {
+    let rig = Rig::touching(Policy::PerSignature);
+    let dir = rig.dir.path();
+    let keys = [
+        keygen_one(dir, "id_rsa", &["-t", "rsa", "-b", "3072"]),
+        keygen_one(dir, "id_p384", &["-t", "ecdsa", "-b", "384"]),
+        keygen_one(dir, "id_p521", &["-t", "ecdsa", "-b", "521"]),
+    ];
+    let paths: Vec<&Path> = keys.iter().map(|k| k.as_path()).collect();
+    rig.agent.add(&paths);
+    for (i, key) in keys.iter().enumerate() {
+        std::fs::remove_file(key).unwrap();
+        let name = format!("m{i}");
+        assert!(rig.sign(key, &name, false), "{}", key.display());
+        assert!(rig.verify(key, &name), "{} verifies", key.display());
+    }
+    assert_eq!(rig.touches(), 3);
+    assert!(rig.audit_verifies());
+}
+
+/// A plain `ssh-rsa` signature (SHA-1, no SHA-2 flag) is refused before any touch is asked
+/// for; rsa-sha2-256 and -512 are made.
+#[test]
+fn an_rsa_signature_over_sha1_is_refused_without_a_touch() {
+    use ssh_agent_lib::proto::{PublicCredential, SignRequest};
+    let rig = Rig::touching(Policy::PerSignature);
+    let key = keygen_one(rig.dir.path(), "id_rsa", &["-t", "rsa", "-b", "2048"]);
+    rig.agent.add(&[&key]);
+    let public = public_key(&key);
+    let ask = |flags: u32| {
+        request(
+            &mut rig.agent.connect(),
+            &Request::SignRequest(SignRequest {
+                credential: PublicCredential::Key(public.key_data().clone()),
+                data: b"bytes".to_vec(),
+                flags,
+            }),
+        )
+    };
+    assert_eq!(ask(0), Response::Failure);
+    assert_eq!(rig.touches(), 0, "refused before the key was asked");
+    for (flags, alg) in [(2, "rsa-sha2-256"), (4, "rsa-sha2-512")] {
+        let Response::SignResponse(sig) = ask(flags) else {
+            panic!("flags {flags} not signed")
+        };
+        assert_eq!(sig.algorithm().as_str(), alg);
+        use p256::ecdsa::signature::Verifier;
+        Verifier::verify(public.key_data(), b"bytes", &sig)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+    }
+    assert_eq!(rig.touches(), 2);
 }

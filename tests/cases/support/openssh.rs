@@ -31,21 +31,24 @@ pub struct KeyFiles {
 
 /// Make both identity keys in `dir` with `ssh-keygen`.
 pub fn keygen(dir: &Path) -> KeyFiles {
-    let gen = |name: &str, args: &[&str]| {
-        let path = dir.join(name);
-        let mut cmd = Command::new(SSH_KEYGEN);
-        cmd.args(["-q", "-N", "", "-C", name, "-f"])
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::null());
-        let out = run_bounded(cmd);
-        assert!(out.status.success(), "ssh-keygen: {out:?}");
-        path
-    };
+    let gen = |name: &str, args: &[&str]| keygen_one(dir, name, args);
     KeyFiles {
         ed25519: gen("id_ed25519", &["-t", "ed25519"]),
         ecdsa: gen("id_ecdsa", &["-t", "ecdsa", "-b", "256"]),
     }
+}
+
+/// A new unencrypted key `dir/NAME` made by `ssh-keygen -t TYPE [-b BITS]` (`args`).
+pub fn keygen_one(dir: &Path, name: &str, args: &[&str]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new(SSH_KEYGEN);
+    cmd.args(["-q", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::null());
+    let out = run_bounded(cmd);
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    path
 }
 
 /// The public half (`PATH.pub`) of the key file at `path`.
