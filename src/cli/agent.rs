@@ -561,6 +561,7 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
                 v["remaining"]
             ),
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
+            Some("key_busy") => println!("[{id}] {}", text("message")),
             Some("socket_replaced") => {
                 println!("{}", socket_replaced_message(&text("path")))
             }
