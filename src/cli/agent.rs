@@ -156,7 +156,7 @@ pub fn default_socket() -> PathBuf {
     }
 }
 
-fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
+pub(super) fn socket_or_default(s: Option<PathBuf>) -> PathBuf {
     s.or_else(|| std::env::var_os("AUTHS_AGENT_SOCK").map(PathBuf::from))
         .unwrap_or_else(default_socket)
 }

@@ -12,6 +12,7 @@ use auths_presence::presence::policy::parse_duration;
 mod agent;
 mod audit;
 mod demo;
+mod doctor;
 mod error;
 mod git;
 mod os;
@@ -58,6 +59,9 @@ enum Command {
     Audit(audit::AuditCmd),
     /// The whole idea in one command: a virtual key, the agent, touches and refusals.
     Demo,
+    /// Check every part of the set-up (key, enrollment, agent, SSH_AUTH_SOCK, git, service)
+    /// and say how to fix what is wrong.
+    Doctor(doctor::DoctorArgs),
     /// Sign git commits and tags through the agent.
     #[command(subcommand)]
     Git(git::GitCmd),
@@ -133,6 +137,7 @@ pub fn main() -> i32 {
         Command::Agent(c) => agent::run(c),
         Command::Audit(c) => audit::run(c),
         Command::Demo => demo::run(),
+        Command::Doctor(a) => doctor::run(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

@@ -250,3 +250,87 @@ fn audit_list_never_prints_a_peers_control_characters() {
         "{text:?}"
     );
 }
+
+/// The JSON on stdout, whatever the exit status.
+fn parsed(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn doctor_passes_on_a_working_set_up_and_names_the_agent_when_it_stops() {
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "key", &[]);
+    let dev = sim.device();
+    user.ok(&["token", "enroll", "--device", &dev]);
+    let sock = user.home.join("a.sock");
+    let sock_s = sock.to_str().unwrap();
+    user.ok(&["agent", "start", "--socket", sock_s, "--device", &dev]);
+    struct Stop<'a>(&'a User, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.auths(&["agent", "stop", "--socket", self.1]);
+        }
+    }
+    let _stop = Stop(&user, sock_s);
+    let doctor = [
+        "doctor",
+        "--json",
+        "--socket",
+        sock_s,
+        "--device",
+        dev.as_str(),
+    ];
+    let out = user.auths_with(&doctor, &[("SSH_AUTH_SOCK", &sock)]);
+    let report = json(&out);
+    let verdict = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"))["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(out.status.success());
+    for c in [
+        "auths_home",
+        "security_key",
+        "enrolled_key_plugged_in",
+        "agent",
+        "ssh_auth_sock",
+    ] {
+        assert_eq!(verdict(c), "ok", "{c}: {report}");
+    }
+    assert_eq!(
+        verdict("enrolled_keys"),
+        "warn",
+        "only a virtual key: {report}"
+    );
+
+    // SSH_AUTH_SOCK at another agent: it fails and says so.
+    let other = user.dir.join("other.sock");
+    let out = user.auths_with(&doctor, &[("SSH_AUTH_SOCK", &other)]);
+    assert!(!out.status.success());
+    assert_eq!(parsed(&out)["ok"], false);
+
+    // The agent stopped: the report names it, with the fix.
+    user.ok(&["agent", "stop", "--socket", sock_s]);
+    let out = user.auths_with(&doctor, &[("SSH_AUTH_SOCK", &sock)]);
+    assert!(!out.status.success());
+    let report = parsed(&out);
+    let agent = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "agent")
+        .unwrap()
+        .clone();
+    assert_eq!(agent["verdict"], "fail", "{report}");
+    assert!(
+        agent["fix"].as_str().unwrap().contains("auths agent start"),
+        "{agent}"
+    );
+}
