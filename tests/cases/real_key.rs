@@ -26,6 +26,28 @@ fn device(test: &str) -> Option<DeviceSelector> {
     Some(d.parse().expect("AUTHS_TEST_DEVICE is a device selector"))
 }
 
+/// A makeCredential for the test rp id over `client_data_hash`, offering both algorithms.
+fn test_credential(
+    client_data_hash: [u8; 32],
+    pin_uv_auth: Option<auths_presence::ctap::command::PinUvAuth>,
+) -> MakeCredentialRequest<'static> {
+    MakeCredentialRequest {
+        client_data_hash,
+        rp: RelyingParty {
+            id: "auths:test",
+            name: None,
+        },
+        user: UserEntity {
+            id: b"auths-test",
+            name: Some("test"),
+            display_name: None,
+        },
+        algorithms: &[Algorithm::Es256, Algorithm::EdDsa],
+        exclude_list: &[],
+        pin_uv_auth,
+    }
+}
+
 #[test]
 fn real_key_speaks_ctap2() {
     let Some(sel) = device("real_key_speaks_ctap2") else {
@@ -59,25 +81,7 @@ fn real_key_enrolls_and_asserts_with_touches() {
     };
     let made = key
         .device
-        .make_credential(
-            &MakeCredentialRequest {
-                client_data_hash: [1; 32],
-                rp: RelyingParty {
-                    id: "auths:test",
-                    name: None,
-                },
-                user: UserEntity {
-                    id: b"auths-test",
-                    name: Some("test"),
-                    display_name: None,
-                },
-                algorithms: &[Algorithm::Es256, Algorithm::EdDsa],
-                exclude_list: &[],
-                pin_uv_auth: None,
-            },
-            &mut prompt,
-            None,
-        )
+        .make_credential(&test_credential([1; 32], None), &mut prompt, None)
         .expect("makeCredential");
     let att = made.auth_data.attested_credential_data.unwrap();
     let allowed = [AllowedCredential {
@@ -157,21 +161,7 @@ fn real_key_pin_token_makes_a_user_verified_assertion() {
     let made = key
         .device
         .make_credential(
-            &MakeCredentialRequest {
-                client_data_hash: [3; 32],
-                rp: RelyingParty {
-                    id: "auths:test",
-                    name: None,
-                },
-                user: UserEntity {
-                    id: b"auths-test",
-                    name: Some("test"),
-                    display_name: None,
-                },
-                algorithms: &[Algorithm::Es256, Algorithm::EdDsa],
-                exclude_list: &[],
-                pin_uv_auth: Some(auth(&[3; 32])),
-            },
+            &test_credential([3; 32], Some(auth(&[3; 32]))),
             &mut prompt,
             None,
         )
