@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
+use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::prompt::{describe_peer, escape_control};
 
@@ -16,11 +16,15 @@ pub enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Re-verify every receipt offline against the enrolled keys.
+    /// Re-verify the log offline: every receipt against the keys the chain enrolled, and the
+    /// hash chain that every touch signed.
     Verify {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also fail when a credential in the chain is not attested as a genuine security key.
+        #[arg(long)]
+        require_attested: bool,
     },
 }
 
@@ -70,10 +74,29 @@ pub fn run(cmd: AuditCmd) -> CliResult {
             }
             Ok(())
         }
-        AuditCmd::Verify { json } => {
+        AuditCmd::Verify {
+            json,
+            require_attested,
+        } => {
             let tokens = TokenStore::open(&home)?.list()?;
-            let lines = log.read()?;
-            let report = verify_log(&lines, &tokens);
+            let lines = log.read_chain()?;
+            let mut report = verify_chain(&lines, &tokens);
+            let unattested: Vec<_> = report.chain.unattested().cloned().collect();
+            if require_attested {
+                for c in &unattested {
+                    report.problems.push(auths_presence::presence::audit::Finding {
+                        line: c.enrolled_line,
+                        id: None,
+                        outcome: None,
+                        problem: Some(format!(
+                            "credential {} ({}) is not attested as a genuine security key ({})",
+                            escape_control(&c.id),
+                            escape_control(&c.label),
+                            c.attestation
+                        )),
+                    });
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -81,10 +104,49 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                     "{} signature(s) approved by a verified touch, {} under a verified grant, {} denial(s), {} approval(s) not signed",
                     report.approved, report.granted, report.denied, report.unsigned
                 );
-                for p in &report.problems {
+                let c = &report.chain;
+                if c.chained {
+                    if c.anchored_through > 0 {
+                        println!(
+                            "chain: intact; every line through line {} is signed by a touch",
+                            c.anchored_through
+                        );
+                    } else {
+                        println!("chain: no touch signs any line of it yet");
+                    }
+                    if c.unanchored > 0 {
+                        println!(
+                            "chain: {} line(s) after that are not yet anchored (the next touch signs them)",
+                            c.unanchored
+                        );
+                    }
+                } else if !lines.is_empty() {
+                    println!("chain: none yet (the log is in the older format)");
+                }
+                if c.older_lines > 0 {
                     println!(
-                        "line {}: DOES NOT VERIFY: {}",
-                        p.line,
+                        "chain: {} line(s) in the older format before it are unanchored",
+                        c.older_lines
+                    );
+                }
+                if !require_attested {
+                    for u in &unattested {
+                        println!(
+                            "warning: credential {} ({}) is not attested as a genuine security key: {}",
+                            escape_control(&u.id),
+                            escape_control(&u.label),
+                            u.attestation
+                        );
+                    }
+                }
+                for p in &report.problems {
+                    let at = if p.line == 0 {
+                        "tokens.json".to_owned()
+                    } else {
+                        format!("line {}", p.line)
+                    };
+                    println!(
+                        "{at}: DOES NOT VERIFY: {}",
                         escape_control(p.problem.as_deref().unwrap_or(""))
                     );
                 }
@@ -93,7 +155,7 @@ pub fn run(cmd: AuditCmd) -> CliResult {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} receipt(s) in {} do not verify",
+                    "{} problem(s) in {}: see above",
                     report.problems.len(),
                     log.path().display()
                 )

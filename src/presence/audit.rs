@@ -2,12 +2,23 @@
 //! append-only, one JSON object per line, never a secret). Approvals keep the client data,
 //! authenticator data, assertion signature and credential id, so `auths audit verify` can
 //! prove offline, against the enrolled keys, that every signature had a touch behind it.
+//!
+//! The log is a hash chain (format version 2): every line carries `"v":2` and `"prev"`, the
+//! SHA-256 of the exact bytes of the line before it (32 zero bytes for the first line of a
+//! log). Enrollments and removals are lines of the chain too, and the chain begins with a
+//! `chain_started` line that names the enrollments of that moment. The client data of every
+//! touch carries the chain head when the touch was asked for, so the security key's signature
+//! commits to every line before it: a line deleted, inserted, reordered or edited before the
+//! last touch breaks either a `prev` or a touch's commitment, and [`verify_chain`] says where.
+//! Lines after the last touch are reported as not yet anchored. Older logs (lines without `v`)
+//! are read as before and reported as unanchored.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::challenge::{ClientData, GrantTerms};
@@ -19,6 +30,178 @@ use crate::secure_fs::{self, SecureFsError};
 
 /// File name inside `AUTHS_HOME`.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+
+/// The lock file that serialises appends (the agent and `auths token` both write).
+const AUDIT_LOCK: &str = "audit.lock";
+
+/// Format version of chained lines (`"v"`); lines without `v` are the older, unchained format.
+pub const CHAIN_VERSION: u32 = 2;
+
+/// The chain head of an empty log.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// Longest line read back from the log (a receipt is a few KiB).
+const MAX_LINE: usize = 1 << 20;
+
+/// SHA-256 of the exact bytes of one line, without its newline: what the next line's `prev`
+/// and a touch's `chain` name.
+pub fn line_hash(raw: &str) -> [u8; 32] {
+    Sha256::digest(raw.as_bytes()).into()
+}
+
+/// A line of the chain that is not a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChainEvent {
+    /// The first line of the chain: the enrollments in tokens.json at that moment, taken as
+    /// they were, and how many older-format lines come before it.
+    ChainStarted {
+        /// Unix time.
+        time: u64,
+        /// The enrolled credentials when the chain began.
+        enrollments: Vec<Enrollment>,
+        /// Lines of the older format before this one.
+        #[serde(default)]
+        older_lines: usize,
+    },
+    /// `auths token enroll` added a credential.
+    Enrolled {
+        /// Unix time.
+        time: u64,
+        /// What was enrolled, with its attestation.
+        enrollment: Enrollment,
+    },
+    /// `auths token remove` removed one.
+    Removed {
+        /// Unix time.
+        time: u64,
+        /// The enrollment's id.
+        id: String,
+        /// Its credential id.
+        #[serde(with = "hex::serde")]
+        credential_id: Vec<u8>,
+    },
+}
+
+impl ChainEvent {
+    /// An enrollment, stamped now.
+    pub fn enrolled(enrollment: &Enrollment) -> ChainEvent {
+        ChainEvent::Enrolled {
+            time: unix_now(),
+            enrollment: enrollment.clone(),
+        }
+    }
+
+    /// A removal, stamped now.
+    pub fn removed(enrollment: &Enrollment) -> ChainEvent {
+        ChainEvent::Removed {
+            time: unix_now(),
+            id: enrollment.id.clone(),
+            credential_id: enrollment.credential_id.clone(),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What one line of the log holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A receipt.
+    Receipt(Box<Receipt>),
+    /// An enrollment, a removal, the chain's start.
+    Event(ChainEvent),
+}
+
+/// One line of the log as read: its number, its exact bytes' hash, its format and what it holds
+/// (or why it does not parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLine {
+    /// Line number in the file (1-based).
+    pub number: usize,
+    /// SHA-256 of the line's bytes.
+    pub hash: [u8; 32],
+    /// Format version: 1 for the older format, [`CHAIN_VERSION`] for chained lines.
+    pub version: u32,
+    /// The hash of the line before, as this line names it (chained lines only).
+    pub prev: Option<[u8; 32]>,
+    /// The receipt or event, or why the line does not parse.
+    pub entry: Result<Entry, String>,
+}
+
+/// The line as written: version, the previous line's hash, then the receipt's or the event's
+/// own members.
+#[derive(Serialize)]
+struct LineOut<'a, T: Serialize> {
+    v: u32,
+    prev: String,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Parse one line of the log (its bytes, without the newline).
+pub fn parse_line(number: usize, raw: &str) -> ChainLine {
+    let hash = line_hash(raw);
+    let mut line = ChainLine {
+        number,
+        hash,
+        version: 1,
+        prev: None,
+        entry: Err(String::new()),
+    };
+    let mut map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(raw) {
+        Ok(m) => m,
+        Err(e) => {
+            line.entry = Err(e.to_string());
+            return line;
+        }
+    };
+    let Some(v) = map.remove("v") else {
+        line.entry = serde_json::from_value(serde_json::Value::Object(map))
+            .map(|r| Entry::Receipt(Box::new(r)))
+            .map_err(|e| e.to_string());
+        return line;
+    };
+    line.version = match v.as_u64() {
+        Some(v) if v == u64::from(CHAIN_VERSION) => CHAIN_VERSION,
+        _ => {
+            line.entry = Err(format!(
+                "format version {v} is not one this auths reads ({CHAIN_VERSION})"
+            ));
+            return line;
+        }
+    };
+    line.prev = map
+        .remove("prev")
+        .and_then(|p| p.as_str().and_then(|p| hex::decode(p).ok()))
+        .and_then(|p| <[u8; 32]>::try_from(p).ok());
+    if line.prev.is_none() {
+        line.entry = Err("a chained line without a 32-byte hex `prev`".into());
+        return line;
+    }
+    let body = serde_json::Value::Object(map);
+    line.entry = if body.get("event").is_some() {
+        serde_json::from_value(body).map(Entry::Event)
+    } else {
+        serde_json::from_value(body).map(|r| Entry::Receipt(Box::new(r)))
+    }
+    .map_err(|e| e.to_string());
+    line
+}
+
+/// Parse the text of a log into its lines (blank lines skipped, numbered from 1).
+pub fn parse_chain(text: &str) -> Vec<ChainLine> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse_line(i + 1, l))
+        .collect()
+}
 
 /// What happened to a request, in one word (for listings and findings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +354,14 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// The log's last line cannot be read back to chain the next one to it.
+    #[error("cannot read the end of the audit log {path}: {reason}")]
+    Tail {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// One line of the log: its number and the receipt, or why it does not parse.
@@ -180,6 +371,17 @@ pub type LogLine = (usize, Result<Receipt, String>);
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     path: PathBuf,
+    home: PathBuf,
+}
+
+/// The end of the log, as the next line must chain to it.
+struct Tail {
+    /// Hash of the last line ([`GENESIS`] for an empty log).
+    head: [u8; 32],
+    /// The chain has begun (a chained line is in the log).
+    chained: bool,
+    /// The file does not end with a newline (a line cut short by a crash).
+    cut: bool,
 }
 
 impl AuditLog {
@@ -187,6 +389,7 @@ impl AuditLog {
     pub fn new(home: &Path) -> AuditLog {
         AuditLog {
             path: home.join(AUDIT_FILE),
+            home: home.to_path_buf(),
         }
     }
 
@@ -195,43 +398,229 @@ impl AuditLog {
         &self.path
     }
 
-    /// Append one receipt as one line, written with a single `write` and fsynced, so lines
-    /// never interleave and a crash loses at most the line being written.
+    /// Append one receipt as one chained line.
     pub fn append(&self, receipt: &Receipt) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(receipt).map_err(|e| AuditError::Write {
+        self.append_line(receipt).map(|_| ())
+    }
+
+    /// Append an enrollment, a removal: a line of the chain like a receipt.
+    pub fn record(&self, event: &ChainEvent) -> Result<(), AuditError> {
+        self.append_line(event).map(|_| ())
+    }
+
+    /// The chain head (hex): the hash of the last line, which the next touch's client data
+    /// commits to. Begins the chain first when the log has none yet.
+    pub fn head(&self) -> Result<String, AuditError> {
+        let _lock = self.lock()?;
+        let tail = self.tail()?;
+        if tail.chained {
+            return Ok(hex::encode(tail.head));
+        }
+        let mut out = Vec::new();
+        let head = self.start_chain(&tail, &mut out)?;
+        self.write(&out)?;
+        Ok(hex::encode(head))
+    }
+
+    /// Append `body` as the next line of the chain (beginning the chain first when the log
+    /// has none), written with one `write` under the append lock and fsynced, so lines never
+    /// interleave and a crash loses at most the line being written. Returns the new head.
+    fn append_line<T: Serialize>(&self, body: &T) -> Result<[u8; 32], AuditError> {
+        let _lock = self.lock()?;
+        let tail = self.tail()?;
+        let mut out = Vec::new();
+        let prev = if tail.chained {
+            if tail.cut {
+                out.push(b'\n');
+            }
+            tail.head
+        } else {
+            self.start_chain(&tail, &mut out)?
+        };
+        let head = self.encode_line(prev, body, &mut out)?;
+        self.write(&out)?;
+        Ok(head)
+    }
+
+    /// Put the `chain_started` line (after a newline, if the last line was cut short) into
+    /// `out`; returns its hash.
+    fn start_chain(&self, tail: &Tail, out: &mut Vec<u8>) -> Result<[u8; 32], AuditError> {
+        if tail.cut {
+            out.push(b'\n');
+        }
+        let older_lines = match secure_fs::read_private(&self.path)? {
+            Some(bytes) => bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .count(),
+            None => 0,
+        };
+        // The enrollments of this moment are taken as they are: the chain vouches only for
+        // what is enrolled or removed after it began.
+        let enrollments = super::enrollment::TokenStore::open(&self.home)
+            .and_then(|s| s.list())
+            .unwrap_or_default();
+        let start = ChainEvent::ChainStarted {
+            time: unix_now(),
+            enrollments,
+            older_lines,
+        };
+        self.encode_line(tail.head, &start, out)
+    }
+
+    fn encode_line<T: Serialize>(
+        &self,
+        prev: [u8; 32],
+        body: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<[u8; 32], AuditError> {
+        let line = serde_json::to_string(&LineOut {
+            v: CHAIN_VERSION,
+            prev: hex::encode(prev),
+            body,
+        })
+        .map_err(|e| AuditError::Write {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        line.push(b'\n');
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+        Ok(line_hash(&line))
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<(), AuditError> {
         let mut f = secure_fs::open_private_append(&self.path)?;
         let werr = |source| AuditError::Write {
             path: self.path.clone(),
             source,
         };
-        f.write_all(&line).map_err(werr)?;
+        f.write_all(bytes).map_err(werr)?;
         f.sync_data().map_err(werr)?;
         Ok(())
     }
 
-    /// Every line, parsed; a line that does not parse is returned as its error text with its
-    /// line number, so `verify` can report it.
-    pub fn read(&self) -> Result<Vec<LogLine>, AuditError> {
+    fn lock(&self) -> Result<secure_fs::FileLock, AuditError> {
+        let path = self.home.join(AUDIT_LOCK);
+        let file = secure_fs::open_private_append(&path)?;
+        secure_fs::lock_exclusive(file).map_err(|source| AuditError::Write { path, source })
+    }
+
+    /// Read the end of the log: the last line's hash and whether the chain has begun. Only the
+    /// last line is read, backwards from the end; the whole file only when that line does not
+    /// parse (a line cut short, an edit) and the chain must be looked for.
+    fn tail(&self) -> Result<Tail, AuditError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let terr = |reason: String| AuditError::Tail {
+            path: self.path.clone(),
+            reason,
+        };
+        let mut f = match secure_fs::open_private_read(&self.path)? {
+            Some(f) => f,
+            None => {
+                return Ok(Tail {
+                    head: GENESIS,
+                    chained: false,
+                    cut: false,
+                })
+            }
+        };
+        let len = f.seek(SeekFrom::End(0)).map_err(|e| terr(e.to_string()))?;
+        if len == 0 {
+            return Ok(Tail {
+                head: GENESIS,
+                chained: false,
+                cut: false,
+            });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        let mut from = len;
+        let last = loop {
+            let start = from.saturating_sub(64 * 1024);
+            let mut chunk = vec![0u8; (from - start) as usize];
+            f.seek(SeekFrom::Start(start))
+                .and_then(|_| f.read_exact(&mut chunk))
+                .map_err(|e| terr(e.to_string()))?;
+            chunk.extend_from_slice(&buf);
+            buf = chunk;
+            from = start;
+            let text = trim_end_newlines(&buf);
+            if let Some(i) = text.iter().rposition(|b| *b == b'\n') {
+                break text[i + 1..].to_vec();
+            }
+            if from == 0 {
+                break text.to_vec();
+            }
+            if buf.len() > MAX_LINE {
+                return Err(terr(format!("its last line is longer than {MAX_LINE} bytes")));
+            }
+        };
+        let cut = len > 0 && buf.last() != Some(&b'\n');
+        if last.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Tail {
+                head: GENESIS,
+                chained: false,
+                cut,
+            });
+        }
+        let raw = String::from_utf8_lossy(&last);
+        let line = parse_line(0, &raw);
+        let chained = match (&line.entry, line.version) {
+            (Ok(_), v) => v == CHAIN_VERSION,
+            // A line that does not parse: the chain has begun if any chained line came before.
+            (Err(_), _) => self
+                .read_chain()?
+                .iter()
+                .any(|l| l.version == CHAIN_VERSION && l.entry.is_ok()),
+        };
+        Ok(Tail {
+            head: line.hash,
+            chained,
+            cut,
+        })
+    }
+
+    /// Every line, parsed, as the chain verifier reads it.
+    pub fn read_chain(&self) -> Result<Vec<ChainLine>, AuditError> {
         let Some(bytes) = secure_fs::read_private(&self.path)? else {
             return Ok(Vec::new());
         };
-        // A line that is not UTF-8 is reported on its own, as every other bad line is.
-        Ok(parse_lines(&String::from_utf8_lossy(&bytes)))
+        // A line that is not UTF-8 is reported on its own, as every other bad line is; its
+        // hash is of the replaced text, so the next line's `prev` shows the damage too.
+        Ok(parse_chain(&String::from_utf8_lossy(&bytes)))
     }
+
+    /// Every receipt, parsed; a line that does not parse is returned as its error text with
+    /// its line number. Enrollment lines and the chain's start are left out.
+    pub fn read(&self) -> Result<Vec<LogLine>, AuditError> {
+        Ok(receipts_of(&self.read_chain()?))
+    }
+}
+
+fn trim_end_newlines(b: &[u8]) -> &[u8] {
+    let mut end = b.len();
+    while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &b[..end]
+}
+
+/// The receipts among chain lines (and the lines that do not parse), for listings and the
+/// receipt-level checks of [`verify_log`].
+pub fn receipts_of(lines: &[ChainLine]) -> Vec<LogLine> {
+    lines
+        .iter()
+        .filter_map(|l| match &l.entry {
+            Ok(Entry::Receipt(r)) => Some((l.number, Ok((**r).clone()))),
+            Ok(Entry::Event(_)) => None,
+            Err(e) => Some((l.number, Err(e.clone()))),
+        })
+        .collect()
 }
 
 /// Parse the text of a log: one receipt per non-blank line, numbered from 1; a line that does
 /// not parse is kept as its error text. What [`AuditLog::read`] does after reading the file.
 pub fn parse_lines(text: &str) -> Vec<LogLine> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, serde_json::from_str(l).map_err(|e| e.to_string())))
-        .collect()
+    receipts_of(&parse_chain(text))
 }
 
 /// The result of re-verifying one receipt offline.
@@ -260,6 +649,51 @@ pub struct VerifyReport {
     pub unsigned: usize,
     /// Every line that did not verify.
     pub problems: Vec<Finding>,
+    /// What the hash chain shows (empty for [`verify_log`], which checks receipts alone).
+    #[serde(default)]
+    pub chain: ChainReport,
+}
+
+/// What [`verify_chain`] found about the chain itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// The log has a chain (format version 2).
+    pub chained: bool,
+    /// Lines in the older, unchained format (before the chain began): their receipts were
+    /// checked against tokens.json, but nothing anchors them.
+    pub older_lines: usize,
+    /// The last line that a touch's signature commits to (0 when none does).
+    pub anchored_through: usize,
+    /// Chained lines after it: not yet anchored by a touch, so an edit there cannot be seen.
+    pub unanchored: usize,
+    /// The credentials the chain enrolled (and removed), with their attestation verdict.
+    pub credentials: Vec<ChainCredential>,
+}
+
+/// A credential as the chain knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainCredential {
+    /// Enrollment id.
+    pub id: String,
+    /// Its credential id, hex.
+    pub credential_id: String,
+    /// Its label.
+    pub label: String,
+    /// Line of the chain that enrolled it (the chain's first line for earlier enrollments).
+    pub enrolled_line: usize,
+    /// Line that removed it, if any.
+    pub removed_line: Option<usize>,
+    /// How its enrollment was attested: only `attested` proves a genuine security key.
+    pub attestation: String,
+}
+
+impl ChainReport {
+    /// Credentials whose enrollment does not prove a genuine security key.
+    pub fn unattested(&self) -> impl Iterator<Item = &ChainCredential> {
+        self.credentials
+            .iter()
+            .filter(|c| c.attestation != "attested")
+    }
 }
 
 impl VerifyReport {
@@ -280,34 +714,24 @@ struct OpenGrant {
     used: u32,
 }
 
-/// Re-verify every receipt against the enrolled credentials, offline, through the same path the
-/// gate verifies touches on ([`touch::verify_evidence`], [`ClientData::check_binds`]):
-/// - approved: the key's answer verifies (the credential is enrolled, rp id hash, UP, the
-///   signature over authData || SHA-256(client data), a sign counter above the previous
-///   receipt's for that credential), and the client data binds this receipt's key, bytes,
-///   namespace and requester;
-/// - granted: the grant it names is an earlier verified and signed approval of the same key
-///   whose client data carried grant terms, used within its time and count, by a requester in
-///   its scope;
-/// - denied: nothing was signed (a denial that claims a signature is a problem).
-pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport {
-    let mut report = VerifyReport::default();
-    let mut counters: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut grants: HashMap<String, OpenGrant> = HashMap::new();
+/// The receipt-level checks, with the counters and grants seen so far.
+#[derive(Default)]
+struct ReceiptChecks {
+    counters: HashMap<Vec<u8>, u32>,
+    grants: HashMap<String, OpenGrant>,
+}
 
-    for (line, parsed) in lines {
-        let receipt = match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                report.problems.push(Finding {
-                    line: *line,
-                    id: None,
-                    outcome: None,
-                    problem: Some(format!("not a receipt: {e}")),
-                });
-                continue;
-            }
-        };
+impl ReceiptChecks {
+    /// Check one receipt against `enrollments`; count it in `report` or record its problem.
+    /// Returns the client data of a verified touch, for the chain's anchor check.
+    fn check(
+        &mut self,
+        report: &mut VerifyReport,
+        line: usize,
+        receipt: &Receipt,
+        enrollments: &[Enrollment],
+    ) -> Option<ClientData> {
+        let mut client_data = None;
         let checked = match &receipt.evidence {
             Evidence::Denied if receipt.signed => Err("a denial that claims a signature".into()),
             Evidence::Denied => Ok(()),
@@ -320,10 +744,11 @@ pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport
                 touch,
                 *user_verified,
                 enrollments,
-                &mut counters,
-                &mut grants,
-            ),
-            Evidence::Granted { grant_of } => verify_granted(receipt, grant_of, &mut grants),
+                &mut self.counters,
+                &mut self.grants,
+            )
+            .map(|cd| client_data = Some(cd)),
+            Evidence::Granted { grant_of } => verify_granted(receipt, grant_of, &mut self.grants),
         };
         match checked {
             Ok(()) => match (receipt.outcome(), receipt.signed) {
@@ -332,15 +757,239 @@ pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport
                 (Outcome::Approved, true) => report.approved += 1,
                 (Outcome::Granted, true) => report.granted += 1,
             },
-            Err(problem) => report.problems.push(Finding {
-                line: *line,
-                id: Some(receipt.id.clone()),
-                outcome: Some(receipt.outcome()),
-                problem: Some(problem),
-            }),
+            Err(problem) => report.problem(line, Some(receipt), problem),
+        }
+        client_data
+    }
+}
+
+impl VerifyReport {
+    fn problem(&mut self, line: usize, receipt: Option<&Receipt>, problem: String) {
+        self.problems.push(Finding {
+            line,
+            id: receipt.map(|r| r.id.clone()),
+            outcome: receipt.map(Receipt::outcome),
+            problem: Some(problem),
+        });
+    }
+}
+
+/// Re-verify every receipt against the enrolled credentials, offline, through the same path the
+/// gate verifies touches on ([`touch::verify_evidence`], [`ClientData::check_binds`]):
+/// - approved: the key's answer verifies (the credential is enrolled, rp id hash, UP, the
+///   signature over authData || SHA-256(client data), a sign counter above the previous
+///   receipt's for that credential), and the client data binds this receipt's key, bytes,
+///   namespace and requester;
+/// - granted: the grant it names is an earlier verified and signed approval of the same key
+///   whose client data carried grant terms, used within its time and count, by a requester in
+///   its scope;
+/// - denied: nothing was signed (a denial that claims a signature is a problem).
+///
+/// This checks receipts alone; [`verify_chain`] checks the log as a whole.
+pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut checks = ReceiptChecks::default();
+    for (line, parsed) in lines {
+        match parsed {
+            Ok(receipt) => {
+                checks.check(&mut report, *line, receipt, enrollments);
+            }
+            Err(e) => report.problem(*line, None, format!("not a receipt: {e}")),
         }
     }
     report
+}
+
+/// The attestation verdict of an enrollment, in one word.
+fn attestation_verdict(e: &Enrollment) -> String {
+    if e.virtual_key {
+        "virtual".into()
+    } else {
+        "none".into()
+    }
+}
+
+/// Verify the whole log: every receipt as [`verify_log`] does, and the chain.
+/// - Every chained line names the hash of the line before it; the first chained line is the
+///   chain's start, and no older-format line comes after it.
+/// - The client data of every touch in the chain commits to a chain head that is a line before
+///   it, never one before the previous touch's: so a line deleted, inserted, reordered or
+///   edited before the last touch is found, even when every `prev` after it was rewritten.
+/// - Receipts in the chain are checked against the credentials the chain itself enrolled (not
+///   tokens.json, which any same-user process can write): a signature by a credential the
+///   chain never enrolled, or after its removal, is a problem; so is a credential in
+///   `tokens` that the chain never enrolled.
+/// - Older-format lines are checked against `tokens` and reported as unanchored.
+pub fn verify_chain(lines: &[ChainLine], tokens: &[Enrollment]) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut checks = ReceiptChecks::default();
+    // Line hashes seen so far, with their position; the genesis head is position 0.
+    let mut seen: HashMap<[u8; 32], usize> = HashMap::from([(GENESIS, 0)]);
+    let mut running = GENESIS;
+    let mut chained = false;
+    let mut last_anchor = 0usize;
+    let mut enrolled: Vec<Enrollment> = Vec::new();
+    let mut credentials: Vec<ChainCredential> = Vec::new();
+
+    for (pos, line) in lines.iter().enumerate() {
+        let pos = pos + 1;
+        if line.version != CHAIN_VERSION {
+            if chained {
+                report.problem(
+                    line.number,
+                    None,
+                    "a line without the chain's format inside the chain: inserted or edited"
+                        .into(),
+                );
+            } else {
+                report.chain.older_lines += 1;
+                match &line.entry {
+                    Ok(Entry::Receipt(r)) => {
+                        checks.check(&mut report, line.number, r, tokens);
+                    }
+                    Ok(Entry::Event(_)) => {}
+                    Err(e) => report.problem(line.number, None, format!("not a receipt: {e}")),
+                }
+            }
+            running = line.hash;
+            seen.insert(line.hash, pos);
+            continue;
+        }
+        if line.prev != Some(running) {
+            report.problem(
+                line.number,
+                None,
+                "does not follow the line before it (its `prev` is not that line's hash): a line was deleted, inserted, reordered or edited here".into(),
+            );
+        }
+        let entry = match &line.entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.problem(line.number, None, format!("not a line of the log: {e}"));
+                running = line.hash;
+                seen.insert(line.hash, pos);
+                continue;
+            }
+        };
+        match entry {
+            Entry::Event(ChainEvent::ChainStarted { enrollments, .. }) => {
+                if chained {
+                    report.problem(
+                        line.number,
+                        None,
+                        "a second start of the chain: lines before it were replaced".into(),
+                    );
+                }
+                for e in enrollments {
+                    enroll(&mut enrolled, &mut credentials, e, line.number);
+                }
+            }
+            Entry::Event(_) | Entry::Receipt(_) if !chained => {
+                report.problem(
+                    line.number,
+                    None,
+                    "the chain does not begin with its start line: lines before it were deleted"
+                        .into(),
+                );
+            }
+            Entry::Event(ChainEvent::Enrolled { enrollment, .. }) => {
+                enroll(&mut enrolled, &mut credentials, enrollment, line.number);
+            }
+            Entry::Event(ChainEvent::Removed { credential_id, .. }) => {
+                enrolled.retain(|e| &e.credential_id != credential_id);
+                let removed = hex::encode(credential_id);
+                for c in credentials.iter_mut() {
+                    if c.removed_line.is_none() && c.credential_id == removed {
+                        c.removed_line = Some(line.number);
+                    }
+                }
+            }
+            Entry::Receipt(r) => {
+                let before = report.problems.len();
+                let cd = checks.check(&mut report, line.number, r, &enrolled);
+                if let (Some(cd), true) = (cd, report.problems.len() == before) {
+                    match anchor(&cd, &seen, last_anchor) {
+                        Ok(at) => last_anchor = at,
+                        Err(p) => report.problem(line.number, Some(r), p),
+                    }
+                }
+            }
+        }
+        chained = true;
+        running = line.hash;
+        seen.insert(line.hash, pos);
+    }
+    // Which line the last anchor is, by number.
+    report.chain.chained = chained;
+    report.chain.anchored_through = if last_anchor == 0 {
+        0
+    } else {
+        lines[last_anchor - 1].number
+    };
+    report.chain.unanchored = lines
+        .iter()
+        .skip(last_anchor)
+        .filter(|l| l.version == CHAIN_VERSION)
+        .count();
+    if chained {
+        for t in tokens {
+            if !enrolled.iter().any(|e| e.credential_id == t.credential_id) {
+                report.problem(
+                    0,
+                    None,
+                    format!(
+                        "tokens.json holds credential {} ({}) that the chain does not have enrolled: added or kept outside `auths token`",
+                        super::prompt::escape_control(&t.id),
+                        super::prompt::escape_control(&t.label)
+                    ),
+                );
+            }
+        }
+    }
+    report.chain.credentials = credentials;
+    report
+}
+/// Add `e` to the chain's enrolled credentials (an enrollment of a credential enrolled already
+/// replaces it: a key enrolled again after its removal).
+fn enroll(
+    enrolled: &mut Vec<Enrollment>,
+    credentials: &mut Vec<ChainCredential>,
+    e: &Enrollment,
+    line: usize,
+) {
+    enrolled.retain(|x| x.credential_id != e.credential_id);
+    enrolled.push(e.clone());
+    credentials.push(ChainCredential {
+        id: e.id.clone(),
+        credential_id: hex::encode(&e.credential_id),
+        label: e.label.clone(),
+        enrolled_line: line,
+        removed_line: None,
+        attestation: attestation_verdict(e),
+    });
+}
+
+/// Check the chain head a touch's client data commits to: a line seen before this receipt, not
+/// before the previous touch's anchor. Returns its position.
+fn anchor(
+    cd: &ClientData,
+    seen: &HashMap<[u8; 32], usize>,
+    last_anchor: usize,
+) -> Result<usize, String> {
+    let head = cd
+        .chain
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or("the touch does not commit to the chain (its client data has no chain head)")?;
+    match seen.get(&head) {
+        None => Err("the touch committed to a chain head that is not in this log: lines before it were deleted, inserted, reordered or edited".into()),
+        Some(&at) if at < last_anchor => Err(
+            "the touch committed to a chain head older than the touch before it: lines were reordered"
+                .into(),
+        ),
+        Some(&at) => Ok(at),
+    }
 }
 
 fn verify_approved(
@@ -350,11 +999,11 @@ fn verify_approved(
     enrollments: &[Enrollment],
     counters: &mut HashMap<Vec<u8>, u32>,
     grants: &mut HashMap<String, OpenGrant>,
-) -> Result<(), String> {
+) -> Result<ClientData, String> {
     let enrolled = enrollments
         .iter()
         .find(|e| e.credential_id == evidence.credential_id)
-        .ok_or("the credential is not enrolled (removed, or never ours)")?;
+        .ok_or("the credential is not enrolled: removed, or never enrolled through `auths token enroll` (a key added to tokens.json by hand?)")?;
     let mut allowed = enrolled.allowed().map_err(|e| e.to_string())?;
     // The counter rule runs against the previous receipt of this credential, not tokens.json.
     allowed.sign_count = counters.get(&evidence.credential_id).copied().unwrap_or(0);
@@ -372,7 +1021,7 @@ fn verify_approved(
         evidence.credential_id.clone(),
         verified.assertion().sign_count(),
     );
-    if let (Some(terms), true) = (client_data.grant, receipt.signed) {
+    if let (Some(terms), true) = (client_data.grant.clone(), receipt.signed) {
         grants.insert(
             receipt.id.clone(),
             OpenGrant {
@@ -386,7 +1035,7 @@ fn verify_approved(
             },
         );
     }
-    Ok(())
+    Ok(client_data)
 }
 
 fn verify_granted(

@@ -50,6 +50,10 @@ pub struct ClientData {
     pub grant: Option<GrantTerms>,
     /// Unix time the challenge was made.
     pub created: u64,
+    /// The audit chain's head when the touch was asked for (hex SHA-256 of the log's last
+    /// line): the key's signature commits to the whole log before it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chain: Option<String>,
 }
 
 impl ClientData {
@@ -66,7 +70,14 @@ impl ClientData {
             peer: request.requester.clone(),
             grant,
             created: now_unix,
+            chain: None,
         }
+    }
+
+    /// The same client data, committing to the audit chain's head `head` (hex).
+    pub fn chained(mut self, head: String) -> ClientData {
+        self.chain = Some(head);
+        self
     }
 
     /// The exact bytes whose hash the key signs. Serialisation is deterministic (fixed member

@@ -102,6 +102,9 @@ pub enum EnrollmentError {
     /// The file or directory cannot be used safely.
     #[error(transparent)]
     Fs(#[from] SecureFsError),
+    /// The enrollment was saved, but its line in the audit chain was not written.
+    #[error("the audit chain did not record it: {0}; `auths audit verify` will report this key until the log can be written")]
+    Audit(#[from] super::audit::AuditError),
     /// The file is not valid JSON of our schema.
     #[error("{path} is corrupt ({reason}); it was left untouched")]
     Corrupt {
@@ -194,18 +197,23 @@ impl TokenStore {
         Ok(self.read()?.tokens)
     }
 
-    /// Add an enrollment; refuses a duplicate credential id.
+    /// Add an enrollment; refuses a duplicate credential id. The enrollment becomes a line of
+    /// the audit chain too, which `auths audit verify` trusts rather than this file.
     pub fn add(&self, e: Enrollment) -> Result<(), EnrollmentError> {
+        let event = super::audit::ChainEvent::enrolled(&e);
         self.update(|f| {
             if f.tokens.iter().any(|t| t.credential_id == e.credential_id) {
                 return Err(EnrollmentError::Duplicate(e.id.clone()));
             }
             f.tokens.push(e);
             Ok(())
-        })
+        })?;
+        super::audit::AuditLog::new(&self.home).record(&event)?;
+        Ok(())
     }
 
-    /// Remove by id (or a unique id prefix) or label; returns what was removed.
+    /// Remove by id (or a unique id prefix) or label; returns what was removed. The removal is
+    /// a line of the audit chain too.
     pub fn remove(&self, id_or_label: &str) -> Result<Enrollment, EnrollmentError> {
         let mut removed = None;
         self.update(|f| {
@@ -213,7 +221,10 @@ impl TokenStore {
             removed = Some(f.tokens.remove(idx));
             Ok(())
         })?;
-        removed.ok_or_else(|| EnrollmentError::NotFound(id_or_label.to_owned()))
+        let removed = removed.ok_or_else(|| EnrollmentError::NotFound(id_or_label.to_owned()))?;
+        super::audit::AuditLog::new(&self.home)
+            .record(&super::audit::ChainEvent::removed(&removed))?;
+        Ok(removed)
     }
 
     /// Record the highest sign counter seen for a credential. Never lowers it.

@@ -397,7 +397,11 @@ impl PresenceGate {
         let terms =
             (inner.grants().policy().grant_terms()).filter(|_| Covers::of(request).is_some());
         let message_terms = terms.clone();
-        let client_data = ClientData::new(request, terms, now_unix()).to_json();
+        // The touch commits to the audit chain as it stands: every line before this request.
+        let head = inner.audit.head()?;
+        let client_data = ClientData::new(request, terms, now_unix())
+            .chained(head)
+            .to_json();
 
         // Another program holds the key (a browser waiting for a touch): say so once; the
         // request is sent again until the touch timeout.

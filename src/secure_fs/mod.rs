@@ -148,16 +148,25 @@ pub fn open_private_append(path: &Path) -> Result<std::fs::File, SecureFsError> 
 /// handle, so what is read is what was checked.
 pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>, SecureFsError> {
     use std::io::Read;
-    let mut f = match private_open_options().read(true).open(path) {
+    let Some(mut f) = open_private_read(path)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io_err(path))?;
+    Ok(Some(bytes))
+}
+
+/// The private regular file `path` opened for reading, or `None` when there is none; checked
+/// as [`read_private`] checks it.
+pub fn open_private_read(path: &Path) -> Result<Option<std::fs::File>, SecureFsError> {
+    let f = match private_open_options().read(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
     regular(&f, path)?;
     check_private(path, false)?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(io_err(path))?;
-    Ok(Some(bytes))
+    Ok(Some(f))
 }
 
 /// Refuse an open handle that is not a regular file.

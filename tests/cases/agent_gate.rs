@@ -17,7 +17,7 @@ use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::OpenedKey;
 use auths_presence::ctap::virtual_key::{HidTimings, PinConfig, TouchError, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
+use auths_presence::presence::audit::{verify_chain, verify_log, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::gate::GateError;
 use auths_presence::presence::pin_entry::{NoPinSource, PinSource};
@@ -369,9 +369,9 @@ impl Rig {
     }
 
     fn audit_verifies(&self) -> bool {
-        let lines = AuditLog::new(&self.home).read().unwrap();
+        let lines = AuditLog::new(&self.home).read_chain().unwrap();
         let tokens = TokenStore::open(&self.home).unwrap().list().unwrap();
-        let report = verify_log(&lines, &tokens);
+        let report = verify_chain(&lines, &tokens);
         assert!(report.ok(), "{:?}", report.problems);
         report.ok()
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::virtual_key::{HidTimings, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{verify_log, AuditLog, Outcome, Receipt};
+use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome, Receipt};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
@@ -117,9 +117,9 @@ impl Rig {
     }
 
     fn audit_verifies(&self) -> bool {
-        let lines = AuditLog::new(&self.home).read().unwrap();
+        let lines = AuditLog::new(&self.home).read_chain().unwrap();
         let tokens = TokenStore::open(&self.home).unwrap().list().unwrap();
-        let report = verify_log(&lines, &tokens);
+        let report = verify_chain(&lines, &tokens);
         assert!(report.ok(), "{:?}", report.problems);
         report.ok()
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::virtual_key::HidTimings;
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{verify_log, AuditLog, Outcome, Receipt, VerifyReport};
+use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome, Receipt, VerifyReport};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::gate::{Gate, GateError};
 use auths_presence::presence::policy::Policy;
@@ -92,8 +92,8 @@ fn receipts(home: &Path) -> Vec<Receipt> {
 }
 
 fn report(home: &Path) -> VerifyReport {
-    let lines = AuditLog::new(home).read().unwrap();
-    verify_log(&lines, &TokenStore::open(home).unwrap().list().unwrap())
+    let lines = AuditLog::new(home).read_chain().unwrap();
+    verify_chain(&lines, &TokenStore::open(home).unwrap().list().unwrap())
 }
 
 #[test]

@@ -347,7 +347,7 @@ fn a_foreign_key_handle_is_no_credentials() {
 
 #[test]
 fn the_agent_signs_after_a_u2f_touch_and_the_receipt_verifies() {
-    use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
+    use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome};
     use auths_presence::presence::policy::Policy;
     use auths_presence::presence::prompt::Prompter;
     use auths_presence::presence::touch::PresenceKey;
@@ -403,8 +403,10 @@ fn the_agent_signs_after_a_u2f_touch_and_the_receipt_verifies() {
         .collect();
     assert_eq!(outcomes, vec![Outcome::Approved]);
     let tokens = TokenStore::open(&home).unwrap().list().unwrap();
-    let report = verify_log(&lines, &tokens);
+    let chain = AuditLog::new(&home).read_chain().unwrap();
+    let report = verify_chain(&chain, &tokens);
     assert!(report.ok(), "{:?}", report.problems);
+    assert!(report.chain.anchored_through > 0, "the U2F touch signs the chain too");
 }
 
 #[test]

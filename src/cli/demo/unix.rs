@@ -18,7 +18,7 @@ use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::OpenedKey;
 use auths_presence::ctap::virtual_key::{TouchMode, VirtualKey, VirtualKeyConfig};
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{verify_log, AuditLog, Outcome};
+use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome};
 use auths_presence::presence::enrollment::{enroll_key, TokenStore};
 use auths_presence::presence::policy::{Policy, PolicyError};
 use auths_presence::presence::presence_gate::{GateConfig, PresenceGate};
@@ -637,11 +637,11 @@ impl Demo {
             .and_then(|s| s.list())
             .map_err(|e| e.to_string())?;
         let log = AuditLog::new(&self.home);
-        let lines = log.read().map_err(|e| e.to_string())?;
-        let report = verify_log(&lines, &tokens);
+        let lines = log.read_chain().map_err(|e| e.to_string())?;
+        let report = verify_chain(&lines, &tokens);
         say(&format!(
-            "auths audit verify: {} signature(s) approved by a verified touch, {} under a verified batch grant, {} denial(s)",
-            report.approved, report.granted, report.denied
+            "auths audit verify: {} signature(s) approved by a verified touch, {} under a verified batch grant, {} denial(s); the hash chain is intact through line {}, which the last touch signed",
+            report.approved, report.granted, report.denied, report.chain.anchored_through
         ));
         for p in &report.problems {
             say(&format!(
