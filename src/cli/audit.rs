@@ -84,17 +84,19 @@ pub fn run(cmd: AuditCmd) -> CliResult {
             let unattested: Vec<_> = report.chain.unattested().cloned().collect();
             if require_attested {
                 for c in &unattested {
-                    report.problems.push(auths_presence::presence::audit::Finding {
-                        line: c.enrolled_line,
-                        id: None,
-                        outcome: None,
-                        problem: Some(format!(
-                            "credential {} ({}) is not attested as a genuine security key ({})",
-                            escape_control(&c.id),
-                            escape_control(&c.label),
-                            c.attestation
-                        )),
-                    });
+                    report
+                        .problems
+                        .push(auths_presence::presence::audit::Finding {
+                            line: c.enrolled_line,
+                            id: None,
+                            outcome: None,
+                            problem: Some(format!(
+                                "credential {} ({}) is not attested as a genuine security key ({})",
+                                escape_control(&c.id),
+                                escape_control(&c.label),
+                                c.attestation
+                            )),
+                        });
                 }
             }
             if json {

@@ -115,7 +115,7 @@ pub enum Entry {
     /// A receipt.
     Receipt(Box<Receipt>),
     /// An enrollment, a removal, the chain's start.
-    Event(ChainEvent),
+    Event(Box<ChainEvent>),
 }
 
 /// One line of the log as read: its number, its exact bytes' hash, its format and what it holds
@@ -186,7 +186,7 @@ pub fn parse_line(number: usize, raw: &str) -> ChainLine {
     }
     let body = serde_json::Value::Object(map);
     line.entry = if body.get("event").is_some() {
-        serde_json::from_value(body).map(Entry::Event)
+        serde_json::from_value(body).map(|e| Entry::Event(Box::new(e)))
     } else {
         serde_json::from_value(body).map(|r| Entry::Receipt(Box::new(r)))
     }
@@ -551,7 +551,9 @@ impl AuditLog {
                 break text.to_vec();
             }
             if buf.len() > MAX_LINE {
-                return Err(terr(format!("its last line is longer than {MAX_LINE} bytes")));
+                return Err(terr(format!(
+                    "its last line is longer than {MAX_LINE} bytes"
+                )));
             }
         };
         let cut = len > 0 && buf.last() != Some(&b'\n');
@@ -838,8 +840,7 @@ pub fn verify_chain(lines: &[ChainLine], tokens: &[Enrollment]) -> VerifyReport 
                 report.problem(
                     line.number,
                     None,
-                    "a line without the chain's format inside the chain: inserted or edited"
-                        .into(),
+                    "a line without the chain's format inside the chain: inserted or edited".into(),
                 );
             } else {
                 report.chain.older_lines += 1;
@@ -871,39 +872,38 @@ pub fn verify_chain(lines: &[ChainLine], tokens: &[Enrollment]) -> VerifyReport 
                 continue;
             }
         };
+        let not_started = || {
+            "the chain does not begin with its start line: lines before it were deleted".to_owned()
+        };
         match entry {
-            Entry::Event(ChainEvent::ChainStarted { enrollments, .. }) => {
-                if chained {
-                    report.problem(
-                        line.number,
-                        None,
-                        "a second start of the chain: lines before it were replaced".into(),
-                    );
-                }
-                for e in enrollments {
-                    enroll(&mut enrolled, &mut credentials, e, line.number);
-                }
-            }
-            Entry::Event(_) | Entry::Receipt(_) if !chained => {
-                report.problem(
-                    line.number,
-                    None,
-                    "the chain does not begin with its start line: lines before it were deleted"
-                        .into(),
-                );
-            }
-            Entry::Event(ChainEvent::Enrolled { enrollment, .. }) => {
-                enroll(&mut enrolled, &mut credentials, enrollment, line.number);
-            }
-            Entry::Event(ChainEvent::Removed { credential_id, .. }) => {
-                enrolled.retain(|e| &e.credential_id != credential_id);
-                let removed = hex::encode(credential_id);
-                for c in credentials.iter_mut() {
-                    if c.removed_line.is_none() && c.credential_id == removed {
-                        c.removed_line = Some(line.number);
+            Entry::Event(e) => match &**e {
+                ChainEvent::ChainStarted { enrollments, .. } => {
+                    if chained {
+                        report.problem(
+                            line.number,
+                            None,
+                            "a second start of the chain: lines before it were replaced".into(),
+                        );
+                    }
+                    for e in enrollments {
+                        enroll(&mut enrolled, &mut credentials, e, line.number);
                     }
                 }
-            }
+                _ if !chained => report.problem(line.number, None, not_started()),
+                ChainEvent::Enrolled { enrollment, .. } => {
+                    enroll(&mut enrolled, &mut credentials, enrollment, line.number);
+                }
+                ChainEvent::Removed { credential_id, .. } => {
+                    enrolled.retain(|e| &e.credential_id != credential_id);
+                    let removed = hex::encode(credential_id);
+                    for c in credentials.iter_mut() {
+                        if c.removed_line.is_none() && c.credential_id == removed {
+                            c.removed_line = Some(line.number);
+                        }
+                    }
+                }
+            },
+            Entry::Receipt(r) if !chained => report.problem(line.number, Some(r), not_started()),
             Entry::Receipt(r) => {
                 let before = report.problems.len();
                 let cd = checks.check(&mut report, line.number, r, &enrolled);
@@ -959,9 +959,17 @@ fn enroll(
 ) {
     enrolled.retain(|x| x.credential_id != e.credential_id);
     enrolled.push(e.clone());
+    let credential_id = hex::encode(&e.credential_id);
+    if credentials
+        .iter()
+        .any(|c| c.credential_id == credential_id && c.removed_line.is_none())
+    {
+        // The chain began with it already (its start lists tokens.json as it was).
+        return;
+    }
     credentials.push(ChainCredential {
         id: e.id.clone(),
-        credential_id: hex::encode(&e.credential_id),
+        credential_id,
         label: e.label.clone(),
         enrolled_line: line,
         removed_line: None,
@@ -1075,4 +1083,98 @@ fn verify_granted(
     }
     g.used += 1;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn removal(i: usize) -> ChainEvent {
+        ChainEvent::Removed {
+            time: i as u64,
+            id: format!("{i:016x}"),
+            credential_id: vec![i as u8],
+        }
+    }
+
+    /// Every line names the hash of the line before it.
+    fn linked(lines: &[ChainLine]) -> bool {
+        let mut prev = GENESIS;
+        lines.iter().all(|l| {
+            let ok = l.prev == Some(prev) && l.entry.is_ok();
+            prev = l.hash;
+            ok
+        })
+    }
+
+    #[test]
+    fn appends_from_many_writers_at_once_keep_the_chain_linked() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        secure_fs::ensure_private_dir(&home).unwrap();
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                let home = home.clone();
+                s.spawn(move || {
+                    // Each writer its own AuditLog, as the agent and `auths token` are.
+                    let log = AuditLog::new(&home);
+                    for i in 0..25 {
+                        log.record(&removal(w * 100 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        let lines = AuditLog::new(&home).read_chain().unwrap();
+        assert_eq!(lines.len(), 101, "the chain's start and every line");
+        assert!(matches!(
+            lines[0].entry,
+            Ok(Entry::Event(ref e)) if matches!(**e, ChainEvent::ChainStarted { .. })
+        ));
+        assert!(linked(&lines));
+        let head = AuditLog::new(&home).head().unwrap();
+        assert_eq!(head, hex::encode(lines.last().unwrap().hash));
+    }
+
+    #[test]
+    fn the_head_of_an_empty_log_begins_the_chain() {
+        let t = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(t.path());
+        let head = log.head().unwrap();
+        let lines = log.read_chain().unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(head, hex::encode(lines[0].hash));
+        assert_eq!(log.head().unwrap(), head, "asking again writes nothing");
+        assert_eq!(log.read_chain().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_long_last_line_is_read_back_across_chunks() {
+        let t = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(t.path());
+        let mut e = removal(1);
+        if let ChainEvent::Removed { id, .. } = &mut e {
+            *id = "x".repeat(200_000);
+        }
+        log.record(&e).unwrap();
+        log.record(&e).unwrap();
+        let lines = log.read_chain().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert!(linked(&lines));
+    }
+
+    #[test]
+    fn lines_of_a_newer_format_or_without_prev_do_not_parse() {
+        let l = parse_line(1, r#"{"v":3,"prev":"00","event":"removed"}"#);
+        assert!(l.entry.unwrap_err().contains("format version 3"));
+        let l = parse_line(
+            1,
+            r#"{"v":2,"event":"removed","time":1,"id":"a","credential_id":"01"}"#,
+        );
+        assert!(l.entry.unwrap_err().contains("prev"));
+        let ok = format!(
+            r#"{{"v":2,"prev":"{}","event":"removed","time":1,"id":"a","credential_id":"01"}}"#,
+            "00".repeat(32)
+        );
+        assert!(parse_line(1, &ok).entry.is_ok());
+    }
 }

@@ -406,7 +406,10 @@ fn the_agent_signs_after_a_u2f_touch_and_the_receipt_verifies() {
     let chain = AuditLog::new(&home).read_chain().unwrap();
     let report = verify_chain(&chain, &tokens);
     assert!(report.ok(), "{:?}", report.problems);
-    assert!(report.chain.anchored_through > 0, "the U2F touch signs the chain too");
+    assert!(
+        report.chain.anchored_through > 0,
+        "the U2F touch signs the chain too"
+    );
 }
 
 #[test]
