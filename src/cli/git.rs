@@ -29,7 +29,27 @@ pub enum GitCmd {
         /// Agent socket to take the key from [default: $SSH_AUTH_SOCK, else $AUTHS_HOME/agent.sock].
         #[arg(long, value_name = "P")]
         socket: Option<PathBuf>,
+        /// Also install post-commit and post-rewrite hooks that attach a presence proof to each
+        /// signed commit (git notes under refs/notes/auths); one repository at a time.
+        #[arg(long, conflicts_with = "global")]
+        proofs: bool,
     },
+    /// Check that each commit's signature had a touch behind it: its SSH signature, its
+    /// presence proof (refs/notes/auths) and the key's attestation. Needs no AUTHS_HOME.
+    Verify {
+        /// A commit or a range (A..B) [default: HEAD].
+        #[arg(value_name = "REV|RANGE")]
+        rev: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Fail for proofs by keys that are not attested as genuine security keys.
+        #[arg(long)]
+        require_attested: bool,
+    },
+    /// What the proof hooks run.
+    #[command(subcommand, hide = true)]
+    Proof(super::git_proof::ProofCmd),
 }
 
 pub fn run(cmd: GitCmd) -> CliResult {
@@ -39,7 +59,24 @@ pub fn run(cmd: GitCmd) -> CliResult {
             global,
             key,
             socket,
-        } => setup(repo, global, key, socket),
+            proofs,
+        } => {
+            let dir = match &repo {
+                Some(r) => absolute(r),
+                None => std::env::current_dir()?,
+            };
+            setup(repo, global, key, socket)?;
+            if proofs {
+                super::git_proof::install_hooks(&dir)?;
+            }
+            Ok(())
+        }
+        GitCmd::Verify {
+            rev,
+            json,
+            require_attested,
+        } => super::git_proof::verify(rev, json, require_attested),
+        GitCmd::Proof(cmd) => super::git_proof::proof(cmd),
     }
 }
 

@@ -15,6 +15,7 @@ mod demo;
 mod doctor;
 mod error;
 mod git;
+mod git_proof;
 mod os;
 mod pin;
 mod service;

@@ -11,6 +11,7 @@ pub mod pinentry;
 pub mod policy;
 pub mod presence_gate;
 pub mod prompt;
+pub mod proof;
 pub mod request;
 pub mod touch;
 pub mod verify;

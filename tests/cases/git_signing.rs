@@ -38,22 +38,22 @@ fn wait_listening(socket: &Path, child: &mut Child, log: &Path) {
     }
 }
 
-struct Rig {
-    dir: tempfile::TempDir,
-    home: PathBuf,
+pub(super) struct Rig {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
     sim: PathBuf,
-    agent_socket: PathBuf,
-    repo: PathBuf,
+    pub agent_socket: PathBuf,
+    pub repo: PathBuf,
     // Dropped in reverse order of start: agent, then key.
     _agent: Option<Guard>,
     _sim: Option<Guard>,
 }
 
-struct Opts {
+pub(super) struct Opts {
     /// The virtual key's behaviour once enrolled: auto or never.
-    touch: &'static str,
-    policy: &'static str,
-    touch_timeout: &'static str,
+    pub touch: &'static str,
+    pub policy: &'static str,
+    pub touch_timeout: &'static str,
 }
 
 impl Default for Opts {
@@ -66,7 +66,7 @@ impl Default for Opts {
     }
 }
 
-fn ok(out: &Output, what: &str) {
+pub(super) fn ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed: {}\nstdout: {}\nstderr: {}",
@@ -76,12 +76,12 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Rig {
-    fn new(opts: Opts) -> Rig {
+    pub(super) fn new(opts: Opts) -> Rig {
         use std::os::unix::fs::DirBuilderExt;
         let dir = short_tempdir();
         let home = dir.path().join("h");
@@ -142,7 +142,7 @@ impl Rig {
         rig
     }
 
-    fn auths(&self) -> Command {
+    pub(super) fn auths(&self) -> Command {
         let mut c = Command::new(AUTHS);
         c.env("AUTHS_HOME", &self.home)
             .env_remove("AUTHS_DEVICE")
@@ -186,7 +186,7 @@ impl Rig {
     }
 
     /// git, isolated from the user's configuration, signing through our agent.
-    fn git(&self) -> Command {
+    pub(super) fn git(&self) -> Command {
         let mut c = Command::new("git");
         c.env("HOME", self.dir.path())
             .env("GIT_CONFIG_GLOBAL", self.dir.path().join("gitconfig"))
@@ -201,14 +201,14 @@ impl Rig {
         c
     }
 
-    fn git_in_repo(&self, args: &[&str]) -> Output {
+    pub(super) fn git_in_repo(&self, args: &[&str]) -> Output {
         let mut c = self.git();
         c.arg("-C").arg(&self.repo).args(args);
         run_bounded(c)
     }
 
     /// `auths git setup --repo`, with the agent found through SSH_AUTH_SOCK as a user has it.
-    fn setup(&self) -> String {
+    pub(super) fn setup(&self) -> String {
         let mut c = self.auths();
         c.args(["git", "setup", "--repo"])
             .arg(&self.repo)
@@ -222,7 +222,7 @@ impl Rig {
     }
 
     /// The virtual key's touch count, from `auths sim serve`'s control socket.
-    fn touches(&self) -> u64 {
+    pub(super) fn touches(&self) -> u64 {
         let mut ctl = self.sim.as_os_str().to_owned();
         ctl.push(".ctl");
         let mut s = UnixStream::connect(PathBuf::from(ctl)).unwrap();
@@ -233,14 +233,14 @@ impl Rig {
         line.trim().parse().expect("a decimal touch count")
     }
 
-    fn head(&self) -> String {
+    pub(super) fn head(&self) -> String {
         let out = self.git_in_repo(&["rev-parse", "HEAD"]);
         ok(&out, "git rev-parse HEAD");
         stdout(&out).trim().to_owned()
     }
 
     /// An unsigned commit that changes a file.
-    fn unsigned_commit(&self, n: u32) {
+    pub(super) fn unsigned_commit(&self, n: u32) {
         std::fs::write(self.repo.join("file.txt"), format!("change {n}\n")).unwrap();
         ok(&self.git_in_repo(&["add", "file.txt"]), "git add");
         ok(

@@ -23,6 +23,7 @@ mod ecdsa_keys;
 #[cfg(unix)]
 mod gate_receipts;
 #[cfg(unix)]
+mod git_proofs;
 mod git_signing;
 #[cfg(unix)]
 mod python_fido2;
