@@ -126,7 +126,7 @@ impl CredentialProof {
             .as_ref()
             .and_then(|a| a.get("verdict"))
             .and_then(|v| v.as_str())
-            .map(|v| crate::presence::prompt::escape_control(v))
+            .map(crate::presence::prompt::escape_control)
             .unwrap_or_else(|| "none".into())
     }
 }
