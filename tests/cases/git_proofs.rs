@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::git_signing::{ok, stdout, Opts, Rig};
 use super::support::cli::AUTHS;
+use super::support::git::{ok, stdout, Opts, Rig};
 use super::support::openssh::run_bounded;
 
 /// git in the rig's repository, with the hooks' `auths` finding the rig's AUTHS_HOME.

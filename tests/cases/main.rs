@@ -9,6 +9,7 @@ mod agent_gate;
 mod agent_socket;
 #[cfg(unix)]
 mod agent_userauth;
+#[cfg(unix)]
 mod audit_chain;
 #[cfg(unix)]
 mod cli_agent;
@@ -24,6 +25,7 @@ mod ecdsa_keys;
 mod gate_receipts;
 #[cfg(unix)]
 mod git_proofs;
+#[cfg(unix)]
 mod git_signing;
 #[cfg(unix)]
 mod python_fido2;

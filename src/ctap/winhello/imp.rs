@@ -64,20 +64,144 @@ const _: () = {
 pub struct WinHelloKey {
     timeout: Duration,
     description: String,
+    api: &'static Api,
+}
+
+type Hresult = windows_sys::core::HRESULT;
+type Hwnd = windows_sys::Win32::Foundation::HWND;
+
+/// The webauthn.dll functions auths calls, found at run time: the DLL is loaded from System32
+/// only (`LoadLibraryExW` with `LOAD_LIBRARY_SEARCH_SYSTEM32`, so no copy in the current or
+/// the program's directory is ever picked up) and each function through `GetProcAddress`.
+/// `auths.exe` itself imports nothing from webauthn.dll, so it starts where the DLL is missing
+/// (Windows before 10 1903) and says so when a key is needed. The signatures are webauthn.h's,
+/// as windows-sys declares them.
+struct Api {
+    version: u32,
+    get_error_name: GetErrorName,
+    cancel_current_operation: CancelCurrentOperation,
+    get_cancellation_id: Option<GetCancellationId>,
+    make_credential: MakeCredential,
+    free_credential_attestation: FreeCredentialAttestation,
+    get_assertion: GetAssertion,
+    free_assertion: FreeAssertion,
+}
+
+/// What `GetProcAddress` returns (a FARPROC).
+type Proc = unsafe extern "system" fn() -> isize;
+type GetApiVersionNumber = unsafe extern "system" fn() -> u32;
+type GetErrorName = unsafe extern "system" fn(Hresult) -> PCWSTR;
+type CancelCurrentOperation = unsafe extern "system" fn(*const GUID) -> Hresult;
+type GetCancellationId = unsafe extern "system" fn(*mut GUID) -> Hresult;
+type MakeCredential = unsafe extern "system" fn(
+    Hwnd,
+    *const wa::WEBAUTHN_RP_ENTITY_INFORMATION,
+    *const wa::WEBAUTHN_USER_ENTITY_INFORMATION,
+    *const wa::WEBAUTHN_COSE_CREDENTIAL_PARAMETERS,
+    *const wa::WEBAUTHN_CLIENT_DATA,
+    *const wa::WEBAUTHN_AUTHENTICATOR_MAKE_CREDENTIAL_OPTIONS,
+    *mut *mut wa::WEBAUTHN_CREDENTIAL_ATTESTATION,
+) -> Hresult;
+type FreeCredentialAttestation =
+    unsafe extern "system" fn(*const wa::WEBAUTHN_CREDENTIAL_ATTESTATION);
+type GetAssertion = unsafe extern "system" fn(
+    Hwnd,
+    PCWSTR,
+    *const wa::WEBAUTHN_CLIENT_DATA,
+    *const wa::WEBAUTHN_AUTHENTICATOR_GET_ASSERTION_OPTIONS,
+    *mut *mut wa::WEBAUTHN_ASSERTION,
+) -> Hresult;
+type FreeAssertion = unsafe extern "system" fn(*const wa::WEBAUTHN_ASSERTION);
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Load webauthn.dll once; every later call gets the same answer.
+fn api() -> Result<&'static Api, String> {
+    static API: std::sync::OnceLock<Result<Api, String>> = std::sync::OnceLock::new();
+    API.get_or_init(load).as_ref().map_err(Clone::clone)
+}
+
+fn load() -> Result<Api, String> {
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetProcAddress, LoadLibraryExW, LOAD_LIBRARY_SEARCH_SYSTEM32,
+    };
+    let name: Vec<u16> = "webauthn.dll\0".encode_utf16().collect();
+    // SAFETY: `name` is a NUL-terminated UTF-16 string that outlives the call; no file handle
+    // is passed (it must be null); the flag restricts the search to System32. The module stays
+    // loaded for the life of the process (it is never freed), so the function pointers taken
+    // from it below stay valid.
+    let module = unsafe {
+        LoadLibraryExW(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            LOAD_LIBRARY_SEARCH_SYSTEM32,
+        )
+    };
+    if module.is_null() {
+        return Err("this Windows has no webauthn.dll in System32; security keys need Windows 10 1903 or later".into());
+    }
+    let find = |symbol: &'static [u8]| -> Result<Proc, String> {
+        // SAFETY: `module` is a loaded module and `symbol` a NUL-terminated ASCII name.
+        unsafe { GetProcAddress(module, symbol.as_ptr()) }.ok_or_else(|| {
+            format!(
+                "webauthn.dll has no {}; update Windows",
+                String::from_utf8_lossy(&symbol[..symbol.len() - 1])
+            )
+        })
+    };
+    // SAFETY (each transmute below): the symbol is the webauthn.h function of that name, whose
+    // signature is the pointer type it is transmuted to (as windows-sys declares it); a
+    // FARPROC and these `extern "system"` function pointers have the same size and ABI.
+    let version_fn = unsafe {
+        std::mem::transmute::<Proc, GetApiVersionNumber>(find(b"WebAuthNGetApiVersionNumber\0")?)
+    };
+    // SAFETY: no arguments; returns a number.
+    let version = unsafe { version_fn() };
+    if version < wa::WEBAUTHN_API_VERSION_1 {
+        return Err(format!(
+            "webauthn.dll speaks API version {version}; security keys need Windows 10 1903 or later"
+        ));
+    }
+    // SAFETY: see above.
+    unsafe {
+        use std::mem::transmute;
+        Ok(Api {
+            version,
+            get_error_name: transmute::<Proc, GetErrorName>(find(b"WebAuthNGetErrorName\0")?),
+            cancel_current_operation: transmute::<Proc, CancelCurrentOperation>(find(
+                b"WebAuthNCancelCurrentOperation\0",
+            )?),
+            // Version 1 has no cancellation ids.
+            get_cancellation_id: find(b"WebAuthNGetCancellationId\0")
+                .ok()
+                .map(|f| transmute::<Proc, GetCancellationId>(f)),
+            make_credential: transmute::<Proc, MakeCredential>(find(
+                b"WebAuthNAuthenticatorMakeCredential\0",
+            )?),
+            free_credential_attestation: transmute::<Proc, FreeCredentialAttestation>(find(
+                b"WebAuthNFreeCredentialAttestation\0",
+            )?),
+            get_assertion: transmute::<Proc, GetAssertion>(find(
+                b"WebAuthNAuthenticatorGetAssertion\0",
+            )?),
+            free_assertion: transmute::<Proc, FreeAssertion>(find(b"WebAuthNFreeAssertion\0")?),
+        })
+    }
 }
 
 /// Open the webauthn.dll backend. `opts.deadline` is the dialog's timeout.
 pub fn open(opts: DeviceOptions) -> Result<Box<dyn SecurityKey>, CtapError> {
-    // SAFETY: no arguments; returns a number.
-    let version = unsafe { wa::WebAuthNGetApiVersionNumber() };
-    if version < wa::WEBAUTHN_API_VERSION_1 {
-        return Err(CtapError::Unsupported(
-            "this Windows has no usable webauthn.dll; update to Windows 10 1903 or later".into(),
-        ));
-    }
+    let api = api().map_err(CtapError::Unsupported)?;
     Ok(Box::new(WinHelloKey {
         timeout: opts.deadline,
-        description: format!("security key via Windows WebAuthn API v{version}"),
+        description: format!("security key via Windows WebAuthn API v{}", api.version),
+        api,
     }))
 }
 
@@ -112,8 +236,9 @@ unsafe fn from_wide(p: PCWSTR) -> Option<String> {
 }
 
 fn error_name(hr: i32) -> Option<String> {
+    let api = api().ok()?;
     // SAFETY: WebAuthNGetErrorName returns a static string owned by webauthn.dll (or null).
-    unsafe { from_wide(wa::WebAuthNGetErrorName(hr)) }
+    unsafe { from_wide((api.get_error_name)(hr)) }
 }
 
 /// Watches our cancel token while webauthn.dll blocks, and cancels the operation when it fires.
@@ -135,9 +260,12 @@ impl CancelWatcher {
                     while !done.load(Ordering::SeqCst) {
                         if token.is_cancelled() {
                             fired.store(true, Ordering::SeqCst);
-                            // SAFETY: `id` is a cancellation id from WebAuthNGetCancellationId,
-                            // passed by reference for the duration of the call.
-                            unsafe { wa::WebAuthNCancelCurrentOperation(&id) };
+                            if let Ok(api) = api() {
+                                // SAFETY: `id` is a cancellation id from
+                                // WebAuthNGetCancellationId, passed by reference for the
+                                // duration of the call.
+                                unsafe { (api.cancel_current_operation)(&id) };
+                            }
                             return;
                         }
                         std::thread::sleep(Duration::from_millis(50));
@@ -170,8 +298,9 @@ fn cancellation_id() -> Option<GUID> {
         data3: 0,
         data4: [0; 8],
     };
+    let get = api().ok()?.get_cancellation_id?;
     // SAFETY: `id` is a valid out pointer for the call.
-    let hr = unsafe { wa::WebAuthNGetCancellationId(&mut id) };
+    let hr = unsafe { get(&mut id) };
     (hr == 0).then_some(id)
 }
 
@@ -311,6 +440,7 @@ impl SecurityKey for WinHelloKey {
             pCancellationId: cancellation_id_ptr(&mut cancel_id),
             ..Default::default()
         };
+        let api = self.api;
         let (fmt, auth_data, att_stmt) = run_dialog(
             cancel_id,
             on_up_needed,
@@ -321,7 +451,7 @@ impl SecurityKey for WinHelloKey {
                 // into buffers owned by `f`, `params`, `exclude` and `cancel_id`, which outlive
                 // the call; `out` is a valid out pointer. The window handle may be null.
                 unsafe {
-                    wa::WebAuthNAuthenticatorMakeCredential(
+                    (api.make_credential)(
                         GetForegroundWindow(),
                         &rp,
                         &user,
@@ -341,7 +471,7 @@ impl SecurityKey for WinHelloKey {
                 )
             },
             // SAFETY: `out` came from WebAuthNAuthenticatorMakeCredential; freed once.
-            |out| unsafe { wa::WebAuthNFreeCredentialAttestation(out) },
+            |out| unsafe { (api.free_credential_attestation)(out) },
         )?;
         credential_from_parts(&fmt, &auth_data, &att_stmt)
     }
@@ -385,6 +515,7 @@ impl SecurityKey for WinHelloKey {
             pCancellationId: cancellation_id_ptr(&mut cancel_id),
             ..Default::default()
         };
+        let api = self.api;
         let (auth_data, signature, credential_id, user_id) = run_dialog(
             cancel_id,
             on_up_needed,
@@ -395,7 +526,7 @@ impl SecurityKey for WinHelloKey {
                 // `f`, `allow` and `cancel_id`, which outlive the call; `out` is a valid out
                 // pointer. The window handle may be null.
                 unsafe {
-                    wa::WebAuthNAuthenticatorGetAssertion(
+                    (api.get_assertion)(
                         GetForegroundWindow(),
                         f.rp_id.as_ptr(),
                         &client,
@@ -414,7 +545,7 @@ impl SecurityKey for WinHelloKey {
                 )
             },
             // SAFETY: `out` came from WebAuthNAuthenticatorGetAssertion; freed once.
-            |out| unsafe { wa::WebAuthNFreeAssertion(out) },
+            |out| unsafe { (api.free_assertion)(out) },
         )?;
         super::assertion_from_parts(&auth_data, &signature, &credential_id, &user_id)
     }

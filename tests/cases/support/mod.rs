@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod cli;
 pub mod gate;
+pub mod git;
 pub mod openssh;
 pub mod wire;
 
