@@ -147,6 +147,16 @@ pub(crate) fn payload(cmd: u8, params: Value) -> Vec<u8> {
 impl MakeCredentialRequest<'_> {
     /// The CTAPHID_CBOR payload: 0x01 || canonical CBOR parameters.
     pub fn to_payload(&self) -> Vec<u8> {
+        self.encode(None)
+    }
+
+    /// [`Self::to_payload`] with the extensions map `extensions` (key 0x06), e.g.
+    /// `{"hmac-secret": true}`.
+    pub fn to_payload_with_extensions(&self, extensions: &Value) -> Vec<u8> {
+        self.encode(Some(extensions))
+    }
+
+    fn encode(&self, extensions: Option<&Value>) -> Vec<u8> {
         let mut rp = vec![(Value::text("id"), Value::text(self.rp.id))];
         if let Some(n) = self.rp.name {
             rp.push((Value::text("name"), Value::text(n)));
@@ -185,6 +195,9 @@ impl MakeCredentialRequest<'_> {
                 Value::Array(self.exclude_list.iter().map(|id| descriptor(id)).collect()),
             ));
         }
+        if let Some(e) = extensions {
+            map.push((Value::int(6), e.clone()));
+        }
         map.push((
             Value::int(7),
             Value::Map(vec![(Value::text("rk"), Value::Bool(false))]),
@@ -214,7 +227,13 @@ pub struct GetAssertionRequest<'a> {
 impl GetAssertionRequest<'_> {
     /// The CTAPHID_CBOR payload: 0x02 || canonical CBOR parameters.
     pub fn to_payload(&self) -> Vec<u8> {
-        self.encode(true)
+        self.encode(true, None)
+    }
+
+    /// [`Self::to_payload`] with the extensions map `extensions` (key 0x04), e.g. an
+    /// hmac-secret request.
+    pub fn to_payload_with_extensions(&self, extensions: &Value) -> Vec<u8> {
+        self.encode(true, Some(extensions))
     }
 
     /// A silent probe (`up: false`, no pinUvAuthParam, no `uv`): which credential of the
@@ -226,10 +245,10 @@ impl GetAssertionRequest<'_> {
             pin_uv_auth: None,
             ..self.clone()
         }
-        .encode(false)
+        .encode(false, None)
     }
 
-    fn encode(&self, up: bool) -> Vec<u8> {
+    fn encode(&self, up: bool, extensions: Option<&Value>) -> Vec<u8> {
         let mut map = vec![
             (Value::int(1), Value::text(self.rp_id)),
             (Value::int(2), Value::bytes(&self.client_data_hash)),
@@ -239,6 +258,9 @@ impl GetAssertionRequest<'_> {
                 Value::int(3),
                 Value::Array(self.allow_list.iter().map(|id| descriptor(id)).collect()),
             ));
+        }
+        if let Some(e) = extensions {
+            map.push((Value::int(4), e.clone()));
         }
         let mut options = vec![(Value::text("up"), Value::Bool(up))];
         if self.user_verification {

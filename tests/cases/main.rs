@@ -28,6 +28,8 @@ mod git_proofs;
 #[cfg(unix)]
 mod git_signing;
 #[cfg(unix)]
+mod hmac_secret;
+#[cfg(unix)]
 mod python_fido2;
 mod readme;
 mod real_key;

@@ -12,25 +12,7 @@ use std::process::Command;
 
 use super::support::cli::Sim;
 use super::support::openssh::run_bounded;
-use super::support::{short_tempdir, skipped};
-
-fn python_fido2(test: &str) -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import fido2.ctap2.pin"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("AUTHS_REQUIRE_PYTHON_FIDO2").is_none(),
-            "AUTHS_REQUIRE_PYTHON_FIDO2 is set but python3 cannot import fido2 (pip install fido2==2.2.1)"
-        );
-        skipped(
-            test,
-            "needs python3 with python-fido2 (pip install fido2==2.2.1)",
-        );
-    }
-    found
-}
+use super::support::{python_fido2, short_tempdir};
 
 fn check(protocol: &str) {
     let dir = short_tempdir();

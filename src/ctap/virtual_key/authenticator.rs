@@ -85,27 +85,31 @@ pub const MAX_MSG_SIZE: usize = 1200;
 /// The first byte of a wrapped credential: the algorithm in the low nibble (1 ES256, 2
 /// EdDSA), the credProtect level in the high nibble (0 for level 1, so ids made before
 /// credProtect read the same).
-fn id_byte(alg: Algorithm, protect: u8) -> u8 {
+fn id_byte(alg: Algorithm, protect: u8, hmac_secret: bool) -> u8 {
     let alg = match alg {
         Algorithm::Es256 => 1,
         Algorithm::EdDsa => 2,
     };
     let level = if protect > 1 { protect << 4 } else { 0 };
-    alg | level
+    alg | level | if hmac_secret { HMAC_SECRET_BIT } else { 0 }
 }
 
-fn from_id_byte(b: u8) -> Option<(Algorithm, u8)> {
+/// The id byte's top bit: the credential was made with the hmac-secret extension, so it has
+/// a CredRandom (ids made before hmac-secret read as made without it).
+const HMAC_SECRET_BIT: u8 = 0x80;
+
+fn from_id_byte(b: u8) -> Option<(Algorithm, u8, bool)> {
     let alg = match b & 0x0f {
         1 => Algorithm::Es256,
         2 => Algorithm::EdDsa,
         _ => return None,
     };
-    let protect = match b >> 4 {
+    let protect = match (b & !HMAC_SECRET_BIT) >> 4 {
         0 => 1,
         l @ 2..=3 => l,
         _ => return None,
     };
-    Some((alg, protect))
+    Some((alg, protect, b & HMAC_SECRET_BIT != 0))
 }
 
 /// credProtect levels (CTAP 2.1 §12.1): 1 userVerificationOptional, 2 ...OptionalWithCredentialIDList, 3 ...Required.
@@ -117,6 +121,8 @@ pub(super) struct CredentialKey {
     seed: Zeroizing<[u8; 32]>,
     /// credProtect level (1 to 3).
     pub(super) protect: u8,
+    /// Made with hmac-secret: it has a CredRandom (CTAP 2.1 §12.5).
+    pub(super) hmac_secret: bool,
 }
 
 impl CredentialKey {
@@ -130,6 +136,7 @@ impl CredentialKey {
                     alg,
                     seed,
                     protect: 1,
+                    hmac_secret: false,
                 };
             }
         }
@@ -144,6 +151,20 @@ impl CredentialKey {
             }
         };
         Some(key)
+    }
+
+    /// The credential's CredRandom (CTAP 2.1 §12.5), one with and one without user
+    /// verification, derived from its private key so the credential id carries it. `None` for
+    /// a credential made without hmac-secret.
+    pub(super) fn cred_random(&self, uv: bool) -> Option<Zeroizing<[u8; 32]>> {
+        use hmac::Mac;
+        if !self.hmac_secret {
+            return None;
+        }
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(self.seed.as_ref()).ok()?;
+        mac.update(b"auths virtual key hmac-secret CredRandom");
+        mac.update(&[u8::from(uv)]);
+        Some(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 
     /// ES256: DER-encoded ECDSA signature (SHA-256 inside); EdDSA: the raw 64 bytes.
@@ -177,6 +198,14 @@ pub enum Step {
     NeedsTouch(Pending),
 }
 
+/// A checked hmac-secret request (CTAP 2.1 §12.5): what the output is encrypted with, and the
+/// one or two 32-byte salts.
+struct HmacSecretAsk {
+    protocol: crate::ctap::pin::PinProtocol,
+    shared: crate::ctap::pin::SharedSecret,
+    salts: Zeroizing<Vec<u8>>,
+}
+
 /// A request that waits for a touch. Dropping it abandons the request.
 pub struct Pending {
     kind: PendingKind,
@@ -190,6 +219,8 @@ enum PendingKind {
         uv: bool,
         /// credProtect level, and whether the request asked for it (then it is reported).
         protect: (u8, bool),
+        /// The request asked for hmac-secret (and the key has it).
+        hmac_secret: bool,
     },
     Excluded,
     GetAssertion {
@@ -198,6 +229,8 @@ enum PendingKind {
         credential_id: Vec<u8>,
         key: CredentialKey,
         uv: bool,
+        /// The hmac-secret request, checked: its protocol, shared secret and salts.
+        hmac_secret: Option<HmacSecretAsk>,
     },
     Selection,
     Reset,
@@ -334,6 +367,12 @@ impl Authenticator {
                 }
             }
             m.push((Value::int(0x06), Value::Array(pin.protocol_numbers())));
+            for (k, val) in m.iter_mut() {
+                if *k == Value::int(0x02) {
+                    *val =
+                        Value::Array(vec![Value::text("credProtect"), Value::text("hmac-secret")]);
+                }
+            }
             m.push((
                 Value::int(0x0d),
                 Value::Unsigned(super::client_pin::MIN_PIN_LENGTH as u64),
@@ -412,9 +451,11 @@ impl Authenticator {
                 alg,
                 uv,
                 protect,
+                hmac_secret,
             } => {
                 let mut key = CredentialKey::generate(alg);
                 key.protect = protect.0;
+                key.hmac_secret = hmac_secret;
                 let id = self.wrap(&rp_id_hash, &key)?;
                 let public_key = key.public_key().ok_or(StatusCode::Other)?;
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
@@ -426,12 +467,17 @@ impl Authenticator {
                 };
                 let flags = flag::UP | if uv { flag::UV } else { 0 };
                 // The level is reported when asked for, or when it is not the default 1.
-                let ext = (protect.1 || protect.0 > 1).then(|| {
-                    Value::Map(vec![(
+                let mut outputs = Vec::new();
+                if protect.1 || protect.0 > 1 {
+                    outputs.push((
                         Value::text("credProtect"),
                         Value::Unsigned(u64::from(protect.0)),
-                    )])
-                });
+                    ));
+                }
+                if hmac_secret {
+                    outputs.push((Value::text("hmac-secret"), Value::Bool(true)));
+                }
+                let ext = (!outputs.is_empty()).then_some(Value::Map(outputs));
                 let auth_data =
                     authdata::build(&rp_id_hash, flags, counter, Some(&attested), ext.as_ref());
                 let mut signed = auth_data.clone();
@@ -453,10 +499,15 @@ impl Authenticator {
                 credential_id,
                 key,
                 uv,
+                hmac_secret,
             } => {
                 let counter = self.state.next_counter().map_err(|_| StatusCode::Other)?;
                 let flags = if up { flag::UP } else { 0 } | if uv { flag::UV } else { 0 };
-                let auth_data = authdata::build(&rp_id_hash, flags, counter, None, None);
+                let ext = match hmac_secret {
+                    None => None,
+                    Some(ask) => hmac_secret_output(&key, uv, &ask)?,
+                };
+                let auth_data = authdata::build(&rp_id_hash, flags, counter, None, ext.as_ref());
                 let mut signed = auth_data.clone();
                 signed.extend_from_slice(&client_data_hash);
                 let sig = key.sign(&signed).ok_or(StatusCode::Other)?;
@@ -483,7 +534,7 @@ impl Authenticator {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut plaintext = Zeroizing::new([0u8; 33]);
-        plaintext[0] = id_byte(key.alg, key.protect);
+        plaintext[0] = id_byte(key.alg, key.protect, key.hmac_secret);
         plaintext[1..].copy_from_slice(key.seed.as_ref());
         let aad = id_aad(rp_id_hash);
         let sealed = self
@@ -521,13 +572,14 @@ impl Authenticator {
                 .ok()?,
         );
         let (&alg, seed) = plaintext.split_first()?;
-        let (alg, protect) = from_id_byte(alg)?;
+        let (alg, protect, hmac_secret) = from_id_byte(alg)?;
         let mut s = Zeroizing::new([0u8; 32]);
         s.copy_from_slice(seed.get(..32)?);
         Some(CredentialKey {
             alg,
             seed: s,
             protect,
+            hmac_secret,
         })
     }
 
@@ -558,6 +610,8 @@ impl Authenticator {
         let opts = extensions_options_and_pin(&req, 6)?;
         let asked = cred_protect(opt_int_field(&req, 6))?;
         let protect = (asked.unwrap_or(self.default_cred_protect), asked.is_some());
+        // hmac-secret needs the clientPIN key agreement: only a key with clientPIN has it.
+        let hmac_secret = self.pin.is_some() && hmac_secret_asked(opt_int_field(&req, 6))?;
         let alg = chosen.ok_or(StatusCode::UnsupportedAlgorithm)?;
         let uv = self.check_pin_uv_auth(
             &req,
@@ -594,6 +648,7 @@ impl Authenticator {
                 alg,
                 uv,
                 protect,
+                hmac_secret,
             },
         }))
     }
@@ -616,6 +671,7 @@ impl Authenticator {
         }
         let uv =
             self.check_pin_uv_auth(&req, 4, permissions::GET_ASSERTION, rp_id, client_data_hash)?;
+        let hmac_secret = self.hmac_secret_ask(opt_int_field(&req, 4))?;
         let rp_id_hash: [u8; 32] = Sha256::digest(rp_id.as_bytes()).into();
         // Check every descriptor's shape first, then look for ours.
         let mut ids = Vec::new();
@@ -639,6 +695,7 @@ impl Authenticator {
             credential_id,
             key,
             uv,
+            hmac_secret,
         };
         if opts.up == Some(false) {
             // Silent assertion: no touch, UP flag clear.
@@ -667,6 +724,59 @@ impl Authenticator {
         let mut out = vec![0x00];
         out.extend_from_slice(&body);
         Ok(Step::Done(out))
+    }
+
+    /// getAssertion's hmac-secret extension input (CTAP 2.1 §12.5), checked before any touch:
+    /// keyAgreement (1), saltEnc (2), saltAuth (3) and pinUvAuthProtocol (4, 1 when absent);
+    /// saltAuth must be the MAC of saltEnc under the shared secret, and the salts 32 or 64
+    /// bytes. `None` when the request does not ask for it.
+    fn hmac_secret_ask(&self, extensions: Option<&Value>) -> CtapResult<Option<HmacSecretAsk>> {
+        use crate::ctap::pin::PinProtocol;
+        let Some(ext) = extensions else {
+            return Ok(None);
+        };
+        let Some((_, input)) = as_map(ext)?
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("hmac-secret"))
+        else {
+            return Ok(None);
+        };
+        // Without clientPIN there is no key agreement, so no hmac-secret: an extension the
+        // key does not support is ignored (CTAP 2.1 §9).
+        let Some(pin) = self.pin.as_ref() else {
+            return Ok(None);
+        };
+        let input = as_map(input)?;
+        let field = |k: u64| {
+            input
+                .iter()
+                .find(|(key, _)| *key == Value::Unsigned(k))
+                .map(|(_, v)| v)
+        };
+        let protocol = match field(4) {
+            None => PinProtocol::One,
+            Some(v) => v
+                .as_u64()
+                .and_then(PinProtocol::from_number)
+                .ok_or(StatusCode::InvalidParameter)?,
+        };
+        let shared = pin.hmac_secret_shared(protocol, field(1))?;
+        let salt_enc = as_bytes(field(2).ok_or(StatusCode::MissingParameter)?)?;
+        let salt_auth = as_bytes(field(3).ok_or(StatusCode::MissingParameter)?)?;
+        if !protocol.verify(shared.as_bytes(), salt_enc, salt_auth) {
+            return Err(StatusCode::PinAuthInvalid);
+        }
+        let salts = protocol
+            .decrypt(&shared, salt_enc)
+            .map_err(|_| StatusCode::InvalidLength)?;
+        if salts.len() != 32 && salts.len() != 64 {
+            return Err(StatusCode::InvalidLength);
+        }
+        Ok(Some(HmacSecretAsk {
+            protocol,
+            shared,
+            salts,
+        }))
     }
 
     /// The pinUvAuthParam and pinUvAuthProtocol after the extensions at `extensions_key`:
@@ -878,6 +988,50 @@ fn cred_protect(extensions: Option<&Value>) -> CtapResult<Option<u8>> {
     }
 }
 
+/// Whether makeCredential's extensions ask for hmac-secret (`"hmac-secret": true`).
+fn hmac_secret_asked(extensions: Option<&Value>) -> CtapResult<bool> {
+    let Some(ext) = extensions else {
+        return Ok(false);
+    };
+    match as_map(ext)?
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("hmac-secret"))
+    {
+        None => Ok(false),
+        Some((_, v)) => v.as_bool().ok_or(StatusCode::CborUnexpectedType),
+    }
+}
+
+/// The hmac-secret output of an assertion (CTAP 2.1 §12.5): HMAC-SHA-256 of each salt under
+/// the credential's CredRandom (with or without UV), encrypted with the shared secret, as the
+/// authenticatorData extensions map.
+fn hmac_secret_output(
+    key: &CredentialKey,
+    uv: bool,
+    ask: &HmacSecretAsk,
+) -> CtapResult<Option<Value>> {
+    use hmac::Mac;
+    // A credential made without hmac-secret has no CredRandom: the extension is left out.
+    let Some(cred_random) = key.cred_random(uv) else {
+        return Ok(None);
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(ask.salts.len()));
+    for salt in ask.salts.chunks(32) {
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(cred_random.as_ref())
+            .map_err(|_| StatusCode::Other)?;
+        mac.update(salt);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+    }
+    let enc = ask
+        .protocol
+        .encrypt(&ask.shared, &out)
+        .map_err(|_| StatusCode::Other)?;
+    Ok(Some(Value::Map(vec![(
+        Value::text("hmac-secret"),
+        Value::Bytes(enc),
+    )])))
+}
+
 fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
     let mut o = Options::default();
     let Some(v) = v else { return Ok(o) };
@@ -897,6 +1051,7 @@ fn parse_options(v: Option<&Value>) -> CtapResult<Options> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctap::authdata::AuthenticatorData;
     use crate::ctap::command::payload;
 
     fn auth() -> Authenticator {
@@ -937,6 +1092,86 @@ mod tests {
         ];
         m.extend(extra);
         payload(CMD_GET_ASSERTION, Value::Map(m))
+    }
+
+    /// getAssertion's hmac-secret input as a platform would build it, naming `claimed` as its
+    /// protocol when given, with `tweak` applied to (saltEnc, saltAuth) before sending.
+    fn hmac_request(
+        a: &mut Authenticator,
+        protocol: crate::ctap::pin::PinProtocol,
+        id: &[u8],
+        salts: &[u8],
+        claimed: Option<u64>,
+        tweak: impl Fn(&mut Vec<u8>, &mut Vec<u8>),
+    ) -> (Vec<u8>, crate::ctap::pin::SharedSecret) {
+        use crate::ctap::client_pin::ClientPinRequest;
+        let Step::Done(resp) =
+            a.begin(&ClientPinRequest::new(protocol, SubCommand::GetKeyAgreement).to_payload())
+        else {
+            panic!("getKeyAgreement waits for nothing")
+        };
+        let r = crate::ctap::client_pin::ClientPinResponse::decode(&resp[1..]).unwrap();
+        let (ours, shared) = protocol.encapsulate(&r.key_agreement.unwrap());
+        let mut enc = protocol.encrypt(&shared, salts).unwrap();
+        let mut auth = protocol.authenticate(shared.as_bytes(), &enc);
+        tweak(&mut enc, &mut auth);
+        let ext = Value::Map(vec![(
+            Value::text("hmac-secret"),
+            Value::Map(vec![
+                (Value::int(1), ours.to_cbor()),
+                (Value::int(2), Value::Bytes(enc)),
+                (Value::int(3), Value::Bytes(auth)),
+                (
+                    Value::int(4),
+                    Value::Unsigned(claimed.unwrap_or(protocol.number())),
+                ),
+            ]),
+        )]);
+        let extra = vec![(Value::int(4), ext)];
+        (
+            run(a, &get_assertion_req("example.org", &[id], extra)),
+            shared,
+        )
+    }
+
+    #[test]
+    fn hmac_secret_inputs_are_checked_before_any_touch() {
+        use crate::ctap::pin::PinProtocol;
+        let mut a = auth().with_pin_support(PinConfig {
+            protocols: vec![PinProtocol::Two],
+            ..PinConfig::default()
+        });
+        let hmac = vec![(
+            Value::int(6),
+            Value::Map(vec![(Value::text("hmac-secret"), Value::Bool(true))]),
+        )];
+        let v = ok_value(&run(
+            &mut a,
+            &make_cred_req("example.org", &[ALG_ES256], hmac),
+        ));
+        let ad = AuthenticatorData::parse(v.get_int(2).unwrap().as_bytes().unwrap()).unwrap();
+        let id = ad.attested_credential_data.unwrap().credential_id;
+        let p = PinProtocol::Two;
+        let salt = [5u8; 32];
+
+        let (ok, shared) = hmac_request(&mut a, p, &id, &salt, None, |_, _| {});
+        let body = ok_value(&ok);
+        let ad = AuthenticatorData::parse(body.get_int(2).unwrap().as_bytes().unwrap()).unwrap();
+        let enc = ad.extensions.unwrap().as_map().unwrap()[0]
+            .1
+            .as_bytes()
+            .unwrap()
+            .to_vec();
+        let without_uv = p.decrypt(&shared, &enc).unwrap();
+        assert_eq!(without_uv.len(), 32);
+
+        // A flipped saltAuth bit, salts of 16 bytes, a protocol the key does not offer.
+        let (bad, _) = hmac_request(&mut a, p, &id, &salt, None, |_, auth| auth[0] ^= 1);
+        assert_eq!(bad, vec![0x33], "PIN_AUTH_INVALID");
+        let (short, _) = hmac_request(&mut a, p, &id, &[5u8; 16], None, |_, _| {});
+        assert_eq!(short, vec![0x03], "INVALID_LENGTH");
+        let (other, _) = hmac_request(&mut a, p, &id, &salt, Some(1), |_, _| {});
+        assert_ne!(other[0], 0, "protocol one is not offered");
     }
 
     fn run(a: &mut Authenticator, req: &[u8]) -> Vec<u8> {

@@ -197,6 +197,19 @@ impl PinState {
             .ok_or(StatusCode::InvalidParameter)
     }
 
+    /// The shared secret of an hmac-secret request: the platform's key agreement key against
+    /// this power cycle's, for a protocol this key offers.
+    pub(super) fn hmac_secret_shared(
+        &self,
+        protocol: PinProtocol,
+        platform_key: Option<&Value>,
+    ) -> CtapResult<SharedSecret> {
+        if !self.config.protocols.contains(&protocol) {
+            return Err(StatusCode::InvalidParameter);
+        }
+        self.shared_secret(protocol, platform_key)
+    }
+
     fn shared_secret(&self, protocol: PinProtocol, v: Option<&Value>) -> CtapResult<SharedSecret> {
         let peer = v.ok_or(StatusCode::MissingParameter)?;
         let peer = KeyAgreementKey::from_cbor(peer).map_err(|_| StatusCode::InvalidParameter)?;

@@ -53,3 +53,23 @@ impl Drop for KillOnDrop {
 pub fn skipped(test: &str, how_to_run: &str) {
     eprintln!("{test}: skipped: {how_to_run}");
 }
+
+/// Whether python3 can import python-fido2; when it cannot, the test `test` skips and says so,
+/// unless `AUTHS_REQUIRE_PYTHON_FIDO2` is set (`.ci/run` sets it), which fails it.
+pub fn python_fido2(test: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import fido2.ctap2.pin"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("AUTHS_REQUIRE_PYTHON_FIDO2").is_none(),
+            "AUTHS_REQUIRE_PYTHON_FIDO2 is set but python3 cannot import fido2 (pip install fido2==2.2.1)"
+        );
+        skipped(
+            test,
+            "needs python3 with python-fido2 (pip install fido2==2.2.1)",
+        );
+    }
+    found
+}
