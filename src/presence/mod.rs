@@ -13,6 +13,7 @@ pub mod presence_gate;
 pub mod prompt;
 pub mod proof;
 pub mod request;
+pub mod sealed;
 pub mod touch;
 pub mod verify;
 
