@@ -222,12 +222,12 @@ pub fn parse_and_verify(blob: &[u8], root: &Anchor) -> Result<Metadata, MdsError
         }
     };
     let key = chain[0].public_key()?;
-    let fits = match (&key, header.alg.as_str()) {
-        (x509::PublicKey::Rsa(_), "RS256") => true,
-        (x509::PublicKey::P256(_), "ES256") => true,
-        (x509::PublicKey::P384(_), "ES384") => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (&key, header.alg.as_str()),
+        (x509::PublicKey::Rsa(_), "RS256")
+            | (x509::PublicKey::P256(_), "ES256")
+            | (x509::PublicKey::P384(_), "ES384")
+    );
     if !fits {
         return Err(MdsError::Header(
             "alg does not fit the signing certificate's key".into(),

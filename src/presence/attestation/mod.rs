@@ -448,7 +448,8 @@ pub fn verify(s: &Statement<'_>, trust: &Trust) -> Result<Attestation, Attestati
             if ders.len() != 1 {
                 return Err(malformed("x5c must hold exactly one certificate"));
             }
-            let chain = x509::parse_chain(&ders)?;
+            let fixed = x509::fix_u2f_unused_bits(ders[0]);
+            let chain = x509::parse_chain(&[&fixed])?;
             let key = chain[0].public_key()?;
             if !matches!(key, x509::PublicKey::P256(_)) {
                 return Err(malformed(

@@ -394,6 +394,11 @@ pub enum SigEncoding {
     Fixed,
 }
 
+/// A signature that does not verify (or is not well-formed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("signature does not verify")]
+pub struct InvalidSignature;
+
 /// A public key from a certificate.
 #[derive(Debug, Clone)]
 pub enum PublicKey {
@@ -453,7 +458,13 @@ impl PublicKey {
 
     /// Verify `sig` over `msg` with hash `hash` (ECDSA: `enc` says how the signature is
     /// encoded; DER must be strict).
-    pub fn verify(&self, hash: Hash, msg: &[u8], sig: &[u8], enc: SigEncoding) -> Result<(), ()> {
+    pub fn verify(
+        &self,
+        hash: Hash,
+        msg: &[u8],
+        sig: &[u8],
+        enc: SigEncoding,
+    ) -> Result<(), InvalidSignature> {
         use p256::ecdsa::signature::hazmat::PrehashVerifier;
         let digest = hash.digest(msg);
         match self {
@@ -462,16 +473,16 @@ impl PublicKey {
                     SigEncoding::Der => p256::ecdsa::Signature::from_der(sig),
                     SigEncoding::Fixed => p256::ecdsa::Signature::from_slice(sig),
                 }
-                .map_err(|_| ())?;
-                k.verify_prehash(&digest, &s).map_err(|_| ())
+                .map_err(|_| InvalidSignature)?;
+                k.verify_prehash(&digest, &s).map_err(|_| InvalidSignature)
             }
             PublicKey::P384(k) => {
                 let s = match enc {
                     SigEncoding::Der => p384::ecdsa::Signature::from_der(sig),
                     SigEncoding::Fixed => p384::ecdsa::Signature::from_slice(sig),
                 }
-                .map_err(|_| ())?;
-                k.verify_prehash(&digest, &s).map_err(|_| ())
+                .map_err(|_| InvalidSignature)?;
+                k.verify_prehash(&digest, &s).map_err(|_| InvalidSignature)
             }
             PublicKey::Rsa(k) => {
                 let scheme = match hash {
@@ -479,7 +490,7 @@ impl PublicKey {
                     Hash::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
                     Hash::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
                 };
-                k.verify(scheme, &digest, sig).map_err(|_| ())
+                k.verify(scheme, &digest, sig).map_err(|_| InvalidSignature)
             }
         }
     }
@@ -512,6 +523,22 @@ pub enum ChainEnd<'a> {
     Trusted(&'a Anchor),
     /// At a certificate issued by nobody we trust (its issuer, as text).
     UnknownIssuer(String),
+}
+
+/// Early YubiKey U2F attestation certificates set the unused-bits count of their RSA-2048
+/// signature BIT STRING to non-zero (OpenSSL refuses them: "invalid bit string bits left").
+/// For fido-u2f only: a certificate ending in a 257-byte BIT STRING (`03 82 01 01`, the
+/// count, 256 signature bytes) gets its count set to 0. python-fido2 does the same for a list
+/// of known certificates (by SHA-256); here any of that shape, since the count is outside the
+/// signed part (the signature must still verify).
+pub fn fix_u2f_unused_bits(der: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let n = der.len();
+    if n > 261 && der[n - 261..n - 257] == [0x03, 0x82, 0x01, 0x01] && der[n - 257] != 0 {
+        let mut fixed = der.to_vec();
+        fixed[n - 257] = 0;
+        return std::borrow::Cow::Owned(fixed);
+    }
+    std::borrow::Cow::Borrowed(der)
 }
 
 /// Parse an x5c array (leaf first): bounded, each certificate strict.
