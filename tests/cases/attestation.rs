@@ -710,3 +710,18 @@ fn the_virtual_key_enrolls_as_virtual_and_require_attested_refuses_it() {
     let err = refuse(&user);
     assert!(err.contains("no longer verifies"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_virtual_u2f_only_key_is_virtual_too() {
+    use super::support::cli::{Sim, User};
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "u", &["--u2f-only"]);
+    user.ok(&["token", "enroll", "--device", &sim.device()]);
+    let list = user.json(&["token", "list", "--json"]);
+    let t = &list[0];
+    assert_eq!(t["protocol"], "u2f", "{t}");
+    assert_eq!(t["attestation"]["fmt"], "fido-u2f", "{t}");
+    assert_eq!(t["attestation"]["verdict"], "virtual", "{t}");
+    assert!(t["attestation"].get("vendor").is_none(), "{t}");
+}
