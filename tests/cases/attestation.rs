@@ -275,6 +275,17 @@ fn make_cert(
     issuer_key: &SigningKey,
     extensions: Vec<Extension>,
 ) -> Vec<u8> {
+    make_cert_v(subject, issuer, subject_key, issuer_key, Some(extensions))
+}
+
+/// [`make_cert`]; `None` extensions makes an X.509 version 1 certificate.
+fn make_cert_v(
+    subject: &str,
+    issuer: &str,
+    subject_key: &VerifyingKey,
+    issuer_key: &SigningKey,
+    extensions: Option<Vec<Extension>>,
+) -> Vec<u8> {
     use p256::pkcs8::EncodePublicKey;
     let alg = AlgorithmIdentifierOwned {
         oid: ObjectIdentifier::new_unwrap(OID_ECDSA_SHA256),
@@ -288,7 +299,11 @@ fn make_cert(
     )
     .unwrap();
     let tbs = TbsCertificate {
-        version: Version::V3,
+        version: if extensions.is_some() {
+            Version::V3
+        } else {
+            Version::V1
+        },
         serial_number: SerialNumber::new(&[0x01, 0x23]).unwrap(),
         signature: alg.clone(),
         issuer: name(issuer),
@@ -304,7 +319,7 @@ fn make_cert(
         subject_public_key_info: spki,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: Some(extensions),
+        extensions,
     };
     let sig: p256::ecdsa::Signature = issuer_key.sign(&tbs.to_der().unwrap());
     Certificate {
@@ -724,4 +739,49 @@ fn a_virtual_u2f_only_key_is_virtual_too() {
     assert_eq!(t["attestation"]["fmt"], "fido-u2f", "{t}");
     assert_eq!(t["attestation"]["verdict"], "virtual", "{t}");
     assert!(t["attestation"].get("vendor").is_none(), "{t}");
+}
+
+#[test]
+fn a_version_1_root_is_an_anchor_but_never_an_issuer_inside_x5c() {
+    // Nitrokey's FIDO2 root is such a certificate (X.509 v1, no basicConstraints).
+    let root_key = SigningKey::random(&mut rand::rngs::OsRng);
+    let root = make_cert_v(
+        ROOT_SUBJECT,
+        ROOT_SUBJECT,
+        root_key.verifying_key(),
+        &root_key,
+        None,
+    );
+    let leaf_key = SigningKey::random(&mut rand::rngs::OsRng);
+    let l = make_cert(
+        LEAF_SUBJECT,
+        ROOT_SUBJECT,
+        leaf_key.verifying_key(),
+        &root_key,
+        vec![basic(false)],
+    );
+    let trust = Trust::with_anchors(vec![anchor(&root)]);
+    let (p, cdh) = packed(&leaf_key, vec![l.clone()], AAGUID);
+    assert_eq!(judge(&p, &cdh, &trust), Ok(Verdict::Attested));
+    // The same v1 certificate as an intermediate the key sends is not a CA.
+    let mid_key = SigningKey::random(&mut rand::rngs::OsRng);
+    let mid = make_cert_v(
+        "CN=V1 Mid",
+        ROOT_SUBJECT,
+        mid_key.verifying_key(),
+        &root_key,
+        None,
+    );
+    let l2 = make_cert(
+        LEAF_SUBJECT,
+        "CN=V1 Mid",
+        leaf_key.verifying_key(),
+        &mid_key,
+        vec![basic(false)],
+    );
+    let (p, cdh) = packed(&leaf_key, vec![l2, mid], AAGUID);
+    assert!(matches!(
+        judge(&p, &cdh, &trust),
+        Err(AttestationError::Certificate(X509Error::NotCa { index: 1 }))
+    ));
 }

@@ -154,10 +154,20 @@ struct BundledRoot {
 }
 
 /// The vendor roots in `roots/` (README.md there gives each file's source and SHA-256).
-const BUNDLED_ROOTS: &[BundledRoot] = &[BundledRoot {
-    vendor: "Yubico",
-    pem: include_str!("roots/yubico-u2f-root-ca-serial-457200631.pem"),
-}];
+const BUNDLED_ROOTS: &[BundledRoot] = &[
+    BundledRoot {
+        vendor: "Yubico",
+        pem: include_str!("roots/yubico-u2f-root-ca-serial-457200631.pem"),
+    },
+    BundledRoot {
+        vendor: "Nitrokey",
+        pem: include_str!("roots/nitrokey-fido2-root-ca.pem"),
+    },
+    BundledRoot {
+        vendor: "Nitrokey",
+        pem: include_str!("roots/nitrokey-root-ca-2.pem"),
+    },
+];
 
 /// Models by AAGUID for keys attested under a bundled root of the same vendor. Source: the
 /// Yubico metadata in java-webauthn-server (`webauthn-server-demo/src/main/resources/metadata.json`
@@ -610,6 +620,21 @@ mod tests {
                 a.cert.subject()
             );
         }
+    }
+
+    #[test]
+    fn bundled_roots_are_validly_self_signed() {
+        for a in Trust::bundled().anchors() {
+            assert!(a.cert.is_self_issued(), "{}", a.cert.subject());
+            assert_eq!(
+                a.cert.verify_signed_by(&a.cert),
+                Ok(()),
+                "{} signs itself",
+                a.cert.subject()
+            );
+        }
+        let m = mds::fido_root();
+        assert_eq!(m.cert.verify_signed_by(&m.cert), Ok(()));
     }
 
     #[test]

@@ -593,7 +593,7 @@ pub fn walk<'a>(chain: &[Cert], anchors: &'a [Anchor]) -> Result<ChainEnd<'a>, X
     }
     let mut last_err = None;
     for a in candidates {
-        match check_issuer(top, &a.cert, chain.len() - 1, chain.len()) {
+        match check_issuer_with(top, &a.cert, chain.len() - 1, chain.len(), true) {
             Ok(()) => return Ok(ChainEnd::Trusted(a)),
             Err(e) => last_err = Some(e),
         }
@@ -609,6 +609,19 @@ fn check_issuer(
     index: usize,
     issuer_index: usize,
 ) -> Result<(), X509Error> {
+    check_issuer_with(cert, issuer, index, issuer_index, false)
+}
+
+/// [`check_issuer`]; a trust anchor (`anchor`) that is an X.509 version 1 certificate (no
+/// extensions at all, as Nitrokey's FIDO2 root) is a CA by configuration (RFC 5280 §6.1.1:
+/// anchors are trusted as given). Certificates from x5c always need basicConstraints CA.
+fn check_issuer_with(
+    cert: &Cert,
+    issuer: &Cert,
+    index: usize,
+    issuer_index: usize,
+    anchor: bool,
+) -> Result<(), X509Error> {
     if cert.issuer_name() != issuer.subject_name() {
         return Err(X509Error::BadSignature {
             index,
@@ -621,14 +634,21 @@ fn check_issuer(
             index: issuer_index,
             reason,
         })?;
-    let Some(bc) = bc.filter(|b| b.ca) else {
-        return Err(X509Error::NotCa {
-            index: issuer_index,
-        });
+    let v1_anchor = anchor
+        && issuer.cert.tbs_certificate.version == x509_cert::Version::V1
+        && issuer.cert.tbs_certificate.extensions.is_none();
+    let path_len = match bc {
+        Some(b) if b.ca => b.path_len_constraint,
+        None if v1_anchor => None,
+        _ => {
+            return Err(X509Error::NotCa {
+                index: issuer_index,
+            })
+        }
     };
     // CA certificates below this issuer, not counting the leaf.
     let below = index;
-    if let Some(allowed) = bc.path_len_constraint {
+    if let Some(allowed) = path_len {
         if below > usize::from(allowed) {
             return Err(X509Error::PathLength {
                 index: issuer_index,
