@@ -785,3 +785,49 @@ fn a_version_1_root_is_an_anchor_but_never_an_issuer_inside_x5c() {
         Err(AttestationError::Certificate(X509Error::NotCa { index: 1 }))
     ));
 }
+
+#[test]
+fn webauthn_rs_registrations_get_the_verdicts_computed_independently() {
+    let path = vector_records::dir().join("webauthn_rs_attestations.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records = vector_records::parse("webauthn_rs_attestations.txt", &text);
+    assert!(records.len() >= 12, "{}", records.len());
+    let trust = Trust::bundled();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        let p = parse_object(&r.hex("attestation_object"));
+        assert_eq!(p.fmt, r.req("fmt"), "{}", r.name());
+        let cdh: [u8; 32] = r.hex("client_data_hash").try_into().unwrap();
+        let got = judge(&p, &cdh, &trust);
+        let want = r.req("expected_verdict");
+        seen.insert(want.to_owned());
+        match (want, &got) {
+            ("error", Err(e)) => match r.req("expected_error") {
+                "aaguid-mismatch" => assert!(
+                    matches!(
+                        e,
+                        AttestationError::Certificate(X509Error::AaguidMismatch { .. })
+                    ),
+                    "{}: {e:?}",
+                    r.name()
+                ),
+                "bad-signature" => assert!(
+                    matches!(e, AttestationError::BadSignature(_)),
+                    "{}: {e:?}",
+                    r.name()
+                ),
+                "malformed" => assert!(
+                    matches!(e, AttestationError::Malformed { .. }),
+                    "{}: {e:?}",
+                    r.name()
+                ),
+                other => panic!("{}: unknown expected_error {other}", r.name()),
+            },
+            (v, Ok(verdict)) => assert_eq!(verdict.as_str(), v, "{}", r.name()),
+            (v, Err(e)) => panic!("{}: expected {v}, got {e}", r.name()),
+        }
+    }
+    for v in ["attested", "self", "none", "unchecked", "error"] {
+        assert!(seen.contains(v), "the file covers {v}");
+    }
+}
