@@ -831,3 +831,48 @@ fn webauthn_rs_registrations_get_the_verdicts_computed_independently() {
         assert!(seen.contains(v), "the file covers {v}");
     }
 }
+
+/// libfido2's regress makeCredential (its `regress/cred.c` wire data, a packed x5c statement
+/// by "Yubico U2F Test EE", an X.509 v1 test certificate): decoded as a key's answer, its
+/// statement signature verifies with the clientDataHash of `valid_cred()`, and the leaf is
+/// refused by WebAuthn §8.2.1 (not version 3), before any chain is looked at.
+#[test]
+fn libfido2_regress_make_credential_fails_the_leaf_requirements() {
+    use auths_presence::ctap::command::MakeCredentialResponse;
+    let resp = vector_records::load("libfido2_ctap2_responses.txt")
+        .into_iter()
+        .find(|r| r.name() == "libfido2-regress-wire-makecred")
+        .unwrap();
+    let cdh = vector_records::load("libfido2_regress_assertions.txt")
+        .into_iter()
+        .find(|r| r.name() == "libfido2-regress-cred-packed-x5c-attestation")
+        .unwrap()
+        .hex("client_data_hash");
+    let m = MakeCredentialResponse::decode(&resp.hex("response_cbor")).unwrap();
+    let cdh: [u8; 32] = cdh.try_into().unwrap();
+    let stmt = Statement {
+        fmt: &m.fmt,
+        att_stmt: &m.att_stmt,
+        auth_data: &m.auth_data_raw,
+        client_data_hash: &cdh,
+    };
+    match verify(&stmt, &Trust::bundled()) {
+        Err(AttestationError::Certificate(X509Error::LeafRequirement(r))) => {
+            assert!(r.contains("version 3"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another clientDataHash: the statement signature fails.
+    let mut other = cdh;
+    other[0] ^= 1;
+    assert!(matches!(
+        verify(
+            &Statement {
+                client_data_hash: &other,
+                ..stmt
+            },
+            &Trust::bundled()
+        ),
+        Err(AttestationError::BadSignature(_))
+    ));
+}
