@@ -172,6 +172,13 @@ fn enrollment_trust(mds: Option<&std::path::Path>) -> Result<Trust, Box<dyn std:
         m.len(),
         escape_control(&m.next_update)
     );
+    let today = attestation::mds::utc_date(now_unix());
+    if m.is_stale(&today) {
+        eprintln!(
+            "warning: this MDS BLOB's next update was due {}: statuses in it may be out of date; download a fresh one from https://mds3.fidoalliance.org/",
+            escape_control(&m.next_update)
+        );
+    }
     Ok(trust.with_mds(m))
 }
 

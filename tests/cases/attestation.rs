@@ -876,3 +876,97 @@ fn libfido2_regress_make_credential_fails_the_leaf_requirements() {
         Err(AttestationError::BadSignature(_))
     ));
 }
+
+/// What `auths agent start --require-attested` relies on: a stored attestation earns its
+/// verdict again only for the credential it was made with.
+#[test]
+fn a_stored_attestation_is_reverified_for_its_own_credential_only() {
+    use auths_presence::ctap::authdata::AuthenticatorData;
+    use auths_presence::presence::attestation::reverify;
+    let r = record("java-YubiKey5Ci-attestation");
+    let p = parse_object(&r.hex("attestation_object"));
+    let cdh: [u8; 32] = r.hex("client_data_hash").try_into().unwrap();
+    let trust = Trust::bundled();
+    let stored = for_enrollment(
+        &Statement {
+            fmt: &p.fmt,
+            att_stmt: &p.att_stmt,
+            auth_data: &p.auth_data,
+            client_data_hash: &cdh,
+        },
+        &trust,
+        false,
+    )
+    .unwrap();
+    assert_eq!(stored.verdict, Verdict::Attested);
+    let acd = AuthenticatorData::parse(&p.auth_data)
+        .unwrap()
+        .attested_credential_data
+        .unwrap();
+    let cose = acd.public_key().unwrap().to_cbor_bytes();
+    assert_eq!(
+        reverify(&stored, &acd.credential_id, &cose, false, &trust),
+        Verdict::Attested
+    );
+    // Someone else's credential id or key, the virtual flag, or an edited statement: not.
+    let mut other_id = acd.credential_id.clone();
+    other_id[0] ^= 1;
+    assert_eq!(
+        reverify(&stored, &other_id, &cose, false, &trust),
+        Verdict::Unchecked
+    );
+    let other_key = SigningKey::random(&mut rand::rngs::OsRng);
+    let pt = other_key.verifying_key().to_encoded_point(false);
+    let other_cose = CoseKey::es256_from_coordinates(
+        pt.x().unwrap().as_slice().try_into().unwrap(),
+        pt.y().unwrap().as_slice().try_into().unwrap(),
+    )
+    .unwrap()
+    .to_cbor_bytes();
+    assert_eq!(
+        reverify(&stored, &acd.credential_id, &other_cose, false, &trust),
+        Verdict::Unchecked
+    );
+    assert_eq!(
+        reverify(&stored, &acd.credential_id, &cose, true, &trust),
+        Verdict::Virtual
+    );
+    let mut edited = stored.clone();
+    edited.client_data_hash = hex::encode([0u8; 32]);
+    assert_eq!(
+        reverify(&edited, &acd.credential_id, &cose, false, &trust),
+        Verdict::Unchecked
+    );
+}
+
+/// `auths token enroll --mds FILE` checks the BLOB before it asks the key for anything: a
+/// BLOB not signed under the FIDO root is refused with what to do, and nothing is enrolled.
+#[cfg(unix)]
+#[test]
+fn enroll_refuses_an_mds_blob_not_signed_by_fido() {
+    use super::support::cli::{stderr, Sim, User};
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "m", &[]);
+    let m = made();
+    let signer = SigningKey::random(&mut rand::rngs::OsRng);
+    let file = user.dir.join("blob.jwt");
+    std::fs::write(&file, blob(&m, &signer, "FIDO_CERTIFIED", true)).unwrap();
+    for (path, says) in [
+        (file.clone(), "not signed under the FIDO MDS root"),
+        (user.dir.join("missing.jwt"), "cannot read the MDS BLOB"),
+    ] {
+        let out = user.auths(&[
+            "token",
+            "enroll",
+            "--device",
+            &sim.device(),
+            "--mds",
+            path.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(says), "{err}");
+    }
+    let list = user.json(&["token", "list", "--json"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}

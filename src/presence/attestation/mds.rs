@@ -92,7 +92,28 @@ pub struct Metadata {
     entries: Vec<Entry>,
 }
 
+/// The civil date (`YYYY-MM-DD`, UTC) of a Unix time (Howard Hinnant's days-to-civil).
+pub fn utc_date(unix_secs: u64) -> String {
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 impl Metadata {
+    /// True when the BLOB's `nextUpdate` (an ISO date) is before `today` (`YYYY-MM-DD`): a
+    /// newer BLOB should have been published, and statuses in this one may be out of date.
+    pub fn is_stale(&self, today: &str) -> bool {
+        let next = self.next_update.get(..10).unwrap_or(&self.next_update);
+        next < today
+    }
+
     /// The entry for an AAGUID.
     pub fn entry(&self, aaguid: &[u8; 16]) -> Option<&Entry> {
         self.entries.iter().find(|e| &e.aaguid == aaguid)
@@ -284,6 +305,20 @@ mod tests {
             r.cert.fingerprint(),
             "cbb522d7b7f127ad6a0113865bdf1cd4102e7d0759af635a7cf4720dc963c53b"
         );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_796_083_200), "2026-12-01");
+        let m = Metadata {
+            no: 1,
+            next_update: "2026-12-01".into(),
+            entries: Vec::new(),
+        };
+        assert!(!m.is_stale("2026-12-01"));
+        assert!(m.is_stale("2026-12-02"));
     }
 
     #[test]
