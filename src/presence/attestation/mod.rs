@@ -529,7 +529,13 @@ fn judge_chain(
             out.verdict = Verdict::Attested;
             out.vendor = Some(a.vendor.clone());
             out.root_fingerprint = Some(a.cert.fingerprint());
-            let aaguid_hex = hex::encode(aaguid);
+            // U2F keys put no AAGUID in authData; a later U2F certificate names its model's
+            // in the FIDO extension (Yubico's metadata selects models by it).
+            let model_aaguid = match chain[0].aaguid() {
+                Ok(Some(cert)) if aaguid == &[0u8; 16] => cert,
+                _ => *aaguid,
+            };
+            let aaguid_hex = hex::encode(model_aaguid);
             out.model = entry.and_then(|e| e.description.clone()).or_else(|| {
                 BUNDLED_MODELS
                     .iter()
