@@ -652,6 +652,19 @@ fn mds_blob_names_the_model_adds_its_roots_and_refuses_revoked_models() {
         }
     }
 
+    // A revoked model is refused even when it sends no attestation at all.
+    let md = mds::parse_and_verify(&blob(&m, &signer, "REVOKED", false), &mds_root).unwrap();
+    let none = Parsed {
+        fmt: "none".into(),
+        att_stmt: Value::Map(vec![]),
+        auth_data: p.auth_data.clone(),
+    };
+    assert!(matches!(
+        judge(&none, &cdh, &Trust::bundled().with_mds(md)),
+        Err(AttestationError::Revoked { .. })
+    ));
+    assert_eq!(judge(&none, &cdh, &Trust::bundled()), Ok(Verdict::None));
+
     // A changed payload byte, or a BLOB under another root, is refused.
     let good = blob(&m, &signer, "FIDO_CERTIFIED", false);
     let dot = good.iter().position(|b| *b == b'.').unwrap();

@@ -388,6 +388,20 @@ pub fn verify(s: &Statement<'_>, trust: &Trust) -> Result<Attestation, Attestati
         client_data_hash: hex::encode(s.client_data_hash),
         ..Attestation::default()
     };
+    // The MDS status of the model the key claims, whatever it attests: a model reported
+    // compromised or revoked is refused even when it sends no statement.
+    if let Some(e) = trust.mds.as_ref().and_then(|m| m.entry(&acd.aaguid)) {
+        out.mds_status = e.status.clone();
+        if let Some(bad) = e.refusing_status() {
+            return Err(AttestationError::Revoked {
+                model: e
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| hex::encode(acd.aaguid)),
+                status: bad.to_owned(),
+            });
+        }
+    }
     let mut signed = s.auth_data.to_vec();
     signed.extend_from_slice(s.client_data_hash);
     match s.fmt {
@@ -502,15 +516,6 @@ fn judge_chain(
 ) -> Result<(), AttestationError> {
     out.x5c = chain.iter().map(|c| hex::encode(c.der())).collect();
     let entry = trust.mds.as_ref().and_then(|m| m.entry(aaguid));
-    if let Some(e) = entry {
-        out.mds_status = e.status.clone();
-        if let Some(bad) = e.refusing_status() {
-            return Err(AttestationError::Revoked {
-                model: e.description.clone().unwrap_or_else(|| hex::encode(aaguid)),
-                status: bad.to_owned(),
-            });
-        }
-    }
     let mds_anchors: Vec<Anchor> = entry
         .map(|e| {
             e.roots
