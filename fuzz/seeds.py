@@ -111,6 +111,10 @@ def main():
                     # virtual_key: touch mode 0 (auto), then "report" ops (0) for each report.
                     steps = b"".join(b"\x00" + packets[i:i + 64] for i in range(0, len(packets), 64))
                     out.put("virtual_key", name, b"\x00" + steps)
+            ao = unhex(r.get("attestation_object", ""))
+            cdh = unhex(r.get("client_data_hash", ""))
+            if ao and len(cdh) == 32:
+                out.put("attestation_statement", name, cdh + ao)
             resp = unhex(r.get("response_cbor", ""))
             if resp:
                 out.put("cbor", name, resp)

@@ -123,6 +123,10 @@ pub struct StartArgs {
     /// when AUTHS_ASKPASS is not set.
     #[arg(long, value_name = "PROG", env = "AUTHS_PINENTRY")]
     pinentry: Option<PathBuf>,
+    /// Refuse to start unless every enrolled key is attested: its attestation statement,
+    /// checked again now, chains to a bundled vendor root.
+    #[arg(long)]
+    require_attested: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -236,10 +240,53 @@ fn start(args: StartArgs) -> CliResult {
     if tokens.is_empty() {
         return Err("no security key is enrolled, so nothing could approve a signature; enroll one first:\n  auths token enroll            (a real key)\n  auths token enroll --device sim:SOCKET   (the virtual key, for trying it out)".into());
     }
+    if args.require_attested {
+        require_attested(&tokens)?;
+    }
     if args.foreground {
         return run_foreground(args, socket, home);
     }
     start_background(&args, &socket, &home)
+}
+
+/// `--require-attested`: every enrolled key (the gate accepts any of them) must earn the
+/// verdict `attested` again now, from the statement its enrollment stored (tokens.json is
+/// the user's file: its verdict is not taken on trust).
+fn require_attested(tokens: &[auths_presence::presence::enrollment::Enrollment]) -> CliResult {
+    use auths_presence::presence::attestation::{reverify, Trust, Verdict};
+    use auths_presence::presence::prompt::escape_control;
+    let trust = Trust::bundled();
+    let mut refused = Vec::new();
+    for t in tokens {
+        let earned = reverify(
+            &t.attestation,
+            &t.credential_id,
+            &t.public_key_cose,
+            t.virtual_key,
+            &trust,
+        );
+        if earned != Verdict::Attested {
+            let stored = t.attestation.verdict;
+            let note = if stored == Verdict::Attested {
+                format!("recorded as attested, but its stored statement no longer verifies to a bundled root: {earned}")
+            } else {
+                earned.to_string()
+            };
+            refused.push(format!(
+                "  {} ({}): {note}",
+                escape_control(&t.id),
+                escape_control(&t.label)
+            ));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "--require-attested: refusing to gate on keys that are not attested:\n{}\nremove them (`auths token remove ID`) and enroll a key whose attestation chains to a bundled vendor root, or start without --require-attested",
+        refused.join("\n")
+    )
+    .into())
 }
 
 fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
@@ -269,6 +316,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         .arg(args.uv.name());
     if let Some(p) = &args.pinentry {
         cmd.arg("--pinentry").arg(p);
+    }
+    if args.require_attested {
+        cmd.arg("--require-attested");
     }
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());

@@ -123,7 +123,7 @@ fn all_enrollments(home: &Path) -> Result<Vec<Enrollment>, Box<dyn std::error::E
     for line in AuditLog::new(home).read_chain()? {
         let found = match line.entry {
             Ok(Entry::Event(e)) => match *e {
-                ChainEvent::Enrolled { enrollment, .. } => vec![enrollment],
+                ChainEvent::Enrolled { enrollment, .. } => vec![*enrollment],
                 ChainEvent::ChainStarted { enrollments, .. } => enrollments,
                 ChainEvent::Removed { .. } => Vec::new(),
             },
@@ -285,7 +285,10 @@ fn describe(v: &ProofVerdict) -> String {
         ""
     };
     let key = match v.attestation.as_str() {
-        "attested" => "on an attested security key".to_owned(),
+        "attested" => match &v.model {
+            Some(m) => format!("on an attested security key ({m})"),
+            None => "on an attested security key".to_owned(),
+        },
         "virtual" => "on the virtual key (not a security key)".to_owned(),
         other => format!("on a key that is not attested ({other})"),
     };

@@ -10,8 +10,9 @@ use auths_presence::ctap::cose::algorithm_name;
 use auths_presence::ctap::device::CancelToken;
 use auths_presence::ctap::select;
 use auths_presence::ctap::{CtapError, StatusCode};
+use auths_presence::presence::attestation::{self, Trust, Verdict};
 use auths_presence::presence::challenge::self_test_client_data;
-use auths_presence::presence::enrollment::{enroll_key, Enrollment, TokenStore};
+use auths_presence::presence::enrollment::{enroll_key_with_trust, Enrollment, TokenStore};
 use auths_presence::presence::prompt::escape_control;
 use auths_presence::presence::touch::{touch, Credentials, TouchError};
 
@@ -34,6 +35,11 @@ pub enum TokenCmd {
         /// both offered, ES256 first, and the key picks.
         #[arg(long, value_enum)]
         alg: Option<AlgArg>,
+        /// A FIDO Metadata Service BLOB you downloaded (https://mds3.fidoalliance.org/): its
+        /// signature is verified up to the FIDO root; it names the key's model, adds the
+        /// vendors' roots, and refuses models reported compromised or revoked.
+        #[arg(long, value_name = "FILE")]
+        mds: Option<std::path::PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -72,8 +78,9 @@ pub fn run(cmd: TokenCmd) -> CliResult {
             label,
             rp_id,
             alg,
+            mds,
             device,
-        } => enroll(label, &rp_id, alg, &device),
+        } => enroll(label, &rp_id, alg, mds.as_deref(), &device),
         TokenCmd::List { json } => list(json),
         TokenCmd::Remove { id } => {
             let store = TokenStore::open(&home())?;
@@ -137,13 +144,53 @@ fn open_key(device: &DeviceArgs) -> Result<Box<dyn SecurityKey>, Box<dyn std::er
     Ok(key)
 }
 
+/// The trust an enrollment is judged against: the bundled roots, and the MDS BLOB in `mds`
+/// (verified up to the bundled FIDO MDS root) when one is given.
+fn enrollment_trust(mds: Option<&std::path::Path>) -> Result<Trust, Box<dyn std::error::Error>> {
+    let trust = Trust::bundled();
+    let Some(path) = mds else {
+        return Ok(trust);
+    };
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read the MDS BLOB {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(attestation::mds::MAX_BLOB_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the MDS BLOB {}: {e}", path.display()))?;
+    let m = attestation::mds::parse_and_verify(&bytes, &attestation::mds::fido_root()).map_err(
+        |e| {
+            format!(
+                "{e} ({}); download it again from https://mds3.fidoalliance.org/",
+                path.display()
+            )
+        },
+    )?;
+    eprintln!(
+        "FIDO MDS BLOB no. {} verified ({} models, next update {})",
+        m.no,
+        m.len(),
+        escape_control(&m.next_update)
+    );
+    let today = attestation::mds::utc_date(now_unix());
+    if m.is_stale(&today) {
+        eprintln!(
+            "warning: this MDS BLOB's next update was due {}: statuses in it may be out of date; download a fresh one from https://mds3.fidoalliance.org/",
+            escape_control(&m.next_update)
+        );
+    }
+    Ok(trust.with_mds(m))
+}
+
 fn enroll(
     label: Option<String>,
     rp_id: &str,
     alg: Option<AlgArg>,
+    mds: Option<&std::path::Path>,
     device: &DeviceArgs,
 ) -> CliResult {
     let store = TokenStore::open(&home())?;
+    let trust = enrollment_trust(mds)?;
     let mut key = open_key(device)?;
     let preferred: &[Algorithm] = match alg {
         None => &[Algorithm::Es256, Algorithm::EdDsa],
@@ -151,7 +198,7 @@ fn enroll(
         Some(AlgArg::Eddsa) => &[Algorithm::EdDsa],
     };
     let mut prompt = touch_prompt("enroll it", key.description());
-    let enrollment = enroll_key(
+    let enrollment = enroll_key_with_trust(
         key.as_mut(),
         &store,
         label.as_deref(),
@@ -159,6 +206,7 @@ fn enroll(
         preferred,
         &mut prompt,
         &mut *super::pin::source(),
+        &trust,
     )?;
     println!(
         "enrolled {} ({}, {}, {}){}",
@@ -172,6 +220,29 @@ fn enroll(
             ""
         }
     );
+    let a = &enrollment.attestation;
+    match a.verdict {
+        Verdict::Attested => println!(
+            "attestation: attested by {}{}",
+            escape_control(a.vendor.as_deref().unwrap_or("?")),
+            a.model
+                .as_deref()
+                .map(|m| format!(" ({})", escape_control(m)))
+                .unwrap_or_default()
+        ),
+        v => {
+            println!("attestation: {v}");
+            if v != Verdict::Virtual {
+                eprintln!(
+                    "warning: this key's model is not attested{}; `auths agent start --require-attested` will refuse it",
+                    a.detail
+                        .as_deref()
+                        .map(|d| format!(" ({})", escape_control(d)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
     Ok(())
 }
 
@@ -187,17 +258,18 @@ fn list(json: bool) -> CliResult {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  DEVICE",
-        "ID", "LABEL", "ALG", "PROTO", "COUNTER"
+        "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  {:<15}  DEVICE",
+        "ID", "LABEL", "ALG", "PROTO", "COUNTER", "ATTESTATION"
     );
     for t in tokens {
         println!(
-            "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  {}{}",
+            "{:<16}  {:<10}  {:<6}  {:<5}  {:<8}  {:<15}  {}{}",
             escape_control(&t.id),
             escape_control(&t.label),
             t.algorithm_name(),
             t.protocol,
             t.sign_count,
+            t.attestation.verdict,
             escape_control(&t.device),
             if t.virtual_key { "  [VIRTUAL]" } else { "" }
         );

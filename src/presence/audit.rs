@@ -69,7 +69,7 @@ pub enum ChainEvent {
         /// Unix time.
         time: u64,
         /// What was enrolled, with its attestation.
-        enrollment: Enrollment,
+        enrollment: Box<Enrollment>,
     },
     /// `auths token remove` removed one.
     Removed {
@@ -88,7 +88,7 @@ impl ChainEvent {
     pub fn enrolled(enrollment: &Enrollment) -> ChainEvent {
         ChainEvent::Enrolled {
             time: unix_now(),
-            enrollment: enrollment.clone(),
+            enrollment: Box::new(enrollment.clone()),
         }
     }
 
@@ -802,13 +802,19 @@ pub fn verify_log(lines: &[LogLine], enrollments: &[Enrollment]) -> VerifyReport
     report
 }
 
-/// The attestation verdict of an enrollment, in one word.
-fn attestation_verdict(e: &Enrollment) -> String {
-    if e.virtual_key {
-        "virtual".into()
-    } else {
-        "none".into()
-    }
+/// The attestation verdict of an enrollment, in one word: its stored statement checked again
+/// against the bundled roots (the line is user-writable), so only a statement that belongs to
+/// this credential and chains to a vendor root earns `attested`.
+fn attestation_verdict(e: &Enrollment, trust: &super::attestation::Trust) -> String {
+    super::attestation::reverify(
+        &e.attestation,
+        &e.credential_id,
+        &e.public_key_cose,
+        e.virtual_key,
+        trust,
+    )
+    .as_str()
+    .into()
 }
 
 /// Verify the whole log: every receipt as [`verify_log`] does, and the chain.
@@ -973,7 +979,7 @@ fn enroll(
         label: e.label.clone(),
         enrolled_line: line,
         removed_line: None,
-        attestation: attestation_verdict(e),
+        attestation: attestation_verdict(e, &super::attestation::Trust::bundled()),
     });
 }
 

@@ -55,6 +55,10 @@ pub struct Enrollment {
     /// the key reported it): it answers for it only when the user is verified too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uv_required: bool,
+    /// The attestation statement and its verdict (`unchecked` for enrollments made before
+    /// auths verified attestation).
+    #[serde(default)]
+    pub attestation: super::attestation::Attestation,
 }
 
 fn default_protocol() -> String {
@@ -161,6 +165,9 @@ pub enum EnrollmentError {
         /// What the key lists (getInfo algorithms).
         supported: String,
     },
+    /// The key's attestation statement is wrong, or its model is refused by the MDS BLOB.
+    #[error("refusing the key's new credential: {0}")]
+    Attestation(#[from] super::attestation::AttestationError),
     /// The lock could not be taken.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -382,7 +389,8 @@ fn pin_token(
 /// `preferred` the key supports are offered in that order (one algorithm alone, as `--alg`
 /// asks, must be supported), credentials already enrolled for `rp_id` go in the exclude
 /// list (so the same key is not enrolled twice), and the answer is checked (rp id hash, UP,
-/// a COSE key we can verify with) before anything is stored.
+/// a COSE key we can verify with, the attestation statement against the bundled roots)
+/// before anything is stored.
 pub fn enroll_key(
     key: &mut dyn crate::ctap::backend::SecurityKey,
     store: &TokenStore,
@@ -391,6 +399,31 @@ pub fn enroll_key(
     preferred: &[crate::ctap::command::Algorithm],
     on_up_needed: &mut dyn FnMut(),
     pins: &mut dyn super::pin_entry::PinSource,
+) -> Result<Enrollment, EnrollmentError> {
+    let trust = super::attestation::Trust::bundled();
+    enroll_key_with_trust(
+        key,
+        store,
+        label,
+        rp_id,
+        preferred,
+        on_up_needed,
+        pins,
+        &trust,
+    )
+}
+
+/// [`enroll_key`], judging the attestation against `trust` (bundled roots, an MDS BLOB).
+#[allow(clippy::too_many_arguments)]
+pub fn enroll_key_with_trust(
+    key: &mut dyn crate::ctap::backend::SecurityKey,
+    store: &TokenStore,
+    label: Option<&str>,
+    rp_id: &str,
+    preferred: &[crate::ctap::command::Algorithm],
+    on_up_needed: &mut dyn FnMut(),
+    pins: &mut dyn super::pin_entry::PinSource,
+    trust: &super::attestation::Trust,
 ) -> Result<Enrollment, EnrollmentError> {
     use crate::ctap::backend::MakeCredentialArgs;
     use crate::ctap::command::{RelyingParty, UserEntity};
@@ -510,6 +543,16 @@ pub fn enroll_key(
             "it was made without a touch (UP flag clear)".into(),
         ));
     }
+    let attestation = super::attestation::for_enrollment(
+        &super::attestation::Statement {
+            fmt: &resp.fmt,
+            att_stmt: &resp.att_stmt,
+            auth_data: &resp.auth_data_raw,
+            client_data_hash: &crate::ctap::backend::client_data_hash(&challenge),
+        },
+        trust,
+        key.is_virtual(),
+    )?;
     let enrollment = Enrollment {
         id: Enrollment::short_id(&attested.credential_id),
         label,
@@ -529,6 +572,7 @@ pub fn enroll_key(
         attestation_certificate: crate::ctap::u2f::attestation_certificate(&resp)
             .unwrap_or_default(),
         uv_required: cred_protect_level(&resp.auth_data) == Some(3),
+        attestation,
     };
     store.add(enrollment.clone())?;
     Ok(enrollment)
@@ -554,6 +598,7 @@ mod tests {
             protocol: "ctap2".into(),
             attestation_certificate: Vec::new(),
             uv_required: false,
+            attestation: Default::default(),
         }
     }
 

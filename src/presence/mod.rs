@@ -1,6 +1,7 @@
 //! The gate: enrollment, client data that binds a touch to a request, verification, policy,
 //! audit. Knows nothing of sockets.
 
+pub mod attestation;
 pub mod audit;
 pub mod challenge;
 pub mod enrollment;

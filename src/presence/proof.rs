@@ -96,9 +96,10 @@ pub struct CredentialProof {
     /// The credential lives on the virtual key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub virtual_key: bool,
-    /// The enrollment's attestation, as `auths token list --json` shows it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attestation: Option<serde_json::Value>,
+    /// The enrollment's attestation: the statement the key made when the credential was
+    /// created, which a verifier checks again against its bundled roots.
+    #[serde(default)]
+    pub attestation: super::attestation::Attestation,
 }
 
 impl CredentialProof {
@@ -110,24 +111,37 @@ impl CredentialProof {
             public_key_cose: e.public_key_cose.clone(),
             aaguid: e.aaguid.clone(),
             virtual_key: e.virtual_key,
-            attestation: serde_json::to_value(e)
-                .ok()
-                .and_then(|v| v.get("attestation").cloned()),
+            attestation: e.attestation.clone(),
         }
     }
 
-    /// Its attestation verdict in one word: `attested` only when its enrollment proved a
-    /// genuine security key.
-    pub fn verdict(&self) -> String {
-        if self.virtual_key {
-            return "virtual".into();
-        }
-        self.attestation
-            .as_ref()
-            .and_then(|a| a.get("verdict"))
-            .and_then(|v| v.as_str())
-            .map(crate::presence::prompt::escape_control)
-            .unwrap_or_else(|| "none".into())
+    /// Its attestation verdict in one word, checked again here against the bundled roots
+    /// (the note is anyone's to write): `attested` only when the statement belongs to this
+    /// credential (`credential_id`, this public key) and chains to a vendor root.
+    pub fn verdict(&self, credential_id: &[u8]) -> String {
+        super::attestation::reverify(
+            &self.attestation,
+            credential_id,
+            &self.public_key_cose,
+            self.virtual_key,
+            &super::attestation::Trust::bundled(),
+        )
+        .as_str()
+        .into()
+    }
+
+    /// The vendor and model the attestation names, when it earns `attested`.
+    pub fn model(&self) -> Option<String> {
+        let m = [
+            self.attestation.vendor.as_deref(),
+            self.attestation.model.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(crate::presence::prompt::escape_control)
+        .collect::<Vec<_>>()
+        .join(" ");
+        (!m.is_empty()).then_some(m)
     }
 }
 
@@ -182,6 +196,18 @@ pub struct ProofVerdict {
     pub user_verified: bool,
     /// The credential's attestation verdict (`attested`, `self`, `none`, `virtual`, …).
     pub attestation: String,
+    /// The vendor and model, when attested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl ProofVerdict {
+    fn with_model(mut self, credential: &CredentialProof) -> ProofVerdict {
+        if self.attestation == "attested" {
+            self.model = credential.model();
+        }
+        self
+    }
 }
 
 /// A signed commit as its proof is checked against it.
@@ -389,8 +415,10 @@ pub fn verify_proof(proof: &Proof, commit: &SignedCommit) -> Result<ProofVerdict
                 touched: true,
                 grant: None,
                 user_verified: proof.user_verified,
-                attestation: proof.credential.verdict(),
-            })
+                attestation: proof.credential.verdict(&proof.touch.credential_id),
+                model: None,
+            }
+            .with_model(&proof.credential))
         }
         (Some(_), None) => Err(ProofError::Grant("its touch opened no grant".into())),
         (Some(g), Some(terms)) => {
@@ -416,8 +444,10 @@ pub fn verify_proof(proof: &Proof, commit: &SignedCommit) -> Result<ProofVerdict
                 touched: cd.digest == commit.digest,
                 grant: Some(terms.clone()),
                 user_verified: proof.user_verified,
-                attestation: proof.credential.verdict(),
-            })
+                attestation: proof.credential.verdict(&proof.touch.credential_id),
+                model: None,
+            }
+            .with_model(&proof.credential))
         }
     }
 }

@@ -9,6 +9,7 @@ mod agent_gate;
 mod agent_socket;
 #[cfg(unix)]
 mod agent_userauth;
+mod attestation;
 #[cfg(unix)]
 mod audit_chain;
 #[cfg(unix)]
