@@ -17,6 +17,7 @@ mod error;
 mod git;
 mod os;
 mod pin;
+mod rules;
 mod service;
 mod sim;
 mod token;

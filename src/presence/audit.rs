@@ -98,6 +98,9 @@ pub struct Receipt {
     /// Why nothing was signed (denials, and approvals whose signature failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The caller rule that allowed or refused the request ("rule 3 (deny-all)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Receipt {
@@ -123,6 +126,7 @@ impl Receipt {
             evidence,
             signed,
             reason,
+            rule: request.rule.as_ref().map(|r| r.rule.label()),
         }
     }
 
@@ -146,6 +150,8 @@ impl Receipt {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod presence_gate;
 pub mod prompt;
 pub mod request;
+pub mod rules;
 pub mod touch;
 pub mod verify;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::challenge::GrantTerms;
 use super::request::{ApprovalRequest, FileId, PayloadKind, Requester};
+use super::rules::RuleRef;
 use super::verify::VerifiedAssertion;
 
 /// Who shares a grant.
@@ -258,6 +259,9 @@ pub struct Grant {
     pub remaining: u32,
     /// When it lapses.
     pub expires: Instant,
+    /// The caller rule whose policy opened it: it serves only requests that rule allowed
+    /// (`None`: no rules file was in force).
+    pub rule: Option<RuleRef>,
 }
 
 /// What one touch approved besides the identity key and the scope: requests from the same
@@ -332,21 +336,32 @@ impl Grants {
         }
     }
 
-    /// The policy in force.
+    /// The agent's policy (`--policy`).
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// The policy `request` is asked under: its caller rule's, else the agent's.
+    pub fn policy_for(&self, request: &ApprovalRequest) -> Policy {
+        request
+            .rule
+            .as_ref()
+            .and_then(|r| r.policy)
+            .unwrap_or(self.policy)
     }
 
     /// Use one signature of a grant that covers this request. The [`GrantUse`] is the only
     /// way to an approval without a touch.
     pub fn take(&mut self, request: &ApprovalRequest, now: Instant) -> Option<GrantUse> {
         self.open.retain(|g| g.expires > now && g.remaining > 0);
-        let scope_key = self.policy.scope()?.key(&request.requester)?;
+        let scope_key = self.policy_for(request).scope()?.key(&request.requester)?;
         let covers = Covers::of(request)?;
+        let rule = request.rule.as_ref().map(|r| &r.rule);
         let g = self.open.iter_mut().find(|g| {
             g.scope_key == scope_key
                 && g.key_fingerprint == request.key_fingerprint
                 && g.covers == covers
+                && g.rule.as_ref() == rule
         })?;
         g.remaining = g.remaining.checked_sub(1)?;
         Some(GrantUse {
@@ -369,12 +384,13 @@ impl Grants {
     ) {
         // The proof is what makes this call possible; what it proves is in the receipt.
         let _ = proof;
-        let (max, ttl) = match self.policy {
+        let policy = self.policy_for(request);
+        let (max, ttl) = match policy {
             Policy::PerSignature => return,
             Policy::Batch { max, ttl, .. } => (max, ttl),
             Policy::PerPeer { ttl, .. } => (u32::MAX, ttl),
         };
-        let Some(scope_key) = self.policy.scope().and_then(|s| s.key(&request.requester)) else {
+        let Some(scope_key) = policy.scope().and_then(|s| s.key(&request.requester)) else {
             return;
         };
         let Some(covers) = Covers::of(request) else {
@@ -393,6 +409,7 @@ impl Grants {
             covers,
             remaining,
             expires,
+            rule: request.rule.as_ref().map(|r| r.rule.clone()),
         });
     }
 
