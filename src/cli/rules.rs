@@ -74,7 +74,9 @@ pub fn run(args: RulesArgs) -> CliResult {
 }
 
 /// The agent's rules: `Ok(None)` when it runs without any.
-fn agent_rules(socket: &Path) -> Result<(Option<Rules>, Option<String>), Box<dyn std::error::Error>> {
+fn agent_rules(
+    socket: &Path,
+) -> Result<(Option<Rules>, Option<String>), Box<dyn std::error::Error>> {
     let answer = fetch_rules(socket).map_err(|e| {
         format!(
             "cannot ask the agent at {} for its rules ({e}); is it running (`auths agent status`), \

@@ -669,7 +669,10 @@ impl Gate for PresenceGate {
             // One id per request, from its announcement to its receipt, whatever decides it.
             let id = Receipt::new_id();
             // Caller rules first: a request no rule allows never reaches a grant or the key.
-            let verdict = inner.rules.get().map_or(Verdict::Unruled, |r| r.verdict(&request));
+            let verdict = inner
+                .rules
+                .get()
+                .map_or(Verdict::Unruled, |r| r.verdict(&request));
             match verdict {
                 Verdict::Unruled => request.rule = None,
                 Verdict::Allow(applied) => request.rule = Some(applied),

@@ -477,19 +477,14 @@ impl Rule {
             })
             .map_err(err)?;
         let host_keys: Vec<String> = list("host_key", raw.host_key)
-            .and_then(|v| {
-                v.into_iter()
-                    .map(|h| fingerprint("host_key", h))
-                    .collect()
-            })
+            .and_then(|v| v.into_iter().map(|h| fingerprint("host_key", h)).collect())
             .map_err(err)?;
         if !namespaces.is_empty() && !kinds.is_empty() && !kinds.contains(&PayloadKind::Sshsig) {
             return Err(err(RuleProblem::Contradiction(
                 "namespace applies to SSHSIG signatures only, and kind leaves sshsig out",
             )));
         }
-        if !host_keys.is_empty() && !kinds.is_empty() && !kinds.contains(&PayloadKind::Userauth)
-        {
+        if !host_keys.is_empty() && !kinds.is_empty() && !kinds.contains(&PayloadKind::Userauth) {
             return Err(err(RuleProblem::Contradiction(
                 "host_key applies to ssh logins only, and kind leaves userauth out",
             )));
@@ -551,15 +546,18 @@ impl Rule {
             });
         // A path condition needs a confirmed requester: an exited or unconfirmed one may have
         // been given another process's details.
-        let exe_ok = self.exes.is_empty()
-            || (confirmed && any(&self.exes, q.requester.exe.as_deref()));
+        let exe_ok =
+            self.exes.is_empty() || (confirmed && any(&self.exes, q.requester.exe.as_deref()));
         let parent_ok = self.parents.is_empty()
             || (confirmed && any(&self.parents, q.requester.parent_exe.as_deref()));
         key_ok
             && exe_ok
             && parent_ok
             && (self.kinds.is_empty() || self.kinds.contains(&q.kind))
-            && any(&self.namespaces, q.namespace.filter(|_| q.kind == PayloadKind::Sshsig))
+            && any(
+                &self.namespaces,
+                q.namespace.filter(|_| q.kind == PayloadKind::Sshsig),
+            )
             && any(
                 &self.host_keys,
                 q.host_key.filter(|_| q.kind == PayloadKind::Userauth),
@@ -669,7 +667,10 @@ impl Rule {
             name: self.name.clone(),
         }
         .label();
-        format!("{label}: {conds} \u{2192} {}", describe_action(&self.action))
+        format!(
+            "{label}: {conds} \u{2192} {}",
+            describe_action(&self.action)
+        )
     }
 }
 
@@ -693,7 +694,9 @@ pub fn describe_action(a: &Action) -> String {
 
 /// "/usr/bin/python3 (pid 42)" or "pid 42 (unconfirmed)": who asks, for a refusal, escaped.
 fn who(r: &Requester) -> String {
-    let pid = r.pid.map_or("pid unknown".to_owned(), |p| format!("pid {p}"));
+    let pid = r
+        .pid
+        .map_or("pid unknown".to_owned(), |p| format!("pid {p}"));
     match (&r.exe, r.is_confirmed()) {
         (Some(exe), true) => format!("{} ({pid})", escape_control(exe)),
         _ => format!("a process whose executable could not be confirmed ({pid})"),
@@ -1044,19 +1047,30 @@ mod tests {
     #[test]
     fn each_bad_rule_has_its_typed_error() {
         let cases: &[(&str, fn(&RuleProblem) -> bool)] = &[
-            (
-                "[[rule]]\nexe = \"ssh-keygen\"\naction = \"allow\"",
-                |p| matches!(p, RuleProblem::RelativePath { field: "exe", .. }),
-            ),
-            (
-                "[[rule]]\nparent = \"bin/git\"\naction = \"allow\"",
-                |p| matches!(p, RuleProblem::RelativePath { field: "parent", .. }),
-            ),
-            ("[[rule]]\nkey = \"SHA256:short\"\naction = \"allow\"", |p| {
-                matches!(p, RuleProblem::Fingerprint { field: "key", .. })
+            ("[[rule]]\nexe = \"ssh-keygen\"\naction = \"allow\"", |p| {
+                matches!(p, RuleProblem::RelativePath { field: "exe", .. })
             }),
+            ("[[rule]]\nparent = \"bin/git\"\naction = \"allow\"", |p| {
+                matches!(
+                    p,
+                    RuleProblem::RelativePath {
+                        field: "parent",
+                        ..
+                    }
+                )
+            }),
+            (
+                "[[rule]]\nkey = \"SHA256:short\"\naction = \"allow\"",
+                |p| matches!(p, RuleProblem::Fingerprint { field: "key", .. }),
+            ),
             ("[[rule]]\nhost_key = \"MD5:aa\"\naction = \"allow\"", |p| {
-                matches!(p, RuleProblem::Fingerprint { field: "host_key", .. })
+                matches!(
+                    p,
+                    RuleProblem::Fingerprint {
+                        field: "host_key",
+                        ..
+                    }
+                )
             }),
             ("[[rule]]\nnamespace = \"g i t\"\naction = \"allow\"", |p| {
                 matches!(p, RuleProblem::Namespace(_))
@@ -1067,24 +1081,27 @@ mod tests {
             ("[[rule]]\nkind = \"x509\"\naction = \"allow\"", |p| {
                 matches!(p, RuleProblem::Kind(_))
             }),
-            ("[[rule]]\nname = \"a\\u001b[2J\"\naction = \"allow\"", |p| {
-                matches!(p, RuleProblem::Text { field: "name", value, .. } if !value.contains('\x1b'))
-            }),
+            (
+                "[[rule]]\nname = \"a\\u001b[2J\"\naction = \"allow\"",
+                |p| matches!(p, RuleProblem::Text { field: "name", value, .. } if !value.contains('\x1b')),
+            ),
             ("[[rule]]\nexe = []\naction = \"allow\"", |p| {
                 matches!(p, RuleProblem::Count("exe"))
             }),
-            ("[[rule]]\naction = \"allow\"\npolicy = \"batch:0:1s\"", |p| {
-                matches!(p, RuleProblem::Policy(PolicyError::BatchSize(_)))
-            }),
+            (
+                "[[rule]]\naction = \"allow\"\npolicy = \"batch:0:1s\"",
+                |p| matches!(p, RuleProblem::Policy(PolicyError::BatchSize(_))),
+            ),
             ("[[rule]]\naction = \"allow\"\nuv = \"preferred\"", |p| {
                 matches!(p, RuleProblem::Uv(_))
             }),
             ("[[rule]]\naction = \"maybe\"", |p| {
                 matches!(p, RuleProblem::Action(_))
             }),
-            ("[[rule]]\naction = \"deny\"\npolicy = \"per-signature\"", |p| {
-                matches!(p, RuleProblem::DenyWithPolicy)
-            }),
+            (
+                "[[rule]]\naction = \"deny\"\npolicy = \"per-signature\"",
+                |p| matches!(p, RuleProblem::DenyWithPolicy),
+            ),
             (
                 "[[rule]]\nkind = \"userauth\"\nnamespace = \"git\"\naction = \"allow\"",
                 |p| matches!(p, RuleProblem::Contradiction(_)),
@@ -1187,7 +1204,8 @@ action = "deny"
             allowed(rules.evaluate(&q(&py, PayloadKind::Sshsig, Some("file")))),
             Some((4, None, false))
         );
-        let Verdict::Deny { reason, .. } = rules.evaluate(&q(&py, PayloadKind::Sshsig, Some("git")))
+        let Verdict::Deny { reason, .. } =
+            rules.evaluate(&q(&py, PayloadKind::Sshsig, Some("git")))
         else {
             panic!("allowed");
         };
@@ -1260,7 +1278,10 @@ action = "deny"
         assert_eq!(first.generation(), 1);
         std::fs::write(&p, "[[rule]]\naction = \"allow\"\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
-        assert!(matches!(h.reload(), Err(RulesError::Writable { mode: 0o664, .. })));
+        assert!(matches!(
+            h.reload(),
+            Err(RulesError::Writable { mode: 0o664, .. })
+        ));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(h.reload(), Err(RulesError::Writable { .. })));

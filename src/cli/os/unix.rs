@@ -17,7 +17,11 @@ pub fn detach(cmd: &mut std::process::Command) {
 pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
-    super::ctrl_c_or(term.as_mut().map(|s| s.recv()), None::<std::future::Pending<()>>).await;
+    super::ctrl_c_or(
+        term.as_mut().map(|s| s.recv()),
+        None::<std::future::Pending<()>>,
+    )
+    .await;
 }
 
 /// Run `reload` on every SIGHUP, as sshd does (inside a tokio runtime).
