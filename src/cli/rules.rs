@@ -145,12 +145,10 @@ fn test(t: TestArgs) -> CliResult {
             .into());
         }
     }
-    for (flag, fp) in [("--host-key", &t.host_key)] {
-        if let Some(fp) = fp {
-            if !is_fingerprint(fp) {
-                return Err(format!("{flag} must be a SHA256: fingerprint").into());
-            }
-        }
+    if t.host_key.as_deref().is_some_and(|fp| !is_fingerprint(fp)) {
+        return Err(
+            "--host-key must be a SHA256: fingerprint (as `ssh-keygen -lf` prints it)".into(),
+        );
     }
     let kind = match (&t.kind, &t.namespace, &t.host_key) {
         (Some(k), _, _) => parse_kind(k)?,

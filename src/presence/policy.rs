@@ -593,6 +593,52 @@ mod tests {
     }
 
     #[test]
+    fn a_rules_policy_applies_and_its_grant_serves_only_that_rule() {
+        use crate::presence::rules::{AppliedRule, RuleRef};
+        let applied = |number, generation, policy: Option<&str>| AppliedRule {
+            rule: RuleRef {
+                generation,
+                number,
+                name: None,
+            },
+            policy: policy.map(|p| p.parse().unwrap()),
+            uv_required: false,
+        };
+        let under = |rule: Option<AppliedRule>| ApprovalRequest {
+            rule,
+            ..req("K", &peer(10, 1))
+        };
+        // The agent's policy is per-signature; rule 1's opens a batch.
+        let mut g = Grants::new(Policy::PerSignature);
+        let t0 = Instant::now();
+        let batch = under(Some(applied(1, 1, Some("batch:3:60s:user"))));
+        assert_eq!(
+            g.policy_for(&batch),
+            "batch:3:60s:user".parse::<Policy>().unwrap()
+        );
+        g.open(&VerifiedAssertion::for_tests(), "r1", &batch, t0);
+        for (what, r) in [
+            ("no rule", under(None)),
+            (
+                "another rule",
+                under(Some(applied(2, 1, Some("batch:3:60s:user")))),
+            ),
+            (
+                "the same rule after a reload",
+                under(Some(applied(1, 2, Some("batch:3:60s:user")))),
+            ),
+        ] {
+            assert_eq!(take_req(&mut g, &r, t0), None, "{what}");
+        }
+        assert_eq!(take_req(&mut g, &batch, t0), Some(("r1".into(), 1)));
+        // A rule without a policy takes the agent's: per-signature opens nothing.
+        let mut g = Grants::new(Policy::PerSignature);
+        let plain = under(Some(applied(3, 1, None)));
+        g.open(&VerifiedAssertion::for_tests(), "r2", &plain, t0);
+        assert_eq!(take_req(&mut g, &plain, t0), None);
+    }
+
+    #[test]
     fn unknown_scope_identity_fails_closed() {
         let mut g = Grants::new("per-peer:60s:process".parse().unwrap());
         // The executable is known; the process identity (pid, start time) is not.

@@ -660,3 +660,103 @@ fn rules_test_says_which_rule_matches_without_an_agent() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_binary_lists_reloads_on_request_and_on_sighup_and_refuses_a_bad_file_at_start() {
+    use super::support::cli::{stderr, Sim};
+    use super::support::wait_until;
+    let user = User::new();
+    let sim = Sim::start(&user.dir, "key", &[]);
+    let dev = sim.device();
+    user.ok(&["token", "enroll", "--device", &dev]);
+    let rules_file = user.home.join(RULES_FILE);
+    let sock = user.home.join("a.sock");
+    let sock_s = s(&sock);
+
+    // A file that does not parse stops the start, saying why.
+    std::fs::write(&rules_file, "[[rule]]\naction = \"perhaps\"\n").unwrap();
+    let out = user.auths(&["agent", "start", "--socket", sock_s, "--device", &dev]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rule 1: action \"perhaps\" is not allow or deny"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        &rules_file,
+        "[[rule]]\nname = \"git\"\nnamespace = \"git\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    user.ok(&["agent", "start", "--socket", sock_s, "--device", &dev]);
+    struct Stop<'a>(&'a User, &'a str);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.auths(&["agent", "stop", "--socket", self.1]);
+        }
+    }
+    let _stop = Stop(&user, sock_s);
+    let listed = |user: &User| user.json(&["agent", "rules", "--json", "--socket", sock_s]);
+    let v = listed(&user);
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["rules"][0]["name"], "git");
+    assert_eq!(v["rules"][0]["namespace"][0], "git");
+    let v = user.json(&[
+        "agent",
+        "rules",
+        "test",
+        "--socket",
+        sock_s,
+        "--exe",
+        "/usr/bin/env",
+        "--namespace",
+        "file",
+        "--json",
+    ]);
+    assert_eq!(v["allowed"], false, "the agent's rules allow git only: {v}");
+
+    // A bad file on reload: refused with the reason, the old rules stay.
+    std::fs::write(&rules_file, "[[rule]]\nexe = \"ssh\"\naction = \"allow\"\n").unwrap();
+    let out = user.auths(&["agent", "reload", "--socket", sock_s]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("exe \"ssh\" is not an absolute path")
+            && stderr(&out).contains("the rules in force are unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listed(&user)["rules"][0]["name"], "git");
+
+    // A good one, by SIGHUP: the agent reloads and keeps running.
+    std::fs::write(
+        &rules_file,
+        "[[rule]]\nname = \"files\"\nnamespace = \"file\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let pid: i32 = std::fs::read_to_string(format!("{sock_s}.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_until("the agent reloads its rules on SIGHUP", || {
+        listed(&user)["rules"][0]["name"] == "files"
+    });
+    let v = user.json(&["agent", "reload", "--socket", sock_s, "--json"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 caller rule from"),
+        "{v}"
+    );
+    assert!(user
+        .auths(&["agent", "status", "--socket", sock_s])
+        .status
+        .success());
+}
