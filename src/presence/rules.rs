@@ -1046,7 +1046,8 @@ mod tests {
 
     #[test]
     fn each_bad_rule_has_its_typed_error() {
-        let cases: &[(&str, fn(&RuleProblem) -> bool)] = &[
+        type Case = (&'static str, fn(&RuleProblem) -> bool);
+        let cases: &[Case] = &[
             ("[[rule]]\nexe = \"ssh-keygen\"\naction = \"allow\"", |p| {
                 matches!(p, RuleProblem::RelativePath { field: "exe", .. })
             }),
