@@ -284,6 +284,7 @@ struct OpenGrant {
     peer: Requester,
     created: u64,
     used: u32,
+    rule: Option<String>,
 }
 
 /// Re-verify every receipt against the enrolled credentials, offline, through the same path the
@@ -389,6 +390,7 @@ fn verify_approved(
                 peer: receipt.peer.clone(),
                 created: receipt.time,
                 used: 1,
+                rule: receipt.rule.clone(),
             },
         );
     }
@@ -414,6 +416,9 @@ fn verify_granted(
         || g.peer.exe_file != receipt.peer.exe_file
     {
         return Err("used a grant opened for another executable".into());
+    }
+    if g.rule != receipt.rule {
+        return Err("used a grant opened under another caller rule".into());
     }
     if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
         return Err("used a grant after it expired".into());

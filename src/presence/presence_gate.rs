@@ -622,14 +622,15 @@ impl PresenceGate {
     }
 
     /// A caller rule refused `request`: its denial receipt names the rule, watchers hear of
-    /// it; the key is not asked for anything.
+    /// it; the key is not asked for anything. (As for every denial, a receipt that cannot be
+    /// written does not change the answer: nothing is signed either way.)
     fn refuse_by_rule(
         inner: &Inner,
         request: &ApprovalRequest,
         id: &str,
         rule: Option<String>,
         reason: &str,
-    ) -> Result<(), GateError> {
+    ) {
         let mut receipt = Receipt::new(
             id,
             request,
@@ -638,7 +639,7 @@ impl PresenceGate {
             Some(reason.to_owned()),
         );
         receipt.rule = rule.clone();
-        let written = inner.audit.append(&receipt);
+        let _ = inner.audit.append(&receipt);
         inner.prompter.emit(PromptEvent::RuleDenied {
             id: id.to_owned(),
             rule,
@@ -648,7 +649,6 @@ impl PresenceGate {
             kind: request.kind,
             namespace: watched(&request.namespace),
         });
-        written.map_err(GateError::Audit)
     }
 
     fn deny(inner: &Inner, request: &ApprovalRequest, id: &str, error: &GateError) {
@@ -678,7 +678,7 @@ impl Gate for PresenceGate {
                 Verdict::Allow(applied) => request.rule = Some(applied),
                 Verdict::Deny { rule, reason } => {
                     let label = rule.map(|r| r.label());
-                    Self::refuse_by_rule(&inner, &request, &id, label, &reason)?;
+                    Self::refuse_by_rule(&inner, &request, &id, label, &reason);
                     return Err(GateError::RuleDenied(reason));
                 }
             }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::virtual_key::{HidTimings, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{AuditLog, Outcome, Receipt};
+use auths_presence::presence::audit::{verify_log, AuditLog, Outcome, Receipt};
+use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::request::{PayloadKind, Requester};
@@ -430,6 +431,27 @@ action = "deny"
             named("rule 2 (signing)"),
             named("rule 3 (deny-all)"),
         ]
+    );
+    // And the log verifies offline: the login grant was used under the rule that opened it.
+    let lines = AuditLog::new(&rig.home).read().unwrap();
+    let tokens = TokenStore::open(&rig.home).unwrap().list().unwrap();
+    let report = verify_log(&lines, &tokens);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!((report.approved, report.granted, report.denied), (3, 1, 1));
+    // A grant use that names another rule than the touch that opened it does not verify.
+    let mut forged = lines.clone();
+    if let Some((_, Ok(r))) = forged.get_mut(1) {
+        assert_eq!(r.outcome(), Outcome::Granted);
+        r.rule = Some("rule 2 (signing)".into());
+    }
+    let report = verify_log(&forged, &tokens);
+    assert_eq!(
+        report
+            .problems
+            .iter()
+            .filter_map(|p| p.problem.as_deref())
+            .collect::<Vec<_>>(),
+        ["used a grant opened under another caller rule"]
     );
 }
 
