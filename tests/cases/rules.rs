@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auths_presence::ctap::device::DeviceOptions;
-use auths_presence::ctap::virtual_key::{HidTimings, TouchMode, VirtualKey};
+use auths_presence::ctap::virtual_key::{HidTimings, PinConfig, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
+use auths_presence::presence::audit::Evidence;
 use auths_presence::presence::audit::{verify_log, AuditLog, Outcome, Receipt};
 use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::pin_entry::{NoPinSource, PinSource};
 use auths_presence::presence::policy::Policy;
+use auths_presence::presence::presence_gate::UserVerification;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
 use auths_presence::presence::request::{PayloadKind, Requester};
 use auths_presence::presence::rules::{Action, Query, Rules, RulesHolder, RULES_FILE};
@@ -48,6 +51,17 @@ impl Rig {
     /// loaded as `auths agent start --rules FILE` does), over a virtual key that touches as
     /// `mode` says; the Ed25519 identity key is added and its private file removed.
     fn new(policy: Policy, mode: TouchMode, rules: &str) -> (Rig, Receiver<PromptEvent>) {
+        Rig::build(policy, mode, rules, None)
+    }
+
+    /// [`Rig::new`] over a key with clientPIN set to `pin`, the gate asking `pins` for it when
+    /// it must verify the user (its agent-wide `--uv` stays discouraged).
+    fn build(
+        policy: Policy,
+        mode: TouchMode,
+        rules: &str,
+        pin: Option<(&str, gate::CountedPin)>,
+    ) -> (Rig, Receiver<PromptEvent>) {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let options = DeviceOptions {
@@ -58,8 +72,15 @@ impl Rig {
             touch_timeout: DEADLINE,
             ..HidTimings::default()
         };
-        let key = gate::start_key(&dir.path().join("key.json"), AUTO, timings);
-        let enrolled = gate::enroll(&key, &home, options);
+        let pin_config = pin.as_ref().map(|(p, _)| PinConfig {
+            pin: Some(zeroize::Zeroizing::new(p.as_bytes().to_vec())),
+            ..PinConfig::default()
+        });
+        let key = gate::start_key_with_pin(&dir.path().join("key.json"), AUTO, timings, pin_config);
+        let enrolled = match &pin {
+            Some((_, pins)) => gate::enroll_with_pins(&key, &home, options, &mut pins.clone()),
+            None => gate::enroll(&key, &home, options),
+        };
         key.set_touch_mode(mode);
         let opener = {
             let key = Arc::clone(&key);
@@ -73,13 +94,18 @@ impl Rig {
         holder.reload().expect("the rules load");
         let prompter = Prompter::new(false);
         let events = prompter.subscribe();
-        let gate = gate::presence_gate(
+        let pins: Box<dyn PinSource + Send> = match pin {
+            Some((_, pins)) => Box::new(pins),
+            None => Box::new(NoPinSource),
+        };
+        let gate = gate::presence_gate_with_uv(
             &home,
             opener,
             policy,
             DEADLINE + Duration::from_secs(1),
             prompter,
             None,
+            (UserVerification::Discouraged, pins),
         )
         .with_rules(holder);
         let agent = Agent::start(Arc::new(gate), Opts::default());
@@ -781,4 +807,48 @@ fn the_binary_lists_reloads_on_request_and_on_sighup_and_refuses_a_bad_file_at_s
         .auths(&["agent", "status", "--socket", sock_s])
         .status
         .success());
+}
+
+#[test]
+fn a_rule_with_uv_required_has_the_key_verify_the_user_for_what_it_matches_only() {
+    let rules = r#"
+[[rule]]
+name = "files"
+namespace = "file"
+action = "allow"
+uv = "required"
+
+[[rule]]
+name = "git"
+namespace = "git"
+action = "allow"
+"#;
+    let pins = gate::CountedPin::new("2468");
+    let (rig, _events) = Rig::build(
+        Policy::PerSignature,
+        AUTO,
+        rules,
+        Some(("2468", pins.clone())),
+    );
+    let asked_at_enrollment = pins.asked();
+    let mut c = rig.agent.connect();
+    assert!(signed(&rig, &mut c, &sshsig("git", 1)));
+    assert_eq!(pins.asked(), asked_at_enrollment, "git: a touch, no PIN");
+    assert!(signed(&rig, &mut c, &sshsig("file", 1)));
+    assert_eq!(pins.asked(), asked_at_enrollment + 1, "file: the PIN too");
+    let verified: Vec<_> = rig
+        .receipts()
+        .iter()
+        .map(|r| match &r.evidence {
+            Evidence::Approved { user_verified, .. } => (r.rule.clone().unwrap(), *user_verified),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        verified,
+        [
+            ("rule 2 (git)".to_owned(), false),
+            ("rule 1 (files)".to_owned(), true)
+        ]
+    );
 }
