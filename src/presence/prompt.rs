@@ -344,6 +344,10 @@ pub fn touch_message(
     if let Some(terms) = opens {
         s.push_str(&format!("; {}", grant_phrase(req, terms)));
     }
+    if let Some(applied) = &req.rule {
+        // The label is escaped (a rule's name comes from a user-writable file).
+        s.push_str(&format!(" (allowed by caller {})", applied.rule.label()));
+    }
     if virtual_key {
         s.push_str(" [VIRTUAL KEY: not hardware]");
     }

@@ -301,12 +301,17 @@ action = "deny"
     let cmd = rig.keygen_sign("git", &msg);
     let signer = std::thread::spawn(move || run_bounded(cmd));
     let seen = events_until(&mut events, is_pending);
-    let [PromptEvent::Requested { id: asked, .. }, PromptEvent::Pending { id, peer, .. }] =
-        &seen[..]
+    let [PromptEvent::Requested { id: asked, .. }, PromptEvent::Pending {
+        id, peer, message, ..
+    }] = &seen[..]
     else {
         panic!("announced, then prompted: {seen:?}");
     };
     assert_eq!(asked, id);
+    assert!(
+        message.contains("(allowed by caller rule 1 (git-signing))"),
+        "the prompt names the rule that let it ask: {message}"
+    );
     assert_eq!(peer.exe.as_deref(), keygen_exe.to_str());
     rig.key.touch().unwrap();
     let out = signer.join().unwrap();
