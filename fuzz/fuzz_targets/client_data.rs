@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         });
     }
 });

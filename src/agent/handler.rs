@@ -153,6 +153,12 @@ impl<'a> Handler<'a> {
         };
         let now = state.now();
         let held = state.with_keys(|k| k.lookup(&key, now))?;
+        // For caller rules that name a key by its comment.
+        let key_comment = state
+            .with_keys(|k| k.identities(now))
+            .into_iter()
+            .find(|id| id.key_data == key)
+            .map(|id| id.comment);
         // An RSA signature over SHA-1 is refused before any touch is asked for.
         if matches!(key, ssh_key::public::KeyData::Rsa(_)) {
             crate::agent::keys::rsa_hash(req.flags)?;
@@ -173,6 +179,8 @@ impl<'a> Handler<'a> {
             confirm_each: held.confirm || forwarded,
             login,
             forwarded,
+            key_comment,
+            rule: None,
         };
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
@@ -347,6 +355,23 @@ impl<'a> Handler<'a> {
                     socket_replaced: self.state.socket_replaced().map(str::to_owned),
                 };
                 let e = Extension::new_message(status).map_err(AgentError::Encode)?;
+                Ok(Outcome::Reply(Response::ExtensionResponse(e)))
+            }
+            super::rules::RULES_EXTENSION => {
+                let holder = self.state.gate().rules();
+                let answer = super::rules::rules_answer(holder.as_deref());
+                let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
+                Ok(Outcome::Reply(Response::ExtensionResponse(e)))
+            }
+            super::rules::RELOAD_EXTENSION => {
+                let holder = self.state.gate().rules();
+                let answer = super::rules::reload(holder.as_deref());
+                self.state.log().record(&format!(
+                    "auths agent: caller rules reload asked by {}: {}",
+                    crate::presence::prompt::describe_peer(self.peer),
+                    answer.message
+                ));
+                let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
                 Ok(Outcome::Reply(Response::ExtensionResponse(e)))
             }
             _ => Err(AgentError::Unsupported("unknown extension")),

@@ -15,6 +15,8 @@
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
 //!   loop, connection cap and graceful shutdown.
 //! - [`status`]: the `status@auths-presence` extension (`auths agent status`).
+//! - [`rules`]: the `rules@auths-presence` and `reload@auths-presence` extensions (caller
+//!   rules: `auths agent rules`, `auths agent reload`).
 //! - `registry`: the open connections and how long each has been idle; above the cap the
 //!   longest-idle one is closed.
 //!
@@ -39,6 +41,7 @@ pub mod listener;
 pub mod log;
 pub mod peer;
 mod registry;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod status;

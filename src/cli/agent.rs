@@ -18,6 +18,7 @@ use auths_presence::presence::presence_gate::{
     GateConfig, PresenceGate, SelectorOpener, UserVerification,
 };
 use auths_presence::presence::prompt::{escape_control, Prompter};
+use auths_presence::presence::rules::{RulesHolder, RULES_FILE};
 use auths_presence::text::{env_line, pid_line};
 
 use super::{home, os, CliResult, DeviceArgs};
@@ -93,6 +94,18 @@ pub enum AgentCmd {
     },
     /// Stop the agent service and remove its file.
     UninstallService,
+    /// Read the caller rules file again (SIGHUP does the same); a file that does not parse,
+    /// or that others may write, keeps the rules in force.
+    Reload {
+        /// Agent socket.
+        #[arg(long, value_name = "P")]
+        socket: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the caller rules in force; `rules test` says which rule a request would match.
+    Rules(super::rules::RulesArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -127,6 +140,10 @@ pub struct StartArgs {
     /// checked again now, chains to a bundled vendor root.
     #[arg(long)]
     require_attested: bool,
+    /// Caller rules: which programs may ask at all, under which policy [default:
+    /// $AUTHS_HOME/rules.toml when it exists; without one every program may ask].
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -207,6 +224,8 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             uv,
         } => super::service::install(print, manager, policy, device, uv),
         AgentCmd::UninstallService => super::service::uninstall(),
+        AgentCmd::Reload { socket, json } => super::rules::reload(&socket_or_default(socket), json),
+        AgentCmd::Rules(args) => super::rules::run(args),
     }
 }
 
@@ -320,6 +339,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
     if args.require_attested {
         cmd.arg("--require-attested");
     }
+    if let Some(r) = &args.rules {
+        cmd.arg("--rules").arg(absolute(r.clone()));
+    }
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());
     }
@@ -391,6 +413,18 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
             (None, None) => Box::new(NoPinSource),
         },
     })?;
+    // Caller rules: read now, so a file that does not parse stops the start with its reason.
+    let rules = Arc::new(RulesHolder::new(
+        args.rules
+            .clone()
+            .map_or_else(|| home.join(RULES_FILE), absolute),
+        args.rules.is_some(),
+    ));
+    let loaded = rules
+        .reload()
+        .map_err(|e| format!("the caller rules were not loaded: {e}"))?;
+    eprintln!("auths agent: {loaded}");
+    let gate = gate.with_rules(Arc::clone(&rules));
     let enrolled = TokenStore::open(&home)?.list()?;
     if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {
         eprintln!("WARNING: the agent gates on a VIRTUAL security key: anyone who can run `auths sim touch` approves. Use it for demos and tests only.");
@@ -414,6 +448,14 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
         tokio::spawn(async move {
             os::wait_for_stop_signal().await;
             let _ = stop_tx.send(true);
+        });
+        os::on_reload_signal(move || match rules.reload() {
+            Ok(loaded) => eprintln!("auths agent: SIGHUP: {loaded}"),
+            Err(e) => eprintln!(
+                "auths agent: SIGHUP: the caller rules were not reloaded, the rules in force \
+                 stay: {}",
+                escape_control(&auths_presence::presence::error_chain(&e))
+            ),
         });
         let watch_sock = watch::watch_path(&socket);
         let w = tokio::spawn({
@@ -611,6 +653,7 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
                 v["remaining"]
             ),
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
+            Some("rule_denied") => println!("[{id}] {} (no touch asked)", text("reason")),
             Some("key_busy") => println!("[{id}] {}", text("message")),
             Some("socket_replaced") => {
                 println!("{}", socket_replaced_message(&text("path")))

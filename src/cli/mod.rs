@@ -18,6 +18,7 @@ mod git;
 mod git_proof;
 mod os;
 mod pin;
+mod rules;
 mod service;
 mod sim;
 mod token;

@@ -281,6 +281,9 @@ pub struct Receipt {
     /// Why nothing was signed (denials, and approvals whose signature failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The caller rule that allowed or refused the request ("rule 3 (deny-all)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Receipt {
@@ -306,6 +309,7 @@ impl Receipt {
             evidence,
             signed,
             reason,
+            rule: request.rule.as_ref().map(|r| r.rule.label()),
         }
     }
 
@@ -329,6 +333,8 @@ impl Receipt {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         })
     }
 
@@ -714,6 +720,7 @@ struct OpenGrant {
     peer: Requester,
     created: u64,
     used: u32,
+    rule: Option<String>,
 }
 
 /// The receipt-level checks, with the counters and grants seen so far.
@@ -1046,6 +1053,7 @@ fn verify_approved(
                 peer: receipt.peer.clone(),
                 created: receipt.time,
                 used: 1,
+                rule: receipt.rule.clone(),
             },
         );
     }
@@ -1071,6 +1079,9 @@ fn verify_granted(
         || g.peer.exe_file != receipt.peer.exe_file
     {
         return Err("used a grant opened for another executable".into());
+    }
+    if g.rule != receipt.rule {
+        return Err("used a grant opened under another caller rule".into());
     }
     if receipt.time > g.created.saturating_add(g.terms.ttl_secs) {
         return Err("used a grant after it expired".into());

@@ -164,6 +164,8 @@ mod tests {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         }
     }
 

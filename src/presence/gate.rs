@@ -51,6 +51,10 @@ pub enum GateError {
     /// No security key is enrolled.
     #[error("no security key is enrolled")]
     NotEnrolled,
+    /// A caller rule refused the request before the key was asked (the sentence names the
+    /// rule, the requester and what it asked for).
+    #[error("{0}")]
+    RuleDenied(String),
     /// Two programs asked for a touch at once: both are refused (the reason names them).
     #[error("{0}")]
     Contention(String),
@@ -226,4 +230,9 @@ pub trait Gate: Send + Sync {
     /// The agent wiped its keys (lock, `ssh-add -D`, a timeout or cap): every open grant ends,
     /// so the next signature needs a touch even if the same key is added again.
     fn keys_wiped(&self) {}
+
+    /// The caller rules this gate applies, if it applies any (`auths agent rules`, reload).
+    fn rules(&self) -> Option<std::sync::Arc<super::rules::RulesHolder>> {
+        None
+    }
 }

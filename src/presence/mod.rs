@@ -14,6 +14,7 @@ pub mod presence_gate;
 pub mod prompt;
 pub mod proof;
 pub mod request;
+pub mod rules;
 pub mod sealed;
 pub mod touch;
 pub mod verify;

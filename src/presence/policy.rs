@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::challenge::GrantTerms;
 use super::request::{ApprovalRequest, FileId, PayloadKind, Requester};
+use super::rules::RuleRef;
 use super::verify::VerifiedAssertion;
 
 /// Who shares a grant.
@@ -258,6 +259,9 @@ pub struct Grant {
     pub remaining: u32,
     /// When it lapses.
     pub expires: Instant,
+    /// The caller rule whose policy opened it: it serves only requests that rule allowed
+    /// (`None`: no rules file was in force).
+    pub rule: Option<RuleRef>,
 }
 
 /// What one touch approved besides the identity key and the scope: requests from the same
@@ -332,21 +336,32 @@ impl Grants {
         }
     }
 
-    /// The policy in force.
+    /// The agent's policy (`--policy`).
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// The policy `request` is asked under: its caller rule's, else the agent's.
+    pub fn policy_for(&self, request: &ApprovalRequest) -> Policy {
+        request
+            .rule
+            .as_ref()
+            .and_then(|r| r.policy)
+            .unwrap_or(self.policy)
     }
 
     /// Use one signature of a grant that covers this request. The [`GrantUse`] is the only
     /// way to an approval without a touch.
     pub fn take(&mut self, request: &ApprovalRequest, now: Instant) -> Option<GrantUse> {
         self.open.retain(|g| g.expires > now && g.remaining > 0);
-        let scope_key = self.policy.scope()?.key(&request.requester)?;
+        let scope_key = self.policy_for(request).scope()?.key(&request.requester)?;
         let covers = Covers::of(request)?;
+        let rule = request.rule.as_ref().map(|r| &r.rule);
         let g = self.open.iter_mut().find(|g| {
             g.scope_key == scope_key
                 && g.key_fingerprint == request.key_fingerprint
                 && g.covers == covers
+                && g.rule.as_ref() == rule
         })?;
         g.remaining = g.remaining.checked_sub(1)?;
         Some(GrantUse {
@@ -369,12 +384,13 @@ impl Grants {
     ) {
         // The proof is what makes this call possible; what it proves is in the receipt.
         let _ = proof;
-        let (max, ttl) = match self.policy {
+        let policy = self.policy_for(request);
+        let (max, ttl) = match policy {
             Policy::PerSignature => return,
             Policy::Batch { max, ttl, .. } => (max, ttl),
             Policy::PerPeer { ttl, .. } => (u32::MAX, ttl),
         };
-        let Some(scope_key) = self.policy.scope().and_then(|s| s.key(&request.requester)) else {
+        let Some(scope_key) = policy.scope().and_then(|s| s.key(&request.requester)) else {
             return;
         };
         let Some(covers) = Covers::of(request) else {
@@ -393,6 +409,7 @@ impl Grants {
             covers,
             remaining,
             expires,
+            rule: request.rule.as_ref().map(|r| r.rule.clone()),
         });
     }
 
@@ -573,6 +590,52 @@ mod tests {
             t0,
         );
         assert_eq!(taken(&mut g, "K", &peer(11, 1), t0), None);
+    }
+
+    #[test]
+    fn a_rules_policy_applies_and_its_grant_serves_only_that_rule() {
+        use crate::presence::rules::{AppliedRule, RuleRef};
+        let applied = |number, generation, policy: Option<&str>| AppliedRule {
+            rule: RuleRef {
+                generation,
+                number,
+                name: None,
+            },
+            policy: policy.map(|p| p.parse().unwrap()),
+            uv_required: false,
+        };
+        let under = |rule: Option<AppliedRule>| ApprovalRequest {
+            rule,
+            ..req("K", &peer(10, 1))
+        };
+        // The agent's policy is per-signature; rule 1's opens a batch.
+        let mut g = Grants::new(Policy::PerSignature);
+        let t0 = Instant::now();
+        let batch = under(Some(applied(1, 1, Some("batch:3:60s:user"))));
+        assert_eq!(
+            g.policy_for(&batch),
+            "batch:3:60s:user".parse::<Policy>().unwrap()
+        );
+        g.open(&VerifiedAssertion::for_tests(), "r1", &batch, t0);
+        for (what, r) in [
+            ("no rule", under(None)),
+            (
+                "another rule",
+                under(Some(applied(2, 1, Some("batch:3:60s:user")))),
+            ),
+            (
+                "the same rule after a reload",
+                under(Some(applied(1, 2, Some("batch:3:60s:user")))),
+            ),
+        ] {
+            assert_eq!(take_req(&mut g, &r, t0), None, "{what}");
+        }
+        assert_eq!(take_req(&mut g, &batch, t0), Some(("r1".into(), 1)));
+        // A rule without a policy takes the agent's: per-signature opens nothing.
+        let mut g = Grants::new(Policy::PerSignature);
+        let plain = under(Some(applied(3, 1, None)));
+        g.open(&VerifiedAssertion::for_tests(), "r2", &plain, t0);
+        assert_eq!(take_req(&mut g, &plain, t0), None);
     }
 
     #[test]

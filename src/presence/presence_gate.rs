@@ -26,6 +26,7 @@ use super::prompt::{
     Prompter,
 };
 use super::request::ApprovalRequest;
+use super::rules::{RulesHolder, Verdict};
 use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
 
 /// Opens the key for one approval (a key may be unplugged and re-plugged between two).
@@ -159,6 +160,8 @@ struct Inner {
     /// The pinUvAuthToken of the unlock window, never the PIN: zeroized when the keys are
     /// wiped (lock, timeouts, shutdown) or the key refuses it.
     pin_token: Mutex<Option<PinUvAuthToken>>,
+    /// Caller rules: who may ask at all, under which policy. Unset: everyone may ask.
+    rules: std::sync::OnceLock<Arc<RulesHolder>>,
 }
 
 impl std::fmt::Debug for PresenceGate {
@@ -341,8 +344,15 @@ impl PresenceGate {
                 uv: config.uv,
                 pins: Mutex::new(config.pins),
                 pin_token: Mutex::new(None),
+                rules: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Apply the caller rules `rules` holds (reloaded through it) to every request.
+    pub fn with_rules(self, rules: Arc<RulesHolder>) -> PresenceGate {
+        let _ = self.inner.rules.set(rules);
+        self
     }
 
     /// The prompt channel (for `auths agent watch`).
@@ -394,8 +404,8 @@ impl PresenceGate {
         let mut creds = Credentials::enrolled(&enrolled)?;
         creds.raise_counters(|id| inner.counters().get(id));
         // A request no grant may cover (a confirm key, an unknown executable) opens none.
-        let terms =
-            (inner.grants().policy().grant_terms()).filter(|_| Covers::of(request).is_some());
+        let terms = (inner.grants().policy_for(request).grant_terms())
+            .filter(|_| Covers::of(request).is_some());
         let message_terms = terms.clone();
         // The touch commits to the audit chain as it stands: every line before this request.
         let head = inner.audit.head()?;
@@ -443,7 +453,9 @@ impl PresenceGate {
         // the key was re-plugged): then the PIN is asked for once more.
         let uv_info = key.uv_info();
         // A credential made with credProtect level 3 is found only with the user verified.
+        let rule_uv = request.rule.as_ref().is_some_and(|r| r.uv_required);
         let mut need_uv = inner.uv == UserVerification::Required
+            || rule_uv
             || uv_info.is_some_and(|u| u.needed_to_sign())
             || enrolled.iter().any(|e| e.uv_required);
         let mut token = inner.pin_token().take();
@@ -613,6 +625,36 @@ impl PresenceGate {
         })
     }
 
+    /// A caller rule refused `request`: its denial receipt names the rule, watchers hear of
+    /// it; the key is not asked for anything. (As for every denial, a receipt that cannot be
+    /// written does not change the answer: nothing is signed either way.)
+    fn refuse_by_rule(
+        inner: &Inner,
+        request: &ApprovalRequest,
+        id: &str,
+        rule: Option<String>,
+        reason: &str,
+    ) {
+        let mut receipt = Receipt::new(
+            id,
+            request,
+            Evidence::Denied,
+            false,
+            Some(reason.to_owned()),
+        );
+        receipt.rule = rule.clone();
+        let _ = inner.audit.append(&receipt);
+        inner.prompter.emit(PromptEvent::RuleDenied {
+            id: id.to_owned(),
+            rule,
+            reason: reason.to_owned(),
+            peer: watched_peer(&request.requester),
+            key: request.key_fingerprint.clone(),
+            kind: request.kind,
+            namespace: watched(&request.namespace),
+        });
+    }
+
     fn deny(inner: &Inner, request: &ApprovalRequest, id: &str, error: &GateError) {
         let reason = super::error_chain(error);
         let receipt = Receipt::new(id, request, Evidence::Denied, false, Some(reason.clone()));
@@ -625,11 +667,25 @@ impl PresenceGate {
 }
 
 impl Gate for PresenceGate {
-    fn approve(&self, request: ApprovalRequest) -> ApproveFuture<'_> {
+    fn approve(&self, mut request: ApprovalRequest) -> ApproveFuture<'_> {
         let inner = self.inner.clone();
         Box::pin(async move {
             // One id per request, from its announcement to its receipt, whatever decides it.
             let id = Receipt::new_id();
+            // Caller rules first: a request no rule allows never reaches a grant or the key.
+            let verdict = inner
+                .rules
+                .get()
+                .map_or(Verdict::Unruled, |r| r.verdict(&request));
+            match verdict {
+                Verdict::Unruled => request.rule = None,
+                Verdict::Allow(applied) => request.rule = Some(applied),
+                Verdict::Deny { rule, reason } => {
+                    let label = rule.map(|r| r.label());
+                    Self::refuse_by_rule(&inner, &request, &id, label, &reason);
+                    return Err(GateError::RuleDenied(reason));
+                }
+            }
             inner.prompter.emit(requested(&request, &id));
             if let Some(a) = Self::try_grant(&inner, &request, &id) {
                 return Ok(a);
@@ -688,5 +744,9 @@ impl Gate for PresenceGate {
 
     fn keys_wiped(&self) {
         self.clear_grants();
+    }
+
+    fn rules(&self) -> Option<Arc<RulesHolder>> {
+        self.inner.rules.get().cloned()
     }
 }

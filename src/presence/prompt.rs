@@ -88,6 +88,25 @@ pub enum PromptEvent {
         /// It came from another host through a forwarded agent.
         forwarded: bool,
     },
+    /// A caller rule refused the request at once: the key was not asked for anything. Every
+    /// string is escaped.
+    RuleDenied {
+        /// Request id (its denial receipt's id).
+        id: String,
+        /// The deny rule that matched ("rule 3 (deny-all)"); `None` when no rule matched.
+        rule: Option<String>,
+        /// "refused by rule 3 (deny-all): /usr/bin/python3 (pid 42) is not allowed to ask for
+        /// an SSHSIG signature (namespace git) with key SHA256:…".
+        reason: String,
+        /// Who asked, executable paths escaped.
+        peer: Requester,
+        /// Identity key.
+        key: String,
+        /// What kind of bytes.
+        kind: PayloadKind,
+        /// SSHSIG namespace, escaped.
+        namespace: Option<String>,
+    },
     /// The key answered that another program holds it: the gate waits its turn (until the
     /// touch timeout) before the key can blink for this request.
     KeyBusy {
@@ -146,6 +165,9 @@ impl Prompter {
                 // The touch prompt follows when one is needed; watchers see every request.
                 PromptEvent::Requested { .. } => {}
                 PromptEvent::KeyBusy { message, .. } => eprintln!("{message}"),
+                PromptEvent::RuleDenied { reason, .. } => {
+                    eprintln!("Refused without a touch: {reason}")
+                }
             }
         }
         // No watcher is fine.
@@ -322,6 +344,10 @@ pub fn touch_message(
     if let Some(terms) = opens {
         s.push_str(&format!("; {}", grant_phrase(req, terms)));
     }
+    if let Some(applied) = &req.rule {
+        // The label is escaped (a rule's name comes from a user-writable file).
+        s.push_str(&format!(" (allowed by caller {})", applied.rule.label()));
+    }
     if virtual_key {
         s.push_str(" [VIRTUAL KEY: not hardware]");
     }
@@ -352,6 +378,8 @@ mod tests {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -381,6 +409,8 @@ mod tests {
             confirm_each: false,
             login: None,
             forwarded: false,
+            key_comment: None,
+            rule: None,
         };
         assert_eq!(
             touch_message(&req, false, None),

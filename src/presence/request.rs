@@ -118,6 +118,12 @@ pub struct ApprovalRequest {
     /// The request came through a forwarded agent: its connection was bound with
     /// `session-bind@openssh.com` for forwarding, so another host sent it. Display only.
     pub forwarded: bool,
+    /// The identity key's comment, for caller rules that name a key by it. Not bound.
+    pub key_comment: Option<String>,
+    /// The caller rule that allowed this request (set by the gate when a rules file is in
+    /// force): its policy and user verification apply, and a grant its touch opens serves
+    /// only requests the same rule allowed.
+    pub rule: Option<super::rules::AppliedRule>,
 }
 
 /// What the prompt says about an ssh login (the agent fills it in from the signed bytes and

@@ -46,6 +46,8 @@ fn request(digest: u8) -> ApprovalRequest {
         confirm_each: false,
         login: None,
         forwarded: false,
+        key_comment: None,
+        rule: None,
     }
 }
 

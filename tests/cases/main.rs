@@ -35,6 +35,8 @@ mod python_fido2;
 mod readme;
 mod real_key;
 #[cfg(unix)]
+mod rules;
+#[cfg(unix)]
 mod support;
 #[cfg(unix)]
 mod u2f;

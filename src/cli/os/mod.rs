@@ -25,7 +25,8 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    detach, read_passphrase, stop, uid, wait_for_stop_signal, StopSignals, ASKS_AGENT_FOR_KEY,
+    detach, on_reload_signal, read_passphrase, stop, uid, wait_for_stop_signal, StopSignals,
+    ASKS_AGENT_FOR_KEY,
 };
 
 /// Wait for Ctrl-C or the next event of either of this platform's two stop signal streams. A

@@ -13,16 +13,29 @@ pub fn detach(cmd: &mut std::process::Command) {
     cmd.process_group(0);
 }
 
-/// SIGINT, SIGTERM or SIGHUP.
+/// SIGINT or SIGTERM. (SIGHUP reloads the caller rules: [`on_reload_signal`].)
 pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).ok();
-    let mut hup = signal(SignalKind::hangup()).ok();
     super::ctrl_c_or(
         term.as_mut().map(|s| s.recv()),
-        hup.as_mut().map(|s| s.recv()),
+        None::<std::future::Pending<()>>,
     )
     .await;
+}
+
+/// Run `reload` on every SIGHUP, as sshd does (inside a tokio runtime).
+pub fn on_reload_signal(reload: impl Fn() + Send + 'static) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        eprintln!("auths agent: cannot watch SIGHUP; use `auths agent reload` to reload rules");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reload();
+        }
+    });
 }
 
 /// Unix: SIGTERM; the agent wipes its keys, removes its socket and exits.

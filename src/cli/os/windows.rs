@@ -27,6 +27,11 @@ pub async fn wait_for_stop_signal() {
     .await;
 }
 
+/// Windows has no SIGHUP: caller rules are reloaded with `auths agent reload` only.
+pub fn on_reload_signal(reload: impl Fn() + Send + 'static) {
+    let _ = reload;
+}
+
 /// Windows: a detached process has no console to receive Ctrl-Break, so the keys are wiped
 /// through the agent protocol first (the same request as `auths agent lock`), then the process
 /// is ended with TerminateProcess, after checking that the pid is still an `auths` process
