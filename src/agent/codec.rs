@@ -34,6 +34,8 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     SESSION_BIND_EXTENSION,
     WIPE_EXTENSION,
     super::status::STATUS_EXTENSION,
+    super::rules::RULES_EXTENSION,
+    super::rules::RELOAD_EXTENSION,
 ];
 
 /// Why a message body is not a request we accept.
