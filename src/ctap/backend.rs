@@ -146,6 +146,21 @@ pub trait SecurityKey: Send {
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError>;
 
+    /// authenticatorGetAssertion with a touch, carrying an hmac-secret request for `salt`
+    /// (CTAP 2.1 §12.5): the same touch approves and unseals. Returns the answer and the
+    /// request, whose [`super::hmac_secret::Request::output`] decrypts the secret once the
+    /// caller has verified the assertion. Keys without hmac-secret refuse.
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        _args: &GetAssertionArgs<'_>,
+        _salt: &super::hmac_secret::Salt,
+        _wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, super::hmac_secret::Request), CtapError> {
+        Err(CtapError::Unsupported(
+            "this security key has no hmac-secret extension, so it cannot unseal keys".into(),
+        ))
+    }
+
     /// What the key says about user verification; `None` where the backend verifies the user
     /// itself (webauthn.dll asks for the PIN in its own dialog).
     fn uv_info(&self) -> Option<UvInfo> {
@@ -240,6 +255,15 @@ impl SecurityKey for OpenedKey {
             pin_uv_auth: args.pin_token.map(|t| pin_uv_auth(t, &client_data_hash)),
         };
         let cancel = wait.cancel;
+        // Every credential made on a key with hmac-secret gets its secret, so identity keys
+        // can be sealed under it later (`auths key`); the key tells in its answer.
+        if super::hmac_secret::supported(&self.info) {
+            return self.device.make_credential_with_hmac_secret(
+                &request,
+                &mut up_needed(wait),
+                cancel,
+            );
+        }
         self.device
             .make_credential(&request, &mut up_needed(wait), cancel)
     }
@@ -247,6 +271,29 @@ impl SecurityKey for OpenedKey {
     fn get_assertion(
         &mut self,
         args: &GetAssertionArgs<'_>,
+        wait: Waiting<'_>,
+    ) -> Result<GetAssertionResponse, CtapError> {
+        self.assertion(args, None, wait)
+    }
+
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        salt: &super::hmac_secret::Salt,
+        wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, super::hmac_secret::Request), CtapError> {
+        let info = self.info.clone();
+        let hmac = self.device.hmac_secret_request(&info, &[*salt])?;
+        let resp = self.assertion(args, Some(&hmac), wait)?;
+        Ok((resp, hmac))
+    }
+}
+
+impl OpenedKey {
+    fn assertion(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        hmac: Option<&super::hmac_secret::Request>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
         // A list longer than the key takes is probed in parts, silently; the touch is then
@@ -277,8 +324,15 @@ impl SecurityKey for OpenedKey {
             pin_uv_auth: args.pin_token.map(|t| pin_uv_auth(t, &client_data_hash)),
         };
         let cancel = wait.cancel;
-        self.device
-            .get_assertion(&request, &mut up_needed(wait), cancel)
+        match hmac {
+            Some(h) => {
+                self.device
+                    .get_assertion_with_hmac_secret(&request, h, &mut up_needed(wait), cancel)
+            }
+            None => self
+                .device
+                .get_assertion(&request, &mut up_needed(wait), cancel),
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Enrollment {
     /// the key reported it): it answers for it only when the user is verified too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uv_required: bool,
+    /// The credential was made with hmac-secret: it can seal identity keys (`auths key`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hmac_secret: bool,
     /// The attestation statement and its verdict (`unchecked` for enrollments made before
     /// auths verified attestation).
     #[serde(default)]
@@ -572,6 +575,7 @@ pub fn enroll_key_with_trust(
         attestation_certificate: crate::ctap::u2f::attestation_certificate(&resp)
             .unwrap_or_default(),
         uv_required: cred_protect_level(&resp.auth_data) == Some(3),
+        hmac_secret: crate::ctap::hmac_secret::created(&resp.auth_data),
         attestation,
     };
     store.add(enrollment.clone())?;
@@ -598,6 +602,7 @@ mod tests {
             protocol: "ctap2".into(),
             attestation_certificate: Vec::new(),
             uv_required: false,
+            hmac_secret: false,
             attestation: Default::default(),
         }
     }
