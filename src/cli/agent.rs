@@ -11,6 +11,7 @@ use auths_presence::agent::AgentError;
 use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::notify::{self, Notifier};
 use auths_presence::presence::pin_entry::{Askpass, NoPinSource};
 use auths_presence::presence::pinentry::Pinentry;
 use auths_presence::presence::policy::{parse_duration, Policy};
@@ -90,6 +91,9 @@ pub enum AgentCmd {
         /// The service agent's user verification (see `auths agent start --uv`).
         #[arg(long, value_enum)]
         uv: Option<UvArg>,
+        /// The service agent's desktop notifications (see `auths agent start --notify`).
+        #[arg(long, value_enum)]
+        notify: Option<NotifyArg>,
     },
     /// Stop the agent service and remove its file.
     UninstallService,
@@ -123,6 +127,10 @@ pub struct StartArgs {
     /// when AUTHS_ASKPASS is not set.
     #[arg(long, value_name = "PROG", env = "AUTHS_PINENTRY")]
     pinentry: Option<PathBuf>,
+    /// Show a desktop notification while the key waits for a touch or its PIN, withdrawn when
+    /// the request is decided [default: on when a desktop session is found].
+    #[arg(long, value_enum)]
+    notify: Option<NotifyArg>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -134,6 +142,25 @@ pub enum UvArg {
     Discouraged,
     /// On every touch.
     Required,
+}
+
+/// `--notify`: desktop notifications of touch and PIN waits.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyArg {
+    /// Notify.
+    On,
+    /// Do not.
+    Off,
+}
+
+impl NotifyArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyArg::On => "on",
+            NotifyArg::Off => "off",
+        }
+    }
 }
 
 impl UvArg {
@@ -201,7 +228,8 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             policy,
             device,
             uv,
-        } => super::service::install(print, manager, policy, device, uv),
+            notify,
+        } => super::service::install(print, manager, policy, device, uv, notify),
         AgentCmd::UninstallService => super::service::uninstall(),
     }
 }
@@ -269,6 +297,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
         .arg(args.uv.name());
     if let Some(p) = &args.pinentry {
         cmd.arg("--pinentry").arg(p);
+    }
+    if let Some(n) = args.notify {
+        cmd.arg("--notify").arg(n.name());
     }
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());
@@ -351,6 +382,20 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
         max_unlock: args.max_unlock,
         ..AgentConfig::new(socket.clone())
     };
+    let notify = args
+        .notify
+        .map_or_else(notify::desktop_session_found, |n| n == NotifyArg::On);
+    if notify && auths_presence::platform::WINDOWS {
+        eprintln!("desktop notifications are not available on Windows yet; `auths agent watch` shows touch waits");
+    }
+    eprintln!(
+        "touch notifications: {}",
+        if notify {
+            "on"
+        } else {
+            "off (--notify on to show them)"
+        }
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -365,6 +410,16 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
             os::wait_for_stop_signal().await;
             let _ = stop_tx.send(true);
         });
+        // Subscribed (and, on Linux, connected to the session bus) before anyone is served.
+        if notify {
+            Notifier::spawn(
+                &prompter,
+                notify::Platform::connect_now(),
+                notify::Options {
+                    wait_expiry: args.device.touch_timeout + Duration::from_secs(30),
+                },
+            );
+        }
         let watch_sock = watch::watch_path(&socket);
         let w = tokio::spawn({
             let rx = stop_rx.clone();
@@ -562,6 +617,7 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
             ),
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
             Some("key_busy") => println!("[{id}] {}", text("message")),
+            Some("pin_needed") => println!("[{id}] {}", text("message")),
             Some("socket_replaced") => {
                 println!("{}", socket_replaced_message(&text("path")))
             }

@@ -88,6 +88,15 @@ pub enum PromptEvent {
         /// It came from another host through a forwarded agent.
         forwarded: bool,
     },
+    /// The key wants its PIN before it can blink for this request: the PIN dialog
+    /// (`AUTHS_ASKPASS`, pinentry) is being asked. Its outcome follows as `approved` or
+    /// `denied` under the same id (a `pending` comes first when the touch follows).
+    PinNeeded {
+        /// Request id.
+        id: String,
+        /// "Enter the PIN of … to approve … for …", peer text escaped.
+        message: String,
+    },
     /// The key answered that another program holds it: the gate waits its turn (until the
     /// touch timeout) before the key can blink for this request.
     KeyBusy {
@@ -146,6 +155,7 @@ impl Prompter {
                 // The touch prompt follows when one is needed; watchers see every request.
                 PromptEvent::Requested { .. } => {}
                 PromptEvent::KeyBusy { message, .. } => eprintln!("{message}"),
+                PromptEvent::PinNeeded { message, .. } => eprintln!("{message}"),
             }
         }
         // No watcher is fine.

@@ -23,6 +23,8 @@ mod ecdsa_keys;
 mod gate_receipts;
 #[cfg(unix)]
 mod git_signing;
+#[cfg(target_os = "linux")]
+mod notify;
 #[cfg(unix)]
 mod python_fido2;
 mod readme;
