@@ -528,3 +528,52 @@ fn with_no_notification_server_on_the_bus_signing_goes_on_and_says_so_once() {
     assert_eq!(log.matches("desktop notifications:").count(), 1, "{log}");
     assert!(log.contains("signing goes on"), "{log}");
 }
+
+#[test]
+fn a_requester_that_goes_away_withdraws_its_notification() {
+    let rig = Rig::new(&["--touch", "manual"], &[]);
+    let Some(bus) = Bus::start(&rig.user.dir, "notify: requester gone") else {
+        return;
+    };
+    let (_server, calls) = bus.recorder();
+    rig.start_agent(&[], &[bus_env(&bus)]);
+    let mut signer = rig.sign("git");
+    let Call::Notify { id, .. } = next(&calls) else {
+        panic!("a touch wait shows a notification")
+    };
+    // ssh-keygen is killed while the key blinks: the agent cancels the touch, and the
+    // notification goes with it.
+    signer.kill().unwrap();
+    signer.wait().unwrap();
+    assert_eq!(next(&calls), Call::Close { id });
+}
+
+#[test]
+fn install_service_writes_the_notify_choice_into_the_unit() {
+    let user = User::new();
+    for choice in ["on", "off"] {
+        let out = user.auths(&[
+            "agent",
+            "install-service",
+            "--print",
+            "--manager",
+            "systemd",
+            "--notify",
+            choice,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let unit = String::from_utf8_lossy(&out.stdout);
+        let exec = unit
+            .lines()
+            .find(|l| l.starts_with("ExecStart="))
+            .unwrap_or_else(|| panic!("{unit}"));
+        assert!(exec.ends_with(&format!(" --notify {choice}")), "{exec}");
+    }
+    let bad = user.auths(&["agent", "install-service", "--print", "--notify", "maybe"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("possible values: on, off"),
+        "{}",
+        stderr(&bad)
+    );
+}

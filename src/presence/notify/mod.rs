@@ -393,6 +393,114 @@ mod tests {
         }
     }
 
+    /// A notification server in memory: records what it was asked, answers like the
+    /// specification says (a replaced notification keeps its id), or fails every call.
+    #[derive(Default)]
+    struct Recording {
+        calls: Vec<String>,
+        next: u32,
+        failing: bool,
+    }
+
+    impl Backend for &'static std::sync::Mutex<Recording> {
+        async fn show(
+            &mut self,
+            replaces: Option<u32>,
+            n: &Notification,
+        ) -> Result<u32, NotifyError> {
+            let mut r = self.lock().unwrap();
+            r.calls.push(format!("show {replaces:?} {}", n.summary));
+            if r.failing {
+                return Err(NotifyError::Refused("ServiceUnknown".into()));
+            }
+            Ok(replaces.unwrap_or_else(|| {
+                r.next += 1;
+                r.next
+            }))
+        }
+
+        async fn close(&mut self, id: u32) -> Result<(), NotifyError> {
+            let mut r = self.lock().unwrap();
+            r.calls.push(format!("close {id}"));
+            if r.failing {
+                return Err(NotifyError::Refused("ServiceUnknown".into()));
+            }
+            Ok(())
+        }
+    }
+
+    fn state(failing: bool) -> State<&'static std::sync::Mutex<Recording>> {
+        State {
+            backend: Box::leak(Box::new(std::sync::Mutex::new(Recording {
+                failing,
+                ..Recording::default()
+            }))),
+            open: VecDeque::new(),
+            told: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_keeps_one_notification_from_its_pin_to_its_outcome() {
+        let mut s = state(false);
+        let events = [
+            PromptEvent::PinNeeded {
+                id: "r1".into(),
+                message: "Enter the PIN".into(),
+            },
+            pending("r1", "Touch your security key to approve x"),
+            // Another request's outcome leaves r1's notification up.
+            PromptEvent::Approved { id: "r0".into() },
+            PromptEvent::Denied {
+                id: "r1".into(),
+                reason: "timed out".into(),
+            },
+            // Decided already: nothing more to withdraw.
+            PromptEvent::Approved { id: "r1".into() },
+            pending("r2", "Touch your security key to approve y"),
+        ];
+        for e in &events {
+            if let Some(a) = action_for(e, &OPTS) {
+                s.apply(a).await;
+            }
+        }
+        s.close_all().await;
+        assert_eq!(
+            s.backend.lock().unwrap().calls,
+            [
+                "show None Enter your security key's PIN",
+                "show Some(1) Touch your security key",
+                "close 1",
+                "show None Touch your security key",
+                // The agent stops: what is still up goes.
+                "close 2",
+            ]
+        );
+        assert!(s.open.is_empty() && !s.told);
+    }
+
+    #[tokio::test]
+    async fn a_failing_server_is_told_once_and_tracked_nothing() {
+        let mut s = state(true);
+        for id in ["r1", "r2"] {
+            s.apply(action_for(&pending(id, "Touch"), &OPTS).unwrap())
+                .await;
+        }
+        assert!(s.told && s.open.is_empty());
+        assert_eq!(s.backend.lock().unwrap().calls.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_oldest_notification_is_withdrawn() {
+        let mut s = state(false);
+        for i in 0..=MAX_OPEN {
+            let a = action_for(&pending(&format!("r{i}"), "Touch"), &OPTS).unwrap();
+            s.apply(a).await;
+        }
+        assert_eq!(s.open.len(), MAX_OPEN);
+        assert_eq!(s.backend.lock().unwrap().calls.last().unwrap(), "close 1");
+    }
+
     #[test]
     fn markup_and_control_characters_are_neutralised() {
         let body = "a<b>&c\x1b[2J\u{202e}x";
