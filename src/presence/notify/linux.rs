@@ -78,6 +78,17 @@ impl Dbus {
     }
 }
 
+impl Dbus {
+    /// A call failed: unless the server itself answered with an error, the connection is
+    /// dropped, so the next call connects again (the bus restarted, the session changed).
+    fn failed(&mut self, e: zbus::Error) -> NotifyError {
+        if !matches!(e, zbus::Error::MethodError(..)) {
+            self.conn = None;
+        }
+        refused(e)
+    }
+}
+
 fn refused(e: zbus::Error) -> NotifyError {
     match e {
         zbus::Error::MethodError(name, text, _) => NotifyError::Refused(format!(
@@ -122,7 +133,7 @@ impl Backend for Dbus {
                 ),
             )
             .await
-            .map_err(refused)?;
+            .map_err(|e| self.failed(e))?;
         reply
             .body()
             .deserialize::<u32>()
@@ -131,9 +142,15 @@ impl Backend for Dbus {
 
     async fn close(&mut self, id: u32) -> Result<(), NotifyError> {
         let conn = self.connection().await?;
-        conn.call_method(Some(DEST), PATH, Some(IFACE), "CloseNotification", &(id,))
+        match conn
+            .call_method(Some(DEST), PATH, Some(IFACE), "CloseNotification", &(id,))
             .await
-            .map_err(refused)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // The specification's answer when the notification is gone already (the user
+            // dismissed it): nothing left to withdraw.
+            Err(zbus::Error::MethodError(..)) => Ok(()),
+            Err(e) => Err(self.failed(e)),
+        }
     }
 }
