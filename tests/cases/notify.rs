@@ -376,17 +376,25 @@ fn a_timed_out_touch_withdraws_its_notification() {
 
 #[test]
 fn a_pin_wait_is_notified_then_replaced_by_the_touch_prompt() {
-    let user_dir_askpass = |dir: &Path, pin: &str| -> PathBuf {
-        let prog = dir.join("askpass");
-        std::fs::write(&prog, format!("#!/bin/sh\nprintf '%s\\n' '{pin}'\n")).unwrap();
-        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o700)).unwrap();
-        prog
-    };
     let pin_dir = super::support::short_tempdir();
-    let askpass = user_dir_askpass(pin_dir.path(), "2468");
+    // Enrolling asks for the PIN at once; the agent's PIN program waits until the test hands
+    // it the PIN through a FIFO, so the notification is seen while the PIN is being asked.
+    let enroll_askpass = pin_dir.path().join("askpass-now");
+    std::fs::write(&enroll_askpass, "#!/bin/sh\nprintf '%s\\n' 2468\n").unwrap();
+    let fifo = pin_dir.path().join("pin");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let agent_askpass = pin_dir.path().join("askpass-fifo");
+    std::fs::write(
+        &agent_askpass,
+        format!("#!/bin/sh\nexec cat '{}'\n", fifo.display()),
+    )
+    .unwrap();
+    for prog in [&enroll_askpass, &agent_askpass] {
+        std::fs::set_permissions(prog, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     let rig = Rig::new(
         &["--pin", "2468", "--touch", "manual"],
-        &[("AUTHS_ASKPASS", &askpass)],
+        &[("AUTHS_ASKPASS", &enroll_askpass)],
     );
     let Some(bus) = Bus::start(&rig.user.dir, "notify: PIN wait") else {
         return;
@@ -394,7 +402,7 @@ fn a_pin_wait_is_notified_then_replaced_by_the_touch_prompt() {
     let (_server, calls) = bus.recorder();
     rig.start_agent(
         &["--uv", "required"],
-        &[bus_env(&bus), ("AUTHS_ASKPASS", &askpass)],
+        &[bus_env(&bus), ("AUTHS_ASKPASS", &agent_askpass)],
     );
     let signer = rig.sign("file");
     let Call::Notify {
@@ -415,6 +423,14 @@ fn a_pin_wait_is_notified_then_replaced_by_the_touch_prompt() {
                 .contains("to approve an SSHSIG signature (namespace file) for ssh-keygen (pid "),
         "{body}"
     );
+    // Now the PIN program gets its answer (opening the FIFO waits for it to read).
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(&fifo, "2468\n"));
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the PIN program read the PIN")
+        .unwrap();
     // Then the key blinks: the touch prompt takes the PIN one's place, and goes with the touch.
     let Call::Notify {
         id: touch_id,
