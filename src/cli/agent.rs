@@ -11,6 +11,7 @@ use auths_presence::agent::AgentError;
 use auths_presence::agent::{client, server, watch};
 use auths_presence::ctap::select::DeviceSelector;
 use auths_presence::presence::enrollment::TokenStore;
+use auths_presence::presence::notify::{self, Notifier};
 use auths_presence::presence::pin_entry::{Askpass, NoPinSource};
 use auths_presence::presence::pinentry::Pinentry;
 use auths_presence::presence::policy::{parse_duration, Policy};
@@ -91,6 +92,9 @@ pub enum AgentCmd {
         /// The service agent's user verification (see `auths agent start --uv`).
         #[arg(long, value_enum)]
         uv: Option<UvArg>,
+        /// The service agent's desktop notifications (see `auths agent start --notify`).
+        #[arg(long, value_enum)]
+        notify: Option<NotifyArg>,
     },
     /// Stop the agent service and remove its file.
     UninstallService,
@@ -144,6 +148,10 @@ pub struct StartArgs {
     /// $AUTHS_HOME/rules.toml when it exists; without one every program may ask].
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Show a desktop notification while the key waits for a touch or its PIN, withdrawn when
+    /// the request is decided [default: on when a desktop session is found].
+    #[arg(long, value_enum)]
+    notify: Option<NotifyArg>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -155,6 +163,25 @@ pub enum UvArg {
     Discouraged,
     /// On every touch.
     Required,
+}
+
+/// `--notify`: desktop notifications of touch and PIN waits.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyArg {
+    /// Notify.
+    On,
+    /// Do not.
+    Off,
+}
+
+impl NotifyArg {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyArg::On => "on",
+            NotifyArg::Off => "off",
+        }
+    }
 }
 
 impl UvArg {
@@ -222,7 +249,8 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             policy,
             device,
             uv,
-        } => super::service::install(print, manager, policy, device, uv),
+            notify,
+        } => super::service::install(print, manager, policy, device, uv, notify),
         AgentCmd::UninstallService => super::service::uninstall(),
         AgentCmd::Reload { socket, json } => super::rules::reload(&socket_or_default(socket), json),
         AgentCmd::Rules(args) => super::rules::run(args),
@@ -342,6 +370,9 @@ fn start_background(args: &StartArgs, socket: &Path, home: &Path) -> CliResult {
     if let Some(r) = &args.rules {
         cmd.arg("--rules").arg(absolute(r.clone()));
     }
+    if let Some(n) = args.notify {
+        cmd.arg("--notify").arg(n.name());
+    }
     if let Some(n) = args.max_signatures {
         cmd.arg("--max-signatures").arg(n.to_string());
     }
@@ -435,6 +466,20 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
         max_unlock: args.max_unlock,
         ..AgentConfig::new(socket.clone())
     };
+    let notify = args
+        .notify
+        .map_or_else(notify::desktop_session_found, |n| n == NotifyArg::On);
+    if notify && auths_presence::platform::WINDOWS {
+        eprintln!("desktop notifications are not available on Windows yet; `auths agent watch` shows touch waits");
+    }
+    eprintln!(
+        "touch notifications: {}",
+        if notify {
+            "on"
+        } else {
+            "off (--notify on to show them)"
+        }
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -457,6 +502,16 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
                 escape_control(&auths_presence::presence::error_chain(&e))
             ),
         });
+        // Subscribed (and, on Linux, connected to the session bus) before anyone is served.
+        if notify {
+            Notifier::spawn(
+                &prompter,
+                notify::Platform::connect_now(),
+                notify::Options {
+                    wait_expiry: args.device.touch_timeout + Duration::from_secs(30),
+                },
+            );
+        }
         let watch_sock = watch::watch_path(&socket);
         let w = tokio::spawn({
             let rx = stop_rx.clone();
@@ -655,6 +710,7 @@ fn watch_cmd(socket: &Path, json: bool) -> CliResult {
             Some("denied") => println!("[{id}] refused: {}", text("reason")),
             Some("rule_denied") => println!("[{id}] {} (no touch asked)", text("reason")),
             Some("key_busy") => println!("[{id}] {}", text("message")),
+            Some("pin_needed") => println!("[{id}] {}", text("message")),
             Some("socket_replaced") => {
                 println!("{}", socket_replaced_message(&text("path")))
             }

@@ -231,6 +231,7 @@ fn spec(
     policy: Option<String>,
     device: Option<String>,
     uv: Option<super::agent::UvArg>,
+    notify: Option<super::agent::NotifyArg>,
 ) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let home = super::home();
@@ -259,6 +260,9 @@ fn spec(
     if let Some(uv) = uv {
         extra_args.extend(["--uv".to_owned(), uv.name().to_owned()]);
     }
+    if let Some(n) = notify {
+        extra_args.extend(["--notify".to_owned(), n.name().to_owned()]);
+    }
     Ok(ServiceSpec {
         exe,
         home,
@@ -266,18 +270,19 @@ fn spec(
     })
 }
 
-/// `auths agent install-service [--print] [--policy P] [--device D] [--uv U]`.
+/// `auths agent install-service [--print] [--policy P] [--device D] [--uv U] [--notify N]`.
 pub fn install(
     print_only: bool,
     manager: Option<ServiceManager>,
     policy: Option<String>,
     device: Option<String>,
     uv: Option<super::agent::UvArg>,
+    notify: Option<super::agent::NotifyArg>,
 ) -> CliResult {
     if manager.is_some_and(|m| Some(m) != super::os::SERVICE_MANAGER) && !print_only {
         return Err("--manager names another platform's service manager: it goes with --print (the file is for another machine)".into());
     }
-    let spec = spec(policy, device, uv)?;
+    let spec = spec(policy, device, uv, notify)?;
     let plan = plan(&spec, manager.or(super::os::SERVICE_MANAGER))?;
     if print_only {
         println!("# {}", plan.path.display());
@@ -335,7 +340,7 @@ pub fn install(
 
 /// `auths agent uninstall-service`.
 pub fn uninstall() -> CliResult {
-    let spec = spec(None, None, None)?;
+    let spec = spec(None, None, None, None)?;
     let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
     if !plan.path.exists() {
         println!("no service installed at {}", plan.path.display());

@@ -325,10 +325,12 @@ impl OpenedKey {
         };
         let cancel = wait.cancel;
         match hmac {
-            Some(h) => {
-                self.device
-                    .get_assertion_with_hmac_secret(&request, h, &mut up_needed(wait), cancel)
-            }
+            Some(h) => self.device.get_assertion_with_hmac_secret(
+                &request,
+                h,
+                &mut up_needed(wait),
+                cancel,
+            ),
             None => self
                 .device
                 .get_assertion(&request, &mut up_needed(wait), cancel),

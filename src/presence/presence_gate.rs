@@ -469,6 +469,7 @@ impl PresenceGate {
                     &creds,
                     &mut on_up,
                     cancel,
+                    id,
                 )?);
                 fresh = true;
             }
@@ -537,6 +538,7 @@ impl PresenceGate {
         creds: &Credentials,
         on_up: &mut dyn FnMut(),
         cancel: &CancelToken,
+        id: &str,
     ) -> Result<PinUvAuthToken, GateError> {
         if key
             .uv_info()
@@ -558,7 +560,7 @@ impl PresenceGate {
                 Err(e) => return Err(GateError::Pin(e)),
             }
         }
-        Self::pin_token(inner, key, request, creds)
+        Self::pin_token(inner, key, request, creds, id)
     }
 
     fn pin_token(
@@ -566,6 +568,7 @@ impl PresenceGate {
         key: &mut dyn PresenceKey,
         request: &ApprovalRequest,
         creds: &Credentials,
+        id: &str,
     ) -> Result<PinUvAuthToken, GateError> {
         let purpose = format!(
             "approve {} for {}",
@@ -573,6 +576,13 @@ impl PresenceGate {
             describe_peer(&request.requester)
         );
         let description = key.description().to_owned();
+        inner.prompter.emit(PromptEvent::PinNeeded {
+            id: id.to_owned(),
+            message: format!(
+                "Enter the PIN of {} to {purpose}",
+                crate::presence::prompt::escape_control(&description)
+            ),
+        });
         let pin = inner
             .pins
             .lock()

@@ -107,6 +107,15 @@ pub enum PromptEvent {
         /// SSHSIG namespace, escaped.
         namespace: Option<String>,
     },
+    /// The key wants its PIN before it can blink for this request: the PIN dialog
+    /// (`AUTHS_ASKPASS`, pinentry) is being asked. Its outcome follows as `approved` or
+    /// `denied` under the same id (a `pending` comes first when the touch follows).
+    PinNeeded {
+        /// Request id.
+        id: String,
+        /// "Enter the PIN of … to approve … for …", peer text escaped.
+        message: String,
+    },
     /// The key answered that another program holds it: the gate waits its turn (until the
     /// touch timeout) before the key can blink for this request.
     KeyBusy {
@@ -168,6 +177,7 @@ impl Prompter {
                 PromptEvent::RuleDenied { reason, .. } => {
                     eprintln!("Refused without a touch: {reason}")
                 }
+                PromptEvent::PinNeeded { message, .. } => eprintln!("{message}"),
             }
         }
         // No watcher is fine.

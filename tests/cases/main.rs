@@ -30,6 +30,8 @@ mod git_proofs;
 mod git_signing;
 #[cfg(unix)]
 mod hmac_secret;
+#[cfg(target_os = "linux")]
+mod notify;
 #[cfg(unix)]
 mod python_fido2;
 mod readme;

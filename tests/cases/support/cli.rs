@@ -193,8 +193,12 @@ pub fn stderr(out: &Output) -> String {
 /// The `auths` binary with no stdin and no `AUTHS_DEVICE` from the caller's environment.
 fn auths_command() -> Command {
     let mut c = Command::new(AUTHS);
+    // No desktop notifications from test agents on the developer's own session bus (the
+    // notification tests set their private bus's address).
     c.env_remove("AUTHS_DEVICE")
         .env_remove("AUTHS_ASKPASS")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("XDG_RUNTIME_DIR")
         .stdin(Stdio::null());
     c
 }
