@@ -279,6 +279,10 @@ def main():
                      (0x6700, "wrong-length"), (0x6D00, "ins-not-supported"),
                      (0x6E00, "cla-not-supported")):
         out.put("u2f_response", name, b"\x00" + struct.pack(">H", sw))
+    # refusal@auths-presence answers: none, one, one with an escape in its reason.
+    out.put("refusal_answer", "none", struct.pack(">I", 0))
+    out.put("refusal_answer", "one", struct.pack(">III", 1, 4242, 3) + ssh_string(b"no touch within 30 s"))
+    out.put("refusal_answer", "escape", struct.pack(">III", 1, 7, 0) + ssh_string(b"evil\x1b[2J"))
     keys = os.path.join(os.path.dirname(__file__), "seed-keys")
     if os.path.isdir(keys):
         for k in sorted(os.listdir(keys)):

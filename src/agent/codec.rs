@@ -34,6 +34,7 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     SESSION_BIND_EXTENSION,
     WIPE_EXTENSION,
     super::status::STATUS_EXTENSION,
+    super::refusals::REFUSAL_EXTENSION,
 ];
 
 /// Why a message body is not a request we accept.

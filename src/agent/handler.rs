@@ -36,6 +36,7 @@ use super::codec::{
 };
 use super::connection::{Connection, Watched};
 use super::log::{failure_line, RequestKind};
+use super::refusals::{sign_refusal_reason, RefusalAnswer, REFUSAL_EXTENSION};
 use super::server::AgentState;
 use super::status::{AgentStatus, STATUS_EXTENSION};
 use super::userauth::{
@@ -139,11 +140,32 @@ impl<'a> Handler<'a> {
 
     /// `SSH_AGENTC_SIGN_REQUEST`: look up the key, ask the gate while watching for a hang-up,
     /// sign under the approval, and hand out the signature only once its receipt is written.
+    /// A refusal is recorded for the peer ([`super::refusals`]), so `auths git sign` can say
+    /// why.
     pub(crate) async fn sign<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         req: SignRequest,
         conn: &mut Connection<S>,
         shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, AgentError> {
+        let mut asked = None;
+        let result = self.sign_gated(req, conn, shutdown, &mut asked).await;
+        if let Err(e) = &result {
+            let reason = sign_refusal_reason(e, asked.as_ref(), self.peer);
+            self.state
+                .refusals()
+                .record(self.peer, &reason, self.state.now());
+        }
+        result
+    }
+
+    /// [`Self::sign`]; what the gate was asked goes to `asked`.
+    async fn sign_gated<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &self,
+        req: SignRequest,
+        conn: &mut Connection<S>,
+        shutdown: &mut watch::Receiver<bool>,
+        asked: &mut Option<ApprovalRequest>,
     ) -> Result<Outcome, AgentError> {
         let state = self.state;
         // We hold plain keys only; a certificate names a key we may hold, but we do not store
@@ -174,6 +196,7 @@ impl<'a> Handler<'a> {
             login,
             forwarded,
         };
+        *asked = Some(request.clone());
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
             .watch_hang_up(state.gate().approve(request), shutdown)
@@ -347,6 +370,13 @@ impl<'a> Handler<'a> {
                     socket_replaced: self.state.socket_replaced().map(str::to_owned),
                 };
                 let e = Extension::new_message(status).map_err(AgentError::Encode)?;
+                Ok(Outcome::Reply(Response::ExtensionResponse(e)))
+            }
+            REFUSAL_EXTENSION => {
+                let answer = RefusalAnswer {
+                    refusals: self.state.refusals().for_asker(self.peer, self.state.now()),
+                };
+                let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
                 Ok(Outcome::Reply(Response::ExtensionResponse(e)))
             }
             _ => Err(AgentError::Unsupported("unknown extension")),

@@ -15,6 +15,8 @@
 //! - [`server`]: the socket (0700 directory, 0600 socket, no stealing a live agent), the accept
 //!   loop, connection cap and graceful shutdown.
 //! - [`status`]: the `status@auths-presence` extension (`auths agent status`).
+//! - [`refusals`]: why each recently refused process was refused, and the
+//!   `refusal@auths-presence` extension that tells its parent (`auths git sign`).
 //! - `registry`: the open connections and how long each has been idle; above the cap the
 //!   longest-idle one is closed.
 //!
@@ -38,6 +40,7 @@ pub mod keys;
 pub mod listener;
 pub mod log;
 pub mod peer;
+pub mod refusals;
 mod registry;
 pub mod server;
 pub mod session;

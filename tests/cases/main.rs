@@ -22,6 +22,8 @@ mod ecdsa_keys;
 #[cfg(unix)]
 mod gate_receipts;
 #[cfg(unix)]
+mod git_refusal;
+#[cfg(unix)]
 mod git_signing;
 #[cfg(unix)]
 mod python_fido2;
