@@ -1,6 +1,7 @@
 //! One method per request type (draft-miller-ssh-agent; section titles are cited because the
 //! numbering moves between drafts):
-//! "Requesting a list of keys" (`Handler::identities`), "Private key operations"
+//! "Requesting a list of keys" (`Handler::identities`: keys, then their OpenSSH certificates),
+//! "Private key operations"
 //! (`Handler::sign`: the gate approves first), "Adding keys to the agent" (`Handler::add`,
 //! `Handler::add_constrained`: the lifetime constraint is honoured, the confirm constraint is
 //! implied by the gate), "Removing keys from the agent" (`Handler::remove`,
@@ -35,6 +36,7 @@ use super::codec::{
     decode_request, payload_kind, sshsig_namespace, SUPPORTED_EXTENSIONS, WIPE_EXTENSION,
 };
 use super::connection::{Connection, Watched};
+use super::keys::keypair_for_certificate;
 use super::log::{failure_line, RequestKind};
 use super::refusals::{sign_refusal_reason, RefusalAnswer, REFUSAL_EXTENSION};
 use super::server::AgentState;
@@ -123,17 +125,23 @@ impl<'a> Handler<'a> {
         Outcome::Reply(Response::Failure)
     }
 
-    /// `SSH_AGENTC_REQUEST_IDENTITIES`: the plain keys held (none while locked).
+    /// `SSH_AGENTC_REQUEST_IDENTITIES`: the keys held, then their certificates (none while
+    /// locked).
     pub(crate) fn identities(&self) -> Result<Outcome, AgentError> {
         let now = self.state.now();
-        let ids = self
+        let (keys, certs) = self
             .state
-            .with_keys(|k| k.identities(now))
+            .with_keys(|k| (k.identities(now), k.certificates(now)));
+        let ids = keys
             .into_iter()
             .map(|id| Identity {
                 credential: PublicCredential::Key(id.key_data),
                 comment: id.comment,
             })
+            .chain(certs.into_iter().map(|c| Identity {
+                credential: PublicCredential::Cert(Box::new(c.certificate)),
+                comment: c.comment,
+            }))
             .collect();
         Ok(Outcome::Reply(Response::IdentitiesAnswer(ids)))
     }
@@ -168,13 +176,19 @@ impl<'a> Handler<'a> {
         asked: &mut Option<ApprovalRequest>,
     ) -> Result<Outcome, AgentError> {
         let state = self.state;
-        // We hold plain keys only; a certificate names a key we may hold, but we do not store
-        // certificates, so asking by certificate fails like an unknown key.
-        let PublicCredential::Key(key) = req.credential else {
-            return Err(AgentError::Unsupported("signing by certificate"));
-        };
         let now = state.now();
-        let held = state.with_keys(|k| k.lookup(&key, now))?;
+        // A certificate signs with the key it certifies, when the agent holds that certificate
+        // (not merely its key): the gate, prompt and receipt name the key.
+        let (key, held) = match req.credential {
+            PublicCredential::Key(key) => {
+                let held = state.with_keys(|k| k.lookup(&key, now))?;
+                (key, held)
+            }
+            PublicCredential::Cert(cert) => {
+                let held = state.with_keys(|k| k.lookup_certificate(&cert, now))?;
+                (cert.public_key().clone(), held)
+            }
+        };
         // An RSA signature over SHA-1 is refused before any touch is asked for.
         if matches!(key, ssh_key::public::KeyData::Rsa(_)) {
             crate::agent::keys::rsa_hash(req.flags)?;
@@ -263,9 +277,6 @@ impl<'a> Handler<'a> {
         credential: PrivateCredential,
         constraints: Vec<KeyConstraint>,
     ) -> Result<Outcome, AgentError> {
-        let PrivateCredential::Key { privkey, comment } = credential else {
-            return Err(AgentError::Unsupported("certificates cannot be added"));
-        };
         let mut lifetime = None;
         let mut confirm = false;
         for c in constraints {
@@ -280,7 +291,28 @@ impl<'a> Handler<'a> {
         }
         let now = self.state.now();
         self.state.with_keys(|k| {
-            let fingerprint = k.add(privkey, comment, lifetime, now)?;
+            let fingerprint = match credential {
+                PrivateCredential::Key { privkey, comment } => {
+                    k.add(privkey, comment, lifetime, now)?
+                }
+                PrivateCredential::Cert {
+                    certificate,
+                    privkey,
+                    comment,
+                    ..
+                } => {
+                    let keypair = keypair_for_certificate(&certificate, privkey)?;
+                    if certificate.valid_before_time() <= std::time::SystemTime::now() {
+                        // Kept and listed: the server decides what an expired one is worth.
+                        self.state.log().record(&format!(
+                            "auths agent: the certificate {} added by {} has expired",
+                            crate::presence::prompt::escape_control(certificate.key_id()),
+                            crate::presence::prompt::describe_peer(self.peer)
+                        ));
+                    }
+                    k.add_certificate(*certificate, keypair, comment, lifetime, now)?
+                }
+            };
             if confirm {
                 k.set_confirm(&fingerprint);
             }
@@ -291,11 +323,13 @@ impl<'a> Handler<'a> {
 
     /// `SSH_AGENTC_REMOVE_IDENTITY`.
     pub(crate) fn remove(&self, rm: RemoveIdentity) -> Result<Outcome, AgentError> {
-        let PublicCredential::Key(key) = rm.credential else {
-            return Err(AgentError::Unsupported("removing by certificate"));
-        };
         let now = self.state.now();
-        self.state.with_keys(|k| k.remove(&key, now))?;
+        match rm.credential {
+            PublicCredential::Key(key) => self.state.with_keys(|k| k.remove(&key, now))?,
+            PublicCredential::Cert(cert) => {
+                self.state.with_keys(|k| k.remove_certificate(&cert, now))?
+            }
+        }
         Ok(Outcome::Reply(Response::Success))
     }
 
@@ -575,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn add_refuses_certificates_and_constraint_extensions_and_honours_lifetime() {
+    fn add_refuses_constraint_extensions_and_honours_lifetime() {
         let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
         let constrained = |constraints| AddIdentityConstrained {
             identity: AddIdentity {
