@@ -249,7 +249,8 @@ fn key_checks(
 }
 
 /// The `hidraw` check: which hidraw devices are FIDO keys, whether this user can open them,
-/// and which udev rule would let them in.
+/// and which udev rule would let them in (Linux only; the tests run it everywhere).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn hidraw_check(d: &auths_presence::ctap::hidraw::Diagnosis) -> Check {
     use auths_presence::ctap::hidraw::{mode_string, Access, OUR_RULE};
     const INSTALL: &str = "sudo install -m 0644 udev/70-auths-fido.rules /etc/udev/rules.d/ && \

@@ -8,7 +8,7 @@
 //! temporary directory; the report descriptor (bytes the device chose) is parsed strictly and
 //! read bounded ([`MAX_DESCRIPTOR_LEN`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The Linux kernel's cap on a HID report descriptor (`HID_MAX_DESCRIPTOR_SIZE`).
 pub const MAX_DESCRIPTOR_LEN: usize = 4096;
@@ -127,7 +127,7 @@ pub struct Diagnosis {
 /// Look at `root`'s `/sys/class/hidraw`, `/dev` and udev rule directories, as `uid` in
 /// `groups` (the effective gid and the supplementary ones).
 #[cfg(unix)]
-pub fn diagnose(root: &Path, uid: u32, groups: &[u32]) -> Diagnosis {
+pub fn diagnose(root: &std::path::Path, uid: u32, groups: &[u32]) -> Diagnosis {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let mut d = Diagnosis::default();
