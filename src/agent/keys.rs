@@ -1263,4 +1263,91 @@ mod tests {
         let sig = p256::ecdsa::Signature::try_from(&sig).unwrap();
         vk.verify(b"data", &sig).unwrap();
     }
+
+    /// A user certificate for `key`, signed by `ca`.
+    fn certificate(key: &KeypairData, ca: &PrivateKey) -> Certificate {
+        let public = KeyData::try_from(key).unwrap();
+        let mut b = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand::rngs::OsRng,
+            public,
+            0,
+            u64::from(u32::MAX),
+        )
+        .unwrap();
+        b.valid_principal("ada").unwrap();
+        b.key_id("ada-laptop").unwrap();
+        b.sign(ca).unwrap()
+    }
+
+    #[test]
+    fn certificates_go_with_their_key() {
+        let now = Instant::now();
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
+        let mut store = KeyStore::new(UnlockPolicy::default()).with_seal_params(FAST);
+        let key = ed25519();
+        let cert = certificate(&key, &ca);
+        // The key is held, its certificate not (yet): asking by it fails.
+        store.add(key.clone(), "k".into(), None, now).unwrap();
+        assert!(matches!(
+            store.lookup_certificate(&cert, now),
+            Err(AgentError::NoSuchKey)
+        ));
+        // Another key's private half with this certificate: refused, nothing changes.
+        assert!(matches!(
+            store.add_certificate(cert.clone(), ed25519(), "c".into(), None, now),
+            Err(AgentError::InvalidKey(KeyCheck::CertificateKey))
+        ));
+        store
+            .add_certificate(cert.clone(), key.clone(), "c".into(), None, now)
+            .unwrap();
+        // Twice is once.
+        store
+            .add_certificate(cert.clone(), key.clone(), "c".into(), None, now)
+            .unwrap();
+        assert_eq!(store.certificates(now).len(), 1);
+        assert_eq!(store.len(), 1, "the key is not added twice");
+        let held = store.lookup_certificate(&cert, now).unwrap();
+        assert_eq!(held.fingerprint, fingerprint(cert.public_key()));
+        // Adding the key again keeps its certificate; removing the certificate keeps the key.
+        store.add(key.clone(), "k".into(), None, now).unwrap();
+        assert_eq!(store.certificates(now).len(), 1);
+        store.remove_certificate(&cert, now).unwrap();
+        assert!(store.certificates(now).is_empty());
+        assert_eq!(store.len(), 1);
+        // A certificate with its key not held adds the key; removing the key removes both.
+        let other = ed25519();
+        let other_cert = certificate(&other, &ca);
+        store
+            .add_certificate(other_cert.clone(), other.clone(), "o".into(), None, now)
+            .unwrap();
+        assert_eq!((store.len(), store.certificates(now).len()), (2, 1));
+        store
+            .remove(&KeyData::try_from(&other).unwrap(), now)
+            .unwrap();
+        assert!(store.certificates(now).is_empty());
+        assert!(store.lookup_certificate(&other_cert, now).is_err());
+    }
+
+    #[test]
+    fn a_certificate_whose_ca_signature_does_not_verify_is_refused() {
+        let now = Instant::now();
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
+        let key = ed25519();
+        let cert = certificate(&key, &ca);
+        // The key id changed after signing.
+        let mut blob = Vec::new();
+        ssh_encoding::Encode::encode(&cert, &mut blob).unwrap();
+        let at = blob
+            .windows(b"ada-laptop".len())
+            .position(|w| w == b"ada-laptop")
+            .unwrap();
+        blob[at] = b'e';
+        let forged = Certificate::decode(&mut blob.as_slice()).unwrap();
+        let mut store = KeyStore::new(UnlockPolicy::default()).with_seal_params(FAST);
+        assert!(matches!(
+            store.add_certificate(forged, key, "c".into(), None, now),
+            Err(AgentError::InvalidKey(KeyCheck::CertificateSignature))
+        ));
+        assert!(store.is_empty());
+    }
 }
