@@ -642,6 +642,75 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_signature_is_told_to_the_requesters_parent_and_nobody_else() {
+        use crate::agent::refusals::RefusalAnswer;
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let process = |pid, start, exe: &str, parent: Option<(u32, u64)>| Requester {
+            start_time: Some(start),
+            parent_pid: parent.map(|p| p.0),
+            parent_start_time: parent.map(|p| p.1),
+            parent_exe: parent.map(|_| "/usr/bin/git".to_owned()),
+            ..Requester::process(1000, pid, exe)
+        };
+        let keygen = process(7, 70, "/usr/bin/ssh-keygen", Some((6, 60)));
+        let outcome = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            Handler::new(&rig.state, &keygen)
+                .sign(sign_request(&key, b"x"), &mut conn, &mut shutdown)
+                .await
+        });
+        assert!(matches!(outcome, Err(AgentError::NotApproved(_))));
+        let ask = |asker: &Requester| {
+            let Ok(Outcome::Reply(Response::ExtensionResponse(e))) =
+                Handler::new(&rig.state, asker).extension(&ext(REFUSAL_EXTENSION))
+            else {
+                panic!("no extension response")
+            };
+            e.parse_message::<RefusalAnswer>()
+                .unwrap()
+                .unwrap()
+                .refusals
+        };
+        let told = ask(&process(6, 60, "/usr/bin/git", None));
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].pid, 7);
+        assert!(
+            told[0].reason.starts_with(
+                "no touch within 30 s; the key blinked for ssh-keygen (pid 7) \u{2190} git (pid 6)"
+            ),
+            "{}",
+            told[0].reason
+        );
+        // The same pid started at another time, and an unrelated process: nothing.
+        assert!(ask(&process(6, 61, "/usr/bin/git", None)).is_empty());
+        assert!(ask(&process(9, 90, "/usr/bin/cat", Some((1, 1)))).is_empty());
+        // An unknown key is a refusal too, told the same way.
+        let unknown = KeyData::try_from(&ed25519()).unwrap();
+        let other = process(8, 80, "/usr/bin/ssh-keygen", Some((6, 60)));
+        let _ = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            Handler::new(&rig.state, &other)
+                .sign(sign_request(&unknown, b"x"), &mut conn, &mut shutdown)
+                .await
+        });
+        let told = ask(&process(6, 60, "/usr/bin/git", None));
+        assert_eq!(told.len(), 2);
+        assert_eq!(told[0].pid, 8, "newest first");
+        assert!(
+            told[0]
+                .reason
+                .starts_with("the agent does not hold this key; asked by ssh-keygen (pid 8)"),
+            "{}",
+            told[0].reason
+        );
+    }
+
+    #[test]
     fn sign_of_an_unknown_key_fails_before_the_gate_is_asked() {
         let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
         let unknown = KeyData::try_from(&ed25519()).unwrap();
