@@ -283,6 +283,19 @@ def main():
                      (0x6700, "wrong-length"), (0x6D00, "ins-not-supported"),
                      (0x6E00, "cla-not-supported")):
         out.put("u2f_response", name, b"\x00" + struct.pack(">H", sw))
+    # refusal@auths-presence answers: none, one, one with an escape in its reason.
+    out.put("refusal_answer", "none", struct.pack(">I", 0))
+    out.put("refusal_answer", "one", struct.pack(">III", 1, 4242, 3) + ssh_string(b"no touch within 30 s"))
+    out.put("refusal_answer", "escape", struct.pack(">III", 1, 7, 0) + ssh_string(b"evil\x1b[2J"))
+    # HID report descriptors: a FIDO interface (usage page 0xF1D0, usage 1), a keyboard, a long
+    # item before the FIDO one, an extended usage.
+    fido_desc = bytes([0x06, 0xD0, 0xF1, 0x09, 0x01, 0xA1, 0x01, 0x09, 0x20, 0x15, 0x00, 0x26, 0xFF,
+                       0x00, 0x75, 0x08, 0x95, 0x40, 0x81, 0x02, 0x09, 0x21, 0x15, 0x00, 0x26, 0xFF,
+                       0x00, 0x75, 0x08, 0x95, 0x40, 0x91, 0x02, 0xC0])
+    out.put("hid_descriptor", "fido", fido_desc)
+    out.put("hid_descriptor", "keyboard", bytes([0x05, 0x01, 0x09, 0x06, 0xA1, 0x01, 0xC0]))
+    out.put("hid_descriptor", "long-item", bytes([0xFE, 0x02, 0x00, 0xAA, 0xBB]) + fido_desc)
+    out.put("hid_descriptor", "extended-usage", bytes([0x0B, 0x01, 0x00, 0xD0, 0xF1]))
     keys = os.path.join(os.path.dirname(__file__), "seed-keys")
     if os.path.isdir(keys):
         for k in sorted(os.listdir(keys)):

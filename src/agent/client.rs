@@ -107,6 +107,46 @@ pub fn status(socket: &Path) -> Result<AgentStatus, AgentError> {
     }
 }
 
+/// Ask the agent at `socket` which refusals this process may read (its own, its children's
+/// and its parent's; see [`super::refusals`]), newest first.
+pub fn refusals(socket: &Path) -> Result<Vec<super::refusals::Refusal>, AgentError> {
+    refusals_on(&mut connect(socket, Duration::from_secs(5))?)
+}
+
+/// A connection to the agent at `socket` kept for several requests ([`refusals_on`]): the
+/// agent reads who connected (and that process's parent) when it accepts, not per request.
+pub fn connect(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<impl std::io::Read + std::io::Write, AgentError> {
+    Ok(
+        super::listener::connect(socket, Some(timeout)).map_err(|source| ClientError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })?,
+    )
+}
+
+/// [`refusals`] on a connection from [`connect`]. An agent that is not ours answers
+/// `SSH_AGENT_FAILURE`: [`ClientError::Refused`].
+pub fn refusals_on(
+    stream: &mut (impl std::io::Read + std::io::Write),
+) -> Result<Vec<super::refusals::Refusal>, AgentError> {
+    use super::refusals::{RefusalAnswer, REFUSAL_EXTENSION};
+    let ext = Extension {
+        name: REFUSAL_EXTENSION.to_owned(),
+        details: Vec::new().into(),
+    };
+    match exchange(stream, &Request::Extension(ext))? {
+        Response::ExtensionResponse(e) => match e.parse_message::<RefusalAnswer>() {
+            Ok(Some(answer)) => Ok(answer.refusals),
+            _ => Err(ClientError::Unexpected.into()),
+        },
+        Response::Failure => Err(ClientError::Refused.into()),
+        _ => Err(ClientError::Unexpected.into()),
+    }
+}
+
 /// Ask the agent to wipe every key (what `auths agent lock` does).
 pub fn wipe(socket: &Path) -> Result<(), AgentError> {
     let ext = Extension {

@@ -36,6 +36,7 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     super::status::STATUS_EXTENSION,
     super::rules::RULES_EXTENSION,
     super::rules::RELOAD_EXTENSION,
+    super::refusals::REFUSAL_EXTENSION,
 ];
 
 /// Why a message body is not a request we accept.

@@ -1,6 +1,7 @@
 //! One method per request type (draft-miller-ssh-agent; section titles are cited because the
 //! numbering moves between drafts):
-//! "Requesting a list of keys" (`Handler::identities`), "Private key operations"
+//! "Requesting a list of keys" (`Handler::identities`: keys, then their OpenSSH certificates),
+//! "Private key operations"
 //! (`Handler::sign`: the gate approves first), "Adding keys to the agent" (`Handler::add`,
 //! `Handler::add_constrained`: the lifetime constraint is honoured, the confirm constraint is
 //! implied by the gate), "Removing keys from the agent" (`Handler::remove`,
@@ -35,7 +36,9 @@ use super::codec::{
     decode_request, payload_kind, sshsig_namespace, SUPPORTED_EXTENSIONS, WIPE_EXTENSION,
 };
 use super::connection::{Connection, Watched};
+use super::keys::keypair_for_certificate;
 use super::log::{failure_line, RequestKind};
+use super::refusals::{sign_refusal_reason, RefusalAnswer, REFUSAL_EXTENSION};
 use super::server::AgentState;
 use super::status::{AgentStatus, STATUS_EXTENSION};
 use super::userauth::{
@@ -122,37 +125,70 @@ impl<'a> Handler<'a> {
         Outcome::Reply(Response::Failure)
     }
 
-    /// `SSH_AGENTC_REQUEST_IDENTITIES`: the plain keys held (none while locked).
+    /// `SSH_AGENTC_REQUEST_IDENTITIES`: the keys held, then their certificates (none while
+    /// locked).
     pub(crate) fn identities(&self) -> Result<Outcome, AgentError> {
         let now = self.state.now();
-        let ids = self
+        let (keys, certs) = self
             .state
-            .with_keys(|k| k.identities(now))
+            .with_keys(|k| (k.identities(now), k.certificates(now)));
+        let ids = keys
             .into_iter()
             .map(|id| Identity {
                 credential: PublicCredential::Key(id.key_data),
                 comment: id.comment,
             })
+            .chain(certs.into_iter().map(|c| Identity {
+                credential: PublicCredential::Cert(Box::new(c.certificate)),
+                comment: c.comment,
+            }))
             .collect();
         Ok(Outcome::Reply(Response::IdentitiesAnswer(ids)))
     }
 
     /// `SSH_AGENTC_SIGN_REQUEST`: look up the key, ask the gate while watching for a hang-up,
     /// sign under the approval, and hand out the signature only once its receipt is written.
+    /// A refusal is recorded for the peer ([`super::refusals`]), so `auths git sign` can say
+    /// why.
     pub(crate) async fn sign<S: AsyncRead + AsyncWrite + Unpin + Send>(
         &self,
         req: SignRequest,
         conn: &mut Connection<S>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Outcome, AgentError> {
+        let mut asked = None;
+        let result = self.sign_gated(req, conn, shutdown, &mut asked).await;
+        if let Err(e) = &result {
+            let reason = sign_refusal_reason(e, asked.as_ref(), self.peer);
+            self.state
+                .refusals()
+                .record(self.peer, &reason, self.state.now());
+        }
+        result
+    }
+
+    /// [`Self::sign`]; what the gate was asked goes to `asked`.
+    async fn sign_gated<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &self,
+        req: SignRequest,
+        conn: &mut Connection<S>,
+        shutdown: &mut watch::Receiver<bool>,
+        asked: &mut Option<ApprovalRequest>,
+    ) -> Result<Outcome, AgentError> {
         let state = self.state;
-        // We hold plain keys only; a certificate names a key we may hold, but we do not store
-        // certificates, so asking by certificate fails like an unknown key.
-        let PublicCredential::Key(key) = req.credential else {
-            return Err(AgentError::Unsupported("signing by certificate"));
-        };
         let now = state.now();
-        let held = state.with_keys(|k| k.lookup(&key, now))?;
+        // A certificate signs with the key it certifies, when the agent holds that certificate
+        // (not merely its key): the gate, prompt and receipt name the key.
+        let (key, held) = match req.credential {
+            PublicCredential::Key(key) => {
+                let held = state.with_keys(|k| k.lookup(&key, now))?;
+                (key, held)
+            }
+            PublicCredential::Cert(cert) => {
+                let held = state.with_keys(|k| k.lookup_certificate(&cert, now))?;
+                (cert.public_key().clone(), held)
+            }
+        };
         // For caller rules that name a key by its comment.
         let key_comment = state
             .with_keys(|k| k.identities(now))
@@ -182,6 +218,7 @@ impl<'a> Handler<'a> {
             key_comment,
             rule: None,
         };
+        *asked = Some(request.clone());
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
         let approval = match conn
             .watch_hang_up(state.gate().approve(request), shutdown)
@@ -248,9 +285,6 @@ impl<'a> Handler<'a> {
         credential: PrivateCredential,
         constraints: Vec<KeyConstraint>,
     ) -> Result<Outcome, AgentError> {
-        let PrivateCredential::Key { privkey, comment } = credential else {
-            return Err(AgentError::Unsupported("certificates cannot be added"));
-        };
         let mut lifetime = None;
         let mut confirm = false;
         for c in constraints {
@@ -265,7 +299,28 @@ impl<'a> Handler<'a> {
         }
         let now = self.state.now();
         self.state.with_keys(|k| {
-            let fingerprint = k.add(privkey, comment, lifetime, now)?;
+            let fingerprint = match credential {
+                PrivateCredential::Key { privkey, comment } => {
+                    k.add(privkey, comment, lifetime, now)?
+                }
+                PrivateCredential::Cert {
+                    certificate,
+                    privkey,
+                    comment,
+                    ..
+                } => {
+                    let keypair = keypair_for_certificate(&certificate, privkey)?;
+                    if certificate.valid_before_time() <= std::time::SystemTime::now() {
+                        // Kept and listed: the server decides what an expired one is worth.
+                        self.state.log().record(&format!(
+                            "auths agent: the certificate {} added by {} has expired",
+                            crate::presence::prompt::escape_control(certificate.key_id()),
+                            crate::presence::prompt::describe_peer(self.peer)
+                        ));
+                    }
+                    k.add_certificate(*certificate, keypair, comment, lifetime, now)?
+                }
+            };
             if confirm {
                 k.set_confirm(&fingerprint);
             }
@@ -276,11 +331,13 @@ impl<'a> Handler<'a> {
 
     /// `SSH_AGENTC_REMOVE_IDENTITY`.
     pub(crate) fn remove(&self, rm: RemoveIdentity) -> Result<Outcome, AgentError> {
-        let PublicCredential::Key(key) = rm.credential else {
-            return Err(AgentError::Unsupported("removing by certificate"));
-        };
         let now = self.state.now();
-        self.state.with_keys(|k| k.remove(&key, now))?;
+        match rm.credential {
+            PublicCredential::Key(key) => self.state.with_keys(|k| k.remove(&key, now))?,
+            PublicCredential::Cert(cert) => {
+                self.state.with_keys(|k| k.remove_certificate(&cert, now))?
+            }
+        }
         Ok(Outcome::Reply(Response::Success))
     }
 
@@ -371,6 +428,13 @@ impl<'a> Handler<'a> {
                     crate::presence::prompt::describe_peer(self.peer),
                     answer.message
                 ));
+                let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
+                Ok(Outcome::Reply(Response::ExtensionResponse(e)))
+            }
+            REFUSAL_EXTENSION => {
+                let answer = RefusalAnswer {
+                    refusals: self.state.refusals().for_asker(self.peer, self.state.now()),
+                };
                 let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
                 Ok(Outcome::Reply(Response::ExtensionResponse(e)))
             }
@@ -570,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn add_refuses_certificates_and_constraint_extensions_and_honours_lifetime() {
+    fn add_refuses_constraint_extensions_and_honours_lifetime() {
         let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
         let constrained = |constraints| AddIdentityConstrained {
             identity: AddIdentity {
@@ -600,6 +664,75 @@ mod tests {
             rig.handler().identities(),
             Ok(Outcome::Reply(Response::IdentitiesAnswer(ids))) if ids.is_empty()
         ));
+    }
+
+    #[test]
+    fn a_refused_signature_is_told_to_the_requesters_parent_and_nobody_else() {
+        use crate::agent::refusals::RefusalAnswer;
+        let rig = Rig::new(TestGate::default(), UnlockPolicy::default());
+        let key = rig.add_key("");
+        let process = |pid, start, exe: &str, parent: Option<(u32, u64)>| Requester {
+            start_time: Some(start),
+            parent_pid: parent.map(|p| p.0),
+            parent_start_time: parent.map(|p| p.1),
+            parent_exe: parent.map(|_| "/usr/bin/git".to_owned()),
+            ..Requester::process(1000, pid, exe)
+        };
+        let keygen = process(7, 70, "/usr/bin/ssh-keygen", Some((6, 60)));
+        let outcome = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            Handler::new(&rig.state, &keygen)
+                .sign(sign_request(&key, b"x"), &mut conn, &mut shutdown)
+                .await
+        });
+        assert!(matches!(outcome, Err(AgentError::NotApproved(_))));
+        let ask = |asker: &Requester| {
+            let Ok(Outcome::Reply(Response::ExtensionResponse(e))) =
+                Handler::new(&rig.state, asker).extension(&ext(REFUSAL_EXTENSION))
+            else {
+                panic!("no extension response")
+            };
+            e.parse_message::<RefusalAnswer>()
+                .unwrap()
+                .unwrap()
+                .refusals
+        };
+        let told = ask(&process(6, 60, "/usr/bin/git", None));
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].pid, 7);
+        assert!(
+            told[0].reason.starts_with(
+                "no touch within 30 s; the key blinked for ssh-keygen (pid 7) \u{2190} git (pid 6)"
+            ),
+            "{}",
+            told[0].reason
+        );
+        // The same pid started at another time, and an unrelated process: nothing.
+        assert!(ask(&process(6, 61, "/usr/bin/git", None)).is_empty());
+        assert!(ask(&process(9, 90, "/usr/bin/cat", Some((1, 1)))).is_empty());
+        // An unknown key is a refusal too, told the same way.
+        let unknown = KeyData::try_from(&ed25519()).unwrap();
+        let other = process(8, 80, "/usr/bin/ssh-keygen", Some((6, 60)));
+        let _ = rt().block_on(async {
+            let (a, _b) = tokio::io::duplex(1024);
+            let mut conn = Connection::new(a, Duration::from_secs(5));
+            let (_tx, mut shutdown) = watch::channel(false);
+            Handler::new(&rig.state, &other)
+                .sign(sign_request(&unknown, b"x"), &mut conn, &mut shutdown)
+                .await
+        });
+        let told = ask(&process(6, 60, "/usr/bin/git", None));
+        assert_eq!(told.len(), 2);
+        assert_eq!(told[0].pid, 8, "newest first");
+        assert!(
+            told[0]
+                .reason
+                .starts_with("the agent does not hold this key; asked by ssh-keygen (pid 8)"),
+            "{}",
+            told[0].reason
+        );
     }
 
     #[test]

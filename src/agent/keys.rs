@@ -21,7 +21,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use sha2::{Digest, Sha256};
 use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, KeypairData};
 use ssh_key::public::KeyData;
-use ssh_key::{HashAlg, PrivateKey, Signature};
+use ssh_key::{Certificate, HashAlg, PrivateKey, Signature};
 use zeroize::Zeroizing;
 
 use super::{AgentError, KeyCheck, SealError};
@@ -167,6 +167,21 @@ struct Entry {
     key: PrivateKey,
     fingerprint: String,
     meta: KeyMeta,
+    /// OpenSSH certificates of this key (`ssh-add` adds `id-cert.pub` with `id`): listed as
+    /// identities of their own, signing with this key. Public, not secret.
+    certs: Vec<(Certificate, String)>,
+}
+
+/// At most this many certificates are kept for one key.
+pub const MAX_CERTIFICATES_PER_KEY: usize = 8;
+
+/// A certificate as listed to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicCertificate {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// The comment given when it was added.
+    pub comment: String,
 }
 
 /// What the agent knows of a key besides its secret (never secret itself).
@@ -200,6 +215,8 @@ struct Sealed {
     ciphertext: Vec<u8>,
     /// Per-key expiry and constraints, in the order of the sealed keys (not secret).
     meta: Vec<KeyMeta>,
+    /// Each sealed key's certificates, in the same order (not secret).
+    certs: Vec<Vec<(Certificate, String)>>,
 }
 
 /// The agent's keys and unlock window. Callers hold it behind a mutex that is never held across
@@ -286,6 +303,61 @@ fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
                 .unwrap_or_else(|_| "unknown".into()),
         )),
     }
+}
+
+/// The same certificate, whatever comment each copy carries (a request names the blob).
+fn same_certificate(a: &Certificate, b: &Certificate) -> bool {
+    use ssh_encoding::Encode;
+    let blob = |c: &Certificate| {
+        let mut v = Vec::new();
+        c.encode(&mut v).ok().map(|_| v)
+    };
+    matches!((blob(a), blob(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// The key pair a certificate add carries: the certificate's public key with the private
+/// half the message holds (OpenSSH sends only the private parts; the Ed25519 form repeats its
+/// public key, which must be the certificate's). The halves are checked at
+/// [`KeyStore::add_certificate`].
+pub fn keypair_for_certificate(
+    certificate: &Certificate,
+    private: ssh_agent_lib::proto::PrivateKeyData,
+) -> Result<KeypairData, AgentError> {
+    use ssh_agent_lib::proto::{EcdsaPrivateKey as Agent, PrivateKeyData as P};
+    use ssh_key::public::EcdsaPublicKey as Public;
+    let mismatch = AgentError::InvalidKey(KeyCheck::CertificateKey);
+    Ok(match (certificate.public_key(), private) {
+        (KeyData::Ed25519(public), P::Ed25519(pair)) => {
+            if pair.public != *public {
+                return Err(mismatch);
+            }
+            KeypairData::Ed25519(pair)
+        }
+        (KeyData::Ecdsa(Public::NistP256(public)), P::Ecdsa(Agent::NistP256(private))) => {
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 {
+                public: *public,
+                private,
+            })
+        }
+        (KeyData::Ecdsa(Public::NistP384(public)), P::Ecdsa(Agent::NistP384(private))) => {
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 {
+                public: *public,
+                private,
+            })
+        }
+        (KeyData::Ecdsa(Public::NistP521(public)), P::Ecdsa(Agent::NistP521(private))) => {
+            KeypairData::Ecdsa(EcdsaKeypair::NistP521 {
+                public: *public,
+                private,
+            })
+        }
+        (KeyData::Rsa(public), P::Rsa(private)) => KeypairData::Rsa(ssh_key::private::RsaKeypair {
+            public: public.clone(),
+            private,
+        }),
+        (KeyData::Dsa(_), P::Dsa(_)) => return Err(AgentError::UnsupportedKey("ssh-dss".into())),
+        _ => return Err(mismatch),
+    })
 }
 
 /// The rsa crate's private key of `k`, built from n, e, d, p and q (ssh-key 0.6.7's own
@@ -477,6 +549,13 @@ impl KeyStore {
             ),
             None => None,
         };
+        // The same key again keeps its certificates.
+        let certs = self
+            .entries
+            .iter_mut()
+            .find(|e| e.fingerprint == fingerprint)
+            .map(|e| std::mem::take(&mut e.certs))
+            .unwrap_or_default();
         self.entries.retain(|e| e.fingerprint != fingerprint);
         self.entries.push(Entry {
             key,
@@ -485,12 +564,134 @@ impl KeyStore {
                 expires,
                 confirm: false,
             },
+            certs,
         });
         self.open_window(now);
         Ok(fingerprint)
     }
 
-    /// Remove one identity.
+    /// Add an OpenSSH certificate with its key (`keypair`, from [`keypair_for_certificate`]):
+    /// the key is added too when it is not held (as [`Self::add`] would), and must be the held
+    /// one, private half included, when it is. A lifetime shortens the key's (both go
+    /// together). The CA's signature over the certificate must verify (whether the CA is
+    /// trusted is the server's business; so is an expired certificate, which is kept).
+    pub fn add_certificate(
+        &mut self,
+        certificate: Certificate,
+        keypair: KeypairData,
+        comment: String,
+        lifetime: Option<Duration>,
+        now: Instant,
+    ) -> Result<String, AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        check_supported(&keypair)?;
+        if KeyData::try_from(&keypair).map_err(AgentError::Key)? != *certificate.public_key() {
+            return Err(AgentError::InvalidKey(KeyCheck::CertificateKey));
+        }
+        certificate
+            .verify_signature()
+            .map_err(|_| AgentError::InvalidKey(KeyCheck::CertificateSignature))?;
+        let fingerprint = fingerprint(certificate.public_key());
+        let held = self
+            .entries
+            .iter()
+            .position(|e| e.fingerprint == fingerprint);
+        let index = match held {
+            Some(i) => {
+                if *self.entries[i].key.key_data() != keypair {
+                    return Err(AgentError::InvalidKey(KeyCheck::CertificateKey));
+                }
+                if let Some(l) = lifetime {
+                    let deadline = now
+                        .checked_add(l)
+                        .ok_or(AgentError::Unsupported("a key lifetime this long"))?;
+                    let meta = &mut self.entries[i].meta;
+                    meta.expires = Some(meta.expires.map_or(deadline, |d| d.min(deadline)));
+                }
+                i
+            }
+            None => {
+                self.add(keypair, comment.clone(), lifetime, now)?;
+                self.entries.len() - 1
+            }
+        };
+        let certs = &mut self.entries[index].certs;
+        certs.retain(|(c, _)| !same_certificate(c, &certificate));
+        if certs.len() >= MAX_CERTIFICATES_PER_KEY {
+            return Err(AgentError::Unsupported(
+                "more than 8 certificates for one key",
+            ));
+        }
+        certs.push((certificate, comment));
+        Ok(fingerprint)
+    }
+
+    /// The certificates held (none while locked), each after its key's turn in
+    /// [`Self::identities`].
+    pub fn certificates(&mut self, now: Instant) -> Vec<PublicCertificate> {
+        self.expire(now);
+        self.entries
+            .iter()
+            .flat_map(|e| e.certs.iter())
+            .map(|(c, comment)| PublicCertificate {
+                certificate: c.clone(),
+                comment: comment.clone(),
+            })
+            .collect()
+    }
+
+    /// The key a held certificate certifies, for a signature request that names the
+    /// certificate. Fails while locked, and for a certificate not held (even of a held key).
+    pub fn lookup_certificate(
+        &mut self,
+        certificate: &Certificate,
+        now: Instant,
+    ) -> Result<HeldKey, AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        self.entries
+            .iter()
+            .find(|e| {
+                e.certs
+                    .iter()
+                    .any(|(c, _)| same_certificate(c, certificate))
+            })
+            .map(|e| HeldKey {
+                fingerprint: e.fingerprint.clone(),
+                confirm: e.meta.confirm,
+            })
+            .ok_or(AgentError::NoSuchKey)
+    }
+
+    /// Remove one certificate (its key stays).
+    pub fn remove_certificate(
+        &mut self,
+        certificate: &Certificate,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let mut found = false;
+        for e in &mut self.entries {
+            let before = e.certs.len();
+            e.certs.retain(|(c, _)| !same_certificate(c, certificate));
+            found |= e.certs.len() != before;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(AgentError::NoSuchKey)
+        }
+    }
+
+    /// Remove one identity (its certificates go with it).
     pub fn remove(&mut self, key: &KeyData, now: Instant) -> Result<(), AgentError> {
         self.expire(now);
         if self.is_locked() {
@@ -628,6 +829,11 @@ impl KeyStore {
             .encrypt(&nonce.into(), plaintext.as_slice())
             .map_err(|_| SealError::Encrypt)?;
         let meta = self.entries.iter().map(|e| e.meta).collect();
+        let certs = self
+            .entries
+            .iter_mut()
+            .map(|e| std::mem::take(&mut e.certs))
+            .collect();
         self.entries.clear();
         self.entries.shrink_to_fit();
         self.sealed = Some(Sealed {
@@ -635,6 +841,7 @@ impl KeyStore {
             nonce,
             ciphertext,
             meta,
+            certs,
         });
         self.wiped = Some(WipeReason::Locked);
         Ok(())
@@ -658,7 +865,7 @@ impl KeyStore {
         );
         let mut restored = Vec::with_capacity(sealed.meta.len());
         let mut rest: &[u8] = &plaintext;
-        for meta in &sealed.meta {
+        for (i, meta) in sealed.meta.iter().enumerate() {
             let (len, tail) = rest.split_first_chunk::<4>().ok_or(SealError::Corrupt)?;
             let len = u32::from_be_bytes(*len) as usize;
             if tail.len() < len {
@@ -675,6 +882,7 @@ impl KeyStore {
                 key,
                 fingerprint,
                 meta: *meta,
+                certs: sealed.certs.get(i).cloned().unwrap_or_default(),
             });
         }
         self.sealed = None;
@@ -1054,5 +1262,92 @@ mod tests {
         let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point(&d).as_bytes()).unwrap();
         let sig = p256::ecdsa::Signature::try_from(&sig).unwrap();
         vk.verify(b"data", &sig).unwrap();
+    }
+
+    /// A user certificate for `key`, signed by `ca`.
+    fn certificate(key: &KeypairData, ca: &PrivateKey) -> Certificate {
+        let public = KeyData::try_from(key).unwrap();
+        let mut b = ssh_key::certificate::Builder::new_with_random_nonce(
+            &mut rand::rngs::OsRng,
+            public,
+            0,
+            u64::from(u32::MAX),
+        )
+        .unwrap();
+        b.valid_principal("ada").unwrap();
+        b.key_id("ada-laptop").unwrap();
+        b.sign(ca).unwrap()
+    }
+
+    #[test]
+    fn certificates_go_with_their_key() {
+        let now = Instant::now();
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
+        let mut store = KeyStore::new(UnlockPolicy::default()).with_seal_params(FAST);
+        let key = ed25519();
+        let cert = certificate(&key, &ca);
+        // The key is held, its certificate not (yet): asking by it fails.
+        store.add(key.clone(), "k".into(), None, now).unwrap();
+        assert!(matches!(
+            store.lookup_certificate(&cert, now),
+            Err(AgentError::NoSuchKey)
+        ));
+        // Another key's private half with this certificate: refused, nothing changes.
+        assert!(matches!(
+            store.add_certificate(cert.clone(), ed25519(), "c".into(), None, now),
+            Err(AgentError::InvalidKey(KeyCheck::CertificateKey))
+        ));
+        store
+            .add_certificate(cert.clone(), key.clone(), "c".into(), None, now)
+            .unwrap();
+        // Twice is once.
+        store
+            .add_certificate(cert.clone(), key.clone(), "c".into(), None, now)
+            .unwrap();
+        assert_eq!(store.certificates(now).len(), 1);
+        assert_eq!(store.len(), 1, "the key is not added twice");
+        let held = store.lookup_certificate(&cert, now).unwrap();
+        assert_eq!(held.fingerprint, fingerprint(cert.public_key()));
+        // Adding the key again keeps its certificate; removing the certificate keeps the key.
+        store.add(key.clone(), "k".into(), None, now).unwrap();
+        assert_eq!(store.certificates(now).len(), 1);
+        store.remove_certificate(&cert, now).unwrap();
+        assert!(store.certificates(now).is_empty());
+        assert_eq!(store.len(), 1);
+        // A certificate with its key not held adds the key; removing the key removes both.
+        let other = ed25519();
+        let other_cert = certificate(&other, &ca);
+        store
+            .add_certificate(other_cert.clone(), other.clone(), "o".into(), None, now)
+            .unwrap();
+        assert_eq!((store.len(), store.certificates(now).len()), (2, 1));
+        store
+            .remove(&KeyData::try_from(&other).unwrap(), now)
+            .unwrap();
+        assert!(store.certificates(now).is_empty());
+        assert!(store.lookup_certificate(&other_cert, now).is_err());
+    }
+
+    #[test]
+    fn a_certificate_whose_ca_signature_does_not_verify_is_refused() {
+        let now = Instant::now();
+        let ca = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
+        let key = ed25519();
+        let cert = certificate(&key, &ca);
+        // The key id changed after signing.
+        let mut blob = Vec::new();
+        ssh_encoding::Encode::encode(&cert, &mut blob).unwrap();
+        let at = blob
+            .windows(b"ada-laptop".len())
+            .position(|w| w == b"ada-laptop")
+            .unwrap();
+        blob[at] = b'e';
+        let forged = Certificate::decode(&mut blob.as_slice()).unwrap();
+        let mut store = KeyStore::new(UnlockPolicy::default()).with_seal_params(FAST);
+        assert!(matches!(
+            store.add_certificate(forged, key, "c".into(), None, now),
+            Err(AgentError::InvalidKey(KeyCheck::CertificateSignature))
+        ));
+        assert!(store.is_empty());
     }
 }

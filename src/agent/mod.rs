@@ -17,6 +17,8 @@
 //! - [`status`]: the `status@auths-presence` extension (`auths agent status`).
 //! - [`rules`]: the `rules@auths-presence` and `reload@auths-presence` extensions (caller
 //!   rules: `auths agent rules`, `auths agent reload`).
+//! - [`refusals`]: why each recently refused process was refused, and the
+//!   `refusal@auths-presence` extension that tells its parent (`auths git sign`).
 //! - `registry`: the open connections and how long each has been idle; above the cap the
 //!   longest-idle one is closed.
 //!
@@ -40,6 +42,7 @@ pub mod keys;
 pub mod listener;
 pub mod log;
 pub mod peer;
+pub mod refusals;
 mod registry;
 pub mod rules;
 pub mod server;
@@ -89,7 +92,7 @@ pub enum AgentError {
         "an ssh-rsa signature (SHA-1) was asked for; only rsa-sha2-256 and rsa-sha2-512 are made"
     )]
     Sha1Refused,
-    /// A certificate, an unknown constraint or an unsupported request was offered.
+    /// An unknown constraint, too many certificates for one key, or an unsupported request.
     #[error("unsupported request: {0}")]
     Unsupported(&'static str),
     /// A message body that is not a request the agent accepts.
@@ -178,6 +181,13 @@ pub enum KeyCheck {
     /// An RSA modulus outside 2048 to 8192 bits.
     #[error("its RSA modulus has {0} bits: 2048 to 8192 are accepted")]
     RsaSize(usize),
+    /// A certificate whose public key is not the key added with it (or not the held key of
+    /// that fingerprint).
+    #[error("the certificate certifies another key than the one added with it")]
+    CertificateKey,
+    /// A certificate whose CA signature does not verify (corrupt or forged).
+    #[error("the certificate's CA signature does not verify")]
+    CertificateSignature,
 }
 
 /// Why the protocol lock's seal could not be made or opened (the passphrase was right).

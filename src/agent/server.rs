@@ -119,6 +119,8 @@ pub struct AgentState {
     prompter: Option<Prompter>,
     /// The socket path (escaped) that stopped naming our socket; set once.
     socket_replaced: OnceLock<String>,
+    /// The last refusal of each recently refused process (`refusal@auths-presence`).
+    refusals: super::refusals::Refusals,
 }
 
 impl std::fmt::Debug for AgentState {
@@ -145,6 +147,7 @@ impl AgentState {
             log: Arc::new(Stderr),
             prompter: None,
             socket_replaced: OnceLock::new(),
+            refusals: super::refusals::Refusals::default(),
         }
     }
 
@@ -241,6 +244,12 @@ impl AgentState {
     /// The gate.
     pub fn gate(&self) -> &Arc<dyn Gate> {
         &self.gate
+    }
+
+    /// Why recently refused processes were refused: call `record` for every refusal of a
+    /// signature (the handler does for sign requests).
+    pub fn refusals(&self) -> &super::refusals::Refusals {
+        &self.refusals
     }
 
     /// The current time on the agent's clock.

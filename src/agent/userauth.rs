@@ -214,10 +214,23 @@ pub fn parse_userauth(data: &[u8]) -> Result<Userauth, UserauthError> {
     }
     let algorithm = utf8(&mut rest, "algorithm name", MAX_NAME_LEN)?;
     let key_blob = field(&mut rest, "public key", MAX_BLOB_LEN)?;
-    let key = decode_whole(key_blob).map_err(|source| UserauthError::Key {
-        field: "public key",
-        source,
-    })?;
+    // A certificate login (`…-cert-v01@openssh.com`) offers the key it certifies.
+    let (algorithm, key) = match algorithm.strip_suffix(CERT_SUFFIX) {
+        Some(plain) => (
+            plain,
+            decode_whole_certificate(key_blob).map_err(|source| UserauthError::Key {
+                field: "public key",
+                source,
+            })?,
+        ),
+        None => (
+            algorithm,
+            decode_whole(key_blob).map_err(|source| UserauthError::Key {
+                field: "public key",
+                source,
+            })?,
+        ),
+    };
     if !names_key(algorithm, &key) {
         return Err(UserauthError::AlgorithmMismatch);
     }
@@ -545,6 +558,21 @@ fn peek_name(blob: &[u8]) -> Option<&str> {
 }
 
 /// A public key blob and nothing after it.
+/// The suffix of OpenSSH certificate algorithm names (`PROTOCOL.certkeys`).
+const CERT_SUFFIX: &str = "-cert-v01@openssh.com";
+
+/// A certificate blob and nothing after it: the key it certifies.
+fn decode_whole_certificate(blob: &[u8]) -> Result<KeyData, ssh_key::Error> {
+    let mut reader = blob;
+    let cert = Certificate::decode(&mut reader)?;
+    if !reader.is_finished() {
+        return Err(ssh_key::Error::TrailingData {
+            remaining: reader.remaining_len(),
+        });
+    }
+    Ok(cert.public_key().clone())
+}
+
 fn decode_whole(blob: &[u8]) -> Result<KeyData, ssh_key::Error> {
     let mut reader = blob;
     let key = KeyData::decode(&mut reader)?;

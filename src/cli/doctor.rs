@@ -159,10 +159,25 @@ fn key_checks(
                 Verdict::Fail,
                 escape_control(&e.to_string()),
             );
-            return vec![match super::error::hint(&e) {
+            #[allow(unused_mut)]
+            let mut checks = vec![match super::error::hint(&e) {
                 Some(h) => c.fix(h),
                 None => c,
             }];
+            // No key seen over USB: whether hidraw permissions or the udev rule are why.
+            #[cfg(target_os = "linux")]
+            if matches!(selector, DeviceSelector::Usb | DeviceSelector::UsbPath(_)) {
+                let groups = nix::unistd::getgroups().unwrap_or_default();
+                let mut gids: Vec<u32> = groups.iter().map(|g| g.as_raw()).collect();
+                gids.push(nix::unistd::getegid().as_raw());
+                let d = auths_presence::ctap::hidraw::diagnose(
+                    Path::new("/"),
+                    nix::unistd::geteuid().as_raw(),
+                    &gids,
+                );
+                checks.push(hidraw_check(&d));
+            }
+            return checks;
         }
     };
     let info = &key.info;
@@ -231,6 +246,87 @@ fn key_checks(
         ),
     });
     checks
+}
+
+/// The `hidraw` check: which hidraw devices are FIDO keys, whether this user can open them,
+/// and which udev rule would let them in (Linux only; the tests run it everywhere).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn hidraw_check(d: &auths_presence::ctap::hidraw::Diagnosis) -> Check {
+    use auths_presence::ctap::hidraw::{mode_string, Access, OUR_RULE};
+    const INSTALL: &str = "sudo install -m 0644 udev/70-auths-fido.rules /etc/udev/rules.d/ && \
+         sudo udevadm control --reload-rules && sudo udevadm trigger, then re-plug the key";
+    if d.hidraw_devices == 0 {
+        return check("hidraw", Verdict::Fail, "no /dev/hidraw* device at all")
+            .fix("plug in the key (in a VM or container, pass the USB device through)");
+    }
+    if d.fido.is_empty() {
+        return check(
+            "hidraw",
+            Verdict::Fail,
+            format!(
+                "none of the {} hidraw devices is a FIDO key (usage page 0xF1D0)",
+                d.hidraw_devices
+            ),
+        )
+        .fix("plug in the security key");
+    }
+    let name = |p: &Path| escape_control(&p.display().to_string());
+    let describe = |f: &auths_presence::ctap::hidraw::FidoDevice| {
+        let perms = f
+            .mode
+            .map(|(m, u, g)| format!("{} uid {u} gid {g}", mode_string(m)))
+            .unwrap_or_else(|| "no device node".into());
+        let why = match &f.access {
+            Access::Yes => "you can open it".to_owned(),
+            Access::Denied if f.owner_or_group => {
+                "permission denied (though its mode lets you in)".to_owned()
+            }
+            Access::Denied => {
+                "permission denied: you are neither its owner nor in its group, and no ACL \
+                 (uaccess) lets you in"
+                    .to_owned()
+            }
+            Access::Error(e) => format!("cannot open it: {}", escape_control(e)),
+        };
+        format!("{} is a FIDO key ({perms}): {why}", name(&f.path))
+    };
+    let detail = d.fido.iter().map(describe).collect::<Vec<_>>().join("; ");
+    let rules = if d.rules.is_empty() {
+        "no udev rule for FIDO keys is installed".to_owned()
+    } else {
+        format!(
+            "udev rules: {}",
+            d.rules
+                .iter()
+                .map(|p| name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let detail = format!("{detail}; {rules}");
+    if d.fido.iter().any(|f| f.access == Access::Yes) {
+        return check("hidraw", Verdict::Warn, detail).fix(
+            "the key can be opened, so another program may hold it: close browsers or \
+             other FIDO tools, or pass --device usb:PATH",
+        );
+    }
+    let ours = d
+        .rules
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| n == OUR_RULE));
+    let fix = if ours {
+        "the rule lets the seat's user (uaccess) and the plugdev group in: re-plug the key; \
+         over SSH or in WSL run `sudo usermod -aG plugdev $USER` and log in again"
+            .to_owned()
+    } else if d.rules.is_empty() {
+        INSTALL.to_owned()
+    } else {
+        format!(
+            "systemd's rule gives the key to the logged-in seat's user only; for SSH sessions and \
+             WSL install ours: {INSTALL}, and `sudo usermod -aG plugdev $USER`"
+        )
+    };
+    check("hidraw", Verdict::Fail, detail).fix(fix)
 }
 
 fn agent_checks(socket: &Path) -> Vec<Check> {
@@ -401,5 +497,86 @@ pub fn run(args: DoctorArgs) -> CliResult {
         Ok(())
     } else {
         Err(format!("{failed} check(s) failed").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auths_presence::ctap::hidraw::{Access, Diagnosis, FidoDevice};
+
+    fn fido(access: Access, owner_or_group: bool) -> FidoDevice {
+        FidoDevice {
+            path: PathBuf::from("/dev/hidraw3"),
+            access,
+            mode: Some((0o600, 0, 0)),
+            owner_or_group,
+        }
+    }
+
+    #[test]
+    fn hidraw_diagnosis_names_the_cause_and_the_fix() {
+        let none = hidraw_check(&Diagnosis::default());
+        assert_eq!(none.verdict, Verdict::Fail);
+        let keyboard = hidraw_check(&Diagnosis {
+            hidraw_devices: 2,
+            ..Diagnosis::default()
+        });
+        assert!(keyboard.detail.contains("none of the 2 hidraw devices"));
+        // Denied, no rule: install ours.
+        let denied = hidraw_check(&Diagnosis {
+            hidraw_devices: 1,
+            fido: vec![fido(Access::Denied, false)],
+            rules: vec![],
+        });
+        assert_eq!(denied.verdict, Verdict::Fail);
+        assert!(
+            denied.detail.starts_with(
+                "/dev/hidraw3 is a FIDO key (crw------- uid 0 gid 0): permission denied"
+            ) && denied
+                .detail
+                .ends_with("no udev rule for FIDO keys is installed"),
+            "{}",
+            denied.detail
+        );
+        assert!(denied
+            .fix
+            .as_deref()
+            .unwrap()
+            .starts_with("sudo install -m 0644 udev/70-auths-fido.rules /etc/udev/rules.d/"));
+        // Denied with our rule: the group, or re-plug.
+        let ours = hidraw_check(&Diagnosis {
+            hidraw_devices: 1,
+            fido: vec![fido(Access::Denied, false)],
+            rules: vec![PathBuf::from("/etc/udev/rules.d/70-auths-fido.rules")],
+        });
+        assert!(ours.fix.as_deref().unwrap().contains("usermod -aG plugdev"));
+        // Only systemd's: ours for sessions without a seat.
+        let systemd = hidraw_check(&Diagnosis {
+            hidraw_devices: 1,
+            fido: vec![fido(Access::Denied, false)],
+            rules: vec![PathBuf::from("/usr/lib/udev/rules.d/60-fido-id.rules")],
+        });
+        assert!(systemd
+            .fix
+            .as_deref()
+            .unwrap()
+            .starts_with("systemd's rule"));
+        // Openable: not a permission problem.
+        let open = hidraw_check(&Diagnosis {
+            hidraw_devices: 1,
+            fido: vec![fido(Access::Yes, true)],
+            rules: vec![],
+        });
+        assert_eq!(open.verdict, Verdict::Warn);
+        // A hostile path is escaped.
+        let mut evil = fido(Access::Denied, false);
+        evil.path = PathBuf::from("/dev/hidraw\x1b[2J");
+        let c = hidraw_check(&Diagnosis {
+            hidraw_devices: 1,
+            fido: vec![evil],
+            rules: vec![],
+        });
+        assert!(!c.detail.contains('\x1b'));
     }
 }

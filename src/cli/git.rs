@@ -50,6 +50,14 @@ pub enum GitCmd {
     /// What the proof hooks run.
     #[command(subcommand, hide = true)]
     Proof(super::git_proof::ProofCmd),
+    /// git's gpg.ssh.program (set by `auths git setup`): runs ssh-keygen with these arguments
+    /// unchanged and, when a signature is refused, prints the agent's reason on stderr.
+    #[command(disable_help_flag = true)]
+    Sign {
+        /// The arguments for ssh-keygen (`-Y sign -n git -f KEY FILE`, `-Y verify …`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 pub fn run(cmd: GitCmd) -> CliResult {
@@ -77,6 +85,11 @@ pub fn run(cmd: GitCmd) -> CliResult {
             require_attested,
         } => super::git_proof::verify(rev, json, require_attested),
         GitCmd::Proof(cmd) => super::git_proof::proof(cmd),
+        // main() runs it, for its exit code.
+        GitCmd::Sign { args } => match super::git_sign::run(args) {
+            0 => Ok(()),
+            code => Err(format!("ssh-keygen exited with {code}").into()),
+        },
     }
 }
 
@@ -297,8 +310,10 @@ fn setup(
         auths_presence::secure_fs::atomic_write(&signers, text.as_bytes())?;
     }
 
+    let program = install_sign_wrapper(&home)?;
     let settings = [
         ("gpg.format", "ssh".to_owned()),
+        ("gpg.ssh.program", program.display().to_string()),
         ("user.signingkey", key_path.display().to_string()),
         ("commit.gpgsign", "true".to_owned()),
         ("tag.gpgsign", "true".to_owned()),
@@ -335,7 +350,14 @@ fn setup(
         "git now signs every commit and tag; each signature needs a touch on your security key."
     );
     println!("Check with: git commit --allow-empty -m test && git verify-commit HEAD");
-    println!("Signing goes through the agent at SSH_AUTH_SOCK; point it at ours with: eval \"$(auths agent env)\"");
+    println!(
+        "{} runs ssh-keygen as git would, and says why when the agent refuses a signature.",
+        program.display()
+    );
+    println!(
+        "{}",
+        auth_sock_line(std::env::var_os("SSH_AUTH_SOCK").as_deref())
+    );
     if undo.is_empty() && !added_signer {
         println!("\nNothing changed.");
     } else {
@@ -351,6 +373,49 @@ fn setup(
         }
     }
     Ok(())
+}
+
+/// Write `$AUTHS_HOME/bin/auths-git-sign` (atomically, 0700), the wrapper that runs this binary
+/// as `auths git sign`: git runs `gpg.ssh.program` as one executable, without a shell, so the
+/// setting cannot carry the subcommand itself. Its path.
+fn install_sign_wrapper(home: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find the path of this auths binary: {e}"))?;
+    let dir = home.join("bin");
+    auths_presence::secure_fs::ensure_private_dir(&dir)?;
+    let path = dir.join("auths-git-sign");
+    let script = super::git_sign::wrapper_script(&exe);
+    auths_presence::secure_fs::atomic_write(&path, script.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} executable: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// Whether `SSH_AUTH_SOCK` (`sock`) is an auths agent: it answers `status@auths-presence`,
+/// which other agents refuse.
+fn auth_sock_line(sock: Option<&std::ffi::OsStr>) -> String {
+    use auths_presence::agent::client;
+    use auths_presence::presence::prompt::escape_control;
+    let fix = "point it at ours with: eval \"$(auths agent env)\"";
+    let Some(sock) = sock.filter(|s| !s.is_empty()) else {
+        return format!("Warning: SSH_AUTH_SOCK is not set, so git cannot reach the agent; {fix}");
+    };
+    let path = PathBuf::from(sock);
+    let shown = escape_control(&path.display().to_string());
+    match client::status(&path) {
+        Ok(_) => format!("SSH_AUTH_SOCK ({shown}) is the auths agent: signatures go through it."),
+        Err(auths_presence::agent::AgentError::Client(client::ClientError::Connect { .. })) => {
+            format!("Warning: no agent answers at SSH_AUTH_SOCK ({shown}); start it with `auths agent start`, then {fix}")
+        }
+        Err(_) => format!(
+            "Warning: SSH_AUTH_SOCK ({shown}) is another agent, which signs without a touch; {fix}"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod doctor;
 mod error;
 mod git;
 mod git_proof;
+mod git_sign;
 mod os;
 mod pin;
 mod rules;
@@ -152,6 +153,8 @@ pub fn main() -> i32 {
             man.render(&mut std::io::stdout())
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
         }
+        // ssh-keygen's exit code, unchanged (git reads it).
+        Command::Git(git::GitCmd::Sign { args }) => return git_sign::run(args),
         Command::Git(c) => git::run(c),
         Command::DemoSign {
             socket,

@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod framing;
 pub mod hid;
+pub mod hidraw;
 pub mod hmac_secret;
 pub mod pin;
 pub mod select;

@@ -2,6 +2,8 @@
 //! (case files import from it, never from each other).
 
 #[cfg(unix)]
+mod agent_certs;
+#[cfg(unix)]
 mod agent_connections;
 #[cfg(unix)]
 mod agent_gate;
@@ -26,6 +28,7 @@ mod ecdsa_keys;
 mod gate_receipts;
 #[cfg(unix)]
 mod git_proofs;
+mod git_refusal;
 #[cfg(unix)]
 mod git_signing;
 #[cfg(unix)]
