@@ -79,19 +79,23 @@ pub fn read_passphrase(
     })
 }
 
-/// Never constructed: the stop signals are a Unix matter (only `auths sim serve` uses them,
-/// and it needs Unix sockets).
-pub enum StopSignals {}
+/// The stop events of `auths sim serve` on Windows: Ctrl-C, Ctrl-Break, the console closing
+/// (as [`wait_for_stop_signal`]); a detached or killed process just ends (its pipes vanish).
+pub struct StopSignals(());
 
 impl StopSignals {
-    /// Fails: see [`StopSignals`].
+    /// Nothing to block on Windows: console control events go to a handler thread.
     pub fn block() -> Result<StopSignals, Box<dyn std::error::Error>> {
-        Err("auths sim needs Unix sockets; it is not available on this platform".into())
+        Ok(StopSignals(()))
     }
 
-    /// Unreachable.
+    /// Wait for one of them.
     pub fn wait(&self) -> Result<(), Box<dyn std::error::Error>> {
-        match *self {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(wait_for_stop_signal());
+        Ok(())
     }
 }
 
