@@ -78,23 +78,35 @@ impl User {
         }
     }
 
-    /// Run `auths ARGS` with this `AUTHS_HOME`, bounded by [`COMMAND_BOUND`].
+    /// Run `auths ARGS` with this `AUTHS_HOME`, bounded by [`COMMAND_BOUND`]. Its output goes
+    /// to files, not pipes: a background agent started by `auths agent start` inherits the
+    /// standard handles (Windows passes inheritable handles to every child), and a pipe would
+    /// stay open until that agent ends.
     fn auths(&self, args: &[&str]) -> Output {
-        let child = Command::new(AUTHS)
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.dir.join(format!("out-{n}"));
+        let err_path = self.dir.join(format!("err-{n}"));
+        let mut child = Command::new(AUTHS)
             .args(args)
             .env("AUTHS_HOME", &self.home)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()
             .expect("spawn auths.exe");
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
+            let _ = tx.send(child.wait());
         });
         match rx.recv_timeout(COMMAND_BOUND) {
-            Ok(out) => out.expect("wait for auths.exe"),
+            Ok(status) => Output {
+                status: status.expect("wait for auths.exe"),
+                stdout: std::fs::read(&out_path).unwrap(),
+                stderr: std::fs::read(&err_path).unwrap(),
+            },
             Err(_) => {
                 let _ = auths_presence::platform::windows::terminate_process(pid);
                 panic!(
@@ -258,6 +270,7 @@ fn sign(agent: &Agent, key: &ssh_key::PublicKey, msg: &[u8]) -> Result<(), Strin
                 .map_err(|e| format!("the agent's signature does not verify: {e}"))?;
             Ok(())
         }
+        Ok(Response::Failure) => Err("the agent refused the request".into()),
         Ok(other) => panic!("unexpected answer {other:?}"),
         Err(e) => Err(e.to_string()),
     }
@@ -312,7 +325,9 @@ fn windows_agent_start_status_add_sign_audit_stop_over_named_pipes() {
     assert_eq!(outcomes(&user), ["approved"]);
 
     let verify = user.json(&["audit", "verify", "--json"]);
-    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["approved"], 1, "{verify}");
+    assert_eq!(verify["problems"], serde_json::json!([]), "{verify}");
+    assert_eq!(verify["chain"]["chained"], true, "{verify}");
     assert!(user.auths(&["audit", "verify"]).status.success());
 
     assert!(user
@@ -353,7 +368,10 @@ fn windows_agent_batch_one_touch_for_three_signatures() {
     let user = User::new();
     let sim = Sim::start(&user.dir.join("key.state"), &pipe("sim"), &[]);
     enroll(&user, &sim);
-    let agent = Agent::start(&user, &sim.device(), &["--policy", "batch:3:300"]);
+    // Scope `process`: the test process sends all four. (Under Wine the test's parent is no
+    // Windows process, so the default scope `parent` has nothing to bind and every request
+    // needs its own touch, as it should.)
+    let agent = Agent::start(&user, &sim.device(), &["--policy", "batch:3:300:process"]);
     let key = add_key(&user, &agent);
     let before = sim.touches();
     for i in 0..3 {

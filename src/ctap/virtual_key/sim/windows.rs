@@ -314,8 +314,8 @@ fn control(socket_path: &Path, command: ControlCommand) -> Result<(), SimError> 
             .await?;
         wr.flush().await?;
         let mut line = String::new();
-        let read = tokio::io::BufReader::new(rd.take(256)).read_line(&mut line);
-        match tokio::time::timeout(Duration::from_secs(10), read).await {
+        let mut reader = tokio::io::BufReader::new(rd.take(256));
+        match tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await {
             Ok(r) => r.map(|_| line),
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
