@@ -391,6 +391,49 @@ fn windows_agent_batch_one_touch_for_three_signatures() {
     assert!(user.auths(&["audit", "verify"]).status.success());
 }
 
+/// `auths agent start | …`: the background agent must not hold the caller's pipes open
+/// (Windows passes inheritable handles to children), or the reader never sees the end.
+#[test]
+fn windows_agent_start_returns_while_its_output_is_a_pipe() {
+    let user = User::new();
+    let sim = Sim::start(&user.dir.join("key.state"), &pipe("sim"), &[]);
+    enroll(&user, &sim);
+    let agent = Agent {
+        user: &user,
+        pipe: pipe("agent"),
+    };
+    let child = Command::new(AUTHS)
+        .args([
+            "agent",
+            "start",
+            "--socket",
+            &agent.pipe,
+            "--device",
+            &sim.device(),
+        ])
+        .env("AUTHS_HOME", &user.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(COMMAND_BOUND) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = auths_presence::platform::windows::terminate_process(pid);
+            panic!("the output pipes of `auths agent start` stayed open after it exited");
+        }
+    };
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&agent.pipe));
+    assert_eq!(agent.status()["running"], true);
+}
+
 #[test]
 fn windows_agent_sim_touch_and_busy_through_the_control_pipe() {
     let user = User::new();
