@@ -33,12 +33,23 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     fn log(&self) -> PathBuf {
-        self.home.join("agent.log")
+        unix_join(&self.home, "agent.log")
     }
 
     fn socket(&self) -> PathBuf {
-        self.home.join("agent.sock")
+        unix_join(&self.home, "agent.sock")
     }
+}
+
+/// `dir/name` with a `/`, whatever this platform's separator: the unit and plist are for
+/// systemd and launchd, even when printed on Windows (`--print --manager`).
+fn unix_join(dir: &Path, name: &str) -> PathBuf {
+    let mut p = dir.as_os_str().to_owned();
+    if p.as_encoded_bytes().last() != Some(&b'/') {
+        p.push("/");
+    }
+    p.push(name);
+    PathBuf::from(p)
 }
 
 /// The systemd user unit.
@@ -128,9 +139,11 @@ pub fn launchd_plist(spec: &ServiceSpec) -> Result<String, TextError> {
 }
 
 fn user_home() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+    // Windows sets no HOME; its profile folder stands in (for `--print --manager`).
+    #[cfg(windows)]
+    let home = home.or_else(|| std::env::var_os("USERPROFILE").filter(|h| !h.is_empty()));
+    home.map(PathBuf::from)
         .ok_or_else(|| "HOME is not set, so there is no place for a user service file".into())
 }
 

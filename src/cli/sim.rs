@@ -1,4 +1,5 @@
-//! `auths sim serve|touch`: a virtual security key behind a Unix socket.
+//! `auths sim serve|touch`: a virtual security key behind a Unix socket (a named pipe on
+//! Windows).
 
 use std::path::PathBuf;
 
@@ -8,9 +9,10 @@ use super::CliResult;
 
 #[derive(Subcommand, Debug)]
 pub enum SimCmd {
-    /// Serve a virtual key on a Unix socket that carries raw 64-byte CTAPHID reports.
+    /// Serve a virtual key on a Unix socket that carries raw 64-byte CTAPHID reports (on
+    /// Windows a named pipe, --socket \\.\pipe\NAME).
     Serve {
-        /// Data socket path (the control socket is PATH.ctl).
+        /// Data socket path (the control socket is PATH.ctl); on Windows \\.\pipe\NAME.
         #[arg(long, value_name = "P")]
         socket: PathBuf,
         /// State file (master secret and counter), created with mode 0600.
@@ -215,7 +217,7 @@ fn touch_cmd(socket: PathBuf) -> CliResult {
     Ok(())
 }
 
-/// The sim needs Unix sockets.
+/// The sim needs Unix sockets (named pipes on Windows).
 fn sim_available() -> CliResult {
     if auths_presence::ctap::virtual_key::SIM_AVAILABLE {
         Ok(())

@@ -51,3 +51,5 @@ mod vectors_authdata;
 mod vectors_ctap2;
 mod vectors_ctaphid;
 mod virtual_key;
+#[cfg(windows)]
+mod windows_agent;

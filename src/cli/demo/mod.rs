@@ -8,16 +8,16 @@
 //! agent for an SSHSIG over a message through the ssh-agent protocol and prints it.
 
 //!
-//! The platform half (see `auths_presence::platform` for the scheme): `unix` is the demo;
-//! `other` says it is not available.
+//! The platform half (see `auths_presence::platform` for the scheme): `unix` is the demo, on
+//! Unix and (with a named pipe for the socket) on Windows; `other` says it is not available.
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 mod other;
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 use other as imp;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 mod unix;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 use unix as imp;
 
 pub use imp::{run, sign_helper};

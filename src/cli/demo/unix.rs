@@ -1,4 +1,5 @@
-//! The demo on Unix: the virtual key and the agent on Unix sockets under /tmp.
+//! The demo on Unix (the agent on a Unix socket under /tmp) and on Windows (the agent on a
+//! named pipe, its directory under %TEMP%). The few platform lines are marked `cfg`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -68,9 +69,27 @@ type Step = fn(&mut Demo) -> Fallible<()>;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A private (0700) directory under /tmp, removed on drop. /tmp keeps socket paths short.
+/// On Windows: under %TEMP%, with a user-only ACL.
 pub struct TempDir(PathBuf);
 
 impl TempDir {
+    #[cfg(windows)]
+    pub fn new() -> Result<TempDir, Box<dyn std::error::Error>> {
+        let path = std::env::temp_dir().join(format!(
+            "auths-demo-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        auths_presence::secure_fs::ensure_private_dir(&path).map_err(|e| {
+            format!(
+                "cannot create the demo's directory {}: {e}; is %TEMP% writable?",
+                path.display()
+            )
+        })?;
+        Ok(TempDir(path))
+    }
+
+    #[cfg(unix)]
     pub fn new() -> Result<TempDir, Box<dyn std::error::Error>> {
         use std::os::unix::fs::DirBuilderExt;
         let path = PathBuf::from(format!(
@@ -101,9 +120,28 @@ impl Drop for TempDir {
     }
 }
 
+/// Windows: Ctrl-C or Ctrl-Break removes the demo's directory before the process ends.
+#[cfg(windows)]
+pub fn clean_up_on_interrupt(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = dir.to_path_buf();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("auths-demo-signals".into())
+        .spawn(move || {
+            rt.block_on(super::super::os::wait_for_stop_signal());
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("\nauths demo: stopped; its temporary directory is removed");
+            std::process::exit(130);
+        })?;
+    Ok(())
+}
+
 /// Ctrl-C (or SIGTERM/SIGHUP) removes the demo's directory before the process ends: the
 /// stop signals are blocked before any other thread starts (threads inherit the mask) and
 /// one thread takes them with sigwait.
+#[cfg(unix)]
 pub fn clean_up_on_interrupt(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
@@ -189,7 +227,14 @@ impl Demo {
         let identity = PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)?;
         Ok(Demo {
             home: dir.join("home"),
+            #[cfg(unix)]
             socket: dir.join("agent.sock"),
+            #[cfg(windows)]
+            socket: PathBuf::from(format!(
+                r"\\.\pipe\auths-demo-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            )),
             pubkey_file: dir.join("id_demo.pub"),
             key: Arc::new(key),
             identity,
@@ -353,7 +398,7 @@ impl Demo {
             prompter,
         };
         let deadline = Instant::now() + WAIT;
-        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+        while !client::is_listening(&self.socket) {
             if agent.thread.as_ref().is_some_and(|t| t.is_finished()) || Instant::now() > deadline {
                 return Err(match agent.stop() {
                     Err(e) => format!("the agent did not start: {e}"),
@@ -436,6 +481,49 @@ impl Demo {
                 Err(e) => return Err(format!("lost the prompt channel: {e}")),
             }
         }
+        #[cfg(windows)]
+        if self.tty {
+            // No poll on a console handle: a thread reads the line, we wait for it bounded.
+            let (tx, lines) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let stdin = std::io::stdin();
+                loop {
+                    let mut line = String::new();
+                    let n = stdin.lock().read_line(&mut line).unwrap_or(0);
+                    if tx.send(n).is_err() || n == 0 {
+                        return;
+                    }
+                }
+            });
+            eprint!("   >> Press Enter to touch the virtual key: ");
+            let _ = std::io::stderr().flush();
+            loop {
+                if done() {
+                    eprintln!();
+                    return Err("nobody pressed Enter before the touch timeout".into());
+                }
+                match lines.recv_timeout(Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Ok(0) | Err(_) => {
+                        eprintln!();
+                        say("(the terminal closed its input, so the demo touches the key itself)");
+                        return self
+                            .key
+                            .touch()
+                            .map_err(|e| format!("touching the key failed: {e}"));
+                    }
+                    Ok(_) => match self.key.touch() {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            eprintln!("   ({e})");
+                            eprint!("   >> Press Enter to touch the virtual key: ");
+                            let _ = std::io::stderr().flush();
+                        }
+                    },
+                }
+            }
+        }
+        #[cfg(unix)]
         if self.tty {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
             use std::os::fd::AsFd;
@@ -476,7 +564,8 @@ impl Demo {
                     }
                 }
             }
-        } else {
+        }
+        if !self.tty {
             say("(no terminal here, so the demo touches the key itself)");
             self.key
                 .touch()
@@ -688,10 +777,13 @@ fn wait_bounded(child: std::process::Child) -> Fallible<Output> {
     match rx.recv_timeout(WAIT) {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => {
+            #[cfg(unix)]
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            #[cfg(windows)]
+            let _ = auths_presence::platform::windows::terminate_process(pid);
             Err(format!(
                 "a child process did not finish within {} s",
                 WAIT.as_secs()

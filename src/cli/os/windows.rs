@@ -10,8 +10,28 @@ use super::super::CliResult;
 
 /// Let the background agent outlive this terminal: its own process group on Unix; a new
 /// process group and no console on Windows.
+///
+/// Windows hands every inheritable handle to a child, and our own standard handles are
+/// inheritable (we inherited them): the agent would keep the caller's stdout/stderr pipes open
+/// for its whole life, and `auths agent start | …` would never see the end of our output. The
+/// child's standard handles are the ones `cmd` sets, so ours are made non-inheritable first.
 pub fn detach(cmd: &mut std::process::Command) {
     use std::os::windows::process::CommandExt;
+    use windows_sys::Win32::Foundation::{SetHandleInformation, HANDLE_FLAG_INHERIT};
+    use windows_sys::Win32::System::Console::{
+        GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+    };
+    for which in [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE] {
+        // SAFETY: GetStdHandle takes a constant and returns a handle of this process (or
+        // null/INVALID_HANDLE_VALUE, for which SetHandleInformation just fails); clearing the
+        // inherit flag changes nothing else about the handle.
+        unsafe {
+            let h = GetStdHandle(which);
+            if !h.is_null() {
+                SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+            }
+        }
+    }
     cmd.creation_flags(auths_presence::platform::windows::DETACHED_FLAGS);
 }
 
@@ -84,19 +104,23 @@ pub fn read_passphrase(
     })
 }
 
-/// Never constructed: the stop signals are a Unix matter (only `auths sim serve` uses them,
-/// and it needs Unix sockets).
-pub enum StopSignals {}
+/// The stop events of `auths sim serve` on Windows: Ctrl-C, Ctrl-Break, the console closing
+/// (as [`wait_for_stop_signal`]); a detached or killed process just ends (its pipes vanish).
+pub struct StopSignals(());
 
 impl StopSignals {
-    /// Fails: see [`StopSignals`].
+    /// Nothing to block on Windows: console control events go to a handler thread.
     pub fn block() -> Result<StopSignals, Box<dyn std::error::Error>> {
-        Err("auths sim needs Unix sockets; it is not available on this platform".into())
+        Ok(StopSignals(()))
     }
 
-    /// Unreachable.
+    /// Wait for one of them.
     pub fn wait(&self) -> Result<(), Box<dyn std::error::Error>> {
-        match *self {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(wait_for_stop_signal());
+        Ok(())
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`VirtualKey`]: the running device, a thread fed by a channel. [`VirtualKey::connect`]
 //!   opens a [`VirtualTransport`], like opening the hidraw node: every open transport
 //!   receives every input report (hosts filter by channel id).
-//! - `sim` (Unix; elsewhere it fails, [`SIM_AVAILABLE`] is false): [`serve_unix`] puts a key behind a Unix socket, [`SimTransport`] is the
+//! - `sim` (Unix, and Windows with named pipes; elsewhere it fails, [`SIM_AVAILABLE`] is
+//!   false): [`serve_unix`] puts a key behind a Unix socket, [`SimTransport`] is the
 //!   host side of that socket, [`sim_touch`] presses the button through the control socket.
 
 pub mod authenticator;

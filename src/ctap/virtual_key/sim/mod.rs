@@ -15,8 +15,10 @@
 //! 0700. A stale socket (nobody listening) is replaced; a live one is an error.
 
 //!
-//! The platform half (see `crate::platform` for the scheme): `unix`; `unsupported` elsewhere,
-//! where [`AVAILABLE`] is false and everything fails with [`SimError::Unsupported`].
+//! The platform half (see `crate::platform` for the scheme): `unix`; `windows`, where the two
+//! sockets are named pipes (`\\.\pipe\NAME` and `\\.\pipe\NAME.ctl`, current user only);
+//! `unsupported` elsewhere, where [`AVAILABLE`] is false and everything fails with
+//! [`SimError::Unsupported`].
 
 use std::path::{Path, PathBuf};
 
@@ -29,9 +31,13 @@ pub mod control;
 mod unix;
 #[cfg(unix)]
 use unix as imp;
-#[cfg(not(unix))]
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+#[cfg(not(any(unix, windows)))]
 mod unsupported;
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 use unsupported as imp;
 
 pub use imp::{serve_unix, sim_busy, sim_touch, SimServer, SimTransport, AVAILABLE};
@@ -64,6 +70,9 @@ pub enum SimError {
     /// The control socket answered something we do not understand.
     #[error("unexpected answer from the virtual key's control socket {0}")]
     UnexpectedReply(PathBuf),
+    /// On Windows the sim's socket is a named pipe name, and this is not one.
+    #[error("{0} is not a named pipe name; on Windows use --socket \\\\.\\pipe\\NAME")]
+    NotAPipeName(PathBuf),
     /// This platform has no Unix sockets.
     #[error("the virtual key's sockets need Unix sockets; not available on this platform")]
     Unsupported,
