@@ -95,6 +95,12 @@ pub enum AgentCmd {
         /// The service agent's desktop notifications (see `auths agent start --notify`).
         #[arg(long, value_enum)]
         notify: Option<NotifyArg>,
+        /// The service agent's caller rules file (see `auths agent start --rules`), checked now.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// The service agent refuses to start unless every enrolled key is attested.
+        #[arg(long)]
+        require_attested: bool,
     },
     /// Stop the agent service and remove its file.
     UninstallService,
@@ -250,7 +256,20 @@ pub fn run(cmd: AgentCmd) -> CliResult {
             device,
             uv,
             notify,
-        } => super::service::install(print, manager, policy, device, uv, notify),
+            rules,
+            require_attested,
+        } => super::service::install(
+            print,
+            manager,
+            super::service::ServiceFlags {
+                policy,
+                device,
+                uv,
+                notify,
+                rules: rules.map(absolute),
+                require_attested,
+            },
+        ),
         AgentCmd::UninstallService => super::service::uninstall(),
         AgentCmd::Reload { socket, json } => super::rules::reload(&socket_or_default(socket), json),
         AgentCmd::Rules(args) => super::rules::run(args),

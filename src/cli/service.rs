@@ -240,12 +240,32 @@ fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {
     Ok(())
 }
 
-fn spec(
-    policy: Option<String>,
-    device: Option<String>,
-    uv: Option<super::agent::UvArg>,
-    notify: Option<super::agent::NotifyArg>,
-) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
+/// What the service agent is started with (`auths agent install-service` flags).
+#[derive(Debug, Default)]
+pub struct ServiceFlags {
+    /// `--policy`.
+    pub policy: Option<String>,
+    /// `--device`.
+    pub device: Option<String>,
+    /// `--uv`.
+    pub uv: Option<super::agent::UvArg>,
+    /// `--notify`.
+    pub notify: Option<super::agent::NotifyArg>,
+    /// `--rules`, absolute.
+    pub rules: Option<PathBuf>,
+    /// `--require-attested`.
+    pub require_attested: bool,
+}
+
+fn spec(flags: ServiceFlags) -> Result<ServiceSpec, Box<dyn std::error::Error>> {
+    let ServiceFlags {
+        policy,
+        device,
+        uv,
+        notify,
+        rules,
+        require_attested,
+    } = flags;
     let exe = std::env::current_exe()?;
     let home = super::home();
     let home = if home.is_absolute() {
@@ -276,6 +296,19 @@ fn spec(
     if let Some(n) = notify {
         extra_args.extend(["--notify".to_owned(), n.name().to_owned()]);
     }
+    if let Some(r) = rules {
+        // A file the agent would refuse is refused now, not in a restart loop.
+        auths_presence::presence::rules::Rules::load(&r)
+            .map_err(|e| format!("the caller rules file {}: {e}", r.display()))?;
+        let r = r.display().to_string();
+        if r.contains(char::is_whitespace) {
+            return Err(format!("the rules file path {r} contains a space, which a service's command line cannot hold; move it").into());
+        }
+        extra_args.extend(["--rules".to_owned(), r]);
+    }
+    if require_attested {
+        extra_args.push("--require-attested".to_owned());
+    }
     Ok(ServiceSpec {
         exe,
         home,
@@ -283,19 +316,17 @@ fn spec(
     })
 }
 
-/// `auths agent install-service [--print] [--policy P] [--device D] [--uv U] [--notify N]`.
+/// `auths agent install-service [--print] [--policy P] [--device D] [--uv U] [--notify N]
+/// [--rules FILE] [--require-attested]`.
 pub fn install(
     print_only: bool,
     manager: Option<ServiceManager>,
-    policy: Option<String>,
-    device: Option<String>,
-    uv: Option<super::agent::UvArg>,
-    notify: Option<super::agent::NotifyArg>,
+    flags: ServiceFlags,
 ) -> CliResult {
     if manager.is_some_and(|m| Some(m) != super::os::SERVICE_MANAGER) && !print_only {
         return Err("--manager names another platform's service manager: it goes with --print (the file is for another machine)".into());
     }
-    let spec = spec(policy, device, uv, notify)?;
+    let spec = spec(flags)?;
     let plan = plan(&spec, manager.or(super::os::SERVICE_MANAGER))?;
     if print_only {
         println!("# {}", plan.path.display());
@@ -353,7 +384,7 @@ pub fn install(
 
 /// `auths agent uninstall-service`.
 pub fn uninstall() -> CliResult {
-    let spec = spec(None, None, None, None)?;
+    let spec = spec(ServiceFlags::default())?;
     let plan = plan(&spec, super::os::SERVICE_MANAGER)?;
     if !plan.path.exists() {
         println!("no service installed at {}", plan.path.display());

@@ -857,3 +857,49 @@ action = "allow"
         ]
     );
 }
+
+#[test]
+fn install_service_passes_a_rules_file_it_checked_and_refuses_a_bad_one() {
+    use crate::support::cli::{stderr, User};
+    use std::os::unix::fs::PermissionsExt;
+    let user = User::new();
+    let good = user.dir.join("rules.toml");
+    std::fs::write(&good, "[[rule]]\nname = \"deny-all\"\naction = \"deny\"\n").unwrap();
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let args = |file: &Path| {
+        vec![
+            "agent".to_owned(),
+            "install-service".into(),
+            "--print".into(),
+            "--manager".into(),
+            "systemd".into(),
+            "--rules".into(),
+            file.display().to_string(),
+            "--require-attested".into(),
+        ]
+    };
+    let run = |file: &Path| {
+        let a = args(file);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        user.auths(&a)
+    };
+    let out = run(&good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = String::from_utf8_lossy(&out.stdout);
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(
+        exec.contains(&format!(" --rules {}", good.display()))
+            && exec.ends_with(" --require-attested"),
+        "{exec}"
+    );
+    let bad = user.dir.join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\naction = \"maybe\"\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&bad);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the caller rules file"),
+        "{}",
+        stderr(&out)
+    );
+}
