@@ -199,6 +199,16 @@ impl Rig {
         c
     }
 
+    /// git in the repository with SSH_AUTH_SOCK set to `sock`.
+    pub fn git_in_repo_with_sock(&self, sock: &Path, args: &[&str]) -> Output {
+        let mut c = self.git();
+        c.env("SSH_AUTH_SOCK", sock)
+            .arg("-C")
+            .arg(&self.repo)
+            .args(args);
+        run_bounded(c)
+    }
+
     pub fn git_in_repo(&self, args: &[&str]) -> Output {
         let mut c = self.git();
         c.arg("-C").arg(&self.repo).args(args);
