@@ -488,9 +488,6 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     let notify = args
         .notify
         .map_or_else(notify::desktop_session_found, |n| n == NotifyArg::On);
-    if notify && auths_presence::platform::WINDOWS {
-        eprintln!("desktop notifications are not available on Windows yet; `auths agent watch` shows touch waits");
-    }
     eprintln!(
         "touch notifications: {}",
         if notify {

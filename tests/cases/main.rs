@@ -28,6 +28,7 @@ mod ecdsa_keys;
 mod gate_receipts;
 #[cfg(unix)]
 mod git_proofs;
+#[cfg(unix)]
 mod git_refusal;
 #[cfg(unix)]
 mod git_signing;

@@ -16,7 +16,7 @@
 //!
 //! Platforms: Linux speaks the freedesktop Notifications interface over the session bus
 //! (`linux`, pure-Rust zbus); macOS posts through `osascript` (`macos`: cannot be withdrawn);
-//! Windows has none yet (`windows`).
+//! Windows shows a notification-area balloon, a toast on Windows 10 and 11 (`windows`).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,7 +38,7 @@ pub use linux::Dbus as Platform;
 #[cfg(target_os = "macos")]
 pub use macos::Osascript as Platform;
 #[cfg(windows)]
-pub use windows::Unsupported as Platform;
+pub use windows::Balloons as Platform;
 
 /// Longest one call to the notification server may take before it is given up.
 pub const CALL_BOUND: Duration = Duration::from_secs(3);
@@ -364,10 +364,10 @@ async fn run<B: Backend>(
 }
 
 /// Whether a desktop session is there to notify (the `--notify` default): Linux, a session
-/// bus (`DBUS_SESSION_BUS_ADDRESS`, or `$XDG_RUNTIME_DIR/bus`); macOS, yes; Windows, no (not
-/// implemented).
+/// bus (`DBUS_SESSION_BUS_ADDRESS`, or `$XDG_RUNTIME_DIR/bus`); macOS and Windows, yes (the
+/// agent runs in the user's session).
 pub fn desktop_session_found() -> bool {
-    if cfg!(target_os = "macos") {
+    if cfg!(any(target_os = "macos", windows)) {
         return true;
     }
     if !cfg!(target_os = "linux") {
