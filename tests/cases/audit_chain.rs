@@ -17,12 +17,13 @@ use auths_presence::presence::gate::Gate;
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::presence_gate::PresenceGate;
 use auths_presence::presence::prompt::Prompter;
-use auths_presence::presence::request::{ApprovalRequest, PayloadKind, Requester};
 use auths_presence::presence::touch::PresenceKey;
 use std::sync::Arc;
 
 use crate::support::cli::AUTHS;
-use crate::support::gate::{enroll, open, presence_gate, start_key, AUTO};
+use crate::support::gate::{
+    enroll, open, presence_gate, sshsig_request as request, start_key, AUTO,
+};
 use crate::support::openssh::run_bounded;
 use crate::support::DEADLINE;
 
@@ -30,24 +31,6 @@ fn options() -> DeviceOptions {
     DeviceOptions {
         deadline: DEADLINE,
         ..DeviceOptions::default()
-    }
-}
-
-fn request(digest: u8) -> ApprovalRequest {
-    ApprovalRequest {
-        key_fingerprint: "SHA256:identity".into(),
-        data_digest: [digest; 32],
-        namespace: Some("git".into()),
-        requester: Requester {
-            start_time: Some(7),
-            ..Requester::process(1000, 42, "/usr/bin/ssh-keygen")
-        },
-        kind: PayloadKind::Sshsig,
-        confirm_each: false,
-        login: None,
-        forwarded: false,
-        key_comment: None,
-        rule: None,
     }
 }
 

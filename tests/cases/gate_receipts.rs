@@ -15,10 +15,11 @@ use auths_presence::presence::gate::{Gate, GateError};
 use auths_presence::presence::policy::Policy;
 use auths_presence::presence::presence_gate::PresenceGate;
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
-use auths_presence::presence::request::{ApprovalRequest, PayloadKind, Requester};
 use auths_presence::presence::touch::PresenceKey;
 
-use crate::support::gate::{enroll, open, presence_gate, start_key, AUTO};
+use crate::support::gate::{
+    enroll, open, presence_gate, sshsig_request as request, start_key, AUTO,
+};
 use crate::support::DEADLINE;
 
 struct Setup {
@@ -63,24 +64,6 @@ fn setup(policy: Policy) -> Setup {
         home,
         panic_next,
         rt,
-    }
-}
-
-fn request(digest: u8) -> ApprovalRequest {
-    ApprovalRequest {
-        key_fingerprint: "SHA256:identity".into(),
-        data_digest: [digest; 32],
-        namespace: Some("git".into()),
-        requester: Requester {
-            start_time: Some(7),
-            ..Requester::process(1000, 42, "/usr/bin/ssh-keygen")
-        },
-        kind: PayloadKind::Sshsig,
-        confirm_each: false,
-        login: None,
-        forwarded: false,
-        key_comment: None,
-        rule: None,
     }
 }
 

@@ -32,9 +32,12 @@ fn options() -> DeviceOptions {
     }
 }
 
-fn make_credential(key: &mut OpenedKey, hmac: bool) -> Vec<u8> {
-    let cdh: [u8; 32] = Sha256::digest(rand::random::<[u8; 32]>()).into();
-    let req = MakeCredentialRequest {
+/// An ES256 credential request for our rp id over `cdh`, with `pin_uv_auth` when given.
+fn credential_request(
+    cdh: [u8; 32],
+    pin_uv_auth: Option<PinUvAuth>,
+) -> MakeCredentialRequest<'static> {
+    MakeCredentialRequest {
         client_data_hash: cdh,
         rp: RelyingParty { id: RP, name: None },
         user: UserEntity {
@@ -44,8 +47,13 @@ fn make_credential(key: &mut OpenedKey, hmac: bool) -> Vec<u8> {
         },
         algorithms: &[Algorithm::Es256],
         exclude_list: &[],
-        pin_uv_auth: None,
-    };
+        pin_uv_auth,
+    }
+}
+
+fn make_credential(key: &mut OpenedKey, hmac: bool) -> Vec<u8> {
+    let cdh: [u8; 32] = Sha256::digest(rand::random::<[u8; 32]>()).into();
+    let req = credential_request(cdh, None);
     let resp = if hmac {
         key.device
             .make_credential_with_hmac_secret(&req, &mut |_| {}, None)
@@ -155,21 +163,13 @@ fn a_verified_user_gets_the_other_secret_of_the_credential() {
     let perms = permissions::MAKE_CREDENTIAL | permissions::GET_ASSERTION;
     let token = key.device.pin_token(&info, b"4321", perms, RP).unwrap();
     let cdh: [u8; 32] = rand::random();
-    let req = MakeCredentialRequest {
-        client_data_hash: cdh,
-        rp: RelyingParty { id: RP, name: None },
-        user: UserEntity {
-            id: b"user",
-            name: None,
-            display_name: None,
-        },
-        algorithms: &[Algorithm::Es256],
-        exclude_list: &[],
-        pin_uv_auth: Some(PinUvAuth {
+    let req = credential_request(
+        cdh,
+        Some(PinUvAuth {
             protocol: token.protocol().number(),
             param: token.param(&cdh),
         }),
-    };
+    );
     let resp = key
         .device
         .make_credential_with_hmac_secret(&req, &mut |_| {}, None)

@@ -20,6 +20,7 @@ use auths_presence::presence::presence_gate::{
     GateClock, GateConfig, KeyOpener, PresenceGate, UserVerification,
 };
 use auths_presence::presence::prompt::{PromptEvent, Prompter};
+use auths_presence::presence::request::{ApprovalRequest, PayloadKind, Requester};
 
 use super::DEADLINE;
 
@@ -236,5 +237,25 @@ pub fn events_until(
             }
             Err(e) => panic!("prompt channel: {e}"),
         }
+    }
+}
+
+/// A git signature request (SSHSIG, namespace git) for the bytes whose digest is `digest`
+/// repeated, from a confirmed ssh-keygen (pid 42).
+pub fn sshsig_request(digest: u8) -> ApprovalRequest {
+    ApprovalRequest {
+        key_fingerprint: "SHA256:identity".into(),
+        data_digest: [digest; 32],
+        namespace: Some("git".into()),
+        requester: Requester {
+            start_time: Some(7),
+            ..Requester::process(1000, 42, "/usr/bin/ssh-keygen")
+        },
+        kind: PayloadKind::Sshsig,
+        confirm_each: false,
+        login: None,
+        forwarded: false,
+        key_comment: None,
+        rule: None,
     }
 }
