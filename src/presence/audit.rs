@@ -904,6 +904,9 @@ pub fn verify_chain(lines: &[ChainLine], tokens: &[Enrollment]) -> VerifyReport 
                 }
                 _ if !chained => report.problem(line.number, None, not_started()),
                 ChainEvent::Enrolled { enrollment, .. } => {
+                    if let Err(p) = enrollment_anchor(enrollment, &seen) {
+                        report.problem(line.number, None, p);
+                    }
                     enroll(&mut enrolled, &mut credentials, enrollment, line.number);
                 }
                 ChainEvent::Removed { credential_id, .. } => {
@@ -988,6 +991,26 @@ fn enroll(
         removed_line: None,
         attestation: attestation_verdict(e, &super::attestation::Trust::bundled()),
     });
+}
+
+/// Check the chain head an enrollment's client data names (enrollments made before it named
+/// none): a line before the enrollment's, and the client data the attestation signed.
+fn enrollment_anchor(e: &Enrollment, seen: &HashMap<[u8; 32], usize>) -> Result<(), String> {
+    if e.client_data.is_empty() {
+        return Ok(());
+    }
+    let signed = &e.attestation.client_data_hash;
+    if !signed.is_empty() && *signed != hex::encode(Sha256::digest(e.client_data.as_bytes())) {
+        return Err("the enrollment's client data is not what its attestation signed".into());
+    }
+    let head = super::enrollment::enrollment_chain_head(&e.client_data)
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or("the enrollment's client data names no chain head")?;
+    if !seen.contains_key(&head) {
+        return Err("the enrollment committed to a chain head that is not in this log: lines before it were deleted, inserted, reordered or edited".into());
+    }
+    Ok(())
 }
 
 /// Check the chain head a touch's client data commits to: a line seen before this receipt, not

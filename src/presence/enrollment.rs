@@ -55,6 +55,10 @@ pub struct Enrollment {
     /// the key reported it): it answers for it only when the user is verified too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uv_required: bool,
+    /// The client data the credential was made over (`auths.presence.enroll.v1`): its
+    /// `chain` is the audit chain's head at enrollment, which the attestation signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_data: String,
     /// The credential was made with hmac-secret: it can seal identity keys (`auths key`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hmac_secret: bool,
@@ -62,6 +66,28 @@ pub struct Enrollment {
     /// auths verified attestation).
     #[serde(default)]
     pub attestation: super::attestation::Attestation,
+}
+
+/// The `type` of an enrollment's client data.
+pub const ENROLL_TYPE: &str = "auths.presence.enroll.v1";
+
+/// The client data of a new credential: its type, a fresh nonce and the audit chain's head.
+fn enrollment_client_data(chain_head: &str) -> String {
+    serde_json::json!({
+        "type": ENROLL_TYPE,
+        "nonce": hex::encode(rand::random::<[u8; 32]>()),
+        "chain": chain_head,
+    })
+    .to_string()
+}
+
+/// The chain head an enrollment's client data names, when it is ours.
+pub fn enrollment_chain_head(client_data: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(client_data).ok()?;
+    if v.get("type")?.as_str()? != ENROLL_TYPE {
+        return None;
+    }
+    Some(v.get("chain")?.as_str()?.to_owned())
 }
 
 fn default_protocol() -> String {
@@ -471,9 +497,12 @@ pub fn enroll_key_with_trust(
         .filter(|e| e.rp_id == rp_id)
         .map(|e| e.credential_id.as_slice())
         .collect();
-    // The client data of an enrollment is a fresh random challenge: CTAP keys get its
-    // SHA-256, webauthn.dll hashes it itself.
-    let challenge: [u8; 32] = rand::random();
+    // The client data of an enrollment names the audit chain's head, so the key's attestation
+    // signature (over authData and its hash) commits to the log before the enrollment, and a
+    // fresh nonce; CTAP keys get its SHA-256, webauthn.dll hashes it itself.
+    let head = super::audit::AuditLog::new(&store.home).head()?;
+    let challenge = enrollment_client_data(&head);
+    let challenge = challenge.as_bytes();
     let user_id: [u8; 16] = rand::random();
     let display = format!("auths presence gate ({label})");
     // A key that needs the user verified to make a credential (alwaysUv, or a PIN on a CTAP
@@ -486,7 +515,7 @@ pub fn enroll_key_with_trust(
     }
     let resp = loop {
         let mut args = MakeCredentialArgs {
-            client_data: &challenge,
+            client_data: challenge,
             rp: RelyingParty {
                 id: rp_id,
                 name: Some("auths presence gate"),
@@ -551,7 +580,7 @@ pub fn enroll_key_with_trust(
             fmt: &resp.fmt,
             att_stmt: &resp.att_stmt,
             auth_data: &resp.auth_data_raw,
-            client_data_hash: &crate::ctap::backend::client_data_hash(&challenge),
+            client_data_hash: &crate::ctap::backend::client_data_hash(challenge),
         },
         trust,
         key.is_virtual(),
@@ -576,6 +605,7 @@ pub fn enroll_key_with_trust(
             .unwrap_or_default(),
         uv_required: cred_protect_level(&resp.auth_data) == Some(3),
         hmac_secret: crate::ctap::hmac_secret::created(&resp.auth_data),
+        client_data: String::from_utf8_lossy(challenge).into_owned(),
         attestation,
     };
     store.add(enrollment.clone())?;
@@ -603,6 +633,7 @@ mod tests {
             attestation_certificate: Vec::new(),
             uv_required: false,
             hmac_secret: false,
+            client_data: String::new(),
             attestation: Default::default(),
         }
     }

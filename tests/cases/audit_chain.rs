@@ -18,6 +18,7 @@ use auths_presence::presence::policy::Policy;
 use auths_presence::presence::presence_gate::PresenceGate;
 use auths_presence::presence::prompt::Prompter;
 use auths_presence::presence::touch::PresenceKey;
+use sha2::Digest;
 use std::sync::Arc;
 
 use crate::support::cli::AUTHS;
@@ -326,6 +327,17 @@ fn a_forged_enrollment_line_is_reported_as_unattested_and_refused_with_require_a
     let mut forged = TokenStore::open(&other_home).unwrap().list().unwrap()[0].clone();
     forged.virtual_key = false;
     forged.label = "backup".into();
+    // A careful forger: client data naming this log's head, and the hash the attestation is
+    // said to have signed made to match it (the statement itself then no longer verifies).
+    let head = AuditLog::new(&l.home).head().unwrap();
+    forged.client_data = serde_json::json!({
+        "type": "auths.presence.enroll.v1",
+        "nonce": "00",
+        "chain": head,
+    })
+    .to_string();
+    forged.attestation.client_data_hash =
+        hex::encode(sha2::Sha256::digest(forged.client_data.as_bytes()));
     // As `auths token enroll` would write it, through the library, so the chain is well linked.
     TokenStore::open(&l.home).unwrap().add(forged).unwrap();
     let gate = gate_over(&l.home, &soft);
@@ -407,4 +419,50 @@ fn a_line_cut_short_by_a_crash_is_reported_and_the_chain_goes_on_after_it() {
     assert_eq!(p.len(), 1, "only the cut line: {p:?}");
     assert!(p[0].starts_with("line 4:"), "{p:?}");
     assert_eq!(r.approved, 3);
+}
+
+/// An enrollment's client data names the chain head, and the key's attestation signed it: an
+/// enrollment line is anchored by the key that was enrolled, not only by later touches.
+#[test]
+fn an_enrollment_commits_to_the_chain_before_it() {
+    let l = Logged::new(2);
+    let raw = l.raw();
+    let enrolled: serde_json::Value = serde_json::from_str(&raw[1]).unwrap();
+    let cd: serde_json::Value =
+        serde_json::from_str(enrolled["enrollment"]["client_data"].as_str().unwrap()).unwrap();
+    assert_eq!(cd["type"], "auths.presence.enroll.v1");
+    assert_eq!(cd["chain"], hex::encode(line_hash(&raw[0])));
+
+    // A second key enrolled after two receipts; then a receipt before it deleted, and every
+    // `prev` after it rewritten.
+    let second = start_key(&l.dir.join("second.json"), AUTO, HidTimings::default());
+    enroll(&second, &l.home, options());
+    let r = l.report();
+    assert!(r.ok(), "{:?}", problems(&r));
+    let mut raw = l.raw();
+    assert!(raw[4].contains(r#""event":"enrolled""#), "{}", raw[4]);
+    raw.remove(2);
+    let p = problems(&report_of(&relink(&raw), &l.home));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("line 4:") && p.contains("the enrollment committed")),
+        "{p:?}"
+    );
+
+    // The client data changed: the attestation no longer signs it.
+    let mut raw = l.raw();
+    let mut v: serde_json::Value = serde_json::from_str(&raw[4]).unwrap();
+    let changed = v["enrollment"]["client_data"].as_str().unwrap().replacen(
+        "\"nonce\":\"",
+        "\"nonce\":\"0",
+        1,
+    );
+    v["enrollment"]["client_data"] = changed.into();
+    raw[4] = serde_json::to_string(&v).unwrap();
+    let p = problems(&report_of(&relink(&raw), &l.home));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("not what its attestation signed")),
+        "{p:?}"
+    );
 }
