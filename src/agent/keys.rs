@@ -251,6 +251,18 @@ pub fn fingerprint(key: &KeyData) -> String {
 /// point is `d·G`, uncompressed (as OpenSSH writes it). A mismatched pair would be listed under
 /// one key and sign with another.
 fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
+    // One ECDSA curve's check: the scalar is in [1, n) and its point is the public key.
+    macro_rules! ec_pair {
+        ($curve:ident, $public:expr, $private:expr) => {{
+            let secret = $curve::SecretKey::from_slice($private.as_slice())
+                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
+            if secret.public_key().to_encoded_point(false) == *$public {
+                Ok(())
+            } else {
+                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
+            }
+        }};
+    }
     match key {
         KeypairData::Ed25519(k) => {
             if Ed25519Keypair::from(k.private.clone()).public == k.public {
@@ -260,31 +272,13 @@ fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
             }
         }
         KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public, private }) => {
-            let secret = p256::SecretKey::from_slice(private.as_slice())
-                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
-            if secret.public_key().to_encoded_point(false) == *public {
-                Ok(())
-            } else {
-                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
-            }
+            ec_pair!(p256, public, private)
         }
         KeypairData::Ecdsa(EcdsaKeypair::NistP384 { public, private }) => {
-            let secret = p384::SecretKey::from_slice(private.as_slice())
-                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
-            if secret.public_key().to_encoded_point(false) == *public {
-                Ok(())
-            } else {
-                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
-            }
+            ec_pair!(p384, public, private)
         }
         KeypairData::Ecdsa(EcdsaKeypair::NistP521 { public, private }) => {
-            let secret = p521::SecretKey::from_slice(private.as_slice())
-                .map_err(|_| AgentError::InvalidKey(KeyCheck::Scalar))?;
-            if secret.public_key().to_encoded_point(false) == *public {
-                Ok(())
-            } else {
-                Err(AgentError::InvalidKey(KeyCheck::Mismatch))
-            }
+            ec_pair!(p521, public, private)
         }
         KeypairData::Rsa(k) => {
             use rsa::traits::PublicKeyParts;
