@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 use super::enrollment::{Enrollment, EnrollmentError};
 use super::verify::{
@@ -18,6 +19,7 @@ use crate::ctap::authdata::AuthenticatorData;
 use crate::ctap::backend::{client_data_hash, GetAssertionArgs, SecurityKey, UvInfo, Waiting};
 use crate::ctap::client_pin::{PinError, PinUvAuthToken};
 use crate::ctap::command::{CredentialDescriptor, GetAssertionResponse, PUBLIC_KEY};
+use crate::ctap::hmac_secret::{Request as HmacRequest, Salt};
 use crate::ctap::CtapError;
 
 /// presence's one interface to a security key: an assertion with a touch, and the user
@@ -55,6 +57,15 @@ pub trait PresenceKey: Send {
         rp_id: &str,
         wait: Waiting<'_>,
     ) -> Result<PinUvAuthToken, PinError>;
+
+    /// [`PresenceKey::get_assertion`] carrying an hmac-secret request for `salt`: the same
+    /// touch approves and unseals. Keys without hmac-secret refuse.
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        salt: &Salt,
+        wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError>;
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {
@@ -94,6 +105,15 @@ impl<K: SecurityKey + ?Sized> PresenceKey for K {
         wait: Waiting<'_>,
     ) -> Result<PinUvAuthToken, PinError> {
         SecurityKey::uv_token(self, permissions, rp_id, wait)
+    }
+
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        salt: &Salt,
+        wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError> {
+        SecurityKey::get_assertion_with_hmac_secret(self, args, salt, wait)
     }
 }
 
@@ -255,6 +275,86 @@ pub fn touch(
     let mut verified = verify_response(creds, client_data, &response, require_uv)?;
     verified.virtual_key = key.is_virtual();
     Ok(verified)
+}
+
+/// [`touch`], with the getAssertion also asking for the hmac-secret output for `salt`: one
+/// touch approves and yields the secret. The secret is read only from an answer that passed
+/// every check (its encrypted output sits inside the signed authenticatorData), and is
+/// returned with the credential that made it. With a pinUvAuthToken (or `require_uv`) the key
+/// answers with its user-verified secret, which differs from the one it gives on a touch
+/// alone.
+pub fn touch_with_secret(
+    key: &mut dyn PresenceKey,
+    ask: &Ask<'_>,
+    salt: &Salt,
+    wait: Waiting<'_>,
+) -> Result<(VerifiedTouch, HmacSecret), TouchError> {
+    let Ask {
+        creds,
+        client_data,
+        require_uv,
+        pin_token,
+    } = *ask;
+    let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
+    let require_uv = require_uv || pin_token.is_some();
+    let args = GetAssertionArgs {
+        rp_id: &creds.rp_id,
+        client_data: client_data.as_bytes(),
+        allow_list: &ids,
+        pin_token,
+        user_verification: require_uv,
+    };
+    let (response, request) = key.get_assertion_with_hmac_secret(&args, salt, wait)?;
+    let mut verified = verify_response(creds, client_data, &response, require_uv)?;
+    verified.virtual_key = key.is_virtual();
+    let output = request.output(&response.auth_data)?;
+    let secret = output.get(0).copied().ok_or_else(|| {
+        TouchError::Device(CtapError::InvalidResponse(
+            "the hmac-secret output is shorter than one salt's".into(),
+        ))
+    })?;
+    let secret = HmacSecret {
+        credential_id: verified.assertion.credential_id().to_vec(),
+        output: Zeroizing::new(secret),
+        user_verified: verified.assertion.flags().user_verified(),
+    };
+    Ok((verified, secret))
+}
+
+/// One credential's hmac-secret output for one salt, from a verified touch.
+pub struct HmacSecret {
+    credential_id: Vec<u8>,
+    output: Zeroizing<[u8; 32]>,
+    user_verified: bool,
+}
+
+impl std::fmt::Debug for HmacSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacSecret")
+            .field("credential_id", &hex::encode(&self.credential_id))
+            .field("user_verified", &self.user_verified)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HmacSecret {
+    /// The credential that answered.
+    pub fn credential_id(&self) -> &[u8] {
+        &self.credential_id
+    }
+
+    /// Whether the answer carried the UV flag (the key gave its user-verified secret).
+    pub fn user_verified(&self) -> bool {
+        self.user_verified
+    }
+
+    /// What a sealed key file opens with.
+    pub fn unsealer(&self) -> super::sealed::Unsealer<'_> {
+        super::sealed::Unsealer {
+            credential_id: &self.credential_id,
+            output: &self.output,
+        }
+    }
 }
 
 /// Verify evidence read back from a receipt against `creds`, whose sign counters are the ones
