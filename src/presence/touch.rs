@@ -62,10 +62,14 @@ pub trait PresenceKey: Send {
     /// touch approves and unseals. Keys without hmac-secret refuse.
     fn get_assertion_with_hmac_secret(
         &mut self,
-        args: &GetAssertionArgs<'_>,
-        salt: &Salt,
-        wait: Waiting<'_>,
-    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError>;
+        _args: &GetAssertionArgs<'_>,
+        _salt: &Salt,
+        _wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError> {
+        Err(CtapError::Unsupported(
+            "this security key has no hmac-secret extension, so it cannot unseal keys".into(),
+        ))
+    }
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {
