@@ -217,10 +217,12 @@ impl<'a> Handler<'a> {
             forwarded,
             key_comment,
             rule: None,
+            unseal: held.unseal,
         };
         *asked = Some(request.clone());
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
-        let approval = match conn
+        let sealed = request.unseal.is_some();
+        let mut approval = match conn
             .watch_hang_up(state.gate().approve(request), shutdown)
             .await
         {
@@ -228,6 +230,19 @@ impl<'a> Handler<'a> {
             Watched::HungUp => return Ok(Outcome::HungUp),
             Watched::Shutdown => return Ok(Outcome::Shutdown),
         };
+        // A sealed key opens with the approving touch's hmac-secret output (the same touch:
+        // one getAssertion carried both). Without it, or when it does not open the file,
+        // nothing is signed and the receipt says why.
+        if sealed {
+            let opened = match approval.take_secret() {
+                Some(secret) => state.with_keys(|k| k.unseal(&key, &secret, state.now())),
+                None => Err(AgentError::NoSuchKey),
+            };
+            if let Err(e) = opened {
+                let _ = approval.not_signed(&crate::presence::error_chain(&e));
+                return Err(e);
+            }
+        }
         let signing = state
             .keys()
             .sign(&key, &req.data, req.flags, approval, state.now());
@@ -408,8 +423,12 @@ impl<'a> Handler<'a> {
                 Ok(Outcome::Reply(Response::Success))
             }
             STATUS_EXTENSION => {
+                let (sealed, sealed_open) =
+                    self.state.with_keys(|k| k.sealed_counts(self.state.now()));
                 let status = AgentStatus {
                     socket_replaced: self.state.socket_replaced().map(str::to_owned),
+                    sealed,
+                    sealed_open,
                 };
                 let e = Extension::new_message(status).map_err(AgentError::Encode)?;
                 Ok(Outcome::Reply(Response::ExtensionResponse(e)))

@@ -26,6 +26,9 @@ use zeroize::Zeroizing;
 
 use super::{AgentError, KeyCheck, SealError};
 use crate::presence::gate::Approval;
+use crate::presence::request::UnsealAsk;
+use crate::presence::sealed::SealedKey;
+use crate::presence::touch::HmacSecret;
 
 /// Where the agent reads the time. Injected so tests move time instead of sleeping.
 pub trait Clock: Send + Sync {
@@ -200,6 +203,16 @@ pub struct HeldKey {
     pub fingerprint: String,
     /// Added with the confirm constraint (`ssh-add -c`): no grant may cover its signatures.
     pub confirm: bool,
+    /// A sealed key that is not open: the approving touch must unseal it.
+    pub unseal: Option<UnsealAsk>,
+}
+
+/// A sealed identity key the agent lists: its public half and the sealed file, never a
+/// plaintext key. The touch that approves its first signature of a window unseals it.
+struct SealedEntry {
+    file: SealedKey,
+    public: KeyData,
+    fingerprint: String,
 }
 
 struct Window {
@@ -227,6 +240,9 @@ pub struct KeyStore {
     entries: Vec<Entry>,
     window: Option<Window>,
     sealed: Option<Sealed>,
+    /// Sealed identity keys (`$AUTHS_HOME/keys`): listed at once, opened by a touch. Not
+    /// secret, so wipes keep them; the plaintext a touch opened is an ordinary entry.
+    sealed_keys: Vec<SealedEntry>,
     /// Why the keys were last wiped (or sealed), until [`KeyStore::take_wiped`] reports it.
     wiped: Option<WipeReason>,
 }
@@ -250,6 +266,15 @@ pub fn fingerprint(key: &KeyData) -> String {
 /// public key is derived from its seed, or a P-256 key whose scalar `d` is in `[1, n)` and whose
 /// point is `d·G`, uncompressed (as OpenSSH writes it). A mismatched pair would be listed under
 /// one key and sign with another.
+/// The key types a sealed key may be (its private half is checked as [`check_supported`] does
+/// when it is opened).
+fn check_supported_public(key: &KeyData) -> Result<(), AgentError> {
+    match key {
+        KeyData::Ed25519(_) | KeyData::Ecdsa(_) | KeyData::Rsa(_) => Ok(()),
+        other => Err(AgentError::UnsupportedKey(other.algorithm().to_string())),
+    }
+}
+
 fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
     // One ECDSA curve's check: the scalar is in [1, n) and its point is the public key.
     macro_rules! ec_pair {
@@ -415,8 +440,73 @@ impl KeyStore {
             entries: Vec::new(),
             window: None,
             sealed: None,
+            sealed_keys: Vec::new(),
             wiped: None,
         }
+    }
+
+    /// List the sealed identity key `file` (replacing one with the same public key). Nothing
+    /// is opened: the touch that approves its first signature unseals it.
+    pub fn load_sealed(&mut self, file: SealedKey) -> Result<String, AgentError> {
+        let public = ssh_key::PublicKey::from_openssh(&file.public_key)
+            .map_err(AgentError::Key)?
+            .key_data()
+            .clone();
+        check_supported_public(&public)?;
+        let fingerprint = fingerprint(&public);
+        self.sealed_keys.retain(|e| e.fingerprint != fingerprint);
+        self.sealed_keys.push(SealedEntry {
+            file,
+            public,
+            fingerprint: fingerprint.clone(),
+        });
+        Ok(fingerprint)
+    }
+
+    /// Sealed identity keys listed, and how many of them are open at `now`.
+    pub fn sealed_counts(&mut self, now: Instant) -> (u32, u32) {
+        self.expire(now);
+        let open = self
+            .sealed_keys
+            .iter()
+            .filter(|s| self.entries.iter().any(|e| e.fingerprint == s.fingerprint))
+            .count();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (count(self.sealed_keys.len()), count(open))
+    }
+
+    /// Open the sealed key `key` with the approving touch's hmac-secret output, and hold it
+    /// as a plaintext key of this window (which opens if none is open; the idle and absolute
+    /// caps wipe it, and the next signature unseals again).
+    pub fn unseal(
+        &mut self,
+        key: &KeyData,
+        secret: &HmacSecret,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let entry = self
+            .sealed_keys
+            .iter()
+            .find(|e| &e.public == key)
+            .ok_or(AgentError::NoSuchKey)?;
+        if entry.file.uv && !secret.user_verified() {
+            return Err(AgentError::Unseal(
+                crate::presence::sealed::SealError::WrongSecret,
+            ));
+        }
+        let private = entry
+            .file
+            .unseal(&secret.unsealer())
+            .map_err(AgentError::Unseal)?;
+        let comment = entry.file.label.clone();
+        let keypair = private.key_data().clone();
+        drop(private);
+        self.add(keypair, comment, None, now)?;
+        Ok(())
     }
 
     /// Use other Argon2id costs for the protocol lock.
@@ -510,14 +600,28 @@ impl KeyStore {
     /// The identities held, for `SSH_AGENTC_REQUEST_IDENTITIES`. Empty while locked.
     pub fn identities(&mut self, now: Instant) -> Vec<PublicIdentity> {
         self.expire(now);
-        self.entries
+        if self.is_locked() {
+            return Vec::new();
+        }
+        let mut ids: Vec<PublicIdentity> = self
+            .entries
             .iter()
             .map(|e| PublicIdentity {
                 key_data: e.key.public_key().key_data().clone(),
                 comment: e.key.comment().to_string(),
                 fingerprint: e.fingerprint.clone(),
             })
-            .collect()
+            .collect();
+        for s in &self.sealed_keys {
+            if !ids.iter().any(|i| i.fingerprint == s.fingerprint) {
+                ids.push(PublicIdentity {
+                    key_data: s.public.clone(),
+                    comment: s.file.label.clone(),
+                    fingerprint: s.fingerprint.clone(),
+                });
+            }
+        }
+        ids
     }
 
     /// Add (or replace) an identity. `lifetime` is the `ssh-add -t` constraint.
@@ -658,6 +762,7 @@ impl KeyStore {
             .map(|e| HeldKey {
                 fingerprint: e.fingerprint.clone(),
                 confirm: e.meta.confirm,
+                unseal: None,
             })
             .ok_or(AgentError::NoSuchKey)
     }
@@ -691,10 +796,13 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        let before = self.entries.len();
+        let before = self.entries.len() + self.sealed_keys.len();
         self.entries
             .retain(|e| e.key.public_key().key_data() != key);
-        if self.entries.len() == before {
+        // Its sealed file stays on disk (`auths key remove` deletes it); the agent forgets it
+        // until it is added again or restarts.
+        self.sealed_keys.retain(|e| &e.public != key);
+        if self.entries.len() + self.sealed_keys.len() == before {
             return Err(AgentError::NoSuchKey);
         }
         if self.entries.is_empty() {
@@ -709,6 +817,7 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
+        self.sealed_keys.clear();
         self.wipe_all(WipeReason::Explicit);
         Ok(())
     }
@@ -719,12 +828,28 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        self.entries
+        if let Some(e) = self
+            .entries
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
-            .map(|e| HeldKey {
+        {
+            return Ok(HeldKey {
                 fingerprint: e.fingerprint.clone(),
                 confirm: e.meta.confirm,
+                unseal: None,
+            });
+        }
+        self.sealed_keys
+            .iter()
+            .find(|e| &e.public == key)
+            .map(|e| HeldKey {
+                fingerprint: e.fingerprint.clone(),
+                confirm: false,
+                unseal: Some(UnsealAsk {
+                    key_id: e.file.id.clone(),
+                    salt: e.file.salt_bytes(),
+                    uv: e.file.uv,
+                }),
             })
             .ok_or(AgentError::NoSuchKey)
     }

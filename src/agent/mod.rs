@@ -137,6 +137,9 @@ pub enum AgentError {
     /// Sealing or opening the keys of the protocol lock failed.
     #[error("the locked keys could not be sealed or opened")]
     Seal(#[from] SealError),
+    /// A sealed identity key did not open with the approving touch's secret.
+    #[error("the sealed identity key did not open")]
+    Unseal(#[source] crate::presence::sealed::SealError),
     /// A blocking key operation (Argon2id for lock/unlock) stopped without an answer.
     #[error("the key worker stopped unexpectedly")]
     KeyWorker(#[source] tokio::task::JoinError),

@@ -20,6 +20,7 @@ use auths_presence::presence::presence_gate::{
 };
 use auths_presence::presence::prompt::{escape_control, Prompter};
 use auths_presence::presence::rules::{RulesHolder, RULES_FILE};
+use auths_presence::presence::sealed::SealedStore;
 use auths_presence::text::{env_line, pid_line};
 
 use super::{home, os, CliResult, DeviceArgs};
@@ -479,7 +480,22 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {
         eprintln!("WARNING: the agent gates on a VIRTUAL security key: anyone who can run `auths sim touch` approves. Use it for demos and tests only.");
     }
+    // Sealed identity keys are listed at once; none is opened before its first signature.
+    let (sealed_keys, unreadable) = SealedStore::new(&home).load_all();
+    for e in &unreadable {
+        eprintln!(
+            "auths agent: a sealed key was left out: {}",
+            escape_control(&auths_presence::presence::error_chain(e))
+        );
+    }
+    if !sealed_keys.is_empty() {
+        eprintln!(
+            "auths agent: {} sealed key(s) listed; each opens with the touch that approves its first signature",
+            sealed_keys.len()
+        );
+    }
     let config = AgentConfig {
+        sealed_keys,
         max_signatures: args.max_signatures,
         idle_timeout: args.idle_timeout,
         max_unlock: args.max_unlock,
@@ -579,9 +595,8 @@ fn status(socket: &Path, json: bool) -> CliResult {
             _ => None,
         };
     // `None` when no agent answers, or one from before the status extension.
-    let replaced = identities
-        .and_then(|_| client::status(socket).ok())
-        .map(|s| s.socket_replaced);
+    let status = identities.and_then(|_| client::status(socket).ok());
+    let replaced = status.as_ref().map(|s| s.socket_replaced.clone());
     let pid = std::fs::read_to_string(pid_path(socket))
         .ok()
         .map(|s| s.trim().to_owned());
@@ -594,6 +609,8 @@ fn status(socket: &Path, json: bool) -> CliResult {
                 "socket": socket.display().to_string(),
                 "pid": pid,
                 "identities": identities,
+                "sealed_keys": status.as_ref().map(|s| s.sealed),
+                "sealed_keys_open": status.as_ref().map(|s| s.sealed_open),
                 "enrolled_keys": tokens.len(),
                 "virtual_keys_enrolled": tokens.iter().filter(|t| t.virtual_key).count(),
                 "socket_replaced": replaced.as_ref().map(Option::is_some),
@@ -609,6 +626,12 @@ fn status(socket: &Path, json: bool) -> CliResult {
             pid.as_deref().unwrap_or("unknown")
         ),
         None => println!("no agent answers on {}", socket.display()),
+    }
+    if let Some(s) = status.as_ref().filter(|s| s.sealed > 0) {
+        println!(
+            "{} of them sealed, {} open now (a sealed key opens with the touch that approves its first signature, and closes when the unlock window ends)",
+            s.sealed, s.sealed_open
+        );
     }
     println!("{} security key(s) enrolled", tokens.len());
     if identities.is_none() {

@@ -390,6 +390,7 @@ mod tests {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -421,6 +422,7 @@ mod tests {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         };
         assert_eq!(
             touch_message(&req, false, None),

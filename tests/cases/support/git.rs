@@ -52,6 +52,13 @@ pub struct Opts {
     pub touch: &'static str,
     pub policy: &'static str,
     pub touch_timeout: &'static str,
+    /// The identity key is sealed in `AUTHS_HOME/keys` before the agent starts, instead of
+    /// added with `auths agent add`: the agent lists it and unseals it with a touch.
+    pub sealed: bool,
+    /// More `auths agent start` arguments.
+    pub agent_args: &'static [&'static str],
+    /// More `auths sim serve` arguments.
+    pub sim_args: &'static [&'static str],
 }
 
 impl Default for Opts {
@@ -60,6 +67,9 @@ impl Default for Opts {
             touch: "auto",
             policy: "per-signature",
             touch_timeout: "10s",
+            sealed: false,
+            agent_args: &[],
+            sim_args: &[],
         }
     }
 }
@@ -99,19 +109,30 @@ impl Rig {
         };
         // Enroll with a key that touches, then restart it on the same state in the mode
         // the test wants (its credentials live in the state file).
-        rig._sim = Some(rig.start_sim("auto"));
+        rig._sim = Some(rig.start_sim("auto", opts.sim_args));
         let mut enroll = rig.auths();
         enroll
             .args(["token", "enroll", "--device"])
             .arg(format!("sim:{}", rig.sim.display()));
         ok(&run_bounded(enroll), "auths token enroll");
+        if opts.sealed {
+            super::sealed::seal_new_key(&rig.home, &rig.sim, EMAIL);
+        }
         if opts.touch != "auto" {
             rig._sim = None;
-            rig._sim = Some(rig.start_sim(opts.touch));
+            rig._sim = Some(rig.start_sim(opts.touch, opts.sim_args));
         }
         rig._agent = Some(rig.start_agent(&opts));
+        if !opts.sealed {
+            rig.add_identity();
+        }
+        rig.init_repo();
+        rig
+    }
 
-        // An identity key in the agent, and no private key file left to fall back on.
+    /// An identity key in the agent, and no private key file left to fall back on.
+    fn add_identity(&self) {
+        let rig = self;
         let id = rig.dir.path().join("id");
         let mut keygen = Command::new("ssh-keygen");
         keygen
@@ -126,8 +147,11 @@ impl Rig {
             .arg(&rig.agent_socket);
         ok(&run_bounded(add), "auths agent add");
         std::fs::remove_file(&id).unwrap();
+    }
 
-        // A fresh repository and a private global config.
+    /// A fresh repository and a private global config.
+    fn init_repo(&self) {
+        let rig = self;
         let mut cfg = rig.git();
         cfg.args(["config", "--global", "user.email", EMAIL]);
         ok(&run_bounded(cfg), "git config user.email");
@@ -137,7 +161,6 @@ impl Rig {
         let mut init = rig.git();
         init.args(["init", "-q", "-b", "main"]).arg(&rig.repo);
         ok(&run_bounded(init), "git init");
-        rig
     }
 
     pub fn auths(&self) -> Command {
@@ -149,13 +172,14 @@ impl Rig {
         c
     }
 
-    fn start_sim(&self, touch: &str) -> Guard {
+    fn start_sim(&self, touch: &str, extra: &[&str]) -> Guard {
         let log = self.dir.path().join("sim.log");
         let mut c = self.auths();
         c.args(["sim", "serve", "--touch", touch, "--socket"])
             .arg(&self.sim)
             .arg("--state")
             .arg(self.dir.path().join("k.json"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = c.spawn().unwrap();
@@ -176,6 +200,7 @@ impl Rig {
                 "--touch-timeout",
                 opts.touch_timeout,
             ])
+            .args(opts.agent_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = c.spawn().unwrap();
