@@ -56,9 +56,11 @@ pub enum AgentCmd {
         #[arg(long, value_name = "P")]
         socket: Option<PathBuf>,
     },
-    /// Add an OpenSSH private key (Ed25519 or ECDSA P-256) to the agent.
+    /// Have the agent read and add a key file: an OpenSSH private key, or a sealed key. The
+    /// agent is sent the path, not the key; it asks an encrypted key's passphrase through
+    /// its own askpass (AUTHS_ASKPASS) or pinentry.
     Add {
-        /// The private key file (asks for its passphrase when it is encrypted).
+        /// The key file.
         keyfile: PathBuf,
         /// Agent socket.
         #[arg(long, value_name = "P")]
@@ -656,44 +658,29 @@ fn socket_replaced_message(path: &str) -> String {
 }
 
 fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
-    use ssh_agent_lib::proto::{
-        AddIdentity, AddIdentityConstrained, KeyConstraint, PrivateCredential, Request, Response,
-    };
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(keyfile)
-            .map_err(|e| format!("cannot read {}: {e}", keyfile.display()))?,
-    );
-    let mut key = auths_presence::text::private_key_from_openssh(&text)
-        .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
-    if key.is_encrypted() {
-        let pass = os::read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
-        key = auths_presence::text::decrypt_private_key(&text, pass.as_bytes())
-            .map_err(|_| "wrong passphrase for this key")?;
-    }
-    let fingerprint = key.public_key().fingerprint(ssh_key::HashAlg::Sha256);
-    let credential = PrivateCredential::Key {
-        privkey: key.key_data().clone(),
-        comment: key.comment().to_owned(),
-    };
-    let request = match lifetime {
-        None => Request::AddIdentity(AddIdentity { credential }),
-        Some(l) => Request::AddIdConstrained(AddIdentityConstrained {
-            identity: AddIdentity { credential },
-            constraints: vec![KeyConstraint::Lifetime(
-                u32::try_from(l.as_secs()).unwrap_or(u32::MAX),
-            )],
-        }),
-    };
-    match client::request(socket, &request, Duration::from_secs(30))? {
-        Response::Success => {
-            eprintln!("added {fingerprint} ({}) to the agent", keyfile.display());
-            Ok(())
-        }
-        _ => Err(format!(
-            "the agent refused {}: only Ed25519 and ECDSA P-256 keys can be added, and not while it is locked",
+    // The agent reads the file itself and asks an encrypted key's passphrase through its own
+    // askpass or pinentry: neither crosses the socket, which a process running as you could
+    // proxy. (`ssh-add` still sends the key, for those who want it.)
+    let path = std::fs::canonicalize(keyfile)
+        .map_err(|e| format!("cannot find {}: {e}", keyfile.display()))?;
+    let lifetime = lifetime.map_or(0, |l| u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
+    let answer = client::add_file(socket, &path, lifetime).map_err(|e| {
+        format!(
+            "the agent at {} did not take {}: {e} (is it running? `auths agent status`)",
+            socket.display(),
             keyfile.display()
         )
-        .into()),
+    })?;
+    if answer.added {
+        eprintln!("{}", answer.message);
+        Ok(())
+    } else {
+        Err(format!(
+            "the agent did not add {}: {}",
+            keyfile.display(),
+            answer.message
+        )
+        .into())
     }
 }
 

@@ -254,6 +254,16 @@ pub trait Gate: Send + Sync {
     /// so the next signature needs a touch even if the same key is added again.
     fn keys_wiped(&self) {}
 
+    /// Ask the user for a key file's passphrase (`auths agent add KEYFILE`) through the
+    /// gate's own askpass or pinentry program; blocking. Gates that ask nobody cannot.
+    fn passphrase(
+        &self,
+        prompt: &str,
+    ) -> Result<zeroize::Zeroizing<String>, super::pin_entry::PinEntryError> {
+        let _ = prompt;
+        Err(super::pin_entry::PinEntryError::NoSource)
+    }
+
     /// The caller rules this gate applies, if it applies any (`auths agent rules`, reload).
     fn rules(&self) -> Option<std::sync::Arc<super::rules::RulesHolder>> {
         None

@@ -771,6 +771,17 @@ impl Gate for PresenceGate {
         self.clear_grants();
     }
 
+    fn passphrase(
+        &self,
+        prompt: &str,
+    ) -> Result<zeroize::Zeroizing<String>, super::pin_entry::PinEntryError> {
+        self.inner
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .passphrase(prompt)
+    }
+
     fn rules(&self) -> Option<Arc<RulesHolder>> {
         self.inner.rules.get().cloned()
     }

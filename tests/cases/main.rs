@@ -2,6 +2,8 @@
 //! (case files import from it, never from each other).
 
 #[cfg(unix)]
+mod agent_add_file;
+#[cfg(unix)]
 mod agent_certs;
 #[cfg(unix)]
 mod agent_connections;

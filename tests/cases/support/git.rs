@@ -59,6 +59,8 @@ pub struct Opts {
     pub agent_args: &'static [&'static str],
     /// More `auths sim serve` arguments.
     pub sim_args: &'static [&'static str],
+    /// More environment for `auths agent start` (e.g. `AUTHS_ASKPASS`).
+    pub agent_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Default for Opts {
@@ -70,6 +72,7 @@ impl Default for Opts {
             sealed: false,
             agent_args: &[],
             sim_args: &[],
+            agent_env: Vec::new(),
         }
     }
 }
@@ -201,6 +204,7 @@ impl Rig {
                 opts.touch_timeout,
             ])
             .args(opts.agent_args)
+            .envs(opts.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = c.spawn().unwrap();
