@@ -142,7 +142,7 @@ pub enum KeyFile {
     /// A sealed key (`auths key`): listed, opened by a touch.
     Sealed(crate::presence::sealed::SealedKey),
     /// An OpenSSH private key, decrypted.
-    Plain(ssh_key::PrivateKey),
+    Plain(Box<ssh_key::PrivateKey>),
 }
 
 /// Why a key file was not added; the message names the file and what to do, never its bytes.
@@ -238,7 +238,7 @@ pub fn parse_key_file(
     let text = std::str::from_utf8(bytes).map_err(|_| not_a_key("it is not text".into()))?;
     let key = crate::text::private_key_from_openssh(text).map_err(|e| not_a_key(e.to_string()))?;
     if !key.is_encrypted() {
-        return Ok(KeyFile::Plain(key));
+        return Ok(KeyFile::Plain(Box::new(key)));
     }
     let prompt = format!(
         "auths agent: passphrase for {}",
@@ -252,7 +252,7 @@ pub fn parse_key_file(
     })?;
     let key = crate::text::decrypt_private_key(text, pass.as_bytes())
         .map_err(|_| AddFileError::BadPassphrase(path.to_path_buf()))?;
-    Ok(KeyFile::Plain(key))
+    Ok(KeyFile::Plain(Box::new(key)))
 }
 
 /// The `ssh-add -t` lifetime of a request.
