@@ -444,6 +444,7 @@ impl<'a> Handler<'a> {
         let path = add_file::checked_path(&request.path)?;
         let shown = crate::presence::prompt::escape_control(&path.display().to_string());
         let gate = Arc::clone(self.state.gate());
+        let source = path.clone();
         let read = tokio::task::spawn_blocking(move || {
             add_file::read_key_file(&path, |prompt| gate.passphrase(prompt))
         })
@@ -453,7 +454,9 @@ impl<'a> Handler<'a> {
         match read {
             KeyFile::Sealed(sealed) => {
                 let id = sealed.id.clone();
-                let fingerprint = self.state.with_keys(|k| k.load_sealed(sealed))?;
+                let fingerprint = self
+                    .state
+                    .with_keys(|k| k.load_sealed(sealed, Some(source)))?;
                 Ok(AddFileAnswer {
                     added: true,
                     sealed: true,

@@ -71,6 +71,9 @@ pub struct AgentConfig {
     /// Sealed identity keys listed from the start (`$AUTHS_HOME/keys`), each opened by the
     /// touch that approves its first signature of a window.
     pub sealed_keys: Vec<crate::presence::sealed::SealedKey>,
+    /// Where the sealed keys live (`$AUTHS_HOME/keys`): a key is read again from there when
+    /// a security key it has no wrap for answers.
+    pub sealed_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -85,6 +88,7 @@ impl AgentConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             sealed_keys: Vec::new(),
+            sealed_dir: None,
         }
     }
 
@@ -434,7 +438,11 @@ pub async fn serve_with_prompter(
     let mut state = AgentState::from_config(&config, gate);
     for key in &config.sealed_keys {
         // A sealed key of a type the agent cannot sign with is skipped, and said so.
-        if let Err(e) = state.with_keys(|k| k.load_sealed(key.clone())) {
+        let source = config
+            .sealed_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.{}", key.id, crate::presence::sealed::EXTENSION)));
+        if let Err(e) = state.with_keys(|k| k.load_sealed(key.clone(), source)) {
             state.log.record(&format!(
                 "sealed key {} not listed: {}",
                 key.id,

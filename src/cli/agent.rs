@@ -498,6 +498,7 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     }
     let config = AgentConfig {
         sealed_keys,
+        sealed_dir: Some(home.join(auths_presence::presence::sealed::KEYS_DIR)),
         max_signatures: args.max_signatures,
         idle_timeout: args.idle_timeout,
         max_unlock: args.max_unlock,
