@@ -141,3 +141,82 @@ fn after_the_idle_timeout_the_next_signature_unseals_again_with_one_touch() {
         "one touch unsealed again and signed"
     );
 }
+
+#[test]
+fn a_key_sealed_under_uv_asks_the_pin_once_with_its_unsealing_touch() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = super::support::short_tempdir();
+    let asked = dir.path().join("asked");
+    let askpass = dir.path().join("askpass");
+    std::fs::write(
+        &askpass,
+        format!("#!/bin/sh\necho x >> '{}'\necho 123456\n", asked.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let rig = Rig::new(Opts {
+        sealed: true,
+        sealed_uv_pin: Some("123456"),
+        sim_args: &["--pin", "123456"],
+        agent_env: vec![("AUTHS_ASKPASS", askpass)],
+        ..Opts::default()
+    });
+    let asks = || {
+        std::fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before_asks = asks();
+    rig.setup();
+    let before = rig.touches();
+    commit(&rig, 1);
+    assert_eq!(rig.touches(), before + 1, "one touch, with the PIN");
+    assert_eq!(asks(), before_asks + 1, "the PIN was asked once");
+    assert_eq!(status(&rig)["sealed_keys_open"].as_u64(), Some(1));
+}
+
+#[test]
+fn no_grant_stands_in_for_the_touch_that_unseals() {
+    let dir = super::support::short_tempdir();
+    let rig = Rig::new(Opts {
+        sealed: true,
+        sim_args: &["--pin-protocol", "2"],
+        policy: "batch:10:10m:user",
+        ..Opts::default()
+    });
+    rig.setup();
+    let before = rig.touches();
+    commit(&rig, 1);
+    commit(&rig, 2);
+    assert_eq!(
+        rig.touches(),
+        before + 1,
+        "the batch's touch unsealed, its grant signed the second"
+    );
+    // Forget the key (its grant stays open), then list the sealed file again: the next
+    // signature must unseal, so it needs a touch of its own though the grant has uses left.
+    let public = dir.path().join("k.pub");
+    let mut c = Command::new("ssh-add");
+    c.arg("-L").env("SSH_AUTH_SOCK", &rig.agent_socket);
+    std::fs::write(&public, stdout(&run_bounded(c))).unwrap();
+    let mut c = Command::new("ssh-add");
+    c.arg("-d")
+        .arg(&public)
+        .env("SSH_AUTH_SOCK", &rig.agent_socket);
+    ok(&run_bounded(c), "ssh-add -d");
+    let file = std::fs::read_dir(rig.home.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut c = rig.auths();
+    c.args(["agent", "add"])
+        .arg(&file)
+        .arg("--socket")
+        .arg(&rig.agent_socket);
+    ok(&run_bounded(c), "auths agent add SEALED");
+    commit(&rig, 3);
+    assert_eq!(rig.touches(), before + 2, "unsealing took its own touch");
+}

@@ -55,6 +55,8 @@ pub struct Opts {
     /// The identity key is sealed in `AUTHS_HOME/keys` before the agent starts, instead of
     /// added with `auths agent add`: the agent lists it and unseals it with a touch.
     pub sealed: bool,
+    /// Seal it under the user-verified secret, with this PIN.
+    pub sealed_uv_pin: Option<&'static str>,
     /// More `auths agent start` arguments.
     pub agent_args: &'static [&'static str],
     /// More `auths sim serve` arguments.
@@ -70,6 +72,7 @@ impl Default for Opts {
             policy: "per-signature",
             touch_timeout: "10s",
             sealed: false,
+            sealed_uv_pin: None,
             agent_args: &[],
             sim_args: &[],
             agent_env: Vec::new(),
@@ -116,10 +119,14 @@ impl Rig {
         let mut enroll = rig.auths();
         enroll
             .args(["token", "enroll", "--device"])
-            .arg(format!("sim:{}", rig.sim.display()));
+            .arg(format!("sim:{}", rig.sim.display()))
+            .envs(opts.agent_env.iter().map(|(k, v)| (k, v)));
         ok(&run_bounded(enroll), "auths token enroll");
         if opts.sealed {
-            super::sealed::seal_new_key(&rig.home, &rig.sim, EMAIL);
+            let private =
+                ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+                    .unwrap();
+            super::sealed::seal(&rig.home, &rig.sim, &private, EMAIL, opts.sealed_uv_pin);
         }
         if opts.touch != "auto" {
             rig._sim = None;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use auths_presence::ctap::backend::Waiting;
+use auths_presence::ctap::backend::{SecurityKey, Waiting};
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::select::{self, DeviceSelector};
 use auths_presence::presence::enrollment::TokenStore;
@@ -19,12 +19,19 @@ use super::DEADLINE;
 pub fn seal_new_key(home: &Path, sim: &Path, label: &str) -> (ssh_key::PrivateKey, SealedKey) {
     let private =
         ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
-    let sealed = seal(home, sim, &private, label);
+    let sealed = seal(home, sim, &private, label, None);
     (private, sealed)
 }
 
-/// Seal `private` as [`seal_new_key`] does.
-pub fn seal(home: &Path, sim: &Path, private: &ssh_key::PrivateKey, label: &str) -> SealedKey {
+/// Seal `private` as [`seal_new_key`] does; with `uv_pin`, under the secret the key gives only
+/// with the user verified (the getAssertion carries a pinUvAuthParam from that PIN).
+pub fn seal(
+    home: &Path,
+    sim: &Path,
+    private: &ssh_key::PrivateKey,
+    label: &str,
+    uv_pin: Option<&str>,
+) -> SealedKey {
     let enrolled = TokenStore::open(home).unwrap().list().unwrap();
     let creds = Credentials::enrolled(&enrolled).unwrap();
     let mut key = select::open(
@@ -36,6 +43,14 @@ pub fn seal(home: &Path, sim: &Path, private: &ssh_key::PrivateKey, label: &str)
         &mut |_| {},
     )
     .unwrap();
+    let token = uv_pin.map(|pin| {
+        key.pin_token(
+            pin.as_bytes(),
+            auths_presence::ctap::client_pin::permissions::GET_ASSERTION,
+            creds.rp_id(),
+        )
+        .unwrap()
+    });
     let salt: [u8; 32] = rand::random();
     let client_data = format!("{{\"type\":\"auths.presence.seal.test\",\"label\":\"{label}\"}}");
     let (_touch, secret) = touch::touch_with_secret(
@@ -43,8 +58,8 @@ pub fn seal(home: &Path, sim: &Path, private: &ssh_key::PrivateKey, label: &str)
         &Ask {
             creds: &creds,
             client_data: &client_data,
-            require_uv: false,
-            pin_token: None,
+            require_uv: token.is_some(),
+            pin_token: token.as_ref(),
         },
         &salt,
         Waiting {
@@ -54,7 +69,16 @@ pub fn seal(home: &Path, sim: &Path, private: &ssh_key::PrivateKey, label: &str)
         },
     )
     .unwrap();
-    let sealed = SealedKey::seal(private, label, salt, false, &[secret.unsealer()], 0).unwrap();
+    assert_eq!(secret.user_verified(), uv_pin.is_some());
+    let sealed = SealedKey::seal(
+        private,
+        label,
+        salt,
+        uv_pin.is_some(),
+        &[secret.unsealer()],
+        0,
+    )
+    .unwrap();
     SealedStore::new(home).save(&sealed, false).unwrap();
     sealed
 }
