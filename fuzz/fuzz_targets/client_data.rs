@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         });
     }
 });
