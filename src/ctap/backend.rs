@@ -398,6 +398,16 @@ impl SecurityKey for Box<dyn SecurityKey> {
         self.as_mut().get_assertion(args, wait)
     }
 
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        salt: &super::hmac_secret::Salt,
+        wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, super::hmac_secret::Request), CtapError> {
+        self.as_mut()
+            .get_assertion_with_hmac_secret(args, salt, wait)
+    }
+
     fn uv_info(&self) -> Option<UvInfo> {
         self.as_ref().uv_info()
     }
