@@ -43,6 +43,8 @@ mod real_key;
 #[cfg(unix)]
 mod rules;
 #[cfg(unix)]
+mod sealed_keys;
+#[cfg(unix)]
 mod support;
 #[cfg(unix)]
 mod u2f;
