@@ -647,9 +647,10 @@ fn import(
     };
     check_label(&label)?;
     let sealed = seal_and_save(private, &label, seal, json)?;
+    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let delete = if delete_plaintext {
         true
-    } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+    } else if terminal {
         ask_yes_no(&format!(
             "Delete the plaintext key {}? Keep it only if you store it somewhere safe. [y/N] ",
             escape_control(&file.display().to_string())
@@ -674,7 +675,7 @@ fn import(
             "deleted {} (on SSDs and copy-on-write file systems its bytes may linger on the disk; backups keep copies)",
             escape_control(&file.display().to_string())
         );
-    } else if delete_plaintext || std::io::stdin().is_terminal() {
+    } else if terminal {
         // Asked, and the answer was no.
         eprintln!(
             "kept the plaintext key {}",

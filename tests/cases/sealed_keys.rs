@@ -322,7 +322,19 @@ fn list_and_remove() {
     let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
     rig.enroll(&a, "main");
     rig.ok(&["key", "generate", "--label", "one", "--device", &a.device()]);
-    rig.ok(&["key", "generate", "--label", "two", "--device", &a.device()]);
+    let out = rig.ok(&[
+        "key",
+        "generate",
+        "--label",
+        "two",
+        "--json",
+        "--device",
+        &a.device(),
+    ]);
+    let two: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(two["label"], "two", "{two}");
+    assert_eq!(two["uv"], Value::Bool(true), "{two}");
+    assert!(two["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
     let listed = rig.list();
     assert_eq!(listed.len(), 2);
     let table = rig.ok(&["key", "list"]);
