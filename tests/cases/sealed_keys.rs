@@ -668,3 +668,18 @@ fn the_plaintext_search_finds_a_planted_secret() {
     }
     assert_not_in(b"nothing here", &secret);
 }
+
+#[test]
+fn a_key_with_a_fingerprint_seals_under_the_user_verified_secret_without_a_pin() {
+    let rig = Rig::new();
+    let bio = Sim::start(&rig.user.dir, "bio", &["--builtin-uv"]);
+    rig.enroll(&bio, "bio");
+    let out = rig.ok(&["key", "generate", "--device", &bio.device()]);
+    assert!(stderr(&out).contains("user-verified"), "{}", stderr(&out));
+    let k = &rig.list()[0];
+    assert_eq!(k["uv"], Value::Bool(true), "{k}");
+    let id = k["id"].as_str().unwrap();
+    rig.ok(&["key", "test", id, "--device", &bio.device()]);
+    // The finger verified the user: no PIN was asked for.
+    assert!(!rig.prompts.exists(), "a PIN was asked for");
+}
