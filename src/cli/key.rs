@@ -624,6 +624,15 @@ fn import(
     seal: &SealArgs,
     json: bool,
 ) -> CliResult {
+    // Deleting a symbolic link would leave the key it points to: refuse before any touch.
+    if delete_plaintext && std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(format!(
+            "{} is a symbolic link: --delete-plaintext would delete the link and leave the key it points to; import the file it points to",
+            escape_control(&file.display().to_string())
+        )
+        .into());
+    }
     let text = read_key_file(file)?;
     let mut private = auths_presence::text::private_key_from_openssh(&text)
         .map_err(|e| format!("{} is not an OpenSSH private key: {e}", file.display()))?;

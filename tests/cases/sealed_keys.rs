@@ -438,6 +438,21 @@ fn import_decrypts_with_the_passphrase_and_keeps_or_deletes_the_plaintext() {
     assert!(stderr(&out).contains("deleted"), "{}", stderr(&out));
     assert!(rig.list().iter().any(|k| k["label"] == "laptop"));
 
+    // --delete-plaintext on a symbolic link: refused (it would leave the key behind).
+    let target = ssh_keygen_key(&rig.user.dir, "target", &["-t", "ed25519", "-N", ""]);
+    let link = rig.user.dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = rig.fails(&[
+        "key",
+        "import",
+        s(&link),
+        "--delete-plaintext",
+        "--device",
+        &a.device(),
+    ]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(target.exists() && link.exists());
+
     // A wrong passphrase: refused, the file kept, nothing sealed.
     let wrong = ssh_keygen_key(&rig.user.dir, "wrong", &["-t", "ed25519", "-N", "other"]);
     let err = rig.fails(&[
@@ -682,4 +697,48 @@ fn a_key_with_a_fingerprint_seals_under_the_user_verified_secret_without_a_pin()
     rig.ok(&["key", "test", id, "--device", &bio.device()]);
     // The finger verified the user: no PIN was asked for.
     assert!(!rig.prompts.exists(), "a PIN was asked for");
+}
+
+#[test]
+fn generate_seals_for_every_enrolled_key_named_and_skips_one_not_enrolled() {
+    let rig = Rig::new();
+    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
+    let b = Sim::start(&rig.user.dir, "b", &["--pin", PIN_B]);
+    let stranger = Sim::start(&rig.user.dir, "c", &["--pin", PIN_A]);
+    rig.enroll(&a, "main");
+    rig.enroll(&b, "backup");
+    let out = rig.ok(&[
+        "key",
+        "generate",
+        "--device",
+        &a.device(),
+        "--device",
+        &stranger.device(),
+        "--device",
+        &b.device(),
+    ]);
+    assert!(
+        stderr(&out).contains("holds no enrolled credential that can seal: skipped"),
+        "{}",
+        stderr(&out)
+    );
+    let k = &rig.list()[0];
+    let mut labels: Vec<&str> = k["sealed_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["backup", "main"], "{k}");
+    let id = k["id"].as_str().unwrap();
+    let from_a = unseal(&rig, &a, id, PIN_A).unwrap();
+    let from_b = unseal(&rig, &b, id, PIN_B).unwrap();
+    assert_eq!(secret_bytes(&from_a), secret_bytes(&from_b));
+    // Each PIN prompt named its key and the seal.
+    let prompts = std::fs::read_to_string(&rig.prompts).unwrap();
+    assert!(
+        prompts.contains("b.sock") && prompts.contains("a.sock"),
+        "{prompts}"
+    );
 }
