@@ -163,6 +163,8 @@ fn now_unix() -> u64 {
 struct Opened {
     key: Box<dyn SecurityKey>,
     selector: String,
+    /// A pinUvAuthToken the key has not spent yet (it held none of the credentials asked).
+    unused_token: Option<auths_presence::ctap::client_pin::PinUvAuthToken>,
 }
 
 impl Devices {
@@ -214,6 +216,7 @@ impl Devices {
                     out.push(Opened {
                         key,
                         selector: name,
+                        unused_token: None,
                     });
                 }
                 Err(e) if !explicit => {
@@ -360,6 +363,7 @@ fn touch_one(
             purpose: &purpose,
         },
         &mut *super::pin::source(),
+        &mut k.unused_token,
         &mut prompt,
         Some(&cancel),
     );

@@ -13,7 +13,7 @@ use super::enrollment::{Enrollment, EnrollmentError};
 use super::pin_entry::{PinEntryError, PinRequest, PinSource};
 use super::touch::{touch_with_secret, Ask, Credentials, HmacSecret, PresenceKey, TouchError};
 use crate::ctap::backend::Waiting;
-use crate::ctap::client_pin::{permissions, PinError};
+use crate::ctap::client_pin::{permissions, PinError, PinUvAuthToken};
 use crate::ctap::device::CancelToken;
 use crate::ctap::hmac_secret::Salt;
 use crate::ctap::{CtapError, StatusCode};
@@ -209,51 +209,94 @@ impl SealOpError {
 /// turned into a pinUvAuthToken with the getAssertion permission), the request carries the
 /// token and the answer must carry the UV flag; without, the answer must not carry it (the
 /// user-verified secret is another secret). `on_up_needed` runs when the key blinks.
+///
+/// `unused` keeps a token the key did not spend: when the key holds none of the credentials
+/// asked for, it refuses before using the token, which is kept there for the next touch on
+/// the same key (so trying a key first for one set of credentials and then for another asks
+/// its PIN once). A token the key then refuses is dropped and the PIN asked again, once.
 pub fn sealing_touch(
+    key: &mut dyn PresenceKey,
+    ask: &SecretAsk<'_>,
+    pins: &mut dyn PinSource,
+    unused: &mut Option<PinUvAuthToken>,
+    on_up_needed: &mut dyn FnMut(),
+    cancel: Option<&CancelToken>,
+) -> Result<(super::touch::VerifiedTouch, HmacSecret), SealOpError> {
+    if !ask.uv {
+        return attempt(key, ask, None, on_up_needed, cancel);
+    }
+    let cached = unused.take();
+    let from_cache = cached.is_some();
+    let token = match cached {
+        Some(t) => Some(t),
+        None => user_verification(key, ask, pins, on_up_needed, cancel)?,
+    };
+    match attempt(key, ask, token.as_ref(), on_up_needed, cancel) {
+        Err(e) if e.is_no_credentials() => {
+            *unused = token;
+            Err(e)
+        }
+        Err(SealOpError::Touch(TouchError::Device(CtapError::Status(
+            StatusCode::PinAuthInvalid,
+        )))) if from_cache => {
+            drop(token);
+            let fresh = user_verification(key, ask, pins, on_up_needed, cancel)?;
+            attempt(key, ask, fresh.as_ref(), on_up_needed, cancel)
+        }
+        other => other,
+    }
+}
+
+/// A token that verifies the user of `key` (`None` where the backend asks itself).
+fn user_verification(
     key: &mut dyn PresenceKey,
     ask: &SecretAsk<'_>,
     pins: &mut dyn PinSource,
     on_up_needed: &mut dyn FnMut(),
     cancel: Option<&CancelToken>,
-) -> Result<(super::touch::VerifiedTouch, HmacSecret), SealOpError> {
+) -> Result<Option<PinUvAuthToken>, SealOpError> {
     let rp_id = ask.creds.rp_id().to_owned();
-    let mut require_uv = false;
-    let token = if ask.uv {
-        require_uv = true;
-        match verification(key) {
-            Verification::BuiltIn => Some(key.uv_token(
-                permissions::GET_ASSERTION,
-                &rp_id,
-                Waiting {
-                    on_up_needed: &mut *on_up_needed,
-                    on_busy: None,
-                    cancel,
-                },
-            )?),
-            Verification::Pin => {
-                let description = key.description().to_owned();
-                let pin: Zeroizing<String> = pins.pin(&PinRequest {
-                    key: &description,
-                    purpose: ask.purpose,
-                    retries: None,
-                })?;
-                Some(key.pin_token(pin.as_bytes(), permissions::GET_ASSERTION, &rp_id)?)
-            }
-            Verification::Backend => None,
-            Verification::None => {
-                return Err(SealOpError::NoUserVerification {
-                    device: key.description().to_owned(),
-                })
-            }
+    Ok(match verification(key) {
+        Verification::BuiltIn => Some(key.uv_token(
+            permissions::GET_ASSERTION,
+            &rp_id,
+            Waiting {
+                on_up_needed,
+                on_busy: None,
+                cancel,
+            },
+        )?),
+        Verification::Pin => {
+            let description = key.description().to_owned();
+            let pin: Zeroizing<String> = pins.pin(&PinRequest {
+                key: &description,
+                purpose: ask.purpose,
+                retries: None,
+            })?;
+            Some(key.pin_token(pin.as_bytes(), permissions::GET_ASSERTION, &rp_id)?)
         }
-    } else {
-        None
-    };
+        Verification::Backend => None,
+        Verification::None => {
+            return Err(SealOpError::NoUserVerification {
+                device: key.description().to_owned(),
+            })
+        }
+    })
+}
+
+/// The touch itself, with `token` when the user is verified (`ask.uv`).
+fn attempt(
+    key: &mut dyn PresenceKey,
+    ask: &SecretAsk<'_>,
+    token: Option<&PinUvAuthToken>,
+    on_up_needed: &mut dyn FnMut(),
+    cancel: Option<&CancelToken>,
+) -> Result<(super::touch::VerifiedTouch, HmacSecret), SealOpError> {
     let touch = Ask {
         creds: ask.creds,
         client_data: ask.client_data,
-        require_uv,
-        pin_token: token.as_ref(),
+        require_uv: ask.uv,
+        pin_token: token,
     };
     let wait = Waiting {
         on_up_needed,

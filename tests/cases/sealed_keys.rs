@@ -522,15 +522,29 @@ fn a_backup_enrolled_after_sealing_opens_the_key_only_after_rewrap() {
     let err = rig.fails(&["key", "rewrap", "--device", &b.device()]);
     assert!(err.contains("auths key rewrap"), "{err}");
 
+    // The backup named first: tried for opening (it holds none of the wrapped credentials),
+    // then sealed for, with its PIN asked once.
+    std::fs::remove_file(&rig.prompts).unwrap();
     let out = rig.ok(&[
         "key",
         "rewrap",
         "--device",
-        &a.device(),
-        "--device",
         &b.device(),
+        "--device",
+        &a.device(),
     ]);
     assert!(stderr(&out).contains("now sealed for"), "{}", stderr(&out));
+    let prompts = std::fs::read_to_string(&rig.prompts).unwrap();
+    assert_eq!(
+        prompts.lines().filter(|l| l.contains("b.sock")).count(),
+        1,
+        "{prompts}"
+    );
+    assert_eq!(
+        prompts.lines().filter(|l| l.contains("a.sock")).count(),
+        1,
+        "{prompts}"
+    );
     let k = &rig.list()[0];
     assert_eq!(k["sealed_for"].as_array().unwrap().len(), 2, "{k}");
     assert_eq!(k["not_sealed_for"], Value::Array(vec![]), "{k}");
