@@ -755,4 +755,25 @@ fn generate_seals_for_every_enrolled_key_named_and_skips_one_not_enrolled() {
         prompts.contains("b.sock") && prompts.contains("a.sock"),
         "{prompts}"
     );
+
+    // A security key it is not sealed for: refused, naming those it is sealed for.
+    let err = rig.fails(&["key", "test", id, "--device", &stranger.device()]);
+    assert!(
+        err.contains("no security key used opens") && err.contains("(main)"),
+        "{err}"
+    );
+    // A security key removed from the enrollments: listed as no longer enrolled, and it no
+    // longer opens the key through auths (its touch is not verified against anything).
+    rig.ok(&["token", "remove", "backup"]);
+    let k = &rig.list()[0];
+    let gone = k["sealed_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["enrolled"] == Value::Bool(false))
+        .unwrap_or_else(|| panic!("{k}"));
+    assert!(gone["label"].is_null(), "{k}");
+    let err = rig.fails(&["key", "test", id, "--device", &b.device()]);
+    assert!(err.contains("no security key used opens"), "{err}");
+    rig.ok(&["key", "test", id, "--device", &a.device()]);
 }
