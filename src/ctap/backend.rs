@@ -398,6 +398,8 @@ impl SecurityKey for Box<dyn SecurityKey> {
         self.as_mut().get_assertion(args, wait)
     }
 
+    // Every method is forwarded, defaults included: a default here would hide the boxed
+    // key's own answer.
     fn get_assertion_with_hmac_secret(
         &mut self,
         args: &GetAssertionArgs<'_>,
