@@ -107,6 +107,27 @@ pub fn status(socket: &Path) -> Result<AgentStatus, AgentError> {
     }
 }
 
+/// Ask the agent at `socket` to read and add the key file at `path` (absolute) itself
+/// ([`super::add_file`]): no key byte crosses the socket. The agent may ask a passphrase
+/// through its own program, so the wait is long.
+pub fn add_file(
+    socket: &Path,
+    path: &Path,
+    lifetime: u32,
+) -> Result<super::add_file::AddFileAnswer, AgentError> {
+    use super::add_file::{AddFile, AddFileAnswer};
+    let path = path.to_str().ok_or(ClientError::Unexpected)?.to_owned();
+    let ext = Extension::new_message(AddFile { path, lifetime }).map_err(AgentError::Encode)?;
+    match request(socket, &Request::Extension(ext), Duration::from_secs(180))? {
+        Response::ExtensionResponse(e) => match e.parse_message::<AddFileAnswer>() {
+            Ok(Some(a)) => Ok(a),
+            _ => Err(ClientError::Unexpected.into()),
+        },
+        Response::Failure => Err(ClientError::Refused.into()),
+        _ => Err(ClientError::Unexpected.into()),
+    }
+}
+
 /// Ask the agent at `socket` which refusals this process may read (its own, its children's
 /// and its parent's; see [`super::refusals`]), newest first.
 pub fn refusals(socket: &Path) -> Result<Vec<super::refusals::Refusal>, AgentError> {

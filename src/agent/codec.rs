@@ -37,6 +37,7 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     super::rules::RULES_EXTENSION,
     super::rules::RELOAD_EXTENSION,
     super::refusals::REFUSAL_EXTENSION,
+    super::add_file::ADD_FILE_EXTENSION,
 ];
 
 /// Why a message body is not a request we accept.

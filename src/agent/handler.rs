@@ -111,6 +111,9 @@ impl<'a> Handler<'a> {
                     Outcome::Reply(Response::ExtensionFailure)
                 });
             }
+            Request::Extension(e) if e.name == super::add_file::ADD_FILE_EXTENSION => {
+                (RequestKind::Add, self.add_file(&e).await)
+            }
             Request::Extension(e) => (RequestKind::Extension(e.name.clone()), self.extension(&e)),
             _ => (
                 RequestKind::Unsupported,
@@ -217,10 +220,12 @@ impl<'a> Handler<'a> {
             forwarded,
             key_comment,
             rule: None,
+            unseal: held.unseal,
         };
         *asked = Some(request.clone());
         // Dropping the approve future (hang-up, shutdown) cancels the touch.
-        let approval = match conn
+        let sealed = request.unseal.is_some();
+        let mut approval = match conn
             .watch_hang_up(state.gate().approve(request), shutdown)
             .await
         {
@@ -228,6 +233,19 @@ impl<'a> Handler<'a> {
             Watched::HungUp => return Ok(Outcome::HungUp),
             Watched::Shutdown => return Ok(Outcome::Shutdown),
         };
+        // A sealed key opens with the approving touch's hmac-secret output (the same touch:
+        // one getAssertion carried both). Without it, or when it does not open the file,
+        // nothing is signed and the receipt says why.
+        if sealed {
+            let opened = match approval.take_secret() {
+                Some(secret) => state.with_keys(|k| k.unseal(&key, &secret, state.now())),
+                None => Err(AgentError::NoSuchKey),
+            };
+            if let Err(e) = opened {
+                let _ = approval.not_signed(&crate::presence::error_chain(&e));
+                return Err(e);
+            }
+        }
         let signing = state
             .keys()
             .sign(&key, &req.data, req.flags, approval, state.now());
@@ -391,6 +409,83 @@ impl<'a> Handler<'a> {
         }
     }
 
+    /// `add-file@auths-presence` ([`super::add_file`]): read the key file the request names,
+    /// asking an encrypted key's passphrase through the gate's own program, and add it (a
+    /// sealed file is listed, to be opened by a touch). The answer says what happened; no key
+    /// byte crosses the socket either way.
+    pub(crate) async fn add_file(&self, ext: &Extension) -> Result<Outcome, AgentError> {
+        use super::add_file::{AddFile, AddFileAnswer};
+        let request = ext
+            .parse_message::<AddFile>()
+            .ok()
+            .flatten()
+            .ok_or(AgentError::Unsupported("a malformed add-file request"))?;
+        let answer = match self.load_file(&request).await {
+            Ok(a) => a,
+            Err(e) => AddFileAnswer {
+                message: crate::presence::prompt::escape_control(&crate::presence::error_chain(&e)),
+                ..AddFileAnswer::default()
+            },
+        };
+        self.state.log().record(&format!(
+            "auths agent: add-file from {}: {}",
+            crate::presence::prompt::describe_peer(self.peer),
+            answer.message
+        ));
+        let e = Extension::new_message(answer).map_err(AgentError::Encode)?;
+        Ok(Outcome::Reply(Response::ExtensionResponse(e)))
+    }
+
+    async fn load_file(
+        &self,
+        request: &super::add_file::AddFile,
+    ) -> Result<super::add_file::AddFileAnswer, AgentError> {
+        use super::add_file::{self, AddFileAnswer, KeyFile};
+        let path = add_file::checked_path(&request.path)?;
+        let shown = crate::presence::prompt::escape_control(&path.display().to_string());
+        let gate = Arc::clone(self.state.gate());
+        let source = path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            add_file::read_key_file(&path, |prompt| gate.passphrase(prompt))
+        })
+        .await
+        .map_err(AgentError::KeyWorker)??;
+        let now = self.state.now();
+        match read {
+            KeyFile::Sealed(sealed) => {
+                let id = sealed.id.clone();
+                let fingerprint = self
+                    .state
+                    .with_keys(|k| k.load_sealed(sealed, Some(source)))?;
+                Ok(AddFileAnswer {
+                    added: true,
+                    sealed: true,
+                    message: format!(
+                        "listed sealed key {id} ({fingerprint}) from {shown}; it opens with the touch that approves its first signature"
+                    ),
+                    fingerprint,
+                })
+            }
+            KeyFile::Plain(key) => {
+                let lifetime = add_file::lifetime(request);
+                let fingerprint = self.state.with_keys(|k| {
+                    k.add(
+                        key.key_data().clone(),
+                        key.comment().to_owned(),
+                        lifetime,
+                        now,
+                    )
+                })?;
+                Ok(AddFileAnswer {
+                    added: true,
+                    sealed: false,
+                    message: format!("added {fingerprint} from {shown}"),
+                    fingerprint,
+                })
+            }
+        }
+    }
+
     /// `SSH_AGENTC_EXTENSION`: `query` lists what we support; [`WIPE_EXTENSION`] wipes every
     /// key (`auths agent lock`); [`STATUS_EXTENSION`] says whether the socket was replaced
     /// (`auths agent status`); anything else is unsupported ("Extension mechanism").
@@ -408,8 +503,12 @@ impl<'a> Handler<'a> {
                 Ok(Outcome::Reply(Response::Success))
             }
             STATUS_EXTENSION => {
+                let (sealed, sealed_open) =
+                    self.state.with_keys(|k| k.sealed_counts(self.state.now()));
                 let status = AgentStatus {
                     socket_replaced: self.state.socket_replaced().map(str::to_owned),
+                    sealed,
+                    sealed_open,
                 };
                 let e = Extension::new_message(status).map_err(AgentError::Encode)?;
                 Ok(Outcome::Reply(Response::ExtensionResponse(e)))

@@ -26,6 +26,9 @@ use zeroize::Zeroizing;
 
 use super::{AgentError, KeyCheck, SealError};
 use crate::presence::gate::Approval;
+use crate::presence::request::UnsealAsk;
+use crate::presence::sealed::{SealError as SealedError, SealedKey};
+use crate::presence::touch::HmacSecret;
 
 /// Where the agent reads the time. Injected so tests move time instead of sleeping.
 pub trait Clock: Send + Sync {
@@ -200,6 +203,19 @@ pub struct HeldKey {
     pub fingerprint: String,
     /// Added with the confirm constraint (`ssh-add -c`): no grant may cover its signatures.
     pub confirm: bool,
+    /// A sealed key that is not open: the approving touch must unseal it.
+    pub unseal: Option<UnsealAsk>,
+}
+
+/// A sealed identity key the agent lists: its public half and the sealed file, never a
+/// plaintext key. The touch that approves its first signature of a window unseals it.
+struct SealedEntry {
+    file: SealedKey,
+    public: KeyData,
+    fingerprint: String,
+    /// The file it was read from: read again when a security key it has no wrap for answers
+    /// (`auths key rewrap` may have added one since).
+    source: Option<std::path::PathBuf>,
 }
 
 struct Window {
@@ -227,6 +243,9 @@ pub struct KeyStore {
     entries: Vec<Entry>,
     window: Option<Window>,
     sealed: Option<Sealed>,
+    /// Sealed identity keys (`$AUTHS_HOME/keys`): listed at once, opened by a touch. Not
+    /// secret, so wipes keep them; the plaintext a touch opened is an ordinary entry.
+    sealed_keys: Vec<SealedEntry>,
     /// Why the keys were last wiped (or sealed), until [`KeyStore::take_wiped`] reports it.
     wiped: Option<WipeReason>,
 }
@@ -250,6 +269,15 @@ pub fn fingerprint(key: &KeyData) -> String {
 /// public key is derived from its seed, or a P-256 key whose scalar `d` is in `[1, n)` and whose
 /// point is `d·G`, uncompressed (as OpenSSH writes it). A mismatched pair would be listed under
 /// one key and sign with another.
+/// The key types a sealed key may be (its private half is checked as [`check_supported`] does
+/// when it is opened).
+fn check_supported_public(key: &KeyData) -> Result<(), AgentError> {
+    match key {
+        KeyData::Ed25519(_) | KeyData::Ecdsa(_) | KeyData::Rsa(_) => Ok(()),
+        other => Err(AgentError::UnsupportedKey(other.algorithm().to_string())),
+    }
+}
+
 fn check_supported(key: &KeypairData) -> Result<(), AgentError> {
     // One ECDSA curve's check: the scalar is in [1, n) and its point is the public key.
     macro_rules! ec_pair {
@@ -415,8 +443,97 @@ impl KeyStore {
             entries: Vec::new(),
             window: None,
             sealed: None,
+            sealed_keys: Vec::new(),
             wiped: None,
         }
+    }
+
+    /// List the sealed identity key `file` (replacing one with the same public key). Nothing
+    /// is opened: the touch that approves its first signature unseals it.
+    pub fn load_sealed(
+        &mut self,
+        file: SealedKey,
+        source: Option<std::path::PathBuf>,
+    ) -> Result<String, AgentError> {
+        let public = ssh_key::PublicKey::from_openssh(&file.public_key)
+            .map_err(AgentError::Key)?
+            .key_data()
+            .clone();
+        check_supported_public(&public)?;
+        let fingerprint = fingerprint(&public);
+        self.sealed_keys.retain(|e| e.fingerprint != fingerprint);
+        self.sealed_keys.push(SealedEntry {
+            file,
+            public,
+            fingerprint: fingerprint.clone(),
+            source,
+        });
+        Ok(fingerprint)
+    }
+
+    /// Sealed identity keys listed, and how many of them are open at `now`.
+    pub fn sealed_counts(&mut self, now: Instant) -> (u32, u32) {
+        self.expire(now);
+        let open = self
+            .sealed_keys
+            .iter()
+            .filter(|s| self.entries.iter().any(|e| e.fingerprint == s.fingerprint))
+            .count();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (count(self.sealed_keys.len()), count(open))
+    }
+
+    /// Open the sealed key `key` with the approving touch's hmac-secret output, and hold it
+    /// as a plaintext key of this window (which opens if none is open; the idle and absolute
+    /// caps wipe it, and the next signature unseals again).
+    pub fn unseal(
+        &mut self,
+        key: &KeyData,
+        secret: &HmacSecret,
+        now: Instant,
+    ) -> Result<(), AgentError> {
+        self.expire(now);
+        if self.is_locked() {
+            return Err(AgentError::Locked);
+        }
+        let entry = self
+            .sealed_keys
+            .iter_mut()
+            .find(|e| &e.public == key)
+            .ok_or(AgentError::NoSuchKey)?;
+        if entry.file.uv && !secret.user_verified() {
+            return Err(AgentError::Unseal(
+                crate::presence::sealed::SealError::WrongSecret,
+            ));
+        }
+        let private = match entry.file.unseal(&secret.unsealer()) {
+            Err(SealedError::NotWrappedFor { credential }) => {
+                // A wrap added to the file since it was read (`auths key rewrap`): the file
+                // as it is now, if it is still this key under the same salt.
+                let newer = entry
+                    .source
+                    .as_deref()
+                    .and_then(|p| Some((crate::secure_fs::read_private(p).ok()??, p)))
+                    .and_then(|(bytes, p)| SealedKey::parse(&bytes, p).ok())
+                    .filter(|n| n.id == entry.file.id && n.salt == entry.file.salt);
+                let Some(newer) = newer else {
+                    return Err(AgentError::Unseal(SealedError::NotWrappedFor {
+                        credential,
+                    }));
+                };
+                let private = newer
+                    .unseal(&secret.unsealer())
+                    .map_err(AgentError::Unseal)?;
+                entry.file = newer;
+                private
+            }
+            other => other.map_err(AgentError::Unseal)?,
+        };
+        let comment = entry.file.label.clone();
+        let keypair = private.key_data().clone();
+        drop(private);
+        self.add(keypair, comment, None, now)?;
+        Ok(())
     }
 
     /// Use other Argon2id costs for the protocol lock.
@@ -510,14 +627,28 @@ impl KeyStore {
     /// The identities held, for `SSH_AGENTC_REQUEST_IDENTITIES`. Empty while locked.
     pub fn identities(&mut self, now: Instant) -> Vec<PublicIdentity> {
         self.expire(now);
-        self.entries
+        if self.is_locked() {
+            return Vec::new();
+        }
+        let mut ids: Vec<PublicIdentity> = self
+            .entries
             .iter()
             .map(|e| PublicIdentity {
                 key_data: e.key.public_key().key_data().clone(),
                 comment: e.key.comment().to_string(),
                 fingerprint: e.fingerprint.clone(),
             })
-            .collect()
+            .collect();
+        for s in &self.sealed_keys {
+            if !ids.iter().any(|i| i.fingerprint == s.fingerprint) {
+                ids.push(PublicIdentity {
+                    key_data: s.public.clone(),
+                    comment: s.file.label.clone(),
+                    fingerprint: s.fingerprint.clone(),
+                });
+            }
+        }
+        ids
     }
 
     /// Add (or replace) an identity. `lifetime` is the `ssh-add -t` constraint.
@@ -658,6 +789,7 @@ impl KeyStore {
             .map(|e| HeldKey {
                 fingerprint: e.fingerprint.clone(),
                 confirm: e.meta.confirm,
+                unseal: None,
             })
             .ok_or(AgentError::NoSuchKey)
     }
@@ -691,10 +823,13 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        let before = self.entries.len();
+        let before = self.entries.len() + self.sealed_keys.len();
         self.entries
             .retain(|e| e.key.public_key().key_data() != key);
-        if self.entries.len() == before {
+        // Its sealed file stays on disk (`auths key remove` deletes it); the agent forgets it
+        // until it is added again or restarts.
+        self.sealed_keys.retain(|e| &e.public != key);
+        if self.entries.len() + self.sealed_keys.len() == before {
             return Err(AgentError::NoSuchKey);
         }
         if self.entries.is_empty() {
@@ -709,6 +844,7 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
+        self.sealed_keys.clear();
         self.wipe_all(WipeReason::Explicit);
         Ok(())
     }
@@ -719,12 +855,28 @@ impl KeyStore {
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        self.entries
+        if let Some(e) = self
+            .entries
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
-            .map(|e| HeldKey {
+        {
+            return Ok(HeldKey {
                 fingerprint: e.fingerprint.clone(),
                 confirm: e.meta.confirm,
+                unseal: None,
+            });
+        }
+        self.sealed_keys
+            .iter()
+            .find(|e| &e.public == key)
+            .map(|e| HeldKey {
+                fingerprint: e.fingerprint.clone(),
+                confirm: false,
+                unseal: Some(UnsealAsk {
+                    key_id: e.file.id.clone(),
+                    salt: e.file.salt_bytes(),
+                    uv: e.file.uv,
+                }),
             })
             .ok_or(AgentError::NoSuchKey)
     }
@@ -1343,5 +1495,120 @@ mod tests {
             Err(AgentError::InvalidKey(KeyCheck::CertificateSignature))
         ));
         assert!(store.is_empty());
+    }
+
+    /// A sealed Ed25519 key for credential `cred` whose hmac-secret output is `out`.
+    fn sealed(cred: &[u8], out: [u8; 32], uv: bool) -> (PrivateKey, SealedKey) {
+        let private = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519).unwrap();
+        let unsealer = crate::presence::sealed::Unsealer {
+            credential_id: cred,
+            output: &out,
+        };
+        let file = SealedKey::seal(&private, "sealed", [7; 32], uv, &[unsealer], 0).unwrap();
+        (private, file)
+    }
+
+    #[test]
+    fn a_sealed_key_is_listed_locked_and_opens_only_with_its_secret() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let (private, file) = sealed(b"cred-a", [1; 32], false);
+        let key = private.public_key().key_data().clone();
+        s.load_sealed(file, None).unwrap();
+        // Listed at once; the lookup asks the touch to unseal, with the file's salt.
+        assert_eq!(s.identities(t0).len(), 1);
+        assert_eq!(s.sealed_counts(t0), (1, 0));
+        let held = s.lookup(&key, t0).unwrap();
+        let ask = held.unseal.expect("an unseal request");
+        assert_eq!((ask.salt, ask.uv), ([7; 32], false));
+        // Not open: nothing signs.
+        assert!(matches!(
+            s.sign_approved(&key, b"x", 0, t0),
+            Err(AgentError::NoSuchKey)
+        ));
+        // Another credential, or the wrong output, opens nothing.
+        let other = HmacSecret::for_tests(b"cred-b", [1; 32], false);
+        assert!(matches!(
+            s.unseal(&key, &other, t0),
+            Err(AgentError::Unseal(SealedError::NotWrappedFor { .. }))
+        ));
+        let wrong = HmacSecret::for_tests(b"cred-a", [2; 32], false);
+        assert!(matches!(
+            s.unseal(&key, &wrong, t0),
+            Err(AgentError::Unseal(SealedError::WrongSecret))
+        ));
+        assert_eq!(s.sealed_counts(t0), (1, 0));
+        // The right one opens it: it signs, listed once, lookups need no unseal.
+        let right = HmacSecret::for_tests(b"cred-a", [1; 32], false);
+        s.unseal(&key, &right, t0).unwrap();
+        assert_eq!(s.identities(t0).len(), 1);
+        assert_eq!(s.sealed_counts(t0), (1, 1));
+        assert!(s.lookup(&key, t0).unwrap().unseal.is_none());
+        s.sign_approved(&key, b"x", 0, t0).unwrap();
+        // A wipe closes it and keeps it listed; the next signature must unseal again.
+        s.wipe();
+        assert_eq!(s.identities(t0).len(), 1);
+        assert_eq!(s.sealed_counts(t0), (1, 0));
+        assert!(s.lookup(&key, t0).unwrap().unseal.is_some());
+        // The idle timeout does the same.
+        s.unseal(&key, &right, t0).unwrap();
+        let later = t0 + UnlockPolicy::default().idle_timeout;
+        assert_eq!(s.expire(later), Some(WipeReason::Idle));
+        assert!(s.lookup(&key, later).unwrap().unseal.is_some());
+        // `ssh-add -D` forgets it (its file stays); `ssh-add -d` too.
+        s.remove_all(later).unwrap();
+        assert!(s.identities(later).is_empty());
+        let (p2, f2) = sealed(b"cred-a", [1; 32], false);
+        s.load_sealed(f2, None).unwrap();
+        s.remove(p2.public_key().key_data(), later).unwrap();
+        assert!(s.identities(later).is_empty());
+    }
+
+    #[test]
+    fn a_key_sealed_under_uv_opens_only_with_the_user_verified_and_hides_while_locked() {
+        let t0 = Instant::now();
+        let mut s = store(UnlockPolicy::default());
+        let (private, file) = sealed(b"cred-a", [1; 32], true);
+        let key = private.public_key().key_data().clone();
+        s.load_sealed(file, None).unwrap();
+        assert!(s.lookup(&key, t0).unwrap().unseal.unwrap().uv);
+        let touch_only = HmacSecret::for_tests(b"cred-a", [1; 32], false);
+        assert!(matches!(
+            s.unseal(&key, &touch_only, t0),
+            Err(AgentError::Unseal(SealedError::WrongSecret))
+        ));
+        s.unseal(&key, &HmacSecret::for_tests(b"cred-a", [1; 32], true), t0)
+            .unwrap();
+        // The protocol lock hides the sealed key as it hides the others.
+        s.lock(&Zeroizing::new("pw".into()), t0).unwrap();
+        assert!(s.identities(t0).is_empty());
+        assert!(matches!(s.lookup(&key, t0), Err(AgentError::Locked)));
+        s.unlock(&Zeroizing::new("pw".into()), t0).unwrap();
+        assert_eq!(s.identities(t0).len(), 1);
+    }
+
+    #[test]
+    fn a_wrap_added_to_the_file_since_it_was_read_is_found_there() {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.sealed");
+        let mut s = store(UnlockPolicy::default());
+        let (private, file) = sealed(b"cred-a", [1; 32], false);
+        let key = private.public_key().key_data().clone();
+        s.load_sealed(file.clone(), Some(path.clone())).unwrap();
+        let backup = HmacSecret::for_tests(b"cred-b", [9; 32], false);
+        // Not wrapped for the backup, and no newer file: the error says to rewrap.
+        assert!(matches!(
+            s.unseal(&key, &backup, t0),
+            Err(AgentError::Unseal(SealedError::NotWrappedFor { .. }))
+        ));
+        let mut newer = file;
+        let with = HmacSecret::for_tests(b"cred-a", [1; 32], false);
+        newer
+            .rewrap(&with.unsealer(), &[backup.unsealer()])
+            .unwrap();
+        crate::secure_fs::atomic_write(&path, &newer.to_json()).unwrap();
+        s.unseal(&key, &backup, t0).unwrap();
+        assert_eq!(s.sealed_counts(t0), (1, 1));
     }
 }

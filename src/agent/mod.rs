@@ -32,6 +32,7 @@ use thiserror::Error;
 use crate::presence::gate::GateError;
 use crate::secure_fs::SecureFsError;
 
+pub mod add_file;
 pub mod client;
 pub mod codec;
 mod connection;
@@ -137,6 +138,12 @@ pub enum AgentError {
     /// Sealing or opening the keys of the protocol lock failed.
     #[error("the locked keys could not be sealed or opened")]
     Seal(#[from] SealError),
+    /// `auths agent add KEYFILE`: the agent could not add the file.
+    #[error(transparent)]
+    AddFile(#[from] add_file::AddFileError),
+    /// A sealed identity key did not open with the approving touch's secret.
+    #[error("the sealed identity key did not open")]
+    Unseal(#[source] crate::presence::sealed::SealError),
     /// A blocking key operation (Argon2id for lock/unlock) stopped without an answer.
     #[error("the key worker stopped unexpectedly")]
     KeyWorker(#[source] tokio::task::JoinError),

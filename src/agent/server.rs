@@ -68,6 +68,12 @@ pub struct AgentConfig {
     pub read_timeout: Duration,
     /// Connections kept open at once; above this the longest-idle one is closed for a new one.
     pub max_connections: usize,
+    /// Sealed identity keys listed from the start (`$AUTHS_HOME/keys`), each opened by the
+    /// touch that approves its first signature of a window.
+    pub sealed_keys: Vec<crate::presence::sealed::SealedKey>,
+    /// Where the sealed keys live (`$AUTHS_HOME/keys`): a key is read again from there when
+    /// a security key it has no wrap for answers.
+    pub sealed_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -81,6 +87,8 @@ impl AgentConfig {
             max_signatures: policy.max_signatures,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            sealed_keys: Vec::new(),
+            sealed_dir: None,
         }
     }
 
@@ -428,6 +436,20 @@ pub async fn serve_with_prompter(
     let listener = bind(&config.socket_path)?;
     let ours = BoundEndpoint::of(&config.socket_path);
     let mut state = AgentState::from_config(&config, gate);
+    for key in &config.sealed_keys {
+        // A sealed key of a type the agent cannot sign with is skipped, and said so.
+        let source = config
+            .sealed_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.{}", key.id, crate::presence::sealed::EXTENSION)));
+        if let Err(e) = state.with_keys(|k| k.load_sealed(key.clone(), source)) {
+            state.log.record(&format!(
+                "sealed key {} not listed: {}",
+                key.id,
+                crate::presence::error_chain(&e)
+            ));
+        }
+    }
     if let Some(p) = prompter {
         state = state.with_prompter(p);
     }

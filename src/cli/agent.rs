@@ -20,6 +20,7 @@ use auths_presence::presence::presence_gate::{
 };
 use auths_presence::presence::prompt::{escape_control, Prompter};
 use auths_presence::presence::rules::{RulesHolder, RULES_FILE};
+use auths_presence::presence::sealed::SealedStore;
 use auths_presence::text::{env_line, pid_line};
 
 use super::{home, os, CliResult, DeviceArgs};
@@ -55,9 +56,11 @@ pub enum AgentCmd {
         #[arg(long, value_name = "P")]
         socket: Option<PathBuf>,
     },
-    /// Add an OpenSSH private key (Ed25519 or ECDSA P-256) to the agent.
+    /// Have the agent read and add a key file: an OpenSSH private key, or a sealed key. The
+    /// agent is sent the path, not the key; it asks an encrypted key's passphrase through
+    /// its own askpass (AUTHS_ASKPASS) or pinentry.
     Add {
-        /// The private key file (asks for its passphrase when it is encrypted).
+        /// The key file.
         keyfile: PathBuf,
         /// Agent socket.
         #[arg(long, value_name = "P")]
@@ -479,7 +482,23 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     if virtual_warning || enrolled.iter().any(|t| t.virtual_key) {
         eprintln!("WARNING: the agent gates on a VIRTUAL security key: anyone who can run `auths sim touch` approves. Use it for demos and tests only.");
     }
+    // Sealed identity keys are listed at once; none is opened before its first signature.
+    let (sealed_keys, unreadable) = SealedStore::new(&home).load_all();
+    for e in &unreadable {
+        eprintln!(
+            "auths agent: a sealed key was left out: {}",
+            escape_control(&auths_presence::presence::error_chain(e))
+        );
+    }
+    if !sealed_keys.is_empty() {
+        eprintln!(
+            "auths agent: {} sealed key(s) listed; each opens with the touch that approves its first signature",
+            sealed_keys.len()
+        );
+    }
     let config = AgentConfig {
+        sealed_keys,
+        sealed_dir: Some(home.join(auths_presence::presence::sealed::KEYS_DIR)),
         max_signatures: args.max_signatures,
         idle_timeout: args.idle_timeout,
         max_unlock: args.max_unlock,
@@ -579,9 +598,8 @@ fn status(socket: &Path, json: bool) -> CliResult {
             _ => None,
         };
     // `None` when no agent answers, or one from before the status extension.
-    let replaced = identities
-        .and_then(|_| client::status(socket).ok())
-        .map(|s| s.socket_replaced);
+    let status = identities.and_then(|_| client::status(socket).ok());
+    let replaced = status.as_ref().map(|s| s.socket_replaced.clone());
     let pid = std::fs::read_to_string(pid_path(socket))
         .ok()
         .map(|s| s.trim().to_owned());
@@ -594,6 +612,8 @@ fn status(socket: &Path, json: bool) -> CliResult {
                 "socket": socket.display().to_string(),
                 "pid": pid,
                 "identities": identities,
+                "sealed_keys": status.as_ref().map(|s| s.sealed),
+                "sealed_keys_open": status.as_ref().map(|s| s.sealed_open),
                 "enrolled_keys": tokens.len(),
                 "virtual_keys_enrolled": tokens.iter().filter(|t| t.virtual_key).count(),
                 "socket_replaced": replaced.as_ref().map(Option::is_some),
@@ -609,6 +629,12 @@ fn status(socket: &Path, json: bool) -> CliResult {
             pid.as_deref().unwrap_or("unknown")
         ),
         None => println!("no agent answers on {}", socket.display()),
+    }
+    if let Some(s) = status.as_ref().filter(|s| s.sealed > 0) {
+        println!(
+            "{} of them sealed, {} open now (a sealed key opens with the touch that approves its first signature, and closes when the unlock window ends)",
+            s.sealed, s.sealed_open
+        );
     }
     println!("{} security key(s) enrolled", tokens.len());
     if identities.is_none() {
@@ -633,44 +659,29 @@ fn socket_replaced_message(path: &str) -> String {
 }
 
 fn add(keyfile: &Path, socket: &Path, lifetime: Option<Duration>) -> CliResult {
-    use ssh_agent_lib::proto::{
-        AddIdentity, AddIdentityConstrained, KeyConstraint, PrivateCredential, Request, Response,
-    };
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(keyfile)
-            .map_err(|e| format!("cannot read {}: {e}", keyfile.display()))?,
-    );
-    let mut key = auths_presence::text::private_key_from_openssh(&text)
-        .map_err(|e| format!("{} is not an OpenSSH private key: {e}", keyfile.display()))?;
-    if key.is_encrypted() {
-        let pass = os::read_passphrase(&format!("Passphrase for {}: ", keyfile.display()))?;
-        key = auths_presence::text::decrypt_private_key(&text, pass.as_bytes())
-            .map_err(|_| "wrong passphrase for this key")?;
-    }
-    let fingerprint = key.public_key().fingerprint(ssh_key::HashAlg::Sha256);
-    let credential = PrivateCredential::Key {
-        privkey: key.key_data().clone(),
-        comment: key.comment().to_owned(),
-    };
-    let request = match lifetime {
-        None => Request::AddIdentity(AddIdentity { credential }),
-        Some(l) => Request::AddIdConstrained(AddIdentityConstrained {
-            identity: AddIdentity { credential },
-            constraints: vec![KeyConstraint::Lifetime(
-                u32::try_from(l.as_secs()).unwrap_or(u32::MAX),
-            )],
-        }),
-    };
-    match client::request(socket, &request, Duration::from_secs(30))? {
-        Response::Success => {
-            eprintln!("added {fingerprint} ({}) to the agent", keyfile.display());
-            Ok(())
-        }
-        _ => Err(format!(
-            "the agent refused {}: only Ed25519 and ECDSA P-256 keys can be added, and not while it is locked",
+    // The agent reads the file itself and asks an encrypted key's passphrase through its own
+    // askpass or pinentry: neither crosses the socket, which a process running as you could
+    // proxy. (`ssh-add` still sends the key, for those who want it.)
+    let path = std::fs::canonicalize(keyfile)
+        .map_err(|e| format!("cannot find {}: {e}", keyfile.display()))?;
+    let lifetime = lifetime.map_or(0, |l| u32::try_from(l.as_secs()).unwrap_or(u32::MAX));
+    let answer = client::add_file(socket, &path, lifetime).map_err(|e| {
+        format!(
+            "the agent at {} did not take {}: {e} (is it running? `auths agent status`)",
+            socket.display(),
             keyfile.display()
         )
-        .into()),
+    })?;
+    if answer.added {
+        eprintln!("{}", answer.message);
+        Ok(())
+    } else {
+        Err(format!(
+            "the agent did not add {}: {}",
+            keyfile.display(),
+            answer.message
+        )
+        .into())
     }
 }
 

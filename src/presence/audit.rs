@@ -335,6 +335,7 @@ impl Receipt {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         })
     }
 

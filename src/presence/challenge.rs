@@ -166,6 +166,7 @@ mod tests {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         }
     }
 

@@ -117,6 +117,9 @@ pub struct Approval {
     receipt_id: String,
     basis: Basis,
     settle: Option<Box<dyn Settle>>,
+    /// The hmac-secret output the approving touch brought, when the request asked it to unseal
+    /// the identity key ([`ApprovalRequest::unseal`]). Zeroized on drop.
+    secret: Option<super::touch::HmacSecret>,
 }
 
 impl std::fmt::Debug for Approval {
@@ -145,6 +148,10 @@ impl Approval {
             Basis::Grant(grant) if grant.key_fingerprint() != request.key_fingerprint => {
                 return Err(BindingError::OtherBytes);
             }
+            // A sealed key opens only with a touch's hmac-secret output: no grant stands in.
+            Basis::Grant(_) if request.unseal.is_some() => {
+                return Err(BindingError::OtherBytes);
+            }
             Basis::Grant(_) => {}
         }
         Ok(Approval {
@@ -152,7 +159,23 @@ impl Approval {
             receipt_id,
             basis,
             settle: Some(settle),
+            secret: None,
         })
+    }
+
+    /// The approving touch also unsealed: keep its hmac-secret output for the signer. Only a
+    /// touch brings one.
+    pub(in crate::presence) fn with_secret(mut self, secret: super::touch::HmacSecret) -> Self {
+        if matches!(self.basis, Basis::Touch(_)) {
+            self.secret = Some(secret);
+        }
+        self
+    }
+
+    /// The hmac-secret output of the approving touch, for the sealed identity key the request
+    /// named (once).
+    pub fn take_secret(&mut self) -> Option<super::touch::HmacSecret> {
+        self.secret.take()
     }
 
     /// True when this approval covers signing `digest` with the key `fingerprint`.
@@ -230,6 +253,16 @@ pub trait Gate: Send + Sync {
     /// The agent wiped its keys (lock, `ssh-add -D`, a timeout or cap): every open grant ends,
     /// so the next signature needs a touch even if the same key is added again.
     fn keys_wiped(&self) {}
+
+    /// Ask the user for a key file's passphrase (`auths agent add KEYFILE`) through the
+    /// gate's own askpass or pinentry program; blocking. Gates that ask nobody cannot.
+    fn passphrase(
+        &self,
+        prompt: &str,
+    ) -> Result<zeroize::Zeroizing<String>, super::pin_entry::PinEntryError> {
+        let _ = prompt;
+        Err(super::pin_entry::PinEntryError::NoSource)
+    }
 
     /// The caller rules this gate applies, if it applies any (`auths agent rules`, reload).
     fn rules(&self) -> Option<std::sync::Arc<super::rules::RulesHolder>> {

@@ -67,8 +67,8 @@ pub enum PinEntryError {
         #[source]
         source: std::io::Error,
     },
-    /// The answer is longer than any PIN.
-    #[error("the PIN given is longer than {MAX_PIN_LEN} bytes")]
+    /// The answer is longer than any PIN (or passphrase, when one was asked for).
+    #[error("the answer given is too long (a PIN has at most {MAX_PIN_LEN} bytes, a passphrase {MAX_PASSPHRASE_LEN})")]
     TooLong,
     /// Reading from the terminal failed.
     #[error("cannot read the PIN from the terminal: {0}")]
@@ -79,7 +79,17 @@ pub enum PinEntryError {
 pub trait PinSource {
     /// Ask for the PIN.
     fn pin(&mut self, request: &PinRequest<'_>) -> Result<Zeroizing<String>, PinEntryError>;
+
+    /// Ask for a key file's passphrase with `prompt` (already escaped), at most
+    /// [`MAX_PASSPHRASE_LEN`] bytes. Sources that only know PINs cannot.
+    fn passphrase(&mut self, prompt: &str) -> Result<Zeroizing<String>, PinEntryError> {
+        let _ = prompt;
+        Err(PinEntryError::NoSource)
+    }
 }
+
+/// The longest key file passphrase taken (OpenSSH's own askpass reads at most 1 KiB).
+pub const MAX_PASSPHRASE_LEN: usize = 1024;
 
 /// No way to ask: every request fails with [`PinEntryError::NoSource`].
 #[derive(Debug, Default)]
@@ -126,12 +136,17 @@ impl Askpass {
 /// The PIN in a program's output: one line, the newline (LF or CRLF) taken off; empty is a
 /// dismissed prompt; more than [`MAX_PIN_LEN`] bytes is not a PIN.
 pub fn pin_from_output(out: &[u8]) -> Result<Zeroizing<String>, PinEntryError> {
+    line_from_output(out, MAX_PIN_LEN)
+}
+
+/// [`pin_from_output`] for answers of at most `max` bytes.
+fn line_from_output(out: &[u8], max: usize) -> Result<Zeroizing<String>, PinEntryError> {
     let line = out.strip_suffix(b"\n").unwrap_or(out);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.is_empty() {
         return Err(PinEntryError::Cancelled);
     }
-    if line.len() > MAX_PIN_LEN || line.contains(&b'\n') {
+    if line.len() > max || line.contains(&b'\n') {
         return Err(PinEntryError::TooLong);
     }
     let s = std::str::from_utf8(line).map_err(|_| PinEntryError::Cancelled)?;
@@ -140,12 +155,23 @@ pub fn pin_from_output(out: &[u8]) -> Result<Zeroizing<String>, PinEntryError> {
 
 impl PinSource for Askpass {
     fn pin(&mut self, request: &PinRequest<'_>) -> Result<Zeroizing<String>, PinEntryError> {
+        self.ask(&request.prompt(), MAX_PIN_LEN)
+    }
+
+    fn passphrase(&mut self, prompt: &str) -> Result<Zeroizing<String>, PinEntryError> {
+        self.ask(prompt, MAX_PASSPHRASE_LEN)
+    }
+}
+
+impl Askpass {
+    /// Run the program with `prompt`; its one line of output, at most `max` bytes.
+    fn ask(&self, prompt: &str, max: usize) -> Result<Zeroizing<String>, PinEntryError> {
         let program_error = |source| PinEntryError::Program {
             program: self.program.clone(),
             source,
         };
         let mut child = Command::new(&self.program)
-            .arg(request.prompt())
+            .arg(prompt)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -155,14 +181,11 @@ impl PinSource for Askpass {
         // Read on a thread, so a program that never answers is waited for only so long.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut out = Zeroizing::new(Vec::with_capacity(MAX_PIN_LEN + 3));
+            let mut out = Zeroizing::new(Vec::with_capacity(max + 3));
             // At most a few bytes more than the longest answer we accept (PIN, CR, LF): a
             // longer one is refused without reading it all.
             let read = match stdout {
-                Some(s) => s
-                    .take((MAX_PIN_LEN + 3) as u64)
-                    .read_to_end(&mut out)
-                    .map(|_| ()),
+                Some(s) => s.take((max + 3) as u64).read_to_end(&mut out).map(|_| ()),
                 None => Ok(()),
             };
             let _ = tx.send(read.map(|()| out));
@@ -183,7 +206,7 @@ impl PinSource for Askpass {
         if !status.success() {
             return Err(PinEntryError::Cancelled);
         }
-        pin_from_output(&out)
+        line_from_output(&out, max)
     }
 }
 

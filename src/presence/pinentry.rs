@@ -19,7 +19,7 @@ use std::time::Duration;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use super::pin_entry::{PinEntryError, PinRequest, PinSource, MAX_PIN_LEN};
+use super::pin_entry::{PinEntryError, PinRequest, PinSource, MAX_PASSPHRASE_LEN, MAX_PIN_LEN};
 
 /// Longest Assuan line, newline included (the protocol's limit).
 pub const MAX_LINE: usize = 1000;
@@ -182,6 +182,23 @@ impl Drop for Running {
 
 impl PinSource for Pinentry {
     fn pin(&mut self, request: &PinRequest<'_>) -> Result<Zeroizing<String>, PinEntryError> {
+        self.ask(&request.prompt(), "PIN:", MAX_PIN_LEN)
+    }
+
+    fn passphrase(&mut self, prompt: &str) -> Result<Zeroizing<String>, PinEntryError> {
+        self.ask(prompt, "Passphrase:", MAX_PASSPHRASE_LEN)
+    }
+}
+
+impl Pinentry {
+    /// One GETPIN dialog showing `description`, with `label` beside the entry; the answer is at
+    /// most `max` bytes.
+    fn ask(
+        &self,
+        description: &str,
+        label: &str,
+        max: usize,
+    ) -> Result<Zeroizing<String>, PinEntryError> {
         let program_error = |source| PinEntryError::Program {
             program: self.program.clone(),
             source,
@@ -262,8 +279,8 @@ impl PinSource for Pinentry {
         answer("the greeting")?;
         let commands = [
             "SETTITLE auths".to_owned(),
-            format!("SETDESC {}", escape(&request.prompt())),
-            "SETPROMPT PIN:".to_owned(),
+            format!("SETDESC {}", escape(description)),
+            format!("SETPROMPT {label}"),
         ];
         for c in &commands {
             writeln!(to, "{c}").map_err(program_error)?;
@@ -275,7 +292,7 @@ impl PinSource for Pinentry {
         if pin.is_empty() {
             return Err(PinEntryError::Cancelled);
         }
-        if pin.len() > MAX_PIN_LEN {
+        if pin.len() > max {
             return Err(PinEntryError::TooLong);
         }
         let pin = String::from_utf8(pin.to_vec()).map_err(|_| PinEntryError::Cancelled)?;

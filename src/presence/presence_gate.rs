@@ -27,7 +27,7 @@ use super::prompt::{
 };
 use super::request::ApprovalRequest;
 use super::rules::{RulesHolder, Verdict};
-use super::touch::{self, Credentials, PresenceKey, TouchError, VerifiedTouch};
+use super::touch::{self, Credentials, HmacSecret, PresenceKey, TouchError, VerifiedTouch};
 
 /// Opens the key for one approval (a key may be unplugged and re-plugged between two).
 pub trait KeyOpener: Send + Sync {
@@ -372,6 +372,10 @@ impl PresenceGate {
     }
 
     fn try_grant(inner: &Arc<Inner>, request: &ApprovalRequest, id: &str) -> Option<Approval> {
+        // A sealed identity key opens only with a touch: no grant may stand in for it.
+        if request.unseal.is_some() {
+            return None;
+        }
         let grant = inner.grants().take(request, (inner.clock)())?;
         let id = id.to_owned();
         let (grant_of, remaining) = (grant.grant_of().to_owned(), grant.remaining());
@@ -399,7 +403,7 @@ impl PresenceGate {
         request: &ApprovalRequest,
         cancel: &CancelToken,
         id: &str,
-    ) -> Result<VerifiedTouch, GateError> {
+    ) -> Result<(VerifiedTouch, Option<HmacSecret>), GateError> {
         let enrolled = inner.store.list()?;
         let mut creds = Credentials::enrolled(&enrolled)?;
         creds.raise_counters(|id| inner.counters().get(id));
@@ -457,7 +461,9 @@ impl PresenceGate {
         let mut need_uv = inner.uv == UserVerification::Required
             || rule_uv
             || uv_info.is_some_and(|u| u.needed_to_sign())
-            || enrolled.iter().any(|e| e.uv_required);
+            || enrolled.iter().any(|e| e.uv_required)
+            // A key sealed under the user-verified secret opens only with the user verified.
+            || request.unseal.as_ref().is_some_and(|u| u.uv);
         let mut token = inner.pin_token().take();
         let mut fresh = false;
         let touched = loop {
@@ -484,7 +490,12 @@ impl PresenceGate {
                 on_busy: Some(&mut on_busy),
                 cancel: Some(cancel),
             };
-            match touch::touch(key.as_mut(), &ask, wait) {
+            let answer = match &request.unseal {
+                Some(u) => touch::touch_with_secret(key.as_mut(), &ask, &u.salt, wait)
+                    .map(|(t, s)| (t, Some(s))),
+                None => touch::touch(key.as_mut(), &ask, wait).map(|t| (t, None)),
+            };
+            match answer {
                 // The window's token is refused: get a fresh one, once.
                 Err(TouchError::Device(CtapError::Status(StatusCode::PinAuthInvalid)))
                     if need_uv && !fresh && uv_info.is_some() && !cancel.is_cancelled() =>
@@ -504,7 +515,7 @@ impl PresenceGate {
             *inner.pin_token() = token;
         }
         drop(key);
-        let verified = touched.map_err(|e| match e {
+        let (verified, secret) = touched.map_err(|e| match e {
             _ if cancel.is_cancelled() => GateError::Cancelled,
             TouchError::Device(
                 CtapError::Deadline(_) | CtapError::Status(StatusCode::UserActionTimeout),
@@ -523,7 +534,7 @@ impl PresenceGate {
         if cancel.is_cancelled() {
             return Err(GateError::Cancelled);
         }
-        Ok(verified)
+        Ok((verified, secret))
     }
 
     /// A pinUvAuthToken with the ga permission, from the PIN the gate's source gives for
@@ -730,14 +741,18 @@ impl Gate for PresenceGate {
                     None => touched,
                 };
                 drop(slot);
-                let result = touched.and_then(|touch| {
+                let result = touched.and_then(|(touch, secret)| {
                     // The turn stays with the approval until its receipt is written.
                     let settle = Box::new(Settlement {
                         inner: Arc::clone(&worker),
                         _turn: Some(turn),
                     });
                     let basis = Basis::Touch(touch);
-                    Ok(Approval::new(basis, request.clone(), id.clone(), settle)?)
+                    let approval = Approval::new(basis, request.clone(), id.clone(), settle)?;
+                    Ok(match secret {
+                        Some(s) => approval.with_secret(s),
+                        None => approval,
+                    })
                 });
                 match &result {
                     Ok(_) => worker
@@ -754,6 +769,17 @@ impl Gate for PresenceGate {
 
     fn keys_wiped(&self) {
         self.clear_grants();
+    }
+
+    fn passphrase(
+        &self,
+        prompt: &str,
+    ) -> Result<zeroize::Zeroizing<String>, super::pin_entry::PinEntryError> {
+        self.inner
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .passphrase(prompt)
     }
 
     fn rules(&self) -> Option<Arc<RulesHolder>> {

@@ -354,6 +354,14 @@ pub fn touch_message(
     if let Some(terms) = opens {
         s.push_str(&format!("; {}", grant_phrase(req, terms)));
     }
+    if let Some(u) = &req.unseal {
+        // The id is 16 hex digits (checked when the file was read).
+        s.push_str(&format!(
+            "; this touch also unseals the key (sealed key {}{}) until the unlock window ends",
+            escape_control(&u.key_id),
+            if u.uv { ", your PIN or finger too" } else { "" }
+        ));
+    }
     if let Some(applied) = &req.rule {
         // The label is escaped (a rule's name comes from a user-writable file).
         s.push_str(&format!(" (allowed by caller {})", applied.rule.label()));
@@ -390,6 +398,7 @@ mod tests {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         };
         let terms = GrantTerms {
             max_signatures: 5,
@@ -421,6 +430,7 @@ mod tests {
             forwarded: false,
             key_comment: None,
             rule: None,
+            unseal: None,
         };
         assert_eq!(
             touch_message(&req, false, None),

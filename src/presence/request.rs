@@ -124,6 +124,20 @@ pub struct ApprovalRequest {
     /// force): its policy and user verification apply, and a grant its touch opens serves
     /// only requests the same rule allowed.
     pub rule: Option<super::rules::AppliedRule>,
+    /// The identity key is sealed and not open: the touch that approves must also unseal it
+    /// (its getAssertion carries the hmac-secret request), so no grant may stand in for it.
+    pub unseal: Option<UnsealAsk>,
+}
+
+/// What unsealing a sealed identity key asks of the approving touch (nothing here is secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsealAsk {
+    /// The sealed key's id (16 hex digits).
+    pub key_id: String,
+    /// The key file's hmac-secret salt.
+    pub salt: [u8; 32],
+    /// Sealed under the secret the security key gives only with the user verified.
+    pub uv: bool,
 }
 
 /// What the prompt says about an ssh login (the agent fills it in from the signed bytes and

@@ -369,6 +369,12 @@ impl SealedKey {
         Ok(k)
     }
 
+    /// The file's hmac-secret salt (32 bytes in every parsed or sealed file; zeros for none,
+    /// which no wrap opens with).
+    pub fn salt_bytes(&self) -> [u8; 32] {
+        self.salt.as_slice().try_into().unwrap_or([0; 32])
+    }
+
     /// The file's bytes.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -422,6 +428,42 @@ impl SealedStore {
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(keys)
+    }
+
+    /// Every sealed key that reads, and the reason for each file that does not (the agent
+    /// lists the good ones and says which were left out).
+    pub fn load_all(&self) -> (Vec<SealedKey>, Vec<SealError>) {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+            Err(e) => {
+                let err = SealError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: e.to_string(),
+                };
+                return (Vec::new(), vec![err]);
+            }
+        };
+        if let Err(e) = secure_fs::check_private(&self.dir, true) {
+            return (Vec::new(), vec![e.into()]);
+        }
+        let (mut keys, mut errors) = (Vec::new(), Vec::new());
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+                continue;
+            }
+            match secure_fs::read_private(&path)
+                .map_err(SealError::from)
+                .and_then(|b| b.map(|b| SealedKey::parse(&b, &path)).transpose())
+            {
+                Ok(Some(k)) => keys.push(k),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        (keys, errors)
     }
 
     /// Write `key` (a new one unless `replace`), atomically, 0600.

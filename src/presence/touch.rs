@@ -342,6 +342,16 @@ impl std::fmt::Debug for HmacSecret {
 }
 
 impl HmacSecret {
+    /// A stand-in for unit tests of what consumes the secret; never in a build that ships.
+    #[cfg(test)]
+    pub(crate) fn for_tests(credential_id: &[u8], output: [u8; 32], user_verified: bool) -> Self {
+        HmacSecret {
+            credential_id: credential_id.to_vec(),
+            output: Zeroizing::new(output),
+            user_verified,
+        }
+    }
+
     /// The credential that answered.
     pub fn credential_id(&self) -> &[u8] {
         &self.credential_id

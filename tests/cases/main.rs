@@ -2,6 +2,8 @@
 //! (case files import from it, never from each other).
 
 #[cfg(unix)]
+mod agent_add_file;
+#[cfg(unix)]
 mod agent_certs;
 #[cfg(unix)]
 mod agent_connections;
@@ -42,6 +44,8 @@ mod readme;
 mod real_key;
 #[cfg(unix)]
 mod rules;
+#[cfg(unix)]
+mod sealed_agent;
 #[cfg(unix)]
 mod sealed_keys;
 #[cfg(unix)]

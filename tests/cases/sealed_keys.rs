@@ -777,3 +777,101 @@ fn generate_seals_for_every_enrolled_key_named_and_skips_one_not_enrolled() {
     assert!(err.contains("no security key used opens"), "{err}");
     rig.ok(&["key", "test", id, "--device", &a.device()]);
 }
+
+/// `auths agent start --foreground`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct AgentProcess(std::process::Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_generated_key_signs_through_the_agent_after_one_touch_and_the_pin() {
+    const EMAIL: &str = "ada@example.com";
+    let rig = Rig::new();
+    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
+    rig.enroll(&a, "main");
+    let out = rig.ok(&["key", "generate", "--label", EMAIL, "--device", &a.device()]);
+    let pubfile = rig.user.dir.join("work.pub");
+    std::fs::write(&pubfile, &out.stdout).unwrap();
+
+    let socket = rig.user.home.join("a.sock");
+    let log = rig.user.dir.join("agent.log");
+    let child = Command::new(super::support::cli::AUTHS)
+        .args(["agent", "start", "--foreground", "--socket"])
+        .arg(&socket)
+        .args(["--device", &a.device(), "--touch-timeout", "10s"])
+        .env("AUTHS_HOME", &rig.user.home)
+        .env("AUTHS_ASKPASS", &rig.askpass)
+        .env_remove("AUTHS_DEVICE")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = AgentProcess(child);
+    super::support::git::wait_listening(&socket, &mut agent.0, &log);
+
+    // A real ssh-keygen signs with the public key file `auths key generate` printed, through
+    // the agent; the sealed key opens with the touch that approves the signature.
+    let msg = rig.user.dir.join("msg");
+    std::fs::write(&msg, b"hello\n").unwrap();
+    let mut sign = Command::new(SSH_KEYGEN);
+    sign.args(["-Y", "sign", "-n", "file", "-f", s(&pubfile), s(&msg)])
+        .env("SSH_AUTH_SOCK", &socket)
+        .stdin(Stdio::null());
+    let signed = run_bounded(sign);
+    assert!(
+        signed.status.success(),
+        "ssh-keygen -Y sign: {}\nagent: {}",
+        String::from_utf8_lossy(&signed.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let allowed = rig.user.dir.join("allowed_signers");
+    let key: Vec<&str> = line.split_whitespace().take(2).collect();
+    std::fs::write(&allowed, format!("{EMAIL} {}\n", key.join(" "))).unwrap();
+    let mut verify = Command::new(SSH_KEYGEN);
+    verify
+        .args([
+            "-Y",
+            "verify",
+            "-n",
+            "file",
+            "-I",
+            EMAIL,
+            "-f",
+            s(&allowed),
+            "-s",
+        ])
+        .arg(msg.with_extension("sig"))
+        .stdin(std::fs::File::open(&msg).unwrap());
+    let verified = run_bounded(verify);
+    assert!(
+        verified.status.success(),
+        "ssh-keygen -Y verify: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let prompts = std::fs::read_to_string(&rig.prompts).unwrap();
+    assert!(
+        prompts.lines().count() >= 2,
+        "sealing and signing each asked the PIN: {prompts}"
+    );
+}

@@ -257,5 +257,6 @@ pub fn sshsig_request(digest: u8) -> ApprovalRequest {
         forwarded: false,
         key_comment: None,
         rule: None,
+        unseal: None,
     }
 }

@@ -52,6 +52,17 @@ pub struct Opts {
     pub touch: &'static str,
     pub policy: &'static str,
     pub touch_timeout: &'static str,
+    /// The identity key is sealed in `AUTHS_HOME/keys` before the agent starts, instead of
+    /// added with `auths agent add`: the agent lists it and unseals it with a touch.
+    pub sealed: bool,
+    /// Seal it under the user-verified secret, with this PIN.
+    pub sealed_uv_pin: Option<&'static str>,
+    /// More `auths agent start` arguments.
+    pub agent_args: &'static [&'static str],
+    /// More `auths sim serve` arguments.
+    pub sim_args: &'static [&'static str],
+    /// More environment for `auths agent start` (e.g. `AUTHS_ASKPASS`).
+    pub agent_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Default for Opts {
@@ -60,6 +71,11 @@ impl Default for Opts {
             touch: "auto",
             policy: "per-signature",
             touch_timeout: "10s",
+            sealed: false,
+            sealed_uv_pin: None,
+            agent_args: &[],
+            sim_args: &[],
+            agent_env: Vec::new(),
         }
     }
 }
@@ -99,19 +115,34 @@ impl Rig {
         };
         // Enroll with a key that touches, then restart it on the same state in the mode
         // the test wants (its credentials live in the state file).
-        rig._sim = Some(rig.start_sim("auto"));
+        rig._sim = Some(rig.start_sim("auto", opts.sim_args));
         let mut enroll = rig.auths();
         enroll
             .args(["token", "enroll", "--device"])
-            .arg(format!("sim:{}", rig.sim.display()));
+            .arg(format!("sim:{}", rig.sim.display()))
+            .envs(opts.agent_env.iter().map(|(k, v)| (k, v)));
         ok(&run_bounded(enroll), "auths token enroll");
+        if opts.sealed {
+            let private =
+                ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+                    .unwrap();
+            super::sealed::seal(&rig.home, &rig.sim, &private, EMAIL, opts.sealed_uv_pin);
+        }
         if opts.touch != "auto" {
             rig._sim = None;
-            rig._sim = Some(rig.start_sim(opts.touch));
+            rig._sim = Some(rig.start_sim(opts.touch, opts.sim_args));
         }
         rig._agent = Some(rig.start_agent(&opts));
+        if !opts.sealed {
+            rig.add_identity();
+        }
+        rig.init_repo();
+        rig
+    }
 
-        // An identity key in the agent, and no private key file left to fall back on.
+    /// An identity key in the agent, and no private key file left to fall back on.
+    fn add_identity(&self) {
+        let rig = self;
         let id = rig.dir.path().join("id");
         let mut keygen = Command::new("ssh-keygen");
         keygen
@@ -126,8 +157,11 @@ impl Rig {
             .arg(&rig.agent_socket);
         ok(&run_bounded(add), "auths agent add");
         std::fs::remove_file(&id).unwrap();
+    }
 
-        // A fresh repository and a private global config.
+    /// A fresh repository and a private global config.
+    fn init_repo(&self) {
+        let rig = self;
         let mut cfg = rig.git();
         cfg.args(["config", "--global", "user.email", EMAIL]);
         ok(&run_bounded(cfg), "git config user.email");
@@ -137,7 +171,6 @@ impl Rig {
         let mut init = rig.git();
         init.args(["init", "-q", "-b", "main"]).arg(&rig.repo);
         ok(&run_bounded(init), "git init");
-        rig
     }
 
     pub fn auths(&self) -> Command {
@@ -149,13 +182,14 @@ impl Rig {
         c
     }
 
-    fn start_sim(&self, touch: &str) -> Guard {
+    fn start_sim(&self, touch: &str, extra: &[&str]) -> Guard {
         let log = self.dir.path().join("sim.log");
         let mut c = self.auths();
         c.args(["sim", "serve", "--touch", touch, "--socket"])
             .arg(&self.sim)
             .arg("--state")
             .arg(self.dir.path().join("k.json"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = c.spawn().unwrap();
@@ -176,6 +210,8 @@ impl Rig {
                 "--touch-timeout",
                 opts.touch_timeout,
             ])
+            .args(opts.agent_args)
+            .envs(opts.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = c.spawn().unwrap();

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod gate;
 pub mod git;
 pub mod openssh;
+pub mod sealed;
 pub mod wire;
 
 use std::process::Child;
