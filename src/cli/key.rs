@@ -750,16 +750,32 @@ fn describe(
 fn list(json: bool) -> CliResult {
     let home = home();
     let tokens = TokenStore::open(&home)?.list()?;
-    let keys = SealedStore::new(&home).list()?;
+    // The files that read are listed; each that does not is named on stderr, and the command
+    // fails after listing the others.
+    let (keys, unreadable) = SealedStore::new(&home).load_all();
     let described = keys
         .iter()
         .map(|k| describe(k, &tokens))
         .collect::<Result<Vec<_>, _>>()?;
+    let result: CliResult = match unreadable.len() {
+        0 => Ok(()),
+        n => {
+            for e in &unreadable {
+                for line in super::error::report(e) {
+                    eprintln!("{line}");
+                }
+            }
+            Err(format!(
+                "{n} sealed key file(s) cannot be read (above): restore them from a copy, or remove them"
+            )
+            .into())
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&described)?);
-        return Ok(());
+        return result;
     }
-    if keys.is_empty() {
+    if keys.is_empty() && unreadable.is_empty() {
         eprintln!("no sealed key; create one with `auths key generate` or `auths key import FILE`");
         return Ok(());
     }
@@ -807,7 +823,7 @@ fn list(json: bool) -> CliResult {
             }
         );
     }
-    Ok(())
+    result
 }
 
 fn remove(which: &str) -> CliResult {

@@ -628,8 +628,25 @@ fn a_changed_file_fails_cleanly() {
         err.contains("not a sealed key auths can read") && err.contains(&id),
         "{err}"
     );
-    let err = rig.fails(&["key", "list"]);
-    assert!(err.contains("its id does not belong"), "{err}");
+    // `auths key list` names the bad file and fails, after listing the others.
+    rig.ok(&[
+        "key",
+        "generate",
+        "--label",
+        "other",
+        "--device",
+        &a.device(),
+    ]);
+    let out = rig.run(&["key", "list", "--json"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("its id does not belong") && err.contains(&id),
+        "{err}"
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["label"], "other", "{listed}");
 
     // A wrap changed: the security key's secret does not open it.
     std::fs::write(rig.file(&id), &good).unwrap();
