@@ -17,6 +17,7 @@ mod error;
 mod git;
 mod git_proof;
 mod git_sign;
+mod key;
 mod os;
 mod pin;
 mod rules;
@@ -51,6 +52,9 @@ enum Command {
     /// Enroll, list, remove and test security keys.
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Identity keys sealed by your security keys: generate, import, list, remove, rewrap, test.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
     /// Run a virtual security key (for demos, CI and tests; never mistaken for hardware).
     #[command(subcommand)]
     Sim(sim::SimCmd),
@@ -136,6 +140,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Token(c) => token::run(c),
+        Command::Key(c) => key::run(c),
         Command::Sim(c) => sim::run(c),
         Command::Agent(c) => agent::run(c),
         Command::Audit(c) => audit::run(c),

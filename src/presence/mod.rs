@@ -16,6 +16,7 @@ pub mod prompt;
 pub mod proof;
 pub mod request;
 pub mod rules;
+pub mod seal_ops;
 pub mod sealed;
 pub mod touch;
 pub mod verify;

@@ -119,10 +119,10 @@ pub enum SealError {
         credential: String,
     },
     /// The wrap does not open with this security key's output.
-    #[error("the security key's secret does not open this key file (another salt, or the file was changed)")]
+    #[error("the security key's secret does not open this key file (another salt, or the file was changed): restore the file from a copy, or seal the key again")]
     WrongSecret,
     /// The key itself does not open: the file was changed.
-    #[error("the sealed key does not open: its public key, id or ciphertext was changed")]
+    #[error("the sealed key does not open: its public key, id or ciphertext was changed; restore the file from a copy, or seal the key again")]
     Tampered,
     /// The private key cannot be encoded or decoded.
     #[error("the private key: {0}")]

@@ -47,6 +47,8 @@ mod rules;
 #[cfg(unix)]
 mod sealed_agent;
 #[cfg(unix)]
+mod sealed_keys;
+#[cfg(unix)]
 mod support;
 #[cfg(unix)]
 mod u2f;
