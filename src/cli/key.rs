@@ -29,9 +29,6 @@ use super::{home, CliResult};
 /// Largest private key file `auths key import` reads (an RSA-8192 key is about 6.5 KiB).
 const MAX_KEY_FILE: u64 = 64 * 1024;
 
-/// Longest passphrase read from an askpass program.
-const MAX_PASSPHRASE: usize = 1024;
-
 #[derive(Subcommand, Debug)]
 pub enum KeyCmd {
     /// Create an identity key sealed by every enrolled security key that answers (one touch
@@ -546,63 +543,23 @@ fn read_key_file(file: &Path) -> Result<Zeroizing<String>, Box<dyn std::error::E
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// The passphrase of `file`: from `AUTHS_ASKPASS` when set, else the terminal.
+/// The passphrase of `file`, from this run's PIN source: `AUTHS_ASKPASS`, `AUTHS_PINENTRY` or
+/// the terminal.
 fn passphrase(file: &Path) -> Result<Zeroizing<String>, Box<dyn std::error::Error>> {
     let prompt = format!(
         "Passphrase for {}: ",
         escape_control(&file.display().to_string())
     );
-    if let Some(program) = std::env::var_os("AUTHS_ASKPASS").filter(|p| !p.is_empty()) {
-        return askpass_passphrase(Path::new(&program), &prompt);
-    }
-    super::os::read_passphrase(&prompt)
-}
-
-/// Run the askpass program with `prompt`; its first line of output (at most
-/// [`MAX_PASSPHRASE`] bytes) is the passphrase.
-fn askpass_passphrase(
-    program: &Path,
-    prompt: &str,
-) -> Result<Zeroizing<String>, Box<dyn std::error::Error>> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(program)
-        .arg(prompt)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot run the askpass program {}: {e}", program.display()))?;
-    let stdout = child.stdout.take();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut out = Zeroizing::new(Vec::new());
-        let r = match stdout {
-            Some(s) => s
-                .take(MAX_PASSPHRASE as u64 + 3)
-                .read_to_end(&mut out)
-                .map(|_| ()),
-            None => Ok(()),
-        };
-        let _ = tx.send(r.map(|()| out));
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(r) => r?,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the askpass program gave no passphrase within 2 minutes".into());
-        }
-    };
-    if !child.wait()?.success() {
-        return Err("no passphrase was given (the askpass program failed)".into());
-    }
-    let line = out.strip_suffix(b"\n").unwrap_or(&out);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.len() > MAX_PASSPHRASE || line.contains(&b'\n') {
-        return Err(format!("the passphrase given is longer than {MAX_PASSPHRASE} bytes").into());
-    }
-    let s = std::str::from_utf8(line).map_err(|_| "the passphrase given is not UTF-8")?;
-    Ok(Zeroizing::new(s.to_owned()))
+    let shown = escape_control(&file.display().to_string());
+    super::pin::source()
+        .passphrase(&prompt)
+        .map_err(|e| match e {
+            auths_presence::presence::pin_entry::PinEntryError::NoSource => format!(
+                "{shown} is encrypted and nothing can ask for its passphrase: run this in a terminal, or set AUTHS_ASKPASS or AUTHS_PINENTRY"
+            )
+            .into(),
+            e => format!("no passphrase for {shown}: {e}").into(),
+        })
 }
 
 /// Refuse a key the agent cannot sign with: the agent's own check, on a throwaway store.

@@ -27,6 +27,15 @@ impl PinSource for Terminal {
         }
         Ok(pin)
     }
+
+    fn passphrase(&mut self, prompt: &str) -> Result<Zeroizing<String>, PinEntryError> {
+        let pass = os::read_passphrase(prompt)
+            .map_err(|e| PinEntryError::Terminal(std::io::Error::other(e.to_string())))?;
+        if pass.len() > auths_presence::presence::pin_entry::MAX_PASSPHRASE_LEN {
+            return Err(PinEntryError::TooLong);
+        }
+        Ok(pass)
+    }
 }
 
 /// The PIN source for this run.
