@@ -1,13 +1,11 @@
-//! Sealed identity keys in the agent, end to end through the real binaries: a key sealed in
-//! `AUTHS_HOME/keys` for the enrolled virtual key is listed as soon as `auths agent start`
+//! Sealed identity keys in the agent, end to end through the real binaries: a key made with
+//! `auths key generate` for the enrolled virtual key is listed as soon as `auths agent start`
 //! runs, and the touch that approves its first signature also unseals it (one getAssertion
 //! carrying the hmac-secret request): `git commit -S` costs one touch and no `ssh-add`. When
 //! the unlock window ends, the plaintext is wiped and the next signature unseals again with its
 //! own touch.
 
 use std::process::Command;
-
-use base64::Engine;
 
 use super::support::git::{ok, stdout, Opts, Rig, EMAIL};
 use super::support::openssh::run_bounded;
@@ -84,37 +82,6 @@ fn a_sealed_key_is_listed_at_start_and_one_touch_unseals_and_signs_a_commit() {
 }
 
 #[test]
-fn the_sealed_file_holds_no_plaintext_key() {
-    let rig = Rig::new(Opts {
-        sealed: true,
-        // clientPIN without a PIN set, as a YubiKey comes: its key agreement carries
-        // hmac-secret.
-        sim_args: &["--pin-protocol", "2"],
-        ..Opts::default()
-    });
-    let (private, sealed) = super::support::sealed::seal_new_key(&rig.home, &rig.sim, "second");
-    let bytes = std::fs::read(rig.home.join("keys").join(format!("{}.sealed", sealed.id))).unwrap();
-    let ssh_key::private::KeypairData::Ed25519(pair) = private.key_data() else {
-        panic!("an Ed25519 key");
-    };
-    let seed = pair.private.to_bytes();
-    let text = String::from_utf8_lossy(&bytes).to_lowercase();
-    for needle in [
-        hex::encode(seed),
-        base64::engine::general_purpose::STANDARD
-            .encode(seed)
-            .to_lowercase(),
-    ] {
-        assert!(!text.contains(&needle), "the seed is in the file");
-    }
-    assert!(
-        !bytes.windows(32).any(|w| w == seed),
-        "the raw seed is in the file"
-    );
-    assert!(!text.contains("openssh private key"));
-}
-
-#[test]
 fn after_the_idle_timeout_the_next_signature_unseals_again_with_one_touch() {
     let rig = Rig::new(Opts {
         sealed: true,
@@ -156,7 +123,6 @@ fn a_key_sealed_under_uv_asks_the_pin_once_with_its_unsealing_touch() {
     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
     let rig = Rig::new(Opts {
         sealed: true,
-        sealed_uv_pin: Some("123456"),
         sim_args: &["--pin", "123456"],
         agent_env: vec![("AUTHS_ASKPASS", askpass)],
         ..Opts::default()

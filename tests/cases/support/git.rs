@@ -55,8 +55,6 @@ pub struct Opts {
     /// The identity key is sealed in `AUTHS_HOME/keys` before the agent starts, instead of
     /// added with `auths agent add`: the agent lists it and unseals it with a touch.
     pub sealed: bool,
-    /// Seal it under the user-verified secret, with this PIN.
-    pub sealed_uv_pin: Option<&'static str>,
     /// More `auths agent start` arguments.
     pub agent_args: &'static [&'static str],
     /// More `auths sim serve` arguments.
@@ -72,7 +70,6 @@ impl Default for Opts {
             policy: "per-signature",
             touch_timeout: "10s",
             sealed: false,
-            sealed_uv_pin: None,
             agent_args: &[],
             sim_args: &[],
             agent_env: Vec::new(),
@@ -123,10 +120,16 @@ impl Rig {
             .envs(opts.agent_env.iter().map(|(k, v)| (k, v)));
         ok(&run_bounded(enroll), "auths token enroll");
         if opts.sealed {
-            let private =
-                ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
-                    .unwrap();
-            super::sealed::seal(&rig.home, &rig.sim, &private, EMAIL, opts.sealed_uv_pin);
+            // What a user runs: `auths key generate` seals a new key for the enrolled key
+            // (after its PIN, through AUTHS_ASKPASS, when it has one).
+            let mut generate = rig.auths();
+            generate
+                .args(["key", "generate", "--label", EMAIL, "--device"])
+                .arg(format!("sim:{}", rig.sim.display()))
+                .envs(opts.agent_env.iter().map(|(k, v)| (k, v)));
+            let out = run_bounded(generate);
+            ok(&out, "auths key generate");
+            assert!(stdout(&out).starts_with("ssh-ed25519 "), "{}", stdout(&out));
         }
         if opts.touch != "auto" {
             rig._sim = None;

@@ -12,7 +12,6 @@ pub mod cli;
 pub mod gate;
 pub mod git;
 pub mod openssh;
-pub mod sealed;
 pub mod wire;
 
 use std::process::Child;
