@@ -246,6 +246,11 @@ fn token_name(t: &Enrollment) -> String {
     format!("{} ({})", t.id, escape_control(&t.label))
 }
 
+/// [`token_name`] of each, joined by `sep`.
+fn token_names<'a>(tokens: impl Iterator<Item = &'a Enrollment>, sep: &str) -> String {
+    tokens.map(token_name).collect::<Vec<_>>().join(sep)
+}
+
 /// The refusal when no enrolled key can seal, naming those that cannot and why.
 fn no_sealer(tokens: &[Enrollment]) -> Box<dyn std::error::Error> {
     if tokens.is_empty() {
@@ -389,7 +394,7 @@ fn explain(e: SealOpError, k: &Opened, creds: &[&Enrollment]) -> Box<dyn std::er
         .into(),
         SealOpError::Touch(TouchError::Device(CtapError::Unsupported(m))) => format!(
             "{at}: {m}; the enrolled security keys that can are: {}",
-            creds.iter().map(|t| token_name(t)).collect::<Vec<_>>().join(", ")
+            token_names(creds.iter().copied(), ", ")
         )
         .into(),
         SealOpError::NoUserVerification { .. } => format!(
@@ -454,7 +459,7 @@ fn seal_and_save(
     if secrets.is_empty() {
         return Err(format!(
             "none of the security keys used holds an enrolled credential that can seal (enrolled: {}); plug in an enrolled key",
-            can.iter().map(|t| token_name(t)).collect::<Vec<_>>().join(", ")
+            token_names(can.iter().copied(), ", ")
         )
         .into());
     }
@@ -474,22 +479,14 @@ fn seal_and_save(
     eprintln!(
         "sealed {} for {} under the {} secret: {}",
         name_of(&sealed),
-        sealed_for
-            .iter()
-            .map(|t| token_name(t))
-            .collect::<Vec<_>>()
-            .join(", "),
+        token_names(sealed_for.iter().copied(), ", "),
         if uv { "user-verified" } else { "touch-only" },
         path.display()
     );
     if !missing.is_empty() {
         eprintln!(
             "not sealed yet for {}: plug it in and run `auths key rewrap {}`",
-            missing
-                .iter()
-                .map(|t| token_name(t))
-                .collect::<Vec<_>>()
-                .join(", "),
+            token_names(missing.iter().map(|t| **t), ", "),
             sealed.id
         );
     }
@@ -850,22 +847,14 @@ fn open_touch(
     } else {
         format!(
             " If the key plugged in is {} (enrolled after this key was sealed), plug in one of the keys above with it and run `auths key rewrap {}`.",
-            others
-                .iter()
-                .map(|t| token_name(t))
-                .collect::<Vec<_>>()
-                .join(" or "),
+            token_names(others.iter().copied(), " or "),
             sealed.id
         )
     };
     Err(format!(
         "no security key used opens {}: it is sealed for {}.{backup}",
         name_of(sealed),
-        wrapped
-            .iter()
-            .map(|t| token_name(t))
-            .collect::<Vec<_>>()
-            .join(", ")
+        token_names(wrapped.iter().copied(), ", ")
     )
     .into())
 }
@@ -947,11 +936,7 @@ fn rewrap(which: Option<&str>, devices: &Devices) -> CliResult {
             return Err(format!(
                 "{} opened, but no other security key used holds {}: plug it in too (or name it with another --device) and run `auths key rewrap {}` again",
                 name_of(&sealed),
-                missing
-                    .iter()
-                    .map(|t| token_name(t))
-                    .collect::<Vec<_>>()
-                    .join(" or "),
+                token_names(missing.iter().copied(), " or "),
                 sealed.id
             )
             .into());

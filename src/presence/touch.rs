@@ -260,25 +260,10 @@ pub fn touch(
     ask: &Ask<'_>,
     wait: Waiting<'_>,
 ) -> Result<VerifiedTouch, TouchError> {
-    let Ask {
-        creds,
-        client_data,
-        require_uv,
-        pin_token,
-    } = *ask;
-    let ids: Vec<&[u8]> = creds.allowed.iter().map(|c| c.id.as_slice()).collect();
-    let require_uv = require_uv || pin_token.is_some();
-    let args = GetAssertionArgs {
-        rp_id: &creds.rp_id,
-        client_data: client_data.as_bytes(),
-        allow_list: &ids,
-        pin_token,
-        user_verification: require_uv,
-    };
-    let response = key.get_assertion(&args, wait)?;
-    let mut verified = verify_response(creds, client_data, &response, require_uv)?;
-    verified.virtual_key = key.is_virtual();
-    Ok(verified)
+    ask_and_verify(key, ask, |key, args| {
+        key.get_assertion(args, wait).map(|r| (r, ()))
+    })
+    .map(|(verified, ())| verified)
 }
 
 /// [`touch`], with the getAssertion also asking for the hmac-secret output for `salt`: one
@@ -293,6 +278,36 @@ pub fn touch_with_secret(
     salt: &Salt,
     wait: Waiting<'_>,
 ) -> Result<(VerifiedTouch, HmacSecret), TouchError> {
+    let (verified, (request, auth_data)) = ask_and_verify(key, ask, |key, args| {
+        let (response, request) = key.get_assertion_with_hmac_secret(args, salt, wait)?;
+        let auth_data = response.auth_data.clone();
+        Ok((response, (request, auth_data)))
+    })?;
+    let output = request.output(&auth_data)?;
+    let secret = output.get(0).copied().ok_or_else(|| {
+        TouchError::Device(CtapError::InvalidResponse(
+            "the hmac-secret output is shorter than one salt's".into(),
+        ))
+    })?;
+    let secret = HmacSecret {
+        credential_id: verified.assertion.credential_id().to_vec(),
+        output: Zeroizing::new(secret),
+        user_verified: verified.assertion.flags().user_verified(),
+    };
+    Ok((verified, secret))
+}
+
+/// The one way a live touch is asked for and verified: `send` puts the getAssertion built
+/// from `ask` to the key; its answer is verified against `ask`'s credentials before anything
+/// else `send` returned is used.
+fn ask_and_verify<T>(
+    key: &mut dyn PresenceKey,
+    ask: &Ask<'_>,
+    send: impl FnOnce(
+        &mut dyn PresenceKey,
+        &GetAssertionArgs<'_>,
+    ) -> Result<(GetAssertionResponse, T), CtapError>,
+) -> Result<(VerifiedTouch, T), TouchError> {
     let Ask {
         creds,
         client_data,
@@ -308,21 +323,10 @@ pub fn touch_with_secret(
         pin_token,
         user_verification: require_uv,
     };
-    let (response, request) = key.get_assertion_with_hmac_secret(&args, salt, wait)?;
+    let (response, extra) = send(key, &args)?;
     let mut verified = verify_response(creds, client_data, &response, require_uv)?;
     verified.virtual_key = key.is_virtual();
-    let output = request.output(&response.auth_data)?;
-    let secret = output.get(0).copied().ok_or_else(|| {
-        TouchError::Device(CtapError::InvalidResponse(
-            "the hmac-secret output is shorter than one salt's".into(),
-        ))
-    })?;
-    let secret = HmacSecret {
-        credential_id: verified.assertion.credential_id().to_vec(),
-        output: Zeroizing::new(secret),
-        user_verified: verified.assertion.flags().user_verified(),
-    };
-    Ok((verified, secret))
+    Ok((verified, extra))
 }
 
 /// One credential's hmac-secret output for one salt, from a verified touch.

@@ -95,9 +95,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 fn rig_with_askpass() -> (Rig, tempfile::TempDir) {
     let dir = super::support::short_tempdir();
-    let askpass = dir.path().join("askpass");
-    std::fs::write(&askpass, format!("#!/bin/sh\necho '{PASSPHRASE}'\n")).unwrap();
-    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let askpass = super::support::script(
+        &dir.path().join("askpass"),
+        &format!("#!/bin/sh\necho '{PASSPHRASE}'\n"),
+    );
     let rig = Rig::new(Opts {
         sealed: true,
         sim_args: &["--pin-protocol", "2"],

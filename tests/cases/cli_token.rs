@@ -147,18 +147,15 @@ fn enroll_alg_offers_only_that_algorithm() {
 
 /// An askpass program that prints `pin` and records each prompt it was given.
 fn askpass(user: &User, name: &str, pin: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
     let prog = user.dir.join(name);
     let log = user.dir.join(format!("{name}.prompts"));
-    std::fs::write(
+    super::support::script(
         &prog,
-        format!(
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\necho '{pin}'\n",
             log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o700)).unwrap();
+    );
     (prog, log)
 }
 

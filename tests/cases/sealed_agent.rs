@@ -111,16 +111,12 @@ fn after_the_idle_timeout_the_next_signature_unseals_again_with_one_touch() {
 
 #[test]
 fn a_key_sealed_under_uv_asks_the_pin_once_with_its_unsealing_touch() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = super::support::short_tempdir();
     let asked = dir.path().join("asked");
-    let askpass = dir.path().join("askpass");
-    std::fs::write(
-        &askpass,
-        format!("#!/bin/sh\necho x >> '{}'\necho 123456\n", asked.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let askpass = super::support::script(
+        &dir.path().join("askpass"),
+        &format!("#!/bin/sh\necho x >> '{}'\necho 123456\n", asked.display()),
+    );
     let rig = Rig::new(Opts {
         sealed: true,
         sim_args: &["--pin", "123456"],

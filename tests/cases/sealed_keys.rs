@@ -33,15 +33,13 @@ const PASSPHRASE: &str = "correct horse battery";
 fn askpass(user: &User) -> (PathBuf, PathBuf) {
     let prog = user.dir.join("askpass");
     let log = user.dir.join("askpass.prompts");
-    std::fs::write(
+    super::support::script(
         &prog,
-        format!(
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\ncase \"$1\" in\n  *Passphrase*) echo '{PASSPHRASE}';;\n  *b.sock*) echo '{PIN_B}';;\n  *) echo '{PIN_A}';;\nesac\n",
             log.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o700)).unwrap();
+    );
     (prog, log)
 }
 

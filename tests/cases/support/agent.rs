@@ -178,10 +178,10 @@ impl Agent {
 
     /// Write an askpass script answering `pass`.
     pub fn askpass(&self, name: &str, pass: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, format!("#!/bin/sh\necho '{pass}'\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        p
+        super::script(
+            &self.dir.path().join(name),
+            &format!("#!/bin/sh\necho '{pass}'\n"),
+        )
     }
 
     pub fn ssh_add_askpass(&self, args: &[&str], askpass: &Path) -> Output {

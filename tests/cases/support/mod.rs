@@ -29,6 +29,14 @@ pub fn short_tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Write the shell script `body` to `path`, executable by its owner only (askpass programs).
+pub fn script(path: &std::path::Path, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    path.to_path_buf()
+}
+
 /// Poll `ready` until it holds, failing the test (naming `what`) after [`DEADLINE`]. For
 /// conditions nobody can notify us of, such as another process starting to listen.
 pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
