@@ -815,22 +815,14 @@ impl Drop for AgentProcess {
     }
 }
 
-#[test]
-fn a_generated_key_signs_through_the_agent_after_one_touch_and_the_pin() {
-    const EMAIL: &str = "ada@example.com";
-    let rig = Rig::new();
-    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
-    rig.enroll(&a, "main");
-    let out = rig.ok(&["key", "generate", "--label", EMAIL, "--device", &a.device()]);
-    let pubfile = rig.user.dir.join("work.pub");
-    std::fs::write(&pubfile, &out.stdout).unwrap();
-
-    let socket = rig.user.home.join("a.sock");
+/// `auths agent start --foreground` on `key`, answering PINs through the rig's askpass.
+fn start_agent(rig: &Rig, key: &Sim) -> (AgentProcess, PathBuf, PathBuf) {
+    let socket = rig.user.home.join("agent.sock");
     let log = rig.user.dir.join("agent.log");
     let child = Command::new(super::support::cli::AUTHS)
         .args(["agent", "start", "--foreground", "--socket"])
         .arg(&socket)
-        .args(["--device", &a.device(), "--touch-timeout", "10s"])
+        .args(["--device", &key.device(), "--touch-timeout", "10s"])
         .env("AUTHS_HOME", &rig.user.home)
         .env("AUTHS_ASKPASS", &rig.askpass)
         .env_remove("AUTHS_DEVICE")
@@ -843,16 +835,79 @@ fn a_generated_key_signs_through_the_agent_after_one_touch_and_the_pin() {
         .unwrap();
     let mut agent = AgentProcess(child);
     super::support::git::wait_listening(&socket, &mut agent.0, &log);
+    (agent, socket, log)
+}
+
+/// `ssh-keygen -Y sign -n file` of `msg` (written here) with the key `pubfile` names, through
+/// the agent at `socket`.
+fn sign(socket: &Path, pubfile: &Path, msg: &Path) -> std::process::Output {
+    std::fs::write(msg, b"hello\n").unwrap();
+    let _ = std::fs::remove_file(msg.with_extension("sig"));
+    let mut sign = Command::new(SSH_KEYGEN);
+    sign.args(["-Y", "sign", "-n", "file", "-f", s(pubfile), s(msg)])
+        .env("SSH_AUTH_SOCK", socket)
+        .stdin(Stdio::null());
+    run_bounded(sign)
+}
+
+#[test]
+fn the_running_agent_opens_a_key_with_a_backup_once_it_is_rewrapped() {
+    let rig = Rig::new();
+    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
+    let b = Sim::start(&rig.user.dir, "b", &["--pin", PIN_B]);
+    rig.enroll(&a, "main");
+    let out = rig.ok(&[
+        "key",
+        "generate",
+        "--label",
+        "work",
+        "--device",
+        &a.device(),
+    ]);
+    let pubfile = rig.user.dir.join("work.pub");
+    std::fs::write(&pubfile, &out.stdout).unwrap();
+    rig.enroll(&b, "backup");
+    // The agent gates on the backup; the key was sealed before it was enrolled.
+    let (_agent, socket, log) = start_agent(&rig, &b);
+    let msg = rig.user.dir.join("msg");
+    let refused = sign(&socket, &pubfile, &msg);
+    assert!(!refused.status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("auths key rewrap"), "{said}");
+    // Rewrapped while the agent runs: it reads the file again and the backup opens it.
+    rig.ok(&[
+        "key",
+        "rewrap",
+        "--device",
+        &a.device(),
+        "--device",
+        &b.device(),
+    ]);
+    let signed = sign(&socket, &pubfile, &msg);
+    assert!(
+        signed.status.success(),
+        "ssh-keygen -Y sign after rewrap: {}\nagent: {}",
+        String::from_utf8_lossy(&signed.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_generated_key_signs_through_the_agent_after_one_touch_and_the_pin() {
+    const EMAIL: &str = "ada@example.com";
+    let rig = Rig::new();
+    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
+    rig.enroll(&a, "main");
+    let out = rig.ok(&["key", "generate", "--label", EMAIL, "--device", &a.device()]);
+    let pubfile = rig.user.dir.join("work.pub");
+    std::fs::write(&pubfile, &out.stdout).unwrap();
+
+    let (_agent, socket, log) = start_agent(&rig, &a);
 
     // A real ssh-keygen signs with the public key file `auths key generate` printed, through
     // the agent; the sealed key opens with the touch that approves the signature.
     let msg = rig.user.dir.join("msg");
-    std::fs::write(&msg, b"hello\n").unwrap();
-    let mut sign = Command::new(SSH_KEYGEN);
-    sign.args(["-Y", "sign", "-n", "file", "-f", s(&pubfile), s(&msg)])
-        .env("SSH_AUTH_SOCK", &socket)
-        .stdin(Stdio::null());
-    let signed = run_bounded(sign);
+    let signed = sign(&socket, &pubfile, &msg);
     assert!(
         signed.status.success(),
         "ssh-keygen -Y sign: {}\nagent: {}",
