@@ -7,6 +7,7 @@ pub mod challenge;
 pub mod enrollment;
 pub mod gate;
 pub mod home;
+pub mod key_channel;
 pub mod notify;
 pub mod pin_entry;
 pub mod pinentry;
