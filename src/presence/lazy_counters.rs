@@ -1,0 +1,79 @@
+//! tokens.json counters, updated after the fact.
+//!
+//! A touch's receipt, which carries the verified sign counter in its authenticatorData, is the
+//! one durable write before the signature leaves the agent. The counter reaches tokens.json
+//! afterwards, from this writer's thread: counters that pile up while it writes are coalesced
+//! (the highest per credential) into one update. A crash before that update loses nothing:
+//! at start the gate takes, per credential, the higher of tokens.json and the audit chain
+//! ([`super::audit::highest_counters`]).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Mutex;
+
+use super::enrollment::TokenStore;
+
+/// Queues counters for tokens.json; a thread writes them.
+#[derive(Debug)]
+pub(crate) struct LazyCounters {
+    tx: Mutex<Option<Sender<(Vec<u8>, u32)>>>,
+    store: TokenStore,
+}
+
+impl LazyCounters {
+    /// A writer for `store`; its thread starts with the first counter.
+    pub(crate) fn new(store: TokenStore) -> LazyCounters {
+        LazyCounters {
+            tx: Mutex::new(None),
+            store,
+        }
+    }
+
+    /// Save `count` for credential `id` soon (never lowers a stored counter).
+    pub(crate) fn queue(&self, id: &[u8], count: u32) {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tx.as_ref() {
+            if t.send((id.to_vec(), count)).is_ok() {
+                return;
+            }
+        }
+        let (t, rx) = mpsc::channel();
+        let store = self.store.clone();
+        let started = std::thread::Builder::new()
+            .name("auths-counters".into())
+            .spawn(move || write_loop(&store, &rx));
+        match started {
+            Ok(_) => {
+                let _ = t.send((id.to_vec(), count));
+                *tx = Some(t);
+            }
+            // No thread: save it now (the chain has it either way).
+            Err(_) => save(&self.store, id, count),
+        }
+    }
+}
+
+fn write_loop(store: &TokenStore, rx: &Receiver<(Vec<u8>, u32)>) {
+    // Ends when the gate (the sender) is gone and everything queued is written.
+    while let Ok((id, count)) = rx.recv() {
+        let mut highest: HashMap<Vec<u8>, u32> = HashMap::from([(id, count)]);
+        for (id, count) in rx.try_iter() {
+            let c = highest.entry(id).or_insert(count);
+            *c = (*c).max(count);
+        }
+        for (id, count) in highest {
+            save(store, &id, count);
+        }
+    }
+}
+
+fn save(store: &TokenStore, id: &[u8], count: u32) {
+    match store.save_sign_count(id, count) {
+        Ok(()) | Err(super::enrollment::EnrollmentError::NotFound(_)) => {}
+        // The counter is safe in the audit chain; the next start takes it from there.
+        Err(e) => eprintln!(
+            "auths: warning: the sign counter could not be saved to tokens.json ({}); the audit log keeps it",
+            crate::presence::error_chain(&e)
+        ),
+    }
+}
