@@ -46,8 +46,8 @@ mod unix {
     const DATA: &[u8] =
         b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor bench\n\nbench commit\n";
     const CLIENTS: usize = 32;
-/// Requests before the timed ones on each connection.
-const WARM_UP: usize = 20;
+    /// Requests before the timed ones on each connection.
+    const WARM_UP: usize = 20;
 
     fn n() -> usize {
         std::env::var("FAST_PATH_N")
@@ -275,12 +275,18 @@ const WARM_UP: usize = 20;
             ratio("auths / OpenSSH", &ours_batch, &theirs, "<= 0.40x");
         }
 
-        println!("(b) gated signature, virtual key touching at once, vs ssh-add -c + instant askpass");
+        println!(
+            "(b) gated signature, virtual key touching at once, vs ssh-add -c + instant askpass"
+        );
         let before = k2.touch_count();
         let ours_gated = latencies("gated", &gated.path, &key, n);
         let touches = k2.touch_count() - before;
         line("auths, gated per signature (virtual key)", &ours_gated);
-        assert_eq!(touches, (n + WARM_UP) as u64, "every gated signature had its own touch");
+        assert_eq!(
+            touches,
+            (n + WARM_UP) as u64,
+            "every gated signature had its own touch"
+        );
         if let Some((_, s)) = &confirm {
             let theirs = latencies("openssh -c", s, &key, n);
             line("OpenSSH ssh-agent, -c key, askpass /bin/true", &theirs);

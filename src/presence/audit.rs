@@ -378,13 +378,16 @@ pub enum AuditError {
 /// One line of the log: its number and the receipt, or why it does not parse.
 pub type LogLine = (usize, Result<Receipt, String>);
 
+/// The group committer of a log's appends: a line's JSON in, its hash (the new head) out.
+type Appends = GroupCommit<String, Result<[u8; 32], Arc<AuditError>>>;
+
 /// The append-only log.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     path: PathBuf,
     home: PathBuf,
     /// Appends of this log (and its clones) that arrive together share one write and fsync.
-    commits: Arc<GroupCommit<String, Result<[u8; 32], Arc<AuditError>>>>,
+    commits: Arc<Appends>,
 }
 
 /// The end of the log, as the next line must chain to it.

@@ -13,10 +13,13 @@ use std::sync::Mutex;
 
 use super::enrollment::TokenStore;
 
+/// A credential id and a counter it reached.
+type Counter = (Vec<u8>, u32);
+
 /// Queues counters for tokens.json; a thread writes them.
 #[derive(Debug)]
 pub(crate) struct LazyCounters {
-    tx: Mutex<Option<Sender<(Vec<u8>, u32)>>>,
+    tx: Mutex<Option<Sender<Counter>>>,
     store: TokenStore,
 }
 
@@ -53,7 +56,7 @@ impl LazyCounters {
     }
 }
 
-fn write_loop(store: &TokenStore, rx: &Receiver<(Vec<u8>, u32)>) {
+fn write_loop(store: &TokenStore, rx: &Receiver<Counter>) {
     // Ends when the gate (the sender) is gone and everything queued is written.
     while let Ok((id, count)) = rx.recv() {
         let mut highest: HashMap<Vec<u8>, u32> = HashMap::from([(id, count)]);
