@@ -237,6 +237,11 @@ mod unix {
         times
     }
 
+    /// `FAST_PATH_ONLY=a|b|c` runs one part (for profiling); every part by default.
+    fn part(p: &str) -> bool {
+        std::env::var("FAST_PATH_ONLY").map_or(true, |o| o.contains(p))
+    }
+
     pub fn main() {
         if std::env::args().any(|a| a == "--list") {
             println!("fast_path: bench");
@@ -266,53 +271,57 @@ mod unix {
         }
 
         println!("fast path: Ed25519 identity key, one raw protocol connection per client, {n} sequential requests per figure");
-        println!("(a) one signature inside a batch grant, 1 client");
-        let ours_batch = latencies("batch", &batch.path, &key, n);
-        line("auths, batch grant (no touch)", &ours_batch);
-        if let Some((_, s)) = &plain {
-            let theirs = latencies("openssh", s, &key, n);
-            line("OpenSSH ssh-agent", &theirs);
-            ratio("auths / OpenSSH", &ours_batch, &theirs, "<= 0.40x");
+        if part("a") {
+            println!("(a) one signature inside a batch grant, 1 client");
+            let ours_batch = latencies("batch", &batch.path, &key, n);
+            line("auths, batch grant (no touch)", &ours_batch);
+            if let Some((_, s)) = &plain {
+                let theirs = latencies("openssh", s, &key, n);
+                line("OpenSSH ssh-agent", &theirs);
+                ratio("auths / OpenSSH", &ours_batch, &theirs, "<= 0.40x");
+            }
         }
-
-        println!(
+        if part("b") {
+            println!(
             "(b) gated signature, virtual key touching at once, vs ssh-add -c + instant askpass"
         );
-        let before = k2.touch_count();
-        let ours_gated = latencies("gated", &gated.path, &key, n);
-        let touches = k2.touch_count() - before;
-        line("auths, gated per signature (virtual key)", &ours_gated);
-        assert_eq!(
-            touches,
-            (n + WARM_UP) as u64,
-            "every gated signature had its own touch"
-        );
-        if let Some((_, s)) = &confirm {
-            let theirs = latencies("openssh -c", s, &key, n);
-            line("OpenSSH ssh-agent, -c key, askpass /bin/true", &theirs);
-            ratio("auths / OpenSSH -c", &ours_gated, &theirs, "<= 1.0x");
-        }
-        let sig = es256(n);
-        line("virtual key's own ES256 signature (apart)", &sig);
-        println!(
+            let before = k2.touch_count();
+            let ours_gated = latencies("gated", &gated.path, &key, n);
+            let touches = k2.touch_count() - before;
+            line("auths, gated per signature (virtual key)", &ours_gated);
+            assert_eq!(
+                touches,
+                (n + WARM_UP) as u64,
+                "every gated signature had its own touch"
+            );
+            if let Some((_, s)) = &confirm {
+                let theirs = latencies("openssh -c", s, &key, n);
+                line("OpenSSH ssh-agent, -c key, askpass /bin/true", &theirs);
+                ratio("auths / OpenSSH -c", &ours_gated, &theirs, "<= 1.0x");
+            }
+            let sig = es256(n);
+            line("virtual key's own ES256 signature (apart)", &sig);
+            println!(
             "  => our overhead on a gated signature, the key's ES256 taken out: p50 {:.3} ms  p99 {:.3} ms  (goal <= 1 ms)",
             pct(&ours_gated, 0.5) - pct(&sig, 0.5),
             pct(&ours_gated, 0.99) - pct(&sig, 0.99)
         );
-
-        println!("(c) throughput, {CLIENTS} clients at once, batch grant");
-        let each = (n / 4).max(50);
-        let (ours_rate, ours_t) = throughput("batch", &batch.path, &key, CLIENTS, each);
-        println!("  auths, batch grant: {ours_rate:>10.0} signatures/s");
-        line("auths, per request", &ours_t);
-        if let Some((_, s)) = &plain {
-            let (rate, t) = throughput("openssh", s, &key, CLIENTS, each);
-            println!("  OpenSSH ssh-agent:  {rate:>10.0} signatures/s");
-            line("OpenSSH, per request", &t);
-            println!(
-                "  => auths / OpenSSH throughput: {:.2}x  (goal >= 3.5x)",
-                ours_rate / rate
-            );
+        }
+        if part("c") {
+            println!("(c) throughput, {CLIENTS} clients at once, batch grant");
+            let each = (n / 4).max(50);
+            let (ours_rate, ours_t) = throughput("batch", &batch.path, &key, CLIENTS, each);
+            println!("  auths, batch grant: {ours_rate:>10.0} signatures/s");
+            line("auths, per request", &ours_t);
+            if let Some((_, s)) = &plain {
+                let (rate, t) = throughput("openssh", s, &key, CLIENTS, each);
+                println!("  OpenSSH ssh-agent:  {rate:>10.0} signatures/s");
+                line("OpenSSH, per request", &t);
+                println!(
+                    "  => auths / OpenSSH throughput: {:.2}x  (goal >= 3.5x)",
+                    ours_rate / rate
+                );
+            }
         }
         drop((plain, confirm));
     }

@@ -388,6 +388,17 @@ pub struct AuditLog {
     home: PathBuf,
     /// Appends of this log (and its clones) that arrive together share one write and fsync.
     commits: Arc<Appends>,
+    /// The end of the log as this process last wrote it, with the file's length and mtime
+    /// then: while both are unchanged nobody else appended, and the end need not be read back.
+    known_end: Arc<std::sync::Mutex<Option<KnownEnd>>>,
+}
+
+/// The end of the log after our last write.
+#[derive(Debug, Clone, Copy)]
+struct KnownEnd {
+    len: u64,
+    modified: std::time::SystemTime,
+    head: [u8; 32],
 }
 
 /// The end of the log, as the next line must chain to it.
@@ -407,6 +418,7 @@ impl AuditLog {
             path: home.join(AUDIT_FILE),
             home: home.to_path_buf(),
             commits: Arc::default(),
+            known_end: Arc::default(),
         }
     }
 
@@ -429,7 +441,7 @@ impl AuditLog {
     /// commits to. Begins the chain first when the log has none yet.
     pub fn head(&self) -> Result<String, AuditError> {
         let _lock = self.lock()?;
-        let tail = self.tail()?;
+        let tail = self.current_tail()?;
         if tail.chained {
             return Ok(hex::encode(tail.head));
         }
@@ -469,7 +481,7 @@ impl AuditLog {
     fn write_group(&self, bodies: &[String]) -> Vec<Result<[u8; 32], Arc<AuditError>>> {
         let written = (|| {
             let _lock = self.lock()?;
-            let tail = self.tail()?;
+            let tail = self.current_tail()?;
             let mut out = Vec::new();
             let mut prev = if tail.chained {
                 if tail.cut {
@@ -484,7 +496,11 @@ impl AuditLog {
                 prev = encode_object_line(prev, body, &mut out);
                 heads.push(prev);
             }
+            self.forget_end();
             self.write(&out)?;
+            if let Some(head) = heads.last() {
+                self.remember_end(*head);
+            }
             Ok::<_, AuditError>(heads)
         })();
         match written {
@@ -551,6 +567,47 @@ impl AuditLog {
         f.write_all(bytes).map_err(werr)?;
         f.sync_data().map_err(werr)?;
         Ok(())
+    }
+
+    fn known_end(&self) -> std::sync::MutexGuard<'_, Option<KnownEnd>> {
+        self.known_end.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget_end(&self) {
+        *self.known_end() = None;
+    }
+
+    /// After our write (under the append lock): the log ends with `head`.
+    fn remember_end(&self, head: [u8; 32]) {
+        if let Ok(md) = std::fs::symlink_metadata(&self.path) {
+            if let Ok(modified) = md.modified() {
+                *self.known_end() = Some(KnownEnd {
+                    len: md.len(),
+                    modified,
+                    head,
+                });
+            }
+        }
+    }
+
+    /// The end of the log (under the append lock): as we left it when the file's length and
+    /// mtime say nobody wrote since, else read back from the file.
+    fn current_tail(&self) -> Result<Tail, AuditError> {
+        let known = *self.known_end();
+        if let Some(k) = known {
+            let same = std::fs::symlink_metadata(&self.path)
+                .ok()
+                .is_some_and(|md| md.len() == k.len && md.modified().ok() == Some(k.modified));
+            if same {
+                return Ok(Tail {
+                    head: k.head,
+                    chained: true,
+                    cut: false,
+                });
+            }
+            self.forget_end();
+        }
+        self.tail()
     }
 
     fn lock(&self) -> Result<secure_fs::FileLock, AuditError> {
