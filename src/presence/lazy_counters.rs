@@ -8,8 +8,9 @@
 //! ([`super::audit::highest_counters`]).
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::enrollment::TokenStore;
 
@@ -56,17 +57,55 @@ impl LazyCounters {
     }
 }
 
+/// At most one tokens.json update per this long while touches keep coming: each update is
+/// a file replaced with two fsyncs, which would compete for the disk with the receipts'
+/// fsyncs, the ones a signature waits for. The first counter after a quiet spell is written
+/// at once.
+const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
 fn write_loop(store: &TokenStore, rx: &Receiver<Counter>) {
-    // Ends when the gate (the sender) is gone and everything queued is written.
-    while let Ok((id, count)) = rx.recv() {
-        let mut highest: HashMap<Vec<u8>, u32> = HashMap::from([(id, count)]);
-        for (id, count) in rx.try_iter() {
+    let mut highest: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut last_write: Option<Instant> = None;
+    // Ends when the gate (the sender) is gone, after writing what it queued.
+    loop {
+        let due = last_write.map(|t| t + MIN_INTERVAL);
+        let next = match due {
+            Some(due) if !highest.is_empty() => {
+                match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        flush(store, &mut highest);
+                        return;
+                    }
+                }
+            }
+            _ => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => {
+                    flush(store, &mut highest);
+                    return;
+                }
+            },
+        };
+        if let Some((id, count)) = next {
             let c = highest.entry(id).or_insert(count);
             *c = (*c).max(count);
+            for (id, count) in rx.try_iter() {
+                let c = highest.entry(id).or_insert(count);
+                *c = (*c).max(count);
+            }
         }
-        for (id, count) in highest {
-            save(store, &id, count);
+        if due.is_none_or(|d| Instant::now() >= d) && !highest.is_empty() {
+            flush(store, &mut highest);
+            last_write = Some(Instant::now());
         }
+    }
+}
+
+fn flush(store: &TokenStore, highest: &mut HashMap<Vec<u8>, u32>) {
+    for (id, count) in highest.drain() {
+        save(store, &id, count);
     }
 }
 
