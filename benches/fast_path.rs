@@ -367,15 +367,14 @@ mod unix {
             line("virtual key's own ES256 signature (apart)", &sig);
             let raw = raw_get_assertion(&k2, &k2_home, n);
             line("the key's whole getAssertion, raw round trip", &raw);
+            // Differences of medians; a difference of two p99s is no p99, so none is printed.
             println!(
-                "  => our overhead, the key's ES256 taken out: p50 {:.3} ms  p99 {:.3} ms  (goal <= 1 ms)",
-                pct(&ours_gated, 0.5) - pct(&sig, 0.5),
-                pct(&ours_gated, 0.99) - pct(&sig, 0.99)
+                "  => our overhead, the key's ES256 taken out: p50 {:.3} ms  (goal <= 1 ms)",
+                pct(&ours_gated, 0.5) - pct(&sig, 0.5)
             );
             println!(
-                "  => our overhead, the key's whole getAssertion taken out: p50 {:.3} ms  p99 {:.3} ms",
-                pct(&ours_gated, 0.5) - pct(&raw, 0.5),
-                pct(&ours_gated, 0.99) - pct(&raw, 0.99)
+                "  => our overhead, the key's whole getAssertion taken out: p50 {:.3} ms",
+                pct(&ours_gated, 0.5) - pct(&raw, 0.5)
             );
         }
         if part("c") {
