@@ -22,6 +22,7 @@ type Counter = (Vec<u8>, u32);
 pub(crate) struct LazyCounters {
     tx: Mutex<Option<Sender<Counter>>>,
     store: TokenStore,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl LazyCounters {
@@ -30,6 +31,7 @@ impl LazyCounters {
         LazyCounters {
             tx: Mutex::new(None),
             store,
+            thread: Mutex::new(None),
         }
     }
 
@@ -47,9 +49,18 @@ impl LazyCounters {
             .name("auths-counters".into())
             .spawn(move || write_loop(&store, &rx));
         match started {
-            Ok(_) => {
+            Ok(handle) => {
                 let _ = t.send((id.to_vec(), count));
                 *tx = Some(t);
+                let old = self
+                    .thread
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(handle);
+                // A thread that stopped (its channel broke) is done; reap it.
+                if let Some(old) = old {
+                    let _ = old.join();
+                }
             }
             // No thread: save it now (the chain has it either way).
             Err(_) => save(&self.store, id, count),
@@ -62,6 +73,22 @@ impl LazyCounters {
 /// fsyncs, the ones a signature waits for. The first counter after a quiet spell is written
 /// at once.
 const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Drop for LazyCounters {
+    /// The gate is gone (the agent stops): what is queued reaches tokens.json before this
+    /// returns.
+    fn drop(&mut self) {
+        drop(self.tx.get_mut().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(t) = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
 
 fn write_loop(store: &TokenStore, rx: &Receiver<Counter>) {
     let mut highest: HashMap<Vec<u8>, u32> = HashMap::new();

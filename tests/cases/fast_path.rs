@@ -16,7 +16,7 @@ use std::time::Duration;
 use auths_presence::ctap::device::DeviceOptions;
 use auths_presence::ctap::virtual_key::{HidTimings, TouchMode, VirtualKey};
 use auths_presence::ctap::CtapError;
-use auths_presence::presence::audit::{verify_chain, AuditLog, Outcome};
+use auths_presence::presence::audit::{highest_counters, verify_chain, AuditLog, Outcome};
 use auths_presence::presence::enrollment::TokenStore;
 use auths_presence::presence::key_channel::CachedOpener;
 use auths_presence::presence::pin_entry::NoPinSource;
@@ -378,4 +378,24 @@ fn many_clients_in_a_grant_share_fsyncs_and_every_receipt_is_in_a_chain_that_ver
         "one touch for the whole batch"
     );
     assert!(rig.chain_verifies());
+}
+
+#[test]
+fn tokens_json_catches_up_with_the_receipted_counters_when_the_gate_stops() {
+    let rig = Rig::new(Policy::PerSignature);
+    let mut c = UnixStream::connect(&rig.agent.path).unwrap();
+    for i in 0..3u8 {
+        assert!(rig.sign(&mut c, &[i]));
+    }
+    drop(c);
+    let Rig {
+        _dir, home, agent, ..
+    } = rig;
+    // The agent stops: its gate goes, and the counters it queued are written by then.
+    drop(agent);
+    let highest = highest_counters(&AuditLog::new(&home).read_chain().unwrap());
+    let tokens = TokenStore::open(&home).unwrap().list().unwrap();
+    let receipted = highest[&tokens[0].credential_id];
+    assert!(receipted >= 3);
+    assert_eq!(tokens[0].sign_count, receipted);
 }
