@@ -447,10 +447,13 @@ fn run_foreground(args: StartArgs, socket: PathBuf, home: PathBuf) -> CliResult 
     let prompter = Prompter::new(true);
     let gate = PresenceGate::new(GateConfig {
         home: home.clone(),
-        opener: Box::new(SelectorOpener {
-            selector: selector.clone(),
-            options: args.device.options(),
-        }),
+        // The key's channel stays open between approvals (reopened when it is gone).
+        opener: Box::new(auths_presence::presence::key_channel::CachedOpener::new(
+            SelectorOpener {
+                selector: selector.clone(),
+                options: args.device.options(),
+            },
+        )),
         policy: args.policy,
         touch_timeout: args.device.touch_timeout,
         prompter: prompter.clone(),

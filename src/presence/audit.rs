@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,6 +24,7 @@ use thiserror::Error;
 
 use super::challenge::{ClientData, GrantTerms};
 use super::enrollment::Enrollment;
+use super::group_commit::GroupCommit;
 use super::policy::{PolicyError, Scope};
 use super::request::{ApprovalRequest, PayloadKind, Requester};
 use super::touch::{self, Credentials, TouchEvidence};
@@ -361,6 +363,9 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    /// An append that failed for every line of the group it was written in.
+    #[error(transparent)]
+    Shared(Arc<AuditError>),
     /// The log's last line cannot be read back to chain the next one to it.
     #[error("cannot read the end of the audit log {path}: {reason}")]
     Tail {
@@ -374,11 +379,27 @@ pub enum AuditError {
 /// One line of the log: its number and the receipt, or why it does not parse.
 pub type LogLine = (usize, Result<Receipt, String>);
 
+/// The group committer of a log's appends: a line's JSON in, its hash (the new head) out.
+type Appends = GroupCommit<String, Result<[u8; 32], Arc<AuditError>>>;
+
 /// The append-only log.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     path: PathBuf,
     home: PathBuf,
+    /// Appends of this log (and its clones) that arrive together share one write and fsync.
+    commits: Arc<Appends>,
+    /// The end of the log as this process last wrote it, with the file's length and mtime
+    /// then: while both are unchanged nobody else appended, and the end need not be read back.
+    known_end: Arc<std::sync::Mutex<Option<KnownEnd>>>,
+}
+
+/// The end of the log after our last write.
+#[derive(Debug, Clone, Copy)]
+struct KnownEnd {
+    len: u64,
+    modified: std::time::SystemTime,
+    head: [u8; 32],
 }
 
 /// The end of the log, as the next line must chain to it.
@@ -397,6 +418,8 @@ impl AuditLog {
         AuditLog {
             path: home.join(AUDIT_FILE),
             home: home.to_path_buf(),
+            commits: Arc::default(),
+            known_end: Arc::default(),
         }
     }
 
@@ -419,7 +442,7 @@ impl AuditLog {
     /// commits to. Begins the chain first when the log has none yet.
     pub fn head(&self) -> Result<String, AuditError> {
         let _lock = self.lock()?;
-        let tail = self.tail()?;
+        let tail = self.current_tail()?;
         if tail.chained {
             return Ok(hex::encode(tail.head));
         }
@@ -431,22 +454,63 @@ impl AuditLog {
 
     /// Append `body` as the next line of the chain (beginning the chain first when the log
     /// has none), written with one `write` under the append lock and fsynced, so lines never
-    /// interleave and a crash loses at most the line being written. Returns the new head.
+    /// interleave and a crash loses at most the lines being written. Returns the new head.
+    ///
+    /// Lines that arrive together (grant uses of many clients at once) are group-committed:
+    /// one write and one fsync for the group, in arrival order, each line chained to the one
+    /// before it; no caller returns before its own line is durable.
     fn append_line<T: Serialize>(&self, body: &T) -> Result<[u8; 32], AuditError> {
-        let _lock = self.lock()?;
-        let tail = self.tail()?;
-        let mut out = Vec::new();
-        let prev = if tail.chained {
-            if tail.cut {
-                out.push(b'\n');
-            }
-            tail.head
-        } else {
-            self.start_chain(&tail, &mut out)?
+        let werr = |reason: String| AuditError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other(reason),
         };
-        let head = self.encode_line(prev, body, &mut out)?;
-        self.write(&out)?;
-        Ok(head)
+        let body = serde_json::to_string(body).map_err(|e| werr(e.to_string()))?;
+        if !(body.starts_with('{') && body.ends_with('}')) {
+            return Err(werr("a line must be a JSON object".into()));
+        }
+        self.commits
+            .commit(
+                body,
+                |group| self.write_group(&group),
+                || Err(Arc::new(werr("the audit writer panicked".into()))),
+            )
+            .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(AuditError::Shared))
+    }
+
+    /// Write one group of lines (JSON objects, in order) after the chain's end: one write,
+    /// one fsync. The outcome is the same for every line of the group.
+    fn write_group(&self, bodies: &[String]) -> Vec<Result<[u8; 32], Arc<AuditError>>> {
+        let written = (|| {
+            let _lock = self.lock()?;
+            let tail = self.current_tail()?;
+            let mut out = Vec::new();
+            let mut prev = if tail.chained {
+                if tail.cut {
+                    out.push(b'\n');
+                }
+                tail.head
+            } else {
+                self.start_chain(&tail, &mut out)?
+            };
+            let mut heads = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                prev = encode_object_line(prev, body, &mut out);
+                heads.push(prev);
+            }
+            self.forget_end();
+            self.write(&out)?;
+            if let Some(head) = heads.last() {
+                self.remember_end(*head);
+            }
+            Ok::<_, AuditError>(heads)
+        })();
+        match written {
+            Ok(heads) => heads.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let e = Arc::new(e);
+                bodies.iter().map(|_| Err(Arc::clone(&e))).collect()
+            }
+        }
     }
 
     /// Put the `chain_started` line (after a newline, if the last line was cut short) into
@@ -504,6 +568,47 @@ impl AuditLog {
         f.write_all(bytes).map_err(werr)?;
         f.sync_data().map_err(werr)?;
         Ok(())
+    }
+
+    fn known_end(&self) -> std::sync::MutexGuard<'_, Option<KnownEnd>> {
+        self.known_end.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget_end(&self) {
+        *self.known_end() = None;
+    }
+
+    /// After our write (under the append lock): the log ends with `head`.
+    fn remember_end(&self, head: [u8; 32]) {
+        if let Ok(md) = std::fs::symlink_metadata(&self.path) {
+            if let Ok(modified) = md.modified() {
+                *self.known_end() = Some(KnownEnd {
+                    len: md.len(),
+                    modified,
+                    head,
+                });
+            }
+        }
+    }
+
+    /// The end of the log (under the append lock): as we left it when the file's length and
+    /// mtime say nobody wrote since, else read back from the file.
+    fn current_tail(&self) -> Result<Tail, AuditError> {
+        let known = *self.known_end();
+        if let Some(k) = known {
+            let same = std::fs::symlink_metadata(&self.path)
+                .ok()
+                .is_some_and(|md| md.len() == k.len && md.modified().ok() == Some(k.modified));
+            if same {
+                return Ok(Tail {
+                    head: k.head,
+                    chained: true,
+                    cut: false,
+                });
+            }
+            self.forget_end();
+        }
+        self.tail()
     }
 
     fn lock(&self) -> Result<secure_fs::FileLock, AuditError> {
@@ -605,12 +710,59 @@ impl AuditLog {
     }
 }
 
+/// The chained line for `body`, a JSON object serialized on its own: `{"v":2,"prev":…,`
+/// followed by the object's members, byte for byte what serializing [`LineOut`] gives. Put
+/// into `out` with its newline; returns its hash.
+fn encode_object_line(prev: [u8; 32], body: &str, out: &mut Vec<u8>) -> [u8; 32] {
+    let start = out.len();
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(CHAIN_VERSION.to_string().as_bytes());
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(hex::encode(prev).as_bytes());
+    out.push(b'"');
+    // `body` starts with `{` and ends with `}` (checked by the caller).
+    let members = &body[1..];
+    if members != "}" {
+        out.push(b',');
+    }
+    out.extend_from_slice(members.as_bytes());
+    let hash: [u8; 32] = Sha256::digest(&out[start..]).into();
+    out.push(b'\n');
+    hash
+}
+
 fn trim_end_newlines(b: &[u8]) -> &[u8] {
     let mut end = b.len();
     while end > 0 && (b[end - 1] == b'\n' || b[end - 1] == b'\r') {
         end -= 1;
     }
     &b[..end]
+}
+
+/// Per credential, the highest sign counter a touch receipt of `lines` carries (approved
+/// receipts, signed or not: the key gave that counter either way).
+///
+/// The receipt is the one durable write before a signature is released; tokens.json follows
+/// lazily. After a crash between the two, the agent takes the higher of tokens.json and this,
+/// so an assertion whose counter is not above the last one receipted is refused. The values
+/// only ever raise a floor: an edited log can make the gate stricter, never laxer.
+pub fn highest_counters(lines: &[ChainLine]) -> HashMap<Vec<u8>, u32> {
+    let mut highest: HashMap<Vec<u8>, u32> = HashMap::new();
+    for line in lines {
+        let Ok(Entry::Receipt(r)) = &line.entry else {
+            continue;
+        };
+        let Evidence::Approved { touch, .. } = &r.evidence else {
+            continue;
+        };
+        let Ok(auth_data) = crate::ctap::authdata::AuthenticatorData::parse(&touch.auth_data)
+        else {
+            continue;
+        };
+        let c = highest.entry(touch.credential_id.clone()).or_insert(0);
+        *c = (*c).max(auth_data.sign_count);
+    }
+    highest
 }
 
 /// The receipts among chain lines (and the lines that do not parse), for listings and the
@@ -1174,6 +1326,50 @@ mod tests {
         assert!(linked(&lines));
         let head = AuditLog::new(&home).head().unwrap();
         assert_eq!(head, hex::encode(lines.last().unwrap().hash));
+    }
+
+    #[test]
+    fn many_threads_on_one_log_share_fsyncs_and_keep_the_chain_linked() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        secure_fs::ensure_private_dir(&home).unwrap();
+        let log = AuditLog::new(&home);
+        std::thread::scope(|s| {
+            for w in 0..8 {
+                let log = log.clone();
+                s.spawn(move || {
+                    for i in 0..25 {
+                        log.record(&removal(w * 100 + i)).unwrap();
+                    }
+                });
+            }
+        });
+        let lines = log.read_chain().unwrap();
+        assert_eq!(lines.len(), 201, "the chain's start and every line");
+        assert!(linked(&lines));
+    }
+
+    #[test]
+    fn a_group_line_is_byte_for_byte_the_line_serde_writes() {
+        let log = AuditLog::new(Path::new("/nonexistent"));
+        for event in [
+            removal(7),
+            ChainEvent::ChainStarted {
+                time: 1,
+                enrollments: vec![],
+                older_lines: 3,
+            },
+        ] {
+            let prev = [0x5a; 32];
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let ha = log.encode_line(prev, &event, &mut a).unwrap();
+            let hb = encode_object_line(prev, &serde_json::to_string(&event).unwrap(), &mut b);
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            assert_eq!(ha, hb);
+        }
+        let mut out = Vec::new();
+        encode_object_line([0; 32], "{}", &mut out);
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
     }
 
     #[test]

@@ -15,10 +15,11 @@ use crate::ctap::device::{CancelToken, DeviceOptions};
 use crate::ctap::select::{self, DeviceSelector};
 use crate::ctap::{CtapError, StatusCode};
 
-use super::audit::{AuditLog, Evidence, Receipt};
+use super::audit::{highest_counters, AuditLog, Evidence, Receipt};
 use super::challenge::ClientData;
 use super::enrollment::TokenStore;
 use super::gate::{Approval, ApproveFuture, Basis, Gate, GateError, Settle};
+use super::lazy_counters::LazyCounters;
 use super::pin_entry::{PinRequest, PinSource};
 use super::policy::{Covers, Grants, Policy};
 use super::prompt::{
@@ -152,6 +153,8 @@ struct Inner {
     /// The highest sign counter verified (or read at start) per credential. tokens.json is a
     /// file a same-user process can edit; lowering a counter there does not lower it here.
     counters: Mutex<CounterFloor>,
+    /// tokens.json follows the receipts' counters lazily (see `super::lazy_counters`).
+    lazy_counters: LazyCounters,
     prompter: Prompter,
     touch_timeout: Duration,
     clock: GateClock,
@@ -196,6 +199,9 @@ fn now_unix() -> u64 {
 struct Settlement {
     inner: Arc<Inner>,
     _turn: Option<OwnedMutexGuard<()>>,
+    /// A touch's credential and verified counter: its receipt carries them, tokens.json gets
+    /// them after it.
+    counter: Option<(Vec<u8>, u32)>,
 }
 
 impl Settle for Settlement {
@@ -206,13 +212,29 @@ impl Settle for Settlement {
         touch: Option<&VerifiedTouch>,
     ) -> Result<(), GateError> {
         let inner = &self.inner;
-        inner.audit.append(&receipt)?;
+        // The receipt is the one durable write before the signature leaves (it carries the
+        // verified counter). Appends group-commit, so the wait for the fsync is moved off
+        // this runtime worker, letting other connections' receipts join the same group.
+        block_off_runtime(|| inner.audit.append(&receipt))?;
+        if let Some((id, count)) = &self.counter {
+            super::fault::point(super::fault::AFTER_RECEIPT);
+            inner.lazy_counters.queue(id, *count);
+        }
         if let Some(touch) = touch {
             inner
                 .grants()
                 .open(touch.assertion(), &receipt.id, request, (inner.clock)());
         }
         Ok(())
+    }
+}
+
+/// Run `f`, which blocks, on this thread; on a multi-thread tokio runtime's worker, tell the
+/// runtime first so its other tasks move to another worker meanwhile.
+fn block_off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -329,10 +351,20 @@ impl PresenceGate {
         for e in &enrolled {
             counters.raise(&e.credential_id, e.sign_count);
         }
+        // The receipts are the durable record of counters; tokens.json may lag them after a
+        // crash. Take the higher of the two, and bring tokens.json up to date.
+        let audit = AuditLog::new(&config.home);
+        for (id, count) in highest_counters(&audit.read_chain()?) {
+            if counters.get(&id).is_some_and(|c| c < count) {
+                counters.raise(&id, count);
+                store.save_sign_count(&id, count)?;
+            }
+        }
         Ok(PresenceGate {
             inner: Arc::new(Inner {
+                lazy_counters: LazyCounters::new(store.clone()),
                 store,
-                audit: AuditLog::new(&config.home),
+                audit,
                 opener: config.opener,
                 device_turn: Arc::new(tokio::sync::Mutex::new(())),
                 grants: Mutex::new(Grants::new(config.policy)),
@@ -382,6 +414,7 @@ impl PresenceGate {
         let settle = Box::new(Settlement {
             inner: Arc::clone(inner),
             _turn: None,
+            counter: None,
         });
         let approval =
             Approval::new(Basis::Grant(grant), request.clone(), id.clone(), settle).ok()?;
@@ -529,9 +562,12 @@ impl PresenceGate {
             verified.assertion().credential_id(),
             verified.assertion().sign_count(),
         );
+        // The counter is raised here, before anything is signed; it becomes durable with the
+        // touch's receipt, written before the signature leaves (tokens.json follows lazily).
         inner.counters().raise(id, count);
-        inner.store.save_sign_count(id, count)?;
         if cancel.is_cancelled() {
+            // No approval, so no receipt will carry this counter: save it now.
+            inner.store.save_sign_count(id, count)?;
             return Err(GateError::Cancelled);
         }
         Ok((verified, secret))
@@ -736,16 +772,29 @@ impl Gate for PresenceGate {
                 }))
                 .unwrap_or(Err(GateError::WorkerStopped));
                 // A second request came before this touch was verified: refuse it too.
-                let touched = match slot.contention() {
-                    Some(reason) => Err(GateError::Contention(reason)),
-                    None => touched,
+                let touched = match (slot.contention(), touched) {
+                    (Some(reason), touched) => {
+                        // A verified touch that approves nothing: no receipt carries its
+                        // counter, so it is saved now.
+                        if let Ok((t, _)) = &touched {
+                            let a = t.assertion();
+                            let _ = worker
+                                .store
+                                .save_sign_count(a.credential_id(), a.sign_count());
+                        }
+                        Err(GateError::Contention(reason))
+                    }
+                    (None, touched) => touched,
                 };
                 drop(slot);
                 let result = touched.and_then(|(touch, secret)| {
+                    let assertion = touch.assertion();
+                    let counter = (assertion.credential_id().to_vec(), assertion.sign_count());
                     // The turn stays with the approval until its receipt is written.
                     let settle = Box::new(Settlement {
                         inner: Arc::clone(&worker),
                         _turn: Some(turn),
+                        counter: Some(counter),
                     });
                     let basis = Basis::Touch(touch);
                     let approval = Approval::new(basis, request.clone(), id.clone(), settle)?;

@@ -59,17 +59,14 @@ pub trait PresenceKey: Send {
     ) -> Result<PinUvAuthToken, PinError>;
 
     /// [`PresenceKey::get_assertion`] carrying an hmac-secret request for `salt`: the same
-    /// touch approves and unseals. Keys without hmac-secret refuse.
+    /// touch approves and unseals. Keys without hmac-secret refuse. No default: a wrapper
+    /// that forgot to forward it would refuse to unseal on a key that can.
     fn get_assertion_with_hmac_secret(
         &mut self,
-        _args: &GetAssertionArgs<'_>,
-        _salt: &Salt,
-        _wait: Waiting<'_>,
-    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError> {
-        Err(CtapError::Unsupported(
-            "this security key has no hmac-secret extension, so it cannot unseal keys".into(),
-        ))
-    }
+        args: &GetAssertionArgs<'_>,
+        salt: &Salt,
+        wait: Waiting<'_>,
+    ) -> Result<(GetAssertionResponse, HmacRequest), CtapError>;
 }
 
 impl<K: SecurityKey + ?Sized> PresenceKey for K {

@@ -139,6 +139,21 @@ impl PresenceKey for Recording {
     ) -> Result<PinUvAuthToken, PinError> {
         SecurityKey::uv_token(&mut self.inner, permissions, rp_id, wait)
     }
+
+    fn get_assertion_with_hmac_secret(
+        &mut self,
+        args: &GetAssertionArgs<'_>,
+        salt: &auths_presence::ctap::hmac_secret::Salt,
+        wait: Waiting<'_>,
+    ) -> Result<
+        (
+            GetAssertionResponse,
+            auths_presence::ctap::hmac_secret::Request,
+        ),
+        CtapError,
+    > {
+        SecurityKey::get_assertion_with_hmac_secret(&mut self.inner, args, salt, wait)
+    }
 }
 
 /// A key with clientPIN, and how the gate verifies the user on it.

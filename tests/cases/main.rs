@@ -27,6 +27,8 @@ mod demo;
 #[cfg(unix)]
 mod ecdsa_keys;
 #[cfg(unix)]
+mod fast_path;
+#[cfg(unix)]
 mod gate_receipts;
 #[cfg(unix)]
 mod git_proofs;
