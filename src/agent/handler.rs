@@ -246,9 +246,12 @@ impl<'a> Handler<'a> {
                 return Err(e);
             }
         }
-        let signing = state
+        // The store is held only to check the approval and count the signature; the private
+        // key operation runs after, so connections sign on several cores at once.
+        let prepared = state
             .keys()
-            .sign(&key, &req.data, req.flags, approval, state.now());
+            .prepare_sign(&key, &req.data, &approval, state.now());
+        let signing = crate::agent::keys::finish_sign(prepared, &req.data, req.flags, approval);
         let result = match signing.result {
             // No receipt, no signature: it leaves the agent only once its receipt is durable.
             Ok(signature) => match signing.approval.signed() {

@@ -434,6 +434,34 @@ fn sign_with(key: &PrivateKey, data: &[u8], flags: u32) -> Result<Signature, Age
     Signature::new(ssh_key::Algorithm::Rsa { hash: Some(hash) }, bytes).map_err(AgentError::Key)
 }
 
+/// What [`KeyStore::prepare_sign`] hands out: the key to sign with (or why not), and the wipe
+/// the count caused, if any.
+#[must_use = "finish_sign makes the signature and gives the approval back"]
+pub struct Prepared {
+    result: Result<PrivateKey, AgentError>,
+    wiped: Option<WipeReason>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("ok", &self.result.is_ok())
+            .field("wiped", &self.wiped)
+            .finish()
+    }
+}
+
+/// The second half of [`KeyStore::sign`]: sign `data` with the prepared key, outside the
+/// store's lock; the approval comes back to be settled.
+pub fn finish_sign(prepared: Prepared, data: &[u8], flags: u32, approval: Approval) -> Signing {
+    let Prepared { result, wiped } = prepared;
+    Signing {
+        approval,
+        result: result.and_then(|private| sign_with(&private, data, flags)),
+        wiped,
+    }
+}
+
 impl KeyStore {
     /// An empty, unlocked store.
     pub fn new(policy: UnlockPolicy) -> Self {
@@ -904,38 +932,48 @@ impl KeyStore {
         approval: Approval,
         now: Instant,
     ) -> Signing {
+        let prepared = self.prepare_sign(key, data, &approval, now);
+        finish_sign(prepared, data, flags, approval)
+    }
+
+    /// The first half of [`KeyStore::sign`], the part that needs the store: check the
+    /// approval covers `key` and `data`, count the signature in the window (wiping when that
+    /// reaches the cap), and hand out a copy of the private key for [`finish_sign`], which
+    /// callers run once they have let go of the store (so signatures of several connections
+    /// run on several cores). The copy zeroizes when dropped.
+    pub fn prepare_sign(
+        &mut self,
+        key: &KeyData,
+        data: &[u8],
+        approval: &Approval,
+        now: Instant,
+    ) -> Prepared {
         let digest: [u8; 32] = Sha256::digest(data).into();
         let result = if approval.covers(&fingerprint(key), &digest) {
-            self.sign_approved(key, data, flags, now)
+            self.take_signer(key, now)
         } else {
             Err(AgentError::ApprovalMismatch)
         };
-        Signing {
-            approval,
+        Prepared {
             result,
             wiped: self.take_wiped(),
         }
     }
 
-    /// The signing step after the approval was checked. Private: only [`KeyStore::sign`] (and
-    /// this module's tests) reach it.
-    fn sign_approved(
-        &mut self,
-        key: &KeyData,
-        data: &[u8],
-        flags: u32,
-        now: Instant,
-    ) -> Result<Signature, AgentError> {
+    /// The signing key after the approval was checked, counted in the window. Private: only
+    /// [`KeyStore::prepare_sign`] (and this module's tests) reach it.
+    fn take_signer(&mut self, key: &KeyData, now: Instant) -> Result<PrivateKey, AgentError> {
         self.expire(now);
         if self.is_locked() {
             return Err(AgentError::Locked);
         }
-        let entry = self
+        let private = self
             .entries
             .iter()
             .find(|e| e.key.public_key().key_data() == key)
-            .ok_or(AgentError::NoSuchKey)?;
-        let signature = sign_with(&entry.key, data, flags)?;
+            .ok_or(AgentError::NoSuchKey)?
+            .key
+            .clone();
         self.touch_window(now);
         let cap_reached = match (&mut self.window, self.policy.max_signatures) {
             (Some(w), Some(max)) => {
@@ -951,7 +989,20 @@ impl KeyStore {
         if cap_reached {
             self.wipe_all(WipeReason::MaxSignatures);
         }
-        Ok(signature)
+        Ok(private)
+    }
+
+    /// [`KeyStore::sign`] without an approval, for this module's tests.
+    #[cfg(test)]
+    fn sign_approved(
+        &mut self,
+        key: &KeyData,
+        data: &[u8],
+        flags: u32,
+        now: Instant,
+    ) -> Result<Signature, AgentError> {
+        let private = self.take_signer(key, now)?;
+        sign_with(&private, data, flags)
     }
 
     /// `ssh-add -x`: seal every key under `passphrase` and drop the plaintext.
