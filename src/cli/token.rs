@@ -326,7 +326,13 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
     if tokens.is_empty() {
         return Err("no security key is enrolled; enroll one with `auths token enroll`".into());
     }
-    let creds = Credentials::enrolled(&tokens)?;
+    let mut creds = Credentials::enrolled(&tokens)?;
+    // The receipts are the durable record of counters (tokens.json follows them lazily): a
+    // cloned key's counter is checked against the higher of the two.
+    let receipted = auths_presence::presence::audit::highest_counters(
+        &auths_presence::presence::audit::AuditLog::new(&home()).read_chain()?,
+    );
+    creds.raise_counters(|id| receipted.get(id).copied());
     let rp_id = creds.rp_id().to_owned();
     let candidates: Vec<&Enrollment> = tokens.iter().filter(|t| t.rp_id == rp_id).collect();
     let mut key = open_key(device)?;
@@ -368,6 +374,9 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
         .find(|t| t.credential_id == verified.credential_id())
         .ok_or("verified credential vanished from the enrollment list")?;
     let flags = verified.flags();
+    let previous = receipted
+        .get(&t.credential_id)
+        .map_or(t.sign_count, |r| (*r).max(t.sign_count));
     if json {
         println!(
             "{}",
@@ -379,7 +388,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
                 "user_present": flags.user_present(),
                 "user_verified": flags.user_verified(),
                 "sign_count": verified.sign_count(),
-                "previous_sign_count": t.sign_count,
+                "previous_sign_count": previous,
                 "rp_id": rp_id,
                 "virtual_key": t.virtual_key,
             })
@@ -396,7 +405,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
             "  signature    {} over authData || SHA-256(clientData): valid",
             algorithm_name(verified.algorithm())
         );
-        let counter_note = if verified.sign_count() > t.sign_count {
+        let counter_note = if verified.sign_count() > previous {
             "increased"
         } else {
             "zero on both sides: this key keeps no counter"
@@ -404,7 +413,7 @@ fn test(json: bool, device: &DeviceArgs) -> CliResult {
         println!(
             "  sign counter {} (was {}): {counter_note}",
             verified.sign_count(),
-            t.sign_count
+            previous
         );
         if t.virtual_key {
             println!("  note         this is the VIRTUAL key, not hardware");

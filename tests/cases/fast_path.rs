@@ -126,6 +126,7 @@ fn a_crash_between_the_receipt_and_tokens_json_loses_nothing_and_lets_no_replay_
     user.ok(&["token", "enroll", "--device", &sim.device()]);
     // A clone of the key as it is now: it will hand out the next counters a second time.
     std::fs::copy(user.dir.join("key.state"), user.dir.join("clone.state")).unwrap();
+    std::fs::copy(user.dir.join("key.state"), user.dir.join("clone2.state")).unwrap();
     let enrolled = stored_counter(&user);
     let (key, msg) = identity(&user.dir);
     let sock = user.home.join("a.sock");
@@ -156,8 +157,16 @@ fn a_crash_between_the_receipt_and_tokens_json_loses_nothing_and_lets_no_replay_
         "the crash came before tokens.json was updated"
     );
 
-    // Restarted on the clone, whose next counter is the one already receipted: refused.
+    // `auths token test` checks a key's counter against the receipts too: a second clone,
+    // whose next counter is the one receipted, is refused though tokens.json lags.
     drop(sim);
+    let clone2 = Sim::start(&user.dir, "clone2", &[]);
+    let tested = user.auths(&["token", "test", "--device", &clone2.device()]);
+    assert!(!tested.status.success(), "a cloned counter passed auths token test");
+    assert!(stderr(&tested).contains("counter"), "{}", stderr(&tested));
+    drop(clone2);
+
+    // Restarted on the clone, whose next counter is the one already receipted: refused.
     let clone = Sim::start(&user.dir, "clone", &[]);
     let again = RunningAgent::start(&user, &sock, &clone.device(), &[]);
     assert_eq!(
