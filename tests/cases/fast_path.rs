@@ -162,7 +162,10 @@ fn a_crash_between_the_receipt_and_tokens_json_loses_nothing_and_lets_no_replay_
     drop(sim);
     let clone2 = Sim::start(&user.dir, "clone2", &[]);
     let tested = user.auths(&["token", "test", "--device", &clone2.device()]);
-    assert!(!tested.status.success(), "a cloned counter passed auths token test");
+    assert!(
+        !tested.status.success(),
+        "a cloned counter passed auths token test"
+    );
     assert!(stderr(&tested).contains("counter"), "{}", stderr(&tested));
     drop(clone2);
 
