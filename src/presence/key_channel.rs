@@ -175,6 +175,33 @@ impl Lease {
         }
         result
     }
+
+    /// [`Lease::run`] for an operation that waits for the user: `wait` is lent to each try.
+    fn run_waiting<T, E>(
+        &mut self,
+        gone: fn(&E) -> bool,
+        wait: Waiting<'_>,
+        mut op: impl FnMut(&mut dyn PresenceKey, Waiting<'_>) -> Result<T, E>,
+        reopen_error: impl FnOnce(CtapError) -> E,
+    ) -> Result<T, E> {
+        let Waiting {
+            on_up_needed,
+            mut on_busy,
+            cancel,
+        } = wait;
+        self.run(
+            gone,
+            |k| {
+                let wait = Waiting {
+                    on_up_needed: &mut *on_up_needed,
+                    on_busy: on_busy.as_deref_mut().map(|f| f as &mut dyn FnMut()),
+                    cancel,
+                };
+                op(k, wait)
+            },
+            reopen_error,
+        )
+    }
 }
 
 impl PresenceKey for Lease {
@@ -183,21 +210,10 @@ impl PresenceKey for Lease {
         args: &GetAssertionArgs<'_>,
         wait: Waiting<'_>,
     ) -> Result<GetAssertionResponse, CtapError> {
-        let Waiting {
-            on_up_needed,
-            mut on_busy,
-            cancel,
-        } = wait;
-        self.run(
+        self.run_waiting(
             channel_gone,
-            |k| {
-                let wait = Waiting {
-                    on_up_needed: &mut *on_up_needed,
-                    on_busy: on_busy.as_deref_mut().map(|f| f as &mut dyn FnMut()),
-                    cancel,
-                };
-                k.get_assertion(args, wait)
-            },
+            wait,
+            |k, wait| k.get_assertion(args, wait),
             |e| e,
         )
     }
@@ -208,21 +224,10 @@ impl PresenceKey for Lease {
         salt: &crate::ctap::hmac_secret::Salt,
         wait: Waiting<'_>,
     ) -> Result<(GetAssertionResponse, crate::ctap::hmac_secret::Request), CtapError> {
-        let Waiting {
-            on_up_needed,
-            mut on_busy,
-            cancel,
-        } = wait;
-        self.run(
+        self.run_waiting(
             channel_gone,
-            |k| {
-                let wait = Waiting {
-                    on_up_needed: &mut *on_up_needed,
-                    on_busy: on_busy.as_deref_mut().map(|f| f as &mut dyn FnMut()),
-                    cancel,
-                };
-                k.get_assertion_with_hmac_secret(args, salt, wait)
-            },
+            wait,
+            |k, wait| k.get_assertion_with_hmac_secret(args, salt, wait),
             |e| e,
         )
     }
@@ -258,21 +263,10 @@ impl PresenceKey for Lease {
         rp_id: &str,
         wait: Waiting<'_>,
     ) -> Result<PinUvAuthToken, PinError> {
-        let Waiting {
-            on_up_needed,
-            mut on_busy,
-            cancel,
-        } = wait;
-        self.run(
+        self.run_waiting(
             pin_channel_gone,
-            |k| {
-                let wait = Waiting {
-                    on_up_needed: &mut *on_up_needed,
-                    on_busy: on_busy.as_deref_mut().map(|f| f as &mut dyn FnMut()),
-                    cancel,
-                };
-                k.uv_token(permissions, rp_id, wait)
-            },
+            wait,
+            |k, wait| k.uv_token(permissions, rp_id, wait),
             PinError::Ctap,
         )
     }
