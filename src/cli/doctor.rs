@@ -122,6 +122,89 @@ fn enrolled_check(home: &Path) -> (Check, Vec<auths_presence::presence::enrollme
     }
 }
 
+/// The sealed identity keys: each opens with an enrolled key, every enrolled key that can seal
+/// opens it (a backup that cannot is found now, not when the main key is lost), and it is
+/// sealed under the user-verified secret.
+fn sealed_checks(
+    home: &Path,
+    tokens: &[auths_presence::presence::enrollment::Enrollment],
+) -> Vec<Check> {
+    use auths_presence::presence::sealed::SealedStore;
+    let (keys, unreadable) = SealedStore::new(home).load_all();
+    let mut checks: Vec<Check> = unreadable
+        .iter()
+        .map(|e| {
+            check(
+                "sealed_keys",
+                Verdict::Fail,
+                escape_control(&auths_presence::presence::error_chain(e)),
+            )
+            .fix("restore the file from a copy, or move it out of $AUTHS_HOME/keys")
+        })
+        .collect();
+    if keys.is_empty() && checks.is_empty() {
+        checks.push(check(
+            "sealed_keys",
+            Verdict::Skip,
+            "no sealed identity key (`auths key generate` or `auths key import FILE` makes one)",
+        ));
+    }
+    let name = |t: &auths_presence::presence::enrollment::Enrollment| {
+        format!("{} ({})", t.id, escape_control(&t.label))
+    };
+    for k in &keys {
+        let who = format!("sealed key {} ({})", k.id, escape_control(&k.label));
+        let opens: Vec<_> = tokens
+            .iter()
+            .filter(|t| k.sealed_for().any(|c| c == t.credential_id))
+            .collect();
+        let missing: Vec<String> = tokens
+            .iter()
+            .filter(|t| t.hmac_secret && !k.sealed_for().any(|c| c == t.credential_id))
+            .map(name)
+            .collect();
+        let c = if opens.is_empty() {
+            check(
+                "sealed_keys",
+                Verdict::Fail,
+                format!("{who}: no enrolled security key opens it"),
+            )
+            .fix("enroll again the security key it was sealed for, or restore tokens.json")
+        } else if !missing.is_empty() {
+            check(
+                "sealed_keys",
+                Verdict::Warn,
+                format!(
+                    "{who}: opens with {}, not with {}",
+                    opens.iter().map(|t| name(t)).collect::<Vec<_>>().join(", "),
+                    missing.join(", ")
+                ),
+            )
+            .fix(format!(
+                "plug in a key that opens it and the others, and run `auths key rewrap {}`",
+                k.id
+            ))
+        } else if !k.uv {
+            check(
+                "sealed_keys",
+                Verdict::Warn,
+                format!("{who}: sealed under the touch-only secret, which a process running as you can derive while the key is plugged in"),
+            )
+            .fix("set a PIN on the security key, then seal the key again (`auths key import`)")
+        } else {
+            check(
+                "sealed_keys",
+                Verdict::Ok,
+                format!(
+                    "{who}: opens with every enrolled key that can seal, under the user-verified secret"
+                ),
+            )
+        };
+        checks.push(c);
+    }
+    checks
+}
+
 /// The key: it answers getInfo (PIN and alwaysUv state), and holds an enrolled credential,
 /// which it is asked silently (`up: false`, no touch).
 fn key_checks(
@@ -470,6 +553,7 @@ pub fn run(args: DoctorArgs) -> CliResult {
     let (enrolled, tokens) = enrolled_check(&home);
     checks.push(enrolled);
     checks.extend(key_checks(&args.device, &tokens));
+    checks.extend(sealed_checks(&home, &tokens));
     checks.extend(agent_checks(&socket));
     checks.push(git_check());
     checks.push(service_check());

@@ -945,3 +945,63 @@ fn a_generated_key_signs_through_the_agent_after_one_touch_and_the_pin() {
         "sealing and signing each asked the PIN: {prompts}"
     );
 }
+
+/// `auths doctor --json`'s sealed-key checks.
+fn doctor_sealed(rig: &Rig, device: &str) -> Vec<Value> {
+    let out = rig.run(&["doctor", "--json", "--device", device]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    all["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "sealed_keys")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn doctor_finds_a_backup_that_does_not_open_a_sealed_key_before_it_is_needed() {
+    let rig = Rig::new();
+    let a = Sim::start(&rig.user.dir, "a", &["--pin", PIN_A]);
+    let b = Sim::start(&rig.user.dir, "b", &["--pin", PIN_B]);
+    rig.enroll(&a, "main");
+    assert_eq!(doctor_sealed(&rig, &a.device())[0]["verdict"], "skip");
+    rig.ok(&[
+        "key",
+        "generate",
+        "--label",
+        "work",
+        "--device",
+        &a.device(),
+    ]);
+    let c = doctor_sealed(&rig, &a.device());
+    assert_eq!(c[0]["verdict"], "ok", "{c:?}");
+    rig.enroll(&b, "backup");
+    let c = doctor_sealed(&rig, &a.device());
+    assert_eq!(c[0]["verdict"], "warn", "{c:?}");
+    assert!(
+        c[0]["detail"].as_str().unwrap().contains("not with"),
+        "{c:?}"
+    );
+    assert!(
+        c[0]["fix"].as_str().unwrap().contains("auths key rewrap"),
+        "{c:?}"
+    );
+    rig.ok(&[
+        "key",
+        "rewrap",
+        "--device",
+        &a.device(),
+        "--device",
+        &b.device(),
+    ]);
+    assert_eq!(doctor_sealed(&rig, &a.device())[0]["verdict"], "ok");
+    // A file that does not read fails, naming it.
+    std::fs::write(
+        rig.user.home.join("keys").join("0000000000000000.sealed"),
+        b"{}",
+    )
+    .unwrap();
+    let c = doctor_sealed(&rig, &a.device());
+    assert!(c.iter().any(|c| c["verdict"] == "fail"), "{c:?}");
+}
